@@ -1,0 +1,103 @@
+"""What a run directory holds, written atomically by the main process.
+
+recipe.yaml (resolved: revision pinned, library versions in the header), run.json (labels,
+family, parameter counts: what `eval`/`predict` need without flags), tokenizer/, adapter/ or
+model/, metrics.json, predictions.jsonl, log.jsonl, README.md (model card), .finished.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+from finetune import __version__
+from finetune.modelcard import render_model_card
+from finetune.recipe import Recipe
+from finetune.recipe_io import dump_recipe
+from finetune.rundir import FINISHED, atomic_dir, atomic_write_json, atomic_write_text
+
+LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"finetune": __version__}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def resolved_recipe_text(recipe: Recipe, versions: dict[str, str]) -> str:
+    header = "# Resolved recipe written by finetune; rerun with: finetune run <this file>\n"
+    header += "# versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "\n"
+    return header + dump_recipe(recipe)
+
+
+def write_run_start(out, recipe, task, family, loaded, method, trainable, total, resume) -> None:
+    """Everything known before training: a crash later still leaves a readable run dir."""
+    out.mkdir(parents=True, exist_ok=True)
+    pinned = recipe.model_copy(deep=True)
+    if loaded.revision and not Path(recipe.model.name).exists() and ":" not in recipe.model.name:
+        pinned.model.revision = loaded.revision
+    versions = library_versions()
+    atomic_write_text(out / "recipe.yaml", resolved_recipe_text(pinned, versions))
+    info = {
+        "finetune_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions,
+        "family": family.name,
+        "task": recipe.task.type,
+        "model_kind": task.model_kind(),
+        "method": method.name,
+        "artifact_dir": method.artifact_dir,
+        "new_modules": loaded.new_modules,
+        "task_state": task.state.to_dict(),
+        "parameters": {"trainable": trainable, "total": total},
+    }
+    atomic_write_json(out / "run.json", info)
+    if not resume or not (out / "tokenizer").exists():
+        with atomic_dir(out / "tokenizer") as tmp:
+            task.tokenizer.save_pretrained(str(tmp))
+
+
+def directory_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def save_run_artifacts(
+    out, recipe, task, method, model, metrics, predictions, eval_examples, trainable, total
+) -> None:
+    with atomic_dir(out / method.artifact_dir) as tmp:
+        method.save(model, tmp)
+        if not any(tmp.glob("*.safetensors")) and not any(tmp.glob("*.bin")):
+            from finetune.errors import CheckpointError
+
+            raise CheckpointError(
+                f"method {method.name} saved no weights to {tmp}",
+                fix="this is a bug; please report it",
+            )
+    size = directory_size(out / method.artifact_dir)
+    metrics = {
+        **metrics,
+        "artifact_bytes": size,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+    }
+    if predictions is not None and eval_examples is not None:
+        lines = [
+            json.dumps(task.prediction_record(p, e), ensure_ascii=False)
+            for p, e in zip(predictions, eval_examples)
+        ]
+        atomic_write_text(out / "predictions.jsonl", "\n".join(lines) + "\n")
+    atomic_write_json(out / "metrics.json", metrics)
+    info = json.loads((out / "run.json").read_text())
+    atomic_write_text(out / "README.md", render_model_card(recipe, info, metrics))
+    atomic_write_text(out / FINISHED, dt.datetime.now(dt.timezone.utc).isoformat() + "\n")
+    # checkpoints exist to resume an unfinished run; a finished one needs none of them
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -1,0 +1,120 @@
+"""`finetune validate` and the first step of `finetune run`: every problem at once, no weights.
+
+Schema problems come from pydantic; then files, columns, model family and method support are
+checked from headers and config.json alone, so a typo costs a second, not a model load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finetune.data import detect_format, peek_columns, resolve_path
+from finetune.errors import DataError, FinetuneError, ModelError, Problem
+from finetune.methods import METHODS
+from finetune.models import Family, detect_family
+from finetune.recipe import HubSource, LocalSource, Recipe
+from finetune.recipe_io import build_recipe, read_yaml
+
+
+def check_recipe(
+    path: Path, overrides: list[str] | None = None
+) -> tuple[Recipe | None, list[Problem]]:
+    data, problems = read_yaml(path)
+    if data is None:
+        return None, problems
+    recipe, problems = build_recipe(data, str(path), overrides)
+    if recipe is None:
+        return None, problems
+    return recipe, check_semantics(recipe, path)
+
+
+def check_semantics(recipe: Recipe, path: Path) -> list[Problem]:
+    from finetune.tasks import TASKS, model_kind, task_class
+
+    where = str(path)
+    problems: list[Problem] = []
+    family: Family | None = None
+    try:
+        family = detect_family(recipe)
+    except ModelError as exc:
+        problems.append(Problem(where, exc.message, exc.fix))
+    if recipe.task.type not in TASKS:
+        problems.append(
+            Problem(
+                f"{where}: task.type",
+                f"task {recipe.task.type!r} is not available in this version",
+                "available: " + ", ".join(TASKS),
+            )
+        )
+        return problems
+    task = task_class(recipe.task.type)
+    if family is not None:
+        method = METHODS[recipe.method.name]
+        reason = method.unsupported_reason(family, model_kind(recipe.task.type, family))
+        if reason:
+            problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
+    problems.extend(
+        _check_data(recipe, path, task.required_columns(recipe), task.languages(recipe))
+    )
+    return problems
+
+
+def _check_data(recipe: Recipe, path: Path, columns: list[str], langs: list[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    base = path.parent
+    for split in ("train", "eval", "test"):
+        source = getattr(recipe.data, split)
+        if source is None or isinstance(source, HubSource):
+            continue  # Hub datasets are checked when they are loaded
+        problems.extend(_check_local(source, base, f"{path}: data.{split}", columns, langs))
+    return problems
+
+
+def _check_local(
+    source: LocalSource, base: Path, key: str, columns: list[str], langs: list[str]
+) -> list[Problem]:
+    resolved = resolve_path(source.path, base)
+    try:
+        fmt = detect_format(source, resolved)
+    except FinetuneError as exc:
+        return [Problem(key, exc.message, exc.fix)]
+    if fmt == "text":
+        missing = [
+            str(resolved).replace("{lang}", lang)
+            for lang in langs
+            if not Path(str(resolved).replace("{lang}", lang)).exists()
+        ]
+        if missing:
+            return [Problem(key, f"file not found: {', '.join(missing)}", "check the path")]
+        return []
+    if not resolved.exists():
+        return [
+            Problem(
+                key,
+                f"file not found: {source.path}",
+                "check the path (relative paths "
+                "are read from the working directory, then beside the recipe)",
+            )
+        ]
+    if resolved.is_dir():
+        return [Problem(key, f"{source.path} is a directory", "name a data file")]
+    try:
+        present = peek_columns(source, base, langs)
+    except DataError as exc:
+        return [Problem(key, exc.message, exc.fix)]
+    except OSError as exc:
+        return [Problem(key, f"cannot read {source.path} ({exc.strerror})", "check permissions")]
+    if fmt == "parquet" or not present:
+        return [] if present else [Problem(key, f"{source.path} is empty", "add rows")]
+    missing = [c for c in columns if c not in present]
+    if missing:
+        return [
+            Problem(
+                key,
+                f"{source.path} has no column {', '.join(repr(c) for c in missing)} "
+                f"(found: {', '.join(present)})",
+                "rename the column in the file or set the task's column option (task.text, "
+                "task.label, ...)",
+            )
+        ]
+    return []

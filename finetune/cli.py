@@ -1,0 +1,256 @@
+"""The `finetune` command line: parse, call one function per command, print. No logic here.
+
+Imports of torch/transformers happen inside the commands, so `finetune --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from finetune import __version__
+from finetune.errors import FinetuneError
+
+app = typer.Typer(
+    name="finetune",
+    help="Parameter-efficient fine-tuning of Hugging Face Transformers from one YAML recipe.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+STATE: dict[str, Any] = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"finetune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """Fine-tune BERT, GPT-2 and T5 models with LoRA, adapters or full fine-tuning."""
+    STATE["debug"] = debug
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """User mistakes: message + fix, exit 2. Bugs: one line + a log file path, exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from finetune.logs import redact, setup_logging, write_crash_log
+
+        setup_logging(debug=STATE["debug"])
+        try:
+            return func(*args, **kwargs)
+        except FinetuneError as exc:
+            _err(f"[bold red]error:[/] {_escape(redact(exc.render()))}")
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if STATE["debug"]:
+                raise
+            path = write_crash_log(exc)
+            cause = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            _err(f"[bold red]unexpected error:[/] {type(exc).__name__}: {_escape(cause)}")
+            _err(f"full traceback in {path}; rerun with --debug to see it here")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _err(message: str) -> None:
+    from finetune.console import err_console
+
+    err_console().print(message, highlight=False)
+
+
+def _out(message: str) -> None:
+    from finetune.console import out_console
+
+    out_console().print(message, highlight=False)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@app.command()
+@handle_errors
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Dotted overrides, e.g. train.epochs=3 method.r=16.", show_default=False
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished run directory.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Train a method on a model as the recipe says; writes a run directory.
+
+    Every option is listed by `finetune options`.
+    """
+    from finetune.pipeline import run as run_recipe
+
+    summary = run_recipe(
+        recipe, overrides or [], overwrite=overwrite, resume=resume, progress=progress
+    )
+    _out(f"[bold green]done[/] in {summary.seconds:.0f}s: {summary.run_dir}")
+    _print_metrics(summary.metrics)
+
+
+@app.command()
+@handle_errors
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Recipe files or directories of recipes.")],
+    overrides: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override, e.g. --set train.lr=1e-4.")
+    ] = None,
+) -> None:
+    """Check recipes (schema, files, columns, model family, method support) without loading
+    any weights; reports every problem at once."""
+    from finetune.checks import check_recipe
+
+    files = _expand_recipes(paths)
+    failed = 0
+    for path in files:
+        _, problems = check_recipe(path, overrides or [])
+        if problems:
+            failed += 1
+            _err(f"[bold red]✗[/] {_escape(str(path))}: {len(problems)} problem(s)")
+            for problem in problems:
+                _err("  - " + _escape(problem.render()))
+        else:
+            _out(f"[green]✓[/] {_escape(str(path))}")
+    if failed:
+        raise typer.Exit(2)
+
+
+def _expand_recipes(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*.y*ml") if "data" not in p.parts[len(path.parts) :]
+            )
+            if not found:
+                raise FinetuneError(
+                    f"{path}: no .yaml recipes in this directory",
+                    fix="name recipe files or a directory holding them",
+                )
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+@app.command("eval")
+@handle_errors
+def eval_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    split: Annotated[str, typer.Option(help="eval, test or train (from the recipe).")] = "eval",
+    data: Annotated[Optional[str], typer.Option(help="Evaluate on this file instead.")] = None,
+) -> None:
+    """Reload a saved run and compute its metrics (writes eval_<split>.json)."""
+    from finetune.runs import evaluate_run
+
+    metrics = evaluate_run(run_dir, split=split, data=data)
+    _print_metrics(metrics)
+
+
+@app.command()
+@handle_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    text: Annotated[Optional[list[str]], typer.Option(help="Input text (repeatable).")] = None,
+    file: Annotated[Optional[Path], typer.Option(help="File with one input per line.")] = None,
+) -> None:
+    """Predict labels (with probability) or generate text; prints JSON lines."""
+    from finetune.runs import predict_texts
+
+    inputs = list(text or [])
+    if file is not None:
+        try:
+            inputs += [
+                line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FinetuneError(
+                f"--file {file}: cannot be read ({exc})",
+                fix="pass a UTF-8 text file, one input per line",
+            ) from None
+    if not inputs:
+        raise FinetuneError("nothing to predict", fix='pass --text "..." or --file inputs.txt')
+    for record in predict_texts(run_dir, inputs):
+        typer.echo(json.dumps(record, ensure_ascii=False))
+
+
+@app.command()
+@handle_errors
+def recipes(
+    directory: Annotated[Optional[Path], typer.Argument(help="Where to look.")] = None,
+) -> None:
+    """List the bundled recipes with their one-line description."""
+    from finetune.recipe_io import recipe_description
+
+    root = directory or _bundled_recipe_dir()
+    if root is None or not root.is_dir():
+        raise FinetuneError("no recipes directory found", fix="pass one: finetune recipes DIR")
+    for path in sorted(root.glob("*.yaml")):
+        _out(f"[bold]{_escape(str(path))}[/]  {_escape(recipe_description(path))}")
+
+
+def _bundled_recipe_dir() -> Path | None:
+    for candidate in (Path("recipes"), Path(__file__).resolve().parent.parent / "recipes"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@app.command()
+@handle_errors
+def options(
+    section: Annotated[Optional[str], typer.Argument(help="Only this section, e.g. train.")] = None,
+) -> None:
+    """Every recipe option with its type, default and description (from the schema)."""
+    from finetune.schema_docs import option_rows
+
+    for row in option_rows(section):
+        _out(
+            f"[bold]{row.key}[/]  [dim]{_escape(row.type)} = {_escape(row.default)}[/]  "
+            f"{_escape(row.description)}"
+        )
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            _out(f"  {key}: {value:.4f}")
+        elif value is not None and not isinstance(value, (dict, list)):
+            _out(f"  {key}: {value}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,73 @@
+"""Evaluation over a whole split, on one process or many.
+
+Each process evaluates its shard of length-sorted batches and keeps (example index, loss,
+prediction). One `gather_object` at the end collects them and duplicates are dropped by index:
+Accelerate pads the last shards with repeated examples, and `gather_for_metrics` can only trim
+those when every batch has the same size, which length-sorted batches do not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from finetune.batching import ListDataset, SortedBatchSampler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.tasks.base import Example, Task
+
+
+def make_eval_loader(dataset: ListDataset, task: Task, batch_size: int, accelerator: Any) -> Any:
+    from torch.utils.data import DataLoader
+
+    sampler = SortedBatchSampler(dataset.lengths, batch_size)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate)
+    return accelerator.prepare_data_loader(loader, device_placement=True)
+
+
+def run_eval(
+    model: Any,
+    task: Task,
+    loader: Any,
+    examples: list[Example],
+    accelerator: Any,
+    predict: bool = True,
+    progress: Any = None,
+) -> tuple[dict[str, Any], list[Any] | None]:
+    """Metrics (and predictions in example order) over every example exactly once."""
+    import torch
+    from accelerate.utils import gather_object
+
+    was_training = model.training
+    model.eval()
+    local: list[tuple[int, float | None, Any]] = []
+    with torch.inference_mode():
+        for batch in loader:
+            idx = batch["idx"].tolist()
+            losses, preds = task.eval_batch(model, batch, predict)
+            for j, i in enumerate(idx):
+                loss = losses[j] if losses is not None else None
+                local.append((i, loss, preds[j] if preds is not None else None))
+            if progress is not None:
+                progress(len(idx) * accelerator.num_processes)
+    gathered = gather_object(local) if accelerator.num_processes > 1 else local
+    if was_training:
+        model.train()
+    by_index: dict[int, tuple[float | None, Any]] = {}
+    for i, loss, pred in gathered:
+        by_index.setdefault(i, (loss, pred))
+    missing = len(examples) - len(by_index)
+    if missing:
+        raise RuntimeError(f"evaluation saw {len(by_index)} of {len(examples)} examples")
+    metrics: dict[str, Any] = {}
+    losses = [by_index[i][0] for i in range(len(examples))]
+    if all(v is not None for v in losses):
+        metrics["loss"] = float(sum(losses) / len(losses))  # type: ignore[arg-type]
+        if math.isnan(metrics["loss"]):
+            metrics["loss"] = None
+    predictions = None
+    if predict:
+        predictions = [by_index[i][1] for i in range(len(examples))]
+        metrics.update(task.metrics(predictions, examples))
+    metrics["samples"] = len(examples)
+    return metrics, predictions

@@ -1,0 +1,28 @@
+"""METHODS: the closed registry of adaptation methods (name -> Method).
+
+Adding a method is one entry here plus its module; the recipe schema's discriminated union in
+`finetune.recipe` must list the same names (a test checks both agree).
+"""
+
+from __future__ import annotations
+
+from finetune.methods.base import Method, MethodContext
+from finetune.methods.full import FullMethod
+from finetune.methods.peft_methods import DoraMethod, LoraMethod, RsLoraMethod
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        FullMethod(),
+        LoraMethod(),
+        DoraMethod(),
+        RsLoraMethod(),
+    )
+}
+
+
+def get_method(name: str) -> Method:
+    return METHODS[name]
+
+
+__all__ = ["METHODS", "Method", "MethodContext", "get_method"]

@@ -1,0 +1,66 @@
+"""The one small interface every PEFT method implements.
+
+A method wraps a freshly loaded model (`apply`), saves only what it trained (`save`), and puts
+the same weights back on a freshly loaded base model (`load`). Methods never know about tasks:
+the task's new modules (classification head, cross-attention) arrive in `MethodContext`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from finetune.models import Family
+
+
+@dataclass
+class MethodContext:
+    """What a method needs to know about the model it wraps, and nothing about the task."""
+
+    family: Family
+    task_kind: str  # "classification" | "seq2seq" | "causal"
+    config: Any  # the recipe's method section
+    new_modules: list[str] = field(default_factory=list)  # newly initialised: always train
+
+
+class Method(ABC):
+    name: str = ""
+    mergeable: bool = False
+    description: str = ""
+    artifact_dir: str = "adapter"
+
+    def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
+        """Why this method cannot serve this family/task, or None if it can."""
+        return None
+
+    @abstractmethod
+    def apply(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module: ...
+
+    @abstractmethod
+    def save(self, model: torch.nn.Module, out_dir: Path) -> None: ...
+
+    @abstractmethod
+    def load(self, model: torch.nn.Module, in_dir: Path, ctx: MethodContext) -> torch.nn.Module: ...
+
+    def owns_parameter(self, name: str) -> bool:
+        """Whether a trainable parameter belongs to this method (not to the frozen backbone)."""
+        return False
+
+    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The plain transformers model with the method folded in (only if mergeable)."""
+        raise NotImplementedError(f"{self.name} cannot be merged into the base model")
+
+
+def freeze_all_but(model: torch.nn.Module, module_names: list[str]) -> None:
+    """Freeze every parameter, then unfreeze the named modules (head, new layers)."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for name, module in model.named_modules():
+        if any(name == m or name.endswith("." + m) for m in module_names):
+            for param in module.parameters():
+                param.requires_grad_(True)

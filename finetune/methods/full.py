@@ -1,0 +1,44 @@
+"""Full fine-tuning: the baseline every adapter is compared against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from finetune.methods.base import Method, MethodContext
+
+
+class FullMethod(Method):
+    name = "full"
+    mergeable = True
+    description = "every weight trains; saves the whole model"
+    artifact_dir = "model"
+
+    def apply(self, model: Any, ctx: MethodContext) -> Any:
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+
+    def save(self, model: Any, out_dir: Path) -> None:
+        model.save_pretrained(out_dir, safe_serialization=True)
+
+    def load(self, model: Any, in_dir: Path, ctx: MethodContext) -> Any:
+        from safetensors.torch import load_file
+
+        state: dict[str, Any] = {}
+        for shard in sorted(in_dir.glob("*.safetensors")):
+            state.update(load_file(str(shard)))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # tied weights (T5/GPT-2 embeddings <-> lm_head) are saved once; they share storage
+        current = model.state_dict()
+        loaded_ptrs = {current[k].data_ptr() for k in state if k in current}
+        untied = [k for k in missing if current[k].data_ptr() not in loaded_ptrs]
+        if untied or unexpected:
+            raise RuntimeError(
+                f"saved model in {in_dir} does not match the base model: "
+                f"missing={untied[:5]} unexpected={list(unexpected)[:5]}"
+            )
+        return model
+
+    def merge(self, model: Any) -> Any:
+        return model

@@ -1,0 +1,106 @@
+"""Loading tokenizers and base models for a (family, task) pair, with clear errors.
+
+Which Auto class a task needs is decided here from the task's model kind; which modules are new
+(randomly initialised: the classification head, bert2bert cross-attention) comes from the
+loading report, so every method can train and save them without knowing their names.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from finetune.errors import ModelError
+from finetune.models import Family, ResolvedModel, supported_text
+
+log = logging.getLogger(__name__)
+
+AUTO_CLASSES = {
+    "classification": "AutoModelForSequenceClassification",
+    "seq2seq": "AutoModelForSeq2SeqLM",
+    "causal": "AutoModelForCausalLM",
+}
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    new_modules: list[str] = field(default_factory=list)
+    revision: str | None = None
+
+
+def quiet_transformers() -> None:
+    """transformers' load reports and advisory warnings would drown our own log."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def _load_failure(name: str, exc: Exception) -> ModelError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelError(
+        f"model.name: cannot load {name!r}: {first[:300]}",
+        fix="check the hub id (offline? run once with network or set model.name to a local "
+        f"directory written by save_pretrained); supported families: {supported_text()}",
+    )
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise _load_failure(name_or_path, exc) from None
+    if tokenizer.pad_token is None:
+        # GPT-2 ships without a pad token; EOS is the standard stand-in (masked out anyway)
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def modules_from_keys(keys: list[str]) -> list[str]:
+    """Parameter names -> their owning module names, without duplicates or nesting."""
+    modules: list[str] = []
+    for key in keys:
+        module = re.sub(r"\.(weight|bias|[A-Za-z_]+_(?:weight|bias))$", "", key)
+        if module and module not in modules:
+            modules.append(module)
+    return [m for m in modules if not any(m.startswith(o + ".") for o in modules if o != m)]
+
+
+def load_base_model(
+    resolved: ResolvedModel,
+    family: Family,
+    kind: str,
+    tokenizer: Any,
+    revision: str | None = None,
+    config_overrides: dict[str, Any] | None = None,
+) -> LoadedModel:
+    import transformers
+
+    quiet_transformers()
+    overrides = dict(config_overrides or {})
+    if family.architecture == "encoder" and kind != "classification":
+        from finetune.encoder_decoder import load_bert2bert
+
+        return load_bert2bert(resolved, tokenizer, revision)
+    auto = getattr(transformers, AUTO_CLASSES[kind])
+    try:
+        model, info = auto.from_pretrained(
+            resolved.path, revision=revision, output_loading_info=True, **overrides
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_failure(resolved.name, exc) from None
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    new = modules_from_keys(list(info.get("missing_keys", [])))
+    if kind == "classification":
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        new += [h for h in family.head_modules if h in names and h not in new]
+        new = [m for m in new if not any(m.startswith(h + ".") for h in new if h != m)]
+    commit = getattr(model.config, "_commit_hash", None)
+    return LoadedModel(model=model, new_modules=new, revision=revision or commit)

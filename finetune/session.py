@@ -1,0 +1,125 @@
+"""Building the pieces a run needs, shared by `run`, `eval` and `predict`.
+
+Data loading (with row-precise errors) happens before any weight loads; the model is built
+from the family table, the task's head and the method, in that order.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finetune.data import read_source
+from finetune.errors import DataError, FinetuneError
+from finetune.methods import METHODS, Method, MethodContext
+from finetune.models import Family, resolve_name
+from finetune.recipe import Recipe
+from finetune.tasks import Example, Task, task_class
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Splits:
+    train: list[Example]
+    eval: list[Example] | None
+    test: list[Example] | None
+
+
+def make_task(recipe: Recipe, family: Family) -> Task:
+    return task_class(recipe.task.type)(recipe, family)
+
+
+def load_split(
+    task: Task, recipe: Recipe, split: str, base_dir: Path | None
+) -> list[Example] | None:
+    source = getattr(recipe.data, split)
+    if source is None:
+        return None
+    limit = recipe.data.max_train_samples if split == "train" else recipe.data.max_eval_samples
+    table = read_source(source, base_dir, limit, task.languages(recipe))
+    return task.examples(table, split)
+
+
+def load_splits(task: Task, recipe: Recipe, base_dir: Path | None) -> Splits:
+    """Read, normalise and check every split; carve eval out of train when asked."""
+    train = load_split(task, recipe, "train", base_dir)
+    assert train is not None
+    evaluation = load_split(task, recipe, "eval", base_dir)
+    if evaluation is None and recipe.data.eval_fraction:
+        train, evaluation = _hold_out(train, recipe.data.eval_fraction, recipe.train.seed)
+    if recipe.data.max_eval_samples and evaluation is not None:
+        evaluation = evaluation[: recipe.data.max_eval_samples]
+    task.fit(train)
+    for split in (evaluation or []), (train):
+        for example in split:
+            task.check_example(example)
+    test = load_split(task, recipe, "test", base_dir)
+    return Splits(train=train, eval=evaluation, test=test)
+
+
+def _hold_out(examples: list[Example], fraction: float, seed: int) -> tuple[list, list]:
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(examples) * fraction))
+    if n_eval >= len(examples):
+        raise DataError(
+            f"data.eval_fraction={fraction} leaves no training rows out of {len(examples)}",
+            fix="lower data.eval_fraction or add data",
+        )
+    held = set(order[:n_eval])
+    train = [e for i, e in enumerate(examples) if i not in held]
+    evaluation = [examples[i] for i in sorted(held)]
+    return train, evaluation
+
+
+def method_context(
+    recipe: Recipe, family: Family, task: Task, new_modules: list[str]
+) -> MethodContext:
+    return MethodContext(
+        family=family, task_kind=task.model_kind(), config=recipe.method, new_modules=new_modules
+    )
+
+
+def get_method(recipe: Recipe) -> Method:
+    return METHODS[recipe.method.name]
+
+
+def precision_for(recipe: Recipe) -> str:
+    import torch
+
+    wanted = recipe.train.precision
+    cuda = torch.cuda.is_available()
+    if wanted == "auto":
+        if not cuda:
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if wanted == "fp16" and not cuda:
+        raise FinetuneError(
+            "train.precision=fp16 needs a CUDA GPU", fix="use train.precision=auto, fp32 or bf16"
+        )
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[wanted]
+
+
+def make_accelerator(recipe: Recipe) -> Any:
+    import torch
+    from accelerate import Accelerator
+
+    return Accelerator(
+        mixed_precision=precision_for(recipe),
+        gradient_accumulation_steps=recipe.train.grad_accum,
+        cpu=not torch.cuda.is_available(),
+    )
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def resolved_model_path(recipe: Recipe) -> str:
+    return resolve_name(recipe.model.name).path

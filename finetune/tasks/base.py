@@ -1,0 +1,178 @@
+"""The task interface: what differs between classification, summarization and translation.
+
+A task turns table rows into examples (with row-precise errors), examples into token features,
+features into batches, and a model's outputs into predictions and metrics. It never knows which
+method wraps the model; the training loop never knows which task it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from finetune.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.data import Table
+    from finetune.models import Family
+    from finetune.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    """One normalised row. `target` is the label id or the list of reference texts."""
+
+    source: str
+    target: Any
+    where: str
+    pair: str | None = None
+
+
+@dataclass
+class TaskState:
+    """What a task learns from the training data and must be saved with the run (labels)."""
+
+    labels: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"labels": self.labels}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TaskState:
+        return cls(labels=list((data or {}).get("labels") or []))
+
+
+class Task(ABC):
+    name: str = ""
+    is_generation: bool = False
+
+    def __init__(self, recipe: Recipe, family: Family, tokenizer: Any = None) -> None:
+        self.recipe = recipe
+        self.cfg = recipe.task
+        self.family = family
+        self.tokenizer = tokenizer
+        self.state = TaskState()
+
+    # ------------------------------------------------------------------ schema-level facts
+
+    @classmethod
+    @abstractmethod
+    def required_columns(cls, recipe: Recipe) -> list[str]:
+        """Columns every data file must have (checked by `validate` from the header alone)."""
+
+    @classmethod
+    def languages(cls, recipe: Recipe) -> list[str]:
+        """Languages of aligned text files (`train.{lang}`); empty for non-translation tasks."""
+        return []
+
+    def model_kind(self) -> str:
+        """'classification', 'seq2seq' or 'causal': which Auto class and peft task type."""
+        from finetune.tasks import model_kind
+
+        return model_kind(self.name, self.family)
+
+    # ------------------------------------------------------------------ data
+
+    @abstractmethod
+    def examples(self, table: Table, split: str) -> list[Example]:
+        """Rows -> examples; raise DataError naming the row for anything malformed."""
+
+    def fit(self, train: list[Example]) -> None:
+        """Learn run-level state (the label set) from the training examples."""
+
+    def check_example(self, example: Example) -> None:
+        """Raise DataError if an example cannot be used after `fit` (an unseen label)."""
+
+    @abstractmethod
+    def encode(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
+        """Examples -> features with token ids, 'idx' and 'length'."""
+
+    @abstractmethod
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        """Features -> a padded batch of tensors (keeps 'idx')."""
+
+    # ------------------------------------------------------------------ evaluation
+
+    @abstractmethod
+    def eval_batch(
+        self, model: Any, batch: dict[str, Any], predict: bool
+    ) -> tuple[list[float] | None, list[Any] | None]:
+        """Per-example losses (when the batch has targets) and, if `predict`, predictions.
+
+        Per-example values (not batch means) let evaluation drop the duplicates that
+        distributed sharding pads the last batches with, so metrics cover each row once.
+        """
+
+    @abstractmethod
+    def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
+        """Standard metrics over the whole split."""
+
+    @abstractmethod
+    def prediction_record(self, prediction: Any, example: Example) -> dict[str, Any]:
+        """One line of predictions.jsonl."""
+
+    def model_config_overrides(self) -> dict[str, Any]:
+        """Extra kwargs for `from_pretrained` (num_labels, id2label, ...)."""
+        return {}
+
+    def examples_from_texts(self, texts: list[str]) -> list[Example]:
+        """Unlabelled inputs for `finetune predict`."""
+        return [Example(source=t, target=None, where=f"input {i + 1}") for i, t in enumerate(texts)]
+
+
+def require_text(value: Any, column: str, where: str) -> str:
+    """A non-empty string, or a DataError naming the row and column."""
+    if value is None or (isinstance(value, float) and value != value):
+        raise DataError(f"{where}: column '{column}' is empty (null/NaN)", fix=_EMPTY_FIX)
+    text = str(value)
+    if not text.strip():
+        raise DataError(f"{where}: column '{column}' is an empty string", fix=_EMPTY_FIX)
+    return text
+
+
+_EMPTY_FIX = "remove the row or fill in the text"
+
+
+def check_columns(table: Table, columns: list[str]) -> None:
+    present = table.column_names()
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise DataError(
+            f"{table.source}: missing column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(c) for c in missing)} (found: {', '.join(present) or 'none'})",
+            fix="rename the column in the file or set task.<column option> in the recipe",
+        )
+
+
+def warn_truncated(count: int, total: int, limit: int, what: str) -> None:
+    if count:
+        log.warning(
+            "%d of %d %s longer than %d tokens were truncated (raise train.max_length to keep them)",
+            count,
+            total,
+            what,
+            limit,
+        )
+
+
+def tokenize_counting_truncation(
+    tokenizer: Any, texts: list[str], max_length: int, pairs: list[str] | None = None
+) -> tuple[list[list[int]], int]:
+    """Tokenise with truncation and count exactly how many inputs were cut."""
+    probe = tokenizer(texts, pairs, truncation=True, max_length=max_length + 1)
+    ids = probe["input_ids"]
+    cut = [i for i, seq in enumerate(ids) if len(seq) > max_length]
+    if cut:
+        redo = tokenizer(
+            [texts[i] for i in cut],
+            [pairs[i] for i in cut] if pairs else None,
+            truncation=True,
+            max_length=max_length,
+        )["input_ids"]
+        for i, seq in zip(cut, redo):
+            ids[i] = seq
+    return ids, len(cut)

@@ -1,0 +1,191 @@
+"""Sequence classification on every family through AutoModelForSequenceClassification.
+
+BERT-like encoders use their pooled [CLS]; GPT-2 classifies from the last non-pad token (it needs
+a pad token: we reuse EOS and set `pad_token_id`); T5 uses T5ForSequenceClassification (the
+encoder-decoder with a head on the final EOS state). Labels may be ints or strings; the label set
+comes from the training split and is saved as id2label/label2id.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from finetune.errors import DataError
+from finetune.tasks.base import (
+    Example,
+    Task,
+    check_columns,
+    require_text,
+    tokenize_counting_truncation,
+    warn_truncated,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.data import Table
+    from finetune.recipe import Recipe
+
+
+def _label_key(value: Any) -> tuple[str, str]:
+    """('int', '3') or ('str', 'positive'): ints written as '3' or 3.0 count as ints."""
+    if isinstance(value, bool):
+        return ("str", str(value).lower())
+    if isinstance(value, int):
+        return ("int", str(value))
+    if isinstance(value, float) and value.is_integer():
+        return ("int", str(int(value)))
+    text = str(value).strip()
+    try:
+        return ("int", str(int(text)))
+    except ValueError:
+        return ("str", text)
+
+
+class ClassificationTask(Task):
+    name = "classification"
+
+    @classmethod
+    def required_columns(cls, recipe: Recipe) -> list[str]:
+        cfg = recipe.task
+        cols = [cfg.text, cfg.label]
+        return cols + ([cfg.text_pair] if cfg.text_pair else [])
+
+    def examples(self, table: Table, split: str) -> list[Example]:
+        check_columns(table, self.required_columns(self.recipe))
+        cfg = self.cfg
+        out = []
+        for i, row in enumerate(table.rows):
+            where = table.where(i)
+            text = require_text(row.get(cfg.text), cfg.text, where)
+            pair = (
+                require_text(row.get(cfg.text_pair), cfg.text_pair, where)
+                if cfg.text_pair
+                else None
+            )
+            raw = row.get(cfg.label)
+            if raw is None or (isinstance(raw, str) and not raw.strip()):
+                raise DataError(f"{where}: column '{cfg.label}' (label) is empty", fix="label it")
+            out.append(Example(source=text, pair=pair, target=_label_key(raw), where=where))
+        return out
+
+    def fit(self, train: list[Example]) -> None:
+        kinds = {ex.target[0] for ex in train}
+        if len(kinds) > 1:
+            first_str = next(ex for ex in train if ex.target[0] == "str")
+            raise DataError(
+                f"{first_str.where}: label {first_str.target[1]!r} is text while other labels are "
+                "integers (mixed label types)",
+                fix="use either integer labels or string labels throughout",
+            )
+        values = {ex.target[1] for ex in train}
+        if len(values) < 2:
+            raise DataError(
+                f"{train[0].where.rsplit(' line', 1)[0]}: every training label is "
+                f"{next(iter(values))!r}; classification needs at least two classes",
+                fix="check the label column, or add examples of the other classes",
+            )
+        key = (lambda v: int(v)) if kinds == {"int"} else (lambda v: v)
+        self.state.labels = sorted(values, key=key)
+
+    def check_example(self, example: Example) -> None:
+        if example.target is not None:
+            self.label_id(example)
+
+    def label_id(self, example: Example) -> int:
+        try:
+            return self.state.labels.index(example.target[1])
+        except ValueError:
+            raise DataError(
+                f"{example.where}: label {example.target[1]!r} never appears in the training data "
+                f"(training labels: {', '.join(self.state.labels)})",
+                fix="fix the label, or add training examples of this class",
+            ) from None
+
+    def model_config_overrides(self) -> dict[str, Any]:
+        labels = self.state.labels
+        return {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
+
+    def encode(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
+        texts = [ex.source for ex in examples]
+        pairs = [ex.pair or "" for ex in examples] if self.cfg.text_pair else None
+        limit = self.recipe.train.max_length
+        ids, cut = tokenize_counting_truncation(self.tokenizer, texts, limit, pairs)
+        warn_truncated(cut, len(texts), limit, "inputs")
+        features = []
+        for i, (ex, seq) in enumerate(zip(examples, ids)):
+            feat: dict[str, Any] = {"input_ids": seq, "idx": i, "length": len(seq)}
+            if ex.target is not None:
+                feat["labels"] = self.label_id(ex)
+            features.append(feat)
+        return features
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        pad_id = self.tokenizer.pad_token_id
+        width = max(f["length"] for f in features)
+        ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, feat in enumerate(features):
+            seq = feat["input_ids"]
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        batch["idx"] = torch.tensor([f["idx"] for f in features], dtype=torch.long)
+        return batch
+
+    def eval_batch(
+        self, model: Any, batch: dict[str, Any], predict: bool
+    ) -> tuple[list[float] | None, list[Any] | None]:
+        import torch
+
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+        logits = model(**inputs).logits.float()
+        losses = None
+        if "labels" in batch:
+            ce = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
+            losses = ce.tolist()
+        probs = torch.softmax(logits, dim=-1)
+        best = probs.argmax(dim=-1)
+        return losses, [(int(b), probs[i].tolist()) for i, b in enumerate(best)]
+
+    def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
+        from sklearn.metrics import accuracy_score, f1_score
+
+        y_pred = [p[0] for p in predictions]
+        y_true = [self.label_id(ex) for ex in examples]
+        return {
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "f1_macro": float(
+                f1_score(
+                    y_true, y_pred, average="macro", labels=list(range(len(self.state.labels)))
+                )
+            ),
+        }
+
+    def prediction_record(self, prediction: Any, example: Example) -> dict[str, Any]:
+        best, probs = prediction
+        record: dict[str, Any] = {
+            "text": example.source,
+            "label": self.state.labels[best],
+            "probability": round(probs[best], 6),
+        }
+        if example.pair is not None:
+            record["text_pair"] = example.pair
+        if example.target is not None:
+            record["reference"] = example.target[1]
+        return record
+
+    def examples_from_texts(self, texts: list[str]) -> list[Example]:
+        out = []
+        for i, text in enumerate(texts):
+            source, _, pair = text.partition("\t") if self.cfg.text_pair else (text, "", "")
+            out.append(
+                Example(source=source, pair=pair or None, target=None, where=f"input {i + 1}")
+            )
+        return out

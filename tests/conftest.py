@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny models per family, toy data files, a CLI runner, offline Hub."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tests.tiny_models import BUILDERS, sentiment_rows
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+FAMILY_NAMES = ("bert", "gpt2", "t5")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """family -> directory of a tiny random model + tokenizer (built once per session)."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    cache: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in cache:
+            cache[family] = BUILDERS[family](root / family)
+        return cache[family]
+
+    return get
+
+
+def write_csv(path: Path, rows: list[dict], delimiter: str = ",") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture()
+def sentiment_files(tmp_path):
+    train = write_csv(tmp_path / "data" / "train.csv", sentiment_rows(96, seed=1))
+    dev = write_csv(tmp_path / "data" / "dev.csv", sentiment_rows(40, seed=2))
+    return train, dev
+
+
+@pytest.fixture()
+def runner():
+    from typer.testing import CliRunner
+
+    return CliRunner()
+
+
+def write_recipe(path: Path, data: dict) -> Path:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def classification_recipe(
+    model_dir: Path, train: Path, dev: Path, out: Path, method: dict, **train_opts
+) -> dict:
+    return {
+        "model": {"name": str(model_dir)},
+        "task": {"type": "classification", "text": "text", "label": "label"},
+        "data": {"train": str(train), "eval": str(dev)},
+        "method": method,
+        "train": {
+            "epochs": 2,
+            "batch_size": 16,
+            "lr": 5e-3,
+            "max_length": 32,
+            "seed": 0,
+            "logging_steps": 2,
+            **train_opts,
+        },
+        "eval": {"batch_size": 16},
+        "output": {"dir": str(out)},
+    }
