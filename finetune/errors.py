@@ -74,7 +74,7 @@ class RunDirError(FinetuneError):
 
 
 class CheckpointError(FinetuneError):
-    """Writing a checkpoint or artefact failed (disk full, permissions); the previous one is intact."""
+    """Writing a checkpoint or artefact failed (disk full, permissions); the last one is intact."""
 
     code = "E500"
     title = "could not write"

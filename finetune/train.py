@@ -215,7 +215,7 @@ def train_loop(
 def _epochs(
     model, optimizer, scheduler, loader, sampler, cfg, accelerator, hooks, result, bar, plan
 ) -> None:
-    start_epoch, skip_batches, per_epoch, total = plan
+    start_epoch, skip_batches, _per_epoch, total = plan
     params = _trainable(model)
     model.train()
     started = time.perf_counter()

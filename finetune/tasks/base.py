@@ -151,7 +151,7 @@ def check_columns(table: Table, columns: list[str]) -> None:
 def warn_truncated(count: int, total: int, limit: int, what: str) -> None:
     if count:
         log.warning(
-            "%d of %d %s longer than %d tokens were truncated (raise train.max_length to keep them)",
+            "%d of %d %s longer than %d tokens were truncated (raise train.max_length)",
             count,
             total,
             what,
