@@ -5,9 +5,13 @@ from __future__ import annotations
 from finetune.models import Family
 from finetune.tasks.base import Example, Task
 from finetune.tasks.classification import ClassificationTask
+from finetune.tasks.summarization import SummarizationTask
+from finetune.tasks.translation import TranslationTask
 
 TASKS: dict[str, type[Task]] = {
     "classification": ClassificationTask,
+    "summarization": SummarizationTask,
+    "translation": TranslationTask,
 }
 
 

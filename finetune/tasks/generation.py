@@ -1,0 +1,268 @@
+"""The generation path shared by summarization and translation, for every family.
+
+Encoder-decoders (T5, bert2bert) see `prefix + source` and learn labels = target + EOS, padded
+with -100. GPT-2 sees one sequence `prefix + source + separator + " " + target + EOS` with the
+loss masked (-100) on the prompt and on padding; at generation time the prompt alone is
+left-padded (so every row's last token is real and new tokens follow it directly), generation
+stops at EOS and the prompt is cut off the output.
+
+Generation runs batched under the caller's `torch.inference_mode()`; evaluation hands us batches
+sorted by input length, and we trim columns that are padding in the whole (sub-)batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from finetune.tasks.base import (
+    Example,
+    Task,
+    tokenize_counting_truncation,
+    warn_truncated,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+IGNORE = -100
+
+
+class GenerationTask(Task):
+    """Shared encode/collate/generate; subclasses read rows, pick prompts and metrics."""
+
+    is_generation = True
+
+    # ------------------------------------------------------------------ prompts
+
+    def t5_prefix(self) -> str:
+        """The prefix T5 was pre-trained with for this task."""
+        return ""
+
+    def causal_separator(self) -> str:
+        """What ends a GPT-2 prompt, so the model knows where the source stops."""
+        return "\n"
+
+    def prefix(self) -> str:
+        """task.prefix when set; else T5's pre-training prefix; else nothing."""
+        if self.cfg.prefix is not None:
+            return self.cfg.prefix
+        return self.t5_prefix() if self.family.name == "t5" else ""
+
+    def is_causal(self) -> bool:
+        return self.model_kind() == "causal"
+
+    # ------------------------------------------------------------------ encode
+
+    def end_token_id(self) -> int:
+        """EOS for T5/GPT-2, [SEP] for BERT tokenizers (bert2bert's end of sequence)."""
+        tok = self.tokenizer
+        end = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+        if end is None:
+            raise ValueError("the tokenizer has neither an EOS nor a SEP token")
+        return int(end)
+
+    def target_ids(self, texts: list[str], lead: str = "") -> list[list[int]]:
+        """Target token ids ending in EOS, cut to train.max_target_length tokens in all."""
+        if not texts:
+            return []  # fast tokenizers fail on an empty batch (predict has no targets)
+        limit = self.recipe.train.max_target_length
+        raw = self.tokenizer([lead + t for t in texts], add_special_tokens=False)["input_ids"]
+        warn_truncated(sum(len(r) >= limit for r in raw), len(raw), limit - 1, "targets")
+        return [r[: limit - 1] + [self.end_token_id()] for r in raw]
+
+    def encode(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
+        if self.is_causal():
+            return self._encode_causal(examples, training)
+        return self._encode_seq2seq(examples)
+
+    def _encode_seq2seq(self, examples: list[Example]) -> list[dict[str, Any]]:
+        limit = self.recipe.train.max_length
+        sources = [self.prefix() + ex.source for ex in examples]
+        ids, cut = tokenize_counting_truncation(self.tokenizer, sources, limit)
+        warn_truncated(cut, len(sources), limit, "inputs")
+        labelled = [i for i, ex in enumerate(examples) if ex.target is not None]
+        targets = self.target_ids([examples[i].target[0] for i in labelled])
+        labels = dict(zip(labelled, targets))
+        features = []
+        for i, seq in enumerate(ids):
+            feat: dict[str, Any] = {"input_ids": seq, "idx": i, "length": len(seq)}
+            if i in labels:
+                feat["labels"] = labels[i]
+            features.append(feat)
+        return features
+
+    def prompt_ids(self, examples: list[Example]) -> list[list[int]]:
+        """prefix + source (cut to fit train.max_length) + separator, as token ids."""
+        tok = self.tokenizer
+        sep = tok(self.causal_separator(), add_special_tokens=False)["input_ids"]
+        room = max(1, self.recipe.train.max_length - len(sep))
+        texts = [self.prefix() + ex.source for ex in examples]
+        raw = tok(texts, add_special_tokens=False)["input_ids"]
+        warn_truncated(sum(len(r) > room for r in raw), len(raw), room, "inputs")
+        return [r[:room] + sep for r in raw]
+
+    def _encode_causal(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
+        prompts = self.prompt_ids(examples)
+        labelled = [i for i, ex in enumerate(examples) if ex.target is not None]
+        targets = dict(
+            zip(labelled, self.target_ids([examples[i].target[0] for i in labelled], lead=" "))
+        )
+        features = []
+        for i, prompt in enumerate(prompts):
+            feat: dict[str, Any] = {"idx": i, "length": len(prompt)}
+            if i in targets:
+                feat["input_ids"] = prompt + targets[i]
+                feat["labels"] = [IGNORE] * len(prompt) + targets[i]
+            if training:
+                feat["length"] = len(feat["input_ids"])
+            else:
+                feat["prompt_ids"] = prompt
+            features.append(feat)
+        return features
+
+    # ------------------------------------------------------------------ collate
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        batch: dict[str, Any] = {}
+        if "input_ids" in features[0]:
+            batch["input_ids"] = pad_rows([f["input_ids"] for f in features], pad)
+            batch["attention_mask"] = mask_rows([f["input_ids"] for f in features])
+        if "labels" in features[0]:
+            batch["labels"] = pad_rows([f["labels"] for f in features], IGNORE)
+        if "prompt_ids" in features[0]:
+            prompts = [f["prompt_ids"] for f in features]
+            batch["prompt_ids"] = pad_rows(prompts, pad, left=True)
+            batch["prompt_mask"] = mask_rows(prompts, left=True)
+        batch["idx"] = torch.tensor([f["idx"] for f in features], dtype=torch.long)
+        return batch
+
+    # ------------------------------------------------------------------ evaluation
+
+    def eval_batch(
+        self, model: Any, batch: dict[str, Any], predict: bool
+    ) -> tuple[list[float] | None, list[Any] | None]:
+        losses = self.example_losses(model, batch) if "labels" in batch else None
+        predictions = self.generate(model, batch) if predict else None
+        return losses, predictions
+
+    def example_losses(self, model: Any, batch: dict[str, Any]) -> list[float]:
+        """Mean token cross-entropy per example (so duplicates can be dropped by index)."""
+        import torch
+
+        labels = batch["labels"]
+        out = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels
+        )
+        logits = out.logits.float()
+        logits = logits[:, -labels.shape[1] :]  # prompt tuning prepends virtual positions
+        if self.is_causal():
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        flat = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]),
+            labels.reshape(-1),
+            ignore_index=IGNORE,
+            reduction="none",
+        ).view(labels.shape)
+        counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
+        return (flat.sum(dim=1) / counts).tolist()
+
+    def generate(self, model: Any, batch: dict[str, Any]) -> list[str]:
+        """Generated texts for a batch, in sub-batches of eval.generation.batch_size."""
+        causal = self.is_causal()
+        ids = batch["prompt_ids"] if causal else batch["input_ids"]
+        mask = batch["prompt_mask"] if causal else batch["attention_mask"]
+        size = self.recipe.eval.generation.batch_size or ids.shape[0]
+        texts: list[str] = []
+        for start in range(0, ids.shape[0], size):
+            sub_ids, sub_mask = trim_padding(
+                ids[start : start + size], mask[start : start + size], left=causal
+            )
+            texts += self._generate_chunk(model, sub_ids, sub_mask)
+        return texts
+
+    def _generate_chunk(self, model: Any, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        generator = unwrap_parallel(model)
+        out = generator.generate(
+            input_ids=ids, attention_mask=mask, generation_config=self.generation_config(generator)
+        )
+        width = ids.shape[1]
+        if self.is_causal() and out.shape[1] >= width and bool((out[:, :width] == ids).all()):
+            out = out[:, width:]
+        decoded = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+        return [" ".join(text.split()) for text in decoded]
+
+    def generation_config(self, model: Any) -> Any:
+        """The model's own generation config with the recipe's decoding settings on top."""
+        gen = self.recipe.eval.generation
+        config = copy.deepcopy(model.generation_config)
+        settings: dict[str, Any] = {
+            "max_new_tokens": gen.max_new_tokens,
+            "max_length": None,
+            "num_beams": gen.num_beams,
+            "do_sample": False,
+            "no_repeat_ngram_size": gen.no_repeat_ngram_size or None,
+            "length_penalty": gen.length_penalty if gen.num_beams > 1 else 1.0,
+            "early_stopping": gen.num_beams > 1 or config.early_stopping,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "use_cache": True,
+        }
+        if self.is_causal():
+            settings["eos_token_id"] = self.end_token_id()
+        for key, value in settings.items():
+            setattr(config, key, value)
+        return config
+
+    # ------------------------------------------------------------------ output
+
+    def prediction_record(self, prediction: Any, example: Example) -> dict[str, Any]:
+        record: dict[str, Any] = {"source": example.source, "prediction": prediction}
+        refs = example.target
+        if refs:
+            record["reference"] = refs[0]
+            if len(refs) > 1:
+                record["references"] = list(refs)
+        return record
+
+
+# --------------------------------------------------------------------------- tensor helpers
+
+
+def pad_rows(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    """Pad token-id lists into one tensor (right, or left for decoder-only prompts)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            values = torch.tensor(row, dtype=torch.long)
+            if left:
+                out[i, width - len(row) :] = values
+            else:
+                out[i, : len(row)] = values
+    return out
+
+
+def mask_rows(rows: list[list[int]], left: bool = False) -> torch.Tensor:
+    return pad_rows([[1] * len(r) for r in rows], 0, left=left)
+
+
+def trim_padding(
+    ids: torch.Tensor, mask: torch.Tensor, left: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop columns that are padding in every row (a sub-batch may be shorter than its batch)."""
+    width = int(mask.sum(dim=1).max())
+    if left:
+        return ids[:, ids.shape[1] - width :], mask[:, mask.shape[1] - width :]
+    return ids[:, :width], mask[:, :width]
+
+
+def unwrap_parallel(model: Any) -> Any:
+    """DistributedDataParallel hides `generate`; peft and plain models expose it directly."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model

@@ -1,0 +1,73 @@
+"""Summarization: a document column in, one or several reference summaries out, ROUGE scored.
+
+References come from one column (a string, or a list of strings for several references) or from
+several columns (`task.summary: [summary1, summary2]`); empty extra references are skipped, but
+every example needs at least one. Training uses the first reference; ROUGE uses all of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from finetune.errors import DataError
+from finetune.tasks.base import Example, check_columns, require_text
+from finetune.tasks.generation import GenerationTask
+from finetune.text_metrics import length_stats, rouge
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.data import Table
+    from finetune.recipe import Recipe
+
+
+def summary_columns(recipe: Recipe) -> list[str]:
+    summary = recipe.task.summary
+    return [summary] if isinstance(summary, str) else list(summary)
+
+
+def reference_texts(values: list[tuple[str, Any]], where: str) -> list[str]:
+    """(column, cell) pairs -> non-empty reference strings; list cells give several."""
+    refs: list[str] = []
+    for _column, value in values:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if item is None or (isinstance(item, float) and item != item):
+                continue
+            if str(item).strip():
+                refs.append(str(item))
+    if not refs:
+        columns = ", ".join(repr(c) for c, _ in values)
+        raise DataError(
+            f"{where}: no reference text in column{'s' if len(values) > 1 else ''} {columns}",
+            fix="fill in the reference, or remove the row",
+        )
+    return refs
+
+
+class SummarizationTask(GenerationTask):
+    name = "summarization"
+
+    @classmethod
+    def required_columns(cls, recipe: Recipe) -> list[str]:
+        return [recipe.task.text, *summary_columns(recipe)]
+
+    def t5_prefix(self) -> str:
+        return "summarize: "
+
+    def causal_separator(self) -> str:
+        # GPT-2's own zero-shot summarization cue (Radford et al., 2019)
+        return "\nTL;DR:"
+
+    def examples(self, table: Table, split: str) -> list[Example]:
+        check_columns(table, self.required_columns(self.recipe))
+        columns = summary_columns(self.recipe)
+        out = []
+        for i, row in enumerate(table.rows):
+            where = table.where(i)
+            text = require_text(row.get(self.cfg.text), self.cfg.text, where)
+            refs = reference_texts([(c, row.get(c)) for c in columns], where)
+            out.append(Example(source=text, target=refs, where=where))
+        return out
+
+    def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
+        references = [ex.target for ex in examples]
+        return {**rouge(predictions, references), **length_stats(predictions)}

@@ -1,0 +1,115 @@
+"""Translation: source -> target language, scored with sacreBLEU (signature saved) and chrF.
+
+Three data layouts: `{source_lang, target_lang}` columns (names overridable with task.source /
+task.target), a column of `{lang: text}` dicts (`task.translation_column`, the Hub WMT/Multi30k
+layout), or aligned plain-text files `train.{lang}` (one sentence per line, same line = same
+sentence). A target cell may be a list: several references, scored as sacreBLEU streams.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from finetune.errors import DataError
+from finetune.tasks.base import Example, check_columns, require_text
+from finetune.tasks.generation import GenerationTask
+from finetune.tasks.summarization import reference_texts
+from finetune.text_metrics import bleu, chrf, length_stats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.data import Table
+    from finetune.recipe import Recipe
+
+LANGUAGE_NAMES = {
+    "ar": "Arabic",
+    "cs": "Czech",
+    "de": "German",
+    "en": "English",
+    "es": "Spanish",
+    "et": "Estonian",
+    "fi": "Finnish",
+    "fr": "French",
+    "gu": "Gujarati",
+    "hi": "Hindi",
+    "it": "Italian",
+    "ja": "Japanese",
+    "kk": "Kazakh",
+    "lt": "Lithuanian",
+    "lv": "Latvian",
+    "nl": "Dutch",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "tr": "Turkish",
+    "uk": "Ukrainian",
+    "zh": "Chinese",
+}
+
+
+def language_name(code: str) -> str:
+    """'de' -> 'German' (T5's prefixes use names); unknown codes stay as written."""
+    return LANGUAGE_NAMES.get(code.lower().split("-")[0].split("_")[0], code)
+
+
+class TranslationTask(GenerationTask):
+    name = "translation"
+
+    @classmethod
+    def required_columns(cls, recipe: Recipe) -> list[str]:
+        cfg = recipe.task
+        if cfg.translation_column:
+            return [cfg.translation_column]
+        return [cfg.source or cfg.source_lang, cfg.target or cfg.target_lang]
+
+    @classmethod
+    def languages(cls, recipe: Recipe) -> list[str]:
+        return [recipe.task.source_lang, recipe.task.target_lang]
+
+    def t5_prefix(self) -> str:
+        src, tgt = language_name(self.cfg.source_lang), language_name(self.cfg.target_lang)
+        return f"translate {src} to {tgt}: "
+
+    def causal_separator(self) -> str:
+        return f"\n{language_name(self.cfg.target_lang)}:"
+
+    def examples(self, table: Table, split: str) -> list[Example]:
+        check_columns(table, self.required_columns(self.recipe))
+        out = []
+        for i, row in enumerate(table.rows):
+            where = table.where(i)
+            source_cell, source_name, target_cell, target_name = self._cells(row, where)
+            source = require_text(source_cell, source_name, where)
+            refs = reference_texts([(target_name, target_cell)], where)
+            out.append(Example(source=source, target=refs, where=where))
+        return out
+
+    def _cells(self, row: dict[str, Any], where: str) -> tuple[Any, str, Any, str]:
+        """(source value, its name, target value, its name) for one row of any layout."""
+        cfg = self.cfg
+        if not cfg.translation_column:
+            src, tgt = self.required_columns(self.recipe)
+            return row.get(src), src, row.get(tgt), tgt
+        col = cfg.translation_column
+        pair = row.get(col)
+        if not isinstance(pair, dict):
+            raise DataError(
+                f"{where}: column '{col}' holds {type(pair).__name__}, not a {{lang: text}} dict",
+                fix="unset task.translation_column to read plain source/target columns",
+            )
+        for lang in (cfg.source_lang, cfg.target_lang):
+            if lang not in pair:
+                raise DataError(
+                    f"{where}: column '{col}' has no '{lang}' entry (has: {', '.join(pair)})",
+                    fix="set task.source_lang / task.target_lang to keys of the dict",
+                )
+        src_name, tgt_name = f"{col}.{cfg.source_lang}", f"{col}.{cfg.target_lang}"
+        return pair[cfg.source_lang], src_name, pair[cfg.target_lang], tgt_name
+
+    def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
+        references = [ex.target for ex in examples]
+        return {
+            **bleu(predictions, references),
+            **chrf(predictions, references),
+            **length_stats(predictions),
+        }
