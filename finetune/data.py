@@ -8,15 +8,19 @@ module only knows file formats.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from finetune.errors import DataError
+from finetune.errors import (
+    AlignmentError,
+    DataError,
+    DataFileError,
+    DataFormatError,
+)
 from finetune.recipe import HubSource, LocalSource
 
 log = logging.getLogger(__name__)
@@ -42,8 +46,11 @@ class Table:
     source: str
     first_line: int = 2  # line number of rows[0] in the file (1-based; csv header is line 1)
     columns: list[str] | None = None
+    lines: list[int] | None = None  # exact line of each row (blank lines and multi-line fields)
 
     def where(self, index: int) -> str:
+        if self.lines is not None and index < len(self.lines):
+            return f"{self.source} line {self.lines[index]}"
         return f"{self.source} line {self.first_line + index}"
 
     def column_names(self) -> list[str]:
@@ -79,7 +86,7 @@ def detect_format(source: LocalSource, path: Path) -> str:
         return "text"
     fmt = EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(
+        raise DataFormatError(
             f"{path}: cannot tell the format from the extension {path.suffix!r}",
             fix="use .csv/.tsv/.jsonl/.json/.parquet, or set format: in the data source",
         )
@@ -87,127 +94,278 @@ def detect_format(source: LocalSource, path: Path) -> str:
 
 
 # --------------------------------------------------------------------------- readers
+#
+# Files are streamed line by line: `max_train_samples` stops reading early, and `validate` reads
+# only the header, so a multi-GB file costs neither the memory of its text nor a full read.
+
+MAX_LINE_BYTES = 64 * 1024 * 1024  # longer "lines" are binary files or a missing newline
+CSV_FIELD_LIMIT = MAX_LINE_BYTES
+BOM = b"\xef\xbb\xbf"
+DUPLICATES_SHOWN = 3
+
+
+def _open_binary(path: Path, shown: str) -> BinaryIO:
+    """Open a regular file for reading; every way that can fail becomes a DataFileError."""
+    if not path.exists():
+        raise DataFileError(f"{shown}: file not found", fix="check the path in data:")
+    if path.is_dir():
+        raise DataFileError(f"{shown}: is a directory", fix="name a data file inside it")
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise DataFileError(
+            f"{shown}: is not a regular file (a pipe, socket or device)",
+            fix="copy the data into a regular file",
+        )
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise DataFileError(
+            f"{shown}: cannot be read ({exc.strerror or exc})",
+            fix="check the file's permissions (chmod a+r) and that its disk is mounted",
+        ) from None
+
+
+def _lines(path: Path, shown: str | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, text with its newline), streamed; bad UTF-8 names its line and column."""
+    shown = shown or str(path)
+    with _open_binary(path, shown) as handle:
+        lineno = 0
+        while True:
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise DataFormatError(
+                    f"{shown} line {lineno}: longer than {MAX_LINE_BYTES // 2**20} MB",
+                    fix="this looks like a binary file or one without line breaks",
+                )
+            if lineno == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
+            yield lineno, _decode(raw, shown, lineno)
+
+
+def _decode(raw: bytes, shown: str, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(
+            f"{shown} line {lineno} column {exc.start + 1}: bytes that are not UTF-8 "
+            f"({raw[exc.start : exc.start + 4]!r})",
+            fix="re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in.csv > out.csv)",
+        ) from None
 
 
 def _open_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found", fix="check the path in data:") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory", fix="name a data file") from None
-    except OSError as exc:
-        raise DataError(
-            f"{path}: cannot be read ({exc.strerror})", fix="check permissions"
-        ) from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{path} line {line}: bytes that are not UTF-8 (offset {exc.start})",
-            fix="re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-        ) from None
+    """Whole-file text, for formats that cannot be streamed (a single JSON document)."""
+    return "".join(text for _, text in _lines(path))
 
 
-def _iter_delimited(path: Path, delimiter: str, limit: int | None) -> tuple[list[str], list[dict]]:
-    text = _open_text(path)
+class _LineTracker:
+    """Feeds csv.reader and remembers the line each record started on."""
+
+    def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
+        self._lines = lines
+        self.current = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for lineno, text in self._lines:
+            self.current = lineno
+            yield text
+
+
+def _delimited_records(path: Path, delimiter: str, shown: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line of record, fields) for each csv/tsv record, quoting handled by csv."""
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    header = next(reader, None)
-    if header is None:
-        raise DataError(f"{path}: file is empty", fix="add a header line and rows")
+    tracker = _LineTracker(_lines(path, shown))
+    reader = csv.reader(tracker, delimiter=delimiter, quoting=quoting)
+    start = 1
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DataFormatError(
+                f"{shown} line {tracker.current}: {exc}",
+                fix='check quoting (a stray " opens a field) and that this is a text file',
+            ) from None
+        yield start, values
+        start = tracker.current + 1
+
+
+def _check_header(header: list[str], delimiter: str, shown: str) -> list[str]:
+    """Strip names; catch the wrong delimiter and repeated names on line 1."""
     header = [h.strip() for h in header]
+    if len(header) == 1:
+        for other, name in (("\t", "tab"), (",", "comma"), (";", "semicolon"), ("|", "pipe")):
+            if other != delimiter and other in header[0]:
+                fmt = "tsv" if other == "\t" else "csv"
+                raise DataFormatError(
+                    f"{shown} line 1: the header {header[0]!r} is one column but contains "
+                    f"{name}s: the file looks {name}-separated",
+                    fix=f"rename the file to .{fmt}, or set format: {fmt} in the data source"
+                    if other in "\t,"
+                    else "re-save it comma- or tab-separated",
+                )
+    seen: set[str] = set()
+    for column, name in enumerate(header, start=1):
+        if name in seen:
+            raise DataFormatError(
+                f"{shown} line 1 column {column}: column name {name!r} appears twice",
+                fix="give every column a distinct name",
+            )
+        seen.add(name)
+    return header
+
+
+def _iter_delimited(
+    path: Path, delimiter: str, limit: int | None, shown: str | None = None
+) -> tuple[list[str], list[dict], list[int]]:
+    """Header, rows and each row's line number; stops after `limit` rows."""
+    shown = shown or str(path)
+    records = _delimited_records(path, delimiter, shown)
+    first = next(records, None)
+    if first is None or not first[1]:
+        raise DataFormatError(f"{shown}: file is empty", fix="add a header line and rows")
+    header = _check_header(first[1], delimiter, shown)
     rows: list[dict[str, Any]] = []
-    for lineno, values in enumerate(reader, start=2):
+    lines: list[int] = []
+    for lineno, values in records:
+        if limit is not None and len(rows) >= limit:
+            break
         if not values or values == [""]:
             continue
         if len(values) != len(header):
-            raise DataError(
-                f"{path} line {lineno}: {len(values)} fields, header has {len(header)}",
-                fix=_delimiter_fix(path, delimiter),
+            raise DataFormatError(
+                f"{shown} line {lineno}: {len(values)} fields, header has {len(header)}",
+                fix=_delimiter_fix(delimiter),
             )
         rows.append(dict(zip(header, values)))
-        if limit is not None and len(rows) >= limit:
-            break
-    return header, rows
+        lines.append(lineno)
+    return header, rows, lines
 
 
-def _delimiter_fix(path: Path, delimiter: str) -> str:
-    other = "tab" if delimiter == "," else "comma"
+def _delimiter_fix(delimiter: str) -> str:
+    this, other = ("comma", "tab") if delimiter == "," else ("tab", "comma")
     return (
-        f"check the delimiter (this file is read as {'tab' if delimiter != ',' else 'comma'}-"
-        f"separated; is it {other}-separated?) and quote fields that contain it"
+        f"check the delimiter (this file is read as {this}-separated; is it {other}-separated?) "
+        "and quote fields that contain it"
     )
 
 
-def _iter_jsonl(path: Path, limit: int | None) -> list[dict]:
+def _iter_jsonl(path: Path, limit: int | None, shown: str | None = None) -> tuple[list, list]:
+    """Rows and their line numbers from JSON Lines; stops after `limit` rows."""
+    shown = shown or str(path)
     rows: list[dict[str, Any]] = []
-    text = _open_text(path)
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    lines: list[int] = []
+    for lineno, line in _lines(path, shown):
+        if limit is not None and len(rows) >= limit:
+            break
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{path} line {lineno}: invalid JSON ({exc.msg})",
+            raise DataFormatError(
+                f"{shown} line {lineno} column {exc.colno}: invalid JSON ({exc.msg})",
                 fix="each line must be one JSON object",
             ) from None
         if not isinstance(value, dict):
-            raise DataError(f"{path} line {lineno}: not a JSON object", fix='write {"col": ...}')
+            raise DataFormatError(
+                f"{shown} line {lineno}: a JSON {type(value).__name__}, not an object",
+                fix='write one object per line: {"text": ..., "label": ...}',
+            )
         rows.append(value)
-        if limit is not None and len(rows) >= limit:
-            break
-    return rows
+        lines.append(lineno)
+    return rows, lines
 
 
-def _read_json(path: Path, limit: int | None) -> list[dict]:
+def _read_json(path: Path, limit: int | None, shown: str | None = None) -> list[dict]:
+    shown = shown or str(path)
     try:
         value = json.loads(_open_text(path))
     except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path} line {exc.lineno}: invalid JSON ({exc.msg})", fix="fix it"
+        raise DataFormatError(
+            f"{shown} line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg})",
+            fix="fix the JSON there, or use .jsonl with one object per line",
         ) from None
     if isinstance(value, dict) and isinstance(value.get("data"), list):
         value = value["data"]
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise DataError(f"{path}: expected a list of objects", fix="or use .jsonl, one per line")
+        raise DataFormatError(
+            f"{shown}: expected a list of objects", fix="or use .jsonl, one object per line"
+        )
     return value[:limit] if limit else value
 
 
-def _read_parquet(path: Path, limit: int | None) -> list[dict]:
+def _parquet_file(path: Path, shown: str) -> Any:
     import pyarrow.parquet as pq
 
+    _open_binary(path, shown).close()
     try:
-        table = pq.read_table(path)
+        return pq.ParquetFile(path)
     except Exception as exc:
-        raise DataError(
-            f"{path}: not a readable parquet file ({exc})", fix="check the file"
+        raise DataFormatError(
+            f"{shown}: not a readable parquet file ({exc})", fix="check the file"
         ) from None
-    if limit is not None:
-        table = table.slice(0, limit)
-    return table.to_pylist()
+
+
+def _read_parquet(path: Path, limit: int | None, shown: str | None = None) -> list[dict]:
+    """Row groups are read one batch at a time, so a limit never loads the whole file."""
+    shown = shown or str(path)
+    rows: list[dict[str, Any]] = []
+    for batch in _parquet_file(path, shown).iter_batches(batch_size=limit or 65536):
+        rows.extend(batch.to_pylist())
+        if limit is not None and len(rows) >= limit:
+            return rows[:limit]
+    return rows
 
 
 def _read_aligned_text(path: Path, langs: list[str], limit: int | None) -> list[dict]:
-    """train.{lang} -> rows {en: ..., de: ...} from line-aligned files."""
-    columns: dict[str, list[str]] = {}
-    for lang in langs:
-        file = Path(str(path).replace(LANG_PLACEHOLDER, lang))
-        lines = _open_text(file).splitlines()
-        columns[lang] = lines[:limit] if limit else lines
-    counts = {lang: len(v) for lang, v in columns.items()}
-    if len(set(counts.values())) > 1 and limit is None:
-        detail = ", ".join(
-            f"{str(path).replace(LANG_PLACEHOLDER, k)}: {n}" for k, n in counts.items()
+    """train.{lang} -> rows {en: ..., de: ...} from line-aligned files, read in lockstep."""
+    files = {lang: str(path).replace(LANG_PLACEHOLDER, lang) for lang in langs}
+    streams = {lang: _lines(Path(name)) for lang, name in files.items()}
+    rows: list[dict[str, Any]] = []
+    while limit is None or len(rows) < limit:
+        got = {lang: next(stream, None) for lang, stream in streams.items()}
+        if all(v is None for v in got.values()):
+            break
+        if any(v is None for v in got.values()):
+            counts = {lang: len(rows) + (got[lang] is not None) for lang in langs}
+            for lang, stream in streams.items():
+                counts[lang] += sum(1 for _ in stream)
+            detail = ", ".join(f"{files[k]}: {n} lines" for k, n in counts.items())
+            raise AlignmentError(
+                f"aligned files have different line counts ({detail}); "
+                f"they diverge at line {len(rows) + 1}",
+                fix="line N of each file must translate line N of the other; "
+                "remove the extra lines or the blank line at the end",
+            )
+        rows.append({lang: text.rstrip("\r\n") for lang, (_, text) in got.items()})
+    return rows
+
+
+def _read_rows(
+    source: LocalSource, path: Path, fmt: str, limit: int | None, langs: list[str] | None
+) -> Table:
+    shown = str(source.path)
+    if fmt in ("csv", "tsv"):
+        columns, rows, lines = _iter_delimited(path, "," if fmt == "csv" else "\t", limit, shown)
+        return Table(rows=rows, source=shown, first_line=2, columns=columns, lines=lines)
+    if fmt == "jsonl":
+        rows, lines = _iter_jsonl(path, limit, shown)
+        return Table(rows=rows, source=shown, first_line=1, lines=lines)
+    if fmt == "json":
+        return Table(rows=_read_json(path, limit, shown), source=shown, first_line=1)
+    if fmt == "parquet":
+        return Table(rows=_read_parquet(path, limit, shown), source=shown, first_line=1)
+    if LANG_PLACEHOLDER not in str(path):
+        raise DataFormatError(
+            f"{shown}: plain text needs a {LANG_PLACEHOLDER} placeholder",
+            fix="write e.g. data/train.{lang} for train.en + train.de",
         )
-        raise DataError(
-            f"aligned files have different line counts ({detail})",
-            fix="each line must be the translation of the same line in the other file",
-        )
-    n = min(counts.values())
-    return [{lang: columns[lang][i] for lang in langs} for i in range(n)]
+    return Table(rows=_read_aligned_text(path, langs or [], limit), source=shown, first_line=1)
 
 
 def read_local(
@@ -219,30 +377,56 @@ def read_local(
     path = resolve_path(source.path, base_dir)
     fmt = detect_format(source, path)
     if fmt != "text" and not path.exists():
-        raise DataError(f"{source.path}: file not found", fix="check the path in data:")
-    columns = None
-    first_line = 1
-    if fmt in ("csv", "tsv"):
-        columns, rows = _iter_delimited(path, "," if fmt == "csv" else "\t", limit)
-        first_line = 2
-    elif fmt == "jsonl":
-        rows = _iter_jsonl(path, limit)
-    elif fmt == "json":
-        rows = _read_json(path, limit)
-    elif fmt == "parquet":
-        rows = _read_parquet(path, limit)
-    else:
-        if LANG_PLACEHOLDER not in str(path):
-            raise DataError(
-                f"{source.path}: plain text needs a {LANG_PLACEHOLDER} placeholder",
-                fix="write e.g. data/train.{lang} for train.en + train.de",
-            )
-        rows = _read_aligned_text(path, langs or [], limit)
-    table = Table(rows=rows, source=str(source.path), first_line=first_line, columns=columns)
-    if not rows:
-        what = "has a header but no rows" if columns else "has no rows"
-        raise DataError(f"{source.path}: {what}", fix="add examples to the file")
+        raise DataFileError(f"{source.path}: file not found", fix="check the path in data:")
+    table = _read_rows(source, path, fmt, limit, langs)
+    if not table.rows:
+        what = "has a header but no rows" if table.columns else "has no rows"
+        raise DataFormatError(f"{source.path}: {what}", fix="add examples to the file")
+    report_duplicates(table)
     return table
+
+
+def duplicate_rows(table: Table) -> list[tuple[int, int]]:
+    """(index of a repeated row, index of its first occurrence) for every exact repeat."""
+    first_seen: dict[str, int] = {}
+    repeats: list[tuple[int, int]] = []
+    for index, row in enumerate(table.rows):
+        key = json.dumps(row, sort_keys=True, default=str, ensure_ascii=False)
+        if key in first_seen:
+            repeats.append((index, first_seen[key]))
+        else:
+            first_seen[key] = index
+    return repeats
+
+
+def _position(table: Table, index: int) -> str:
+    """'line 7' for a file, 'row 7' for a Hub split."""
+    if table.lines is not None:
+        return f"line {table.lines[index]}"
+    return f"line {table.first_line + index}" if table.first_line else f"row {index + 1}"
+
+
+def report_duplicates(table: Table) -> int:
+    """Warn (once per file) about rows that repeat an earlier row exactly.
+
+    A warning, not an error: duplicates are common in real data sets (and sometimes meant), but
+    they weight those rows twice and inflate eval scores when they leak across splits.
+    """
+    repeats = duplicate_rows(table)
+    if repeats:
+        shown = "; ".join(
+            f"{_position(table, i)} repeats {_position(table, j)}"
+            for i, j in repeats[:DUPLICATES_SHOWN]
+        )
+        log.warning(
+            "%s: %d duplicate row%s (%s%s); they count twice in training/eval",
+            table.source,
+            len(repeats),
+            "s" if len(repeats) != 1 else "",
+            shown,
+            ", ..." if len(repeats) > DUPLICATES_SHOWN else "",
+        )
+    return len(repeats)
 
 
 def read_hub(source: HubSource, limit: int | None = None) -> Table:
@@ -263,7 +447,9 @@ def read_hub(source: HubSource, limit: int | None = None) -> Table:
     label = f"hub:{source.hub}:{source.split}"
     if not rows:
         raise DataError(f"{label}: split has no rows", fix="pick another split")
-    return Table(rows=rows, source=label, first_line=0)
+    table = Table(rows=rows, source=label, first_line=0)
+    report_duplicates(table)
+    return table
 
 
 def read_source(
@@ -278,32 +464,20 @@ def read_source(
 
 
 def peek_columns(source: LocalSource, base_dir: Path | None, langs: list[str]) -> list[str]:
-    """Column names from the first row only: cheap enough for `validate` on huge files."""
+    """Column names from the header or first row only: `validate` stays instant on huge files."""
     path = resolve_path(source.path, base_dir)
     fmt = detect_format(source, path)
+    shown = str(source.path)
     if fmt == "text":
         return list(langs)
     if fmt in ("csv", "tsv"):
-        first = next(_head_lines(path, 1), "")
         delimiter = "," if fmt == "csv" else "\t"
-        return [h.strip() for h in next(csv.reader([first], delimiter=delimiter), [])]
+        first = next(_delimited_records(path, delimiter, shown), None)
+        return _check_header(first[1], delimiter, shown) if first and first[1] else []
     if fmt == "jsonl":
-        for line in _head_lines(path, 50):
-            if line.strip():
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError:
-                    return []
-                return list(value) if isinstance(value, dict) else []
-        return []
+        rows, _ = _iter_jsonl(path, 1, shown)
+        return list(rows[0]) if rows else []
+    if fmt == "parquet":
+        return list(_parquet_file(path, shown).schema_arrow.names)
     table = read_local(source, base_dir, limit=1, langs=langs)
     return table.column_names()
-
-
-def _head_lines(path: Path, n: int) -> Iterator[str]:
-    with path.open("r", encoding="utf-8-sig", errors="replace") as handle:
-        for _ in range(n):
-            line = handle.readline()
-            if not line:
-                return
-            yield line.rstrip("\r\n")

@@ -1,13 +1,26 @@
-"""Errors a user can act on.
+"""Errors a user can act on, and the error catalogue generated from them.
 
 Every user mistake is raised as a `FinetuneError` (or subclass): the CLI shows it as a short
 message naming the file/key/row and how to fix it, exits with code 2, and never prints a traceback.
 Anything else is a bug and is reported as one line plus the path of a full log.
+
+Each class carries a stable `code`, a `title`, a docstring (the cause) and a `hint` (the usual
+fix). `python -m finetune.errors` prints the catalogue in docs/errors.md from these attributes,
+so the documentation cannot drift from the code (a test compares the two).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+DOCS = "docs/errors.md"
+
+
+def _redact(text: str) -> str:
+    """Imported lazily: logs.py is light, but errors.py must stay import-cycle free."""
+    from finetune.logs import redact
+
+    return redact(text)
 
 
 @dataclass(frozen=True)
@@ -19,16 +32,19 @@ class Problem:
     fix: str = ""
 
     def render(self) -> str:
+        """Redacted: a token pasted into a recipe value must not be echoed back."""
         text = f"{self.where}: {self.message}"
-        return f"{text}\n    fix: {self.fix}" if self.fix else text
+        return _redact(f"{text}\n    fix: {self.fix}" if self.fix else text)
 
 
 class FinetuneError(Exception):
-    """A problem the user can fix: shown without traceback, exit code 2."""
+    """A usage mistake that fits no narrower class (a flag that cannot apply, nothing to do)."""
 
     exit_code = 2
     code = "E000"
-    title = "error"
+    title = "usage error"
+    hint = "read the message: it names the option to change"
+    example = "--resume given but there is no checkpoint to resume from"
 
     def __init__(self, message: str, *, fix: str = "") -> None:
         super().__init__(message)
@@ -36,14 +52,18 @@ class FinetuneError(Exception):
         self.fix = fix
 
     def render(self) -> str:
-        return f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
+        """Message, fix and the catalogue code; redacted because messages quote user input."""
+        text = f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
+        return _redact(f"{text}\n  ({self.code}; see {DOCS})")
 
 
 class RecipeError(FinetuneError):
-    """A recipe (or its overrides, data files, model) is invalid; carries every problem at once."""
+    """The recipe is not valid YAML, or a key is unknown, missing, mistyped or out of range."""
 
     code = "E100"
     title = "invalid recipe"
+    hint = "fix each listed key (`finetune options` lists every key, type and default)"
+    example = "r.yaml: train.lr: Input should be a valid number (got 'abc')"
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
@@ -53,24 +73,102 @@ class RecipeError(FinetuneError):
 
 
 class DataError(FinetuneError):
-    """A data file is missing, unreadable, empty or malformed."""
+    """A data file or Hub dataset cannot be used (generic data problem)."""
 
     code = "E200"
     title = "bad data"
+    hint = "the message names the file and line; fix that row or the recipe's data section"
+    example = "hub:glue:train: split has no rows"
+
+
+class DataFileError(DataError):
+    """A data file is missing, a directory, unreadable, or not UTF-8 text."""
+
+    code = "E201"
+    title = "data file unreadable"
+    hint = "check the path in data:, or re-save the file as UTF-8"
+    example = "train.csv line 7: bytes that are not UTF-8 (column 12)"
+
+
+class DataFormatError(DataError):
+    """A data file is empty, has only a header, the wrong delimiter, or malformed lines."""
+
+    code = "E202"
+    title = "malformed data file"
+    hint = "check the delimiter/extension (or set format:), quoting and that rows follow the header"
+    example = "train.csv line 3: 1 fields, header has 2"
+
+
+class DataColumnError(DataError):
+    """A column the task needs is not in the file."""
+
+    code = "E203"
+    title = "missing column"
+    hint = "rename the column in the file, or point task.text / task.label at it"
+    example = "train.csv: missing column 'label' (found: text, sentiment)"
+
+
+class DataValueError(DataError):
+    """A row has an empty, null or NaN text or label."""
+
+    code = "E204"
+    title = "empty value"
+    hint = "remove the row or fill in the value"
+    example = "train.csv line 12: column 'text' is an empty string"
+
+
+class LabelError(DataError):
+    """Labels cannot train a classifier: one class, mixed types, or eval labels unseen in train."""
+
+    code = "E205"
+    title = "unusable labels"
+    hint = "check the label column; every eval label must also occur in train"
+    example = "dev.csv line 4: label 'neutral' never appears in the training data"
+
+
+class AlignmentError(DataError):
+    """Line-aligned translation files (train.{lang}) have different line counts."""
+
+    code = "E206"
+    title = "misaligned translation files"
+    hint = "line N of each file must translate line N of the other; remove the extra lines"
+    example = "aligned files have different line counts (train.en: 100, train.de: 99)"
 
 
 class ModelError(FinetuneError):
-    """A model cannot be found, reached offline, or is of an unsupported family."""
+    """A model cannot be found, cannot be reached offline, or is of an unsupported family."""
 
     code = "E300"
     title = "model not usable"
+    hint = "use a supported family (bert, gpt2, t5) or a local directory from save_pretrained"
+    example = "model.name: ./models/llama is a 'llama' model, which finetune does not support"
 
 
 class RunDirError(FinetuneError):
-    """The output directory is finished, locked by another run, or not a run directory."""
+    """The output directory cannot be used for this run (exists as a file, or is foreign)."""
 
     code = "E400"
     title = "run directory"
+    hint = "set output.dir to a new or empty directory"
+    example = "runs/x: is not empty and not a run directory"
+
+
+class RunFinishedError(RunDirError):
+    """The output directory holds a finished (or resumable) run that this run would destroy."""
+
+    code = "E401"
+    title = "run already finished"
+    hint = "pass --overwrite to replace it, --resume to continue it, or set output.dir"
+    example = "runs/x: holds a finished run; refusing to overwrite it"
+
+
+class RunLockedError(RunDirError):
+    """Another process is writing to the same output directory right now (lock held)."""
+
+    code = "E402"
+    title = "run directory in use"
+    hint = "wait for the other run to finish, or set output.dir elsewhere"
+    example = "runs/x: another run is writing here (pid 4242 on host)"
 
 
 class CheckpointError(FinetuneError):
@@ -78,3 +176,58 @@ class CheckpointError(FinetuneError):
 
     code = "E500"
     title = "could not write"
+    hint = "free disk space or fix permissions, then rerun with --resume"
+    example = "could not write runs/x/checkpoints/step-00000004: No space left on device"
+
+
+UNEXPECTED = (
+    "E900",
+    "unexpected error",
+    "A bug, or an environment problem finetune does not recognise (exit code 1).",
+    "read the full log whose path is printed; rerun with --debug for the traceback; report it",
+    "unexpected error: RuntimeError: ... full traceback in ~/.cache/finetune/logs/...",
+)
+
+
+def error_classes() -> list[type[FinetuneError]]:
+    """Every FinetuneError class in this module, ordered by code."""
+    found: list[type[FinetuneError]] = []
+    pending: list[type[FinetuneError]] = [FinetuneError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    mine = {c for c in found if c.__module__ == __name__}
+    return sorted(mine, key=lambda c: c.code)
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def catalogue_markdown() -> str:
+    """The error catalogue as markdown (the content of docs/errors.md)."""
+    lines = [
+        "# Error catalogue",
+        "",
+        "<!-- generated by `python -m finetune.errors > docs/errors.md`; do not edit -->",
+        "",
+        "User mistakes exit with code 2 and no traceback; the message names the file, key or row",
+        "and ends with its code. Unexpected errors exit with code 1, print one line and the path",
+        "of a full log (`FINETUNE_LOG_DIR`, default `~/.cache/finetune/logs`); `--debug` shows",
+        "the traceback.",
+        "",
+        "| code | error | cause | fix | example message |",
+        "|---|---|---|---|---|",
+    ]
+    rows = [(c.code, c.title, c.__doc__ or "", c.hint, c.example) for c in error_classes()] + [
+        UNEXPECTED
+    ]
+    for code, title, cause, fix, example in rows:
+        cells = [code, title, cause, fix, f"`{example}`"]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(catalogue_markdown(), end="")

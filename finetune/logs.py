@@ -6,6 +6,7 @@ into a recipe; the filter below rewrites every record (console and files) so non
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -14,13 +15,24 @@ import time
 from pathlib import Path
 
 TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN", "HF_API_TOKEN")
-TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+TOKEN_PATTERN = re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{16,}")
 REDACTED = "hf_***"
 
 
+def _stored_token() -> str:
+    """The token `huggingface-cli login` saved: it reaches messages as easily as HF_TOKEN."""
+    default = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "token"
+    path = Path(os.environ.get("HF_TOKEN_PATH", default))
+    try:
+        return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 def secret_values() -> list[str]:
-    values = [os.environ.get(name, "") for name in TOKEN_ENV_VARS]
-    return [v for v in values if len(v) >= 8]
+    """Token values to mask wherever they appear, even when not shaped like hf_...."""
+    values = [os.environ.get(name, "") for name in TOKEN_ENV_VARS] + [_stored_token()]
+    return [v.strip() for v in values if len(v.strip()) >= 8]
 
 
 def redact(text: str) -> str:
@@ -31,14 +43,42 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
+    """Rewrites message and traceback text of every record before any handler formats it."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message or record.args:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # formatters cache exc_text; filling it here means they print the redacted one
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
+
+
+class RecentRecords(logging.Handler):
+    """Keeps the last records of this command in memory, so a crash log holds the full story.
+
+    The console shows INFO and above; when a command crashes, the DEBUG records that led up to it
+    are what a bug report needs, and they are written next to the traceback.
+    """
+
+    def __init__(self, capacity: int = 2000) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: collections.deque[str] = collections.deque(maxlen=capacity)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.addFilter(RedactingFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # a broken record must never hide the original crash
+            self.handleError(record)
+
+
+RECENT = RecentRecords()
 
 
 def crash_log_path() -> Path:
@@ -61,6 +101,8 @@ def setup_logging(debug: bool = False, quiet: bool = False) -> None:
     handler.addFilter(RedactingFilter())
     handler.setLevel(level)
     root.addHandler(handler)
+    RECENT.lines.clear()
+    root.addHandler(RECENT)
     root.setLevel(logging.DEBUG)
     for noisy in (
         "urllib3",
@@ -94,14 +136,26 @@ def add_file_log(path: Path) -> logging.Handler:
 
 
 def write_crash_log(exc: BaseException) -> Path | None:
+    """Command line, versions, this command's log records and the traceback, all redacted."""
+    import platform
     import traceback
 
+    from finetune import __version__
+
     path = crash_log_path()
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    parts = [
+        f"command: {' '.join(sys.argv)}",
+        f"finetune {__version__}, python {platform.python_version()}, {platform.platform()}",
+        "",
+        "log:",
+        *RECENT.lines,
+        "",
+        trace,
+    ]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        args = " ".join(sys.argv)
-        path.write_text(redact(f"command: {args}\n\n{text}"), encoding="utf-8")
+        path.write_text(redact("\n".join(parts)), encoding="utf-8")
     except OSError:
         return None
     return path

@@ -18,7 +18,7 @@ from finetune.guards import check_trainable
 from finetune.modeling import load_base_model, load_tokenizer
 from finetune.models import detect_family, resolve_name
 from finetune.recipe import Recipe
-from finetune.rundir import RunLock, check_can_start, clear_run
+from finetune.rundir import RunLock, claim_run_dir, clear_run
 from finetune.session import (
     count_parameters,
     get_method,
@@ -66,8 +66,7 @@ def run(
     accelerator = make_accelerator(recipe)
     lock = RunLock(out)
     if accelerator.is_main_process:
-        check_can_start(out, overwrite, resume)
-        lock.acquire()
+        lock = claim_run_dir(out, overwrite, resume)  # check, lock, re-check under the lock
     try:
         if accelerator.is_main_process and overwrite and not resume:
             clear_run(out)
