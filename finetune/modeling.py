@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finetune.errors import ModelError
-from finetune.models import Family, ResolvedModel, supported_text
+from finetune.models import Family, ResolvedModel, model_help
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ def _load_failure(name: str, exc: Exception) -> ModelError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ModelError(
         f"model.name: cannot load {name!r}: {first[:300]}",
-        fix="check the hub id (offline? run once with network or set model.name to a local "
-        f"directory written by save_pretrained); supported families: {supported_text()}",
+        fix="check the hub id (offline? HF_HUB_OFFLINE is set or there is no network: run once "
+        "with network to fill the cache); " + model_help(),
     )
 
 

@@ -94,6 +94,14 @@ def supported_text() -> str:
     return "; ".join(parts)
 
 
+def model_help() -> str:
+    """The fix for every model problem: what is supported, and how to use a local copy."""
+    return (
+        f"supported families: {supported_text()}; to use a local copy, set model.name to a "
+        "directory written by save_pretrained (config.json, weights, tokenizer files)"
+    )
+
+
 # --------------------------------------------------------------------------- resolving names
 
 
@@ -135,7 +143,7 @@ def resolve_name(name: str) -> ResolvedModel:
     if looks_local:
         raise ModelError(
             f"model.name: local directory {name} does not exist",
-            fix="check the path, or use a hub id such as bert-base-uncased",
+            fix="check the path, or use a hub id such as bert-base-uncased; " + model_help(),
         )
     return ResolvedModel(name, name, False)
 
@@ -184,13 +192,14 @@ def detect_family(recipe: Recipe) -> Family:
             raise ModelError(
                 f"model.name: {recipe.model.name} is a {model_type!r} model, "
                 "which finetune does not support",
-                fix=f"supported families: {supported_text()}",
+                fix=model_help(),
             )
         return family
     family = _guess_from_name(recipe.model.name)
     if family is None:
         raise ModelError(
             f"model.name: cannot tell the family of {recipe.model.name!r} offline",
-            fix="set model.family (bert, gpt2 or t5), or point model.name at a local directory",
+            fix="if it is on the Hub, run once with network (or set model.family: bert, gpt2 or "
+            "t5); " + model_help(),
         )
     return family

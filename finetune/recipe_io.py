@@ -159,8 +159,8 @@ def _key_path(loc: tuple[Any, ...]) -> tuple[list[str], tuple[Any, ...]]:
         keys_before = allowed_keys(loc[:i])
         if keys_before and str(part) not in keys_before and i + 1 < len(loc):
             continue  # a discriminator tag such as 'lora' in ('method', 'lora', 'r')
-        if part in ("local", "hub") and i + 1 < len(loc):
-            continue
+        if part in ("local", "hub") and i > 0 and loc[i - 1] in ("train", "eval", "test"):
+            continue  # the data-source union tag, even as the last part
         shown.append(str(part))
     return shown, loc
 
@@ -192,7 +192,8 @@ def problems_from_validation(exc: ValidationError, where: str) -> list[Problem]:
             shown_input = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
             if len(shown_input) > 60:
                 shown_input = shown_input[:57] + "..."
-            problems.append(Problem(f"{where}: {path}", f"{err['msg']} (got {shown_input})", ""))
+            fix = f"`finetune options {shown[0]}` lists each key's type and range" if shown else ""
+            problems.append(Problem(f"{where}: {path}", f"{err['msg']} (got {shown_input})", fix))
     return problems
 
 

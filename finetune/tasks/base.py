@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from finetune.errors import DataError
+from finetune.errors import DataColumnError, DataValueError
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data import Table
@@ -127,10 +127,10 @@ class Task(ABC):
 def require_text(value: Any, column: str, where: str) -> str:
     """A non-empty string, or a DataError naming the row and column."""
     if value is None or (isinstance(value, float) and value != value):
-        raise DataError(f"{where}: column '{column}' is empty (null/NaN)", fix=_EMPTY_FIX)
+        raise DataValueError(f"{where}: column '{column}' is empty (null/NaN)", fix=_EMPTY_FIX)
     text = str(value)
     if not text.strip():
-        raise DataError(f"{where}: column '{column}' is an empty string", fix=_EMPTY_FIX)
+        raise DataValueError(f"{where}: column '{column}' is an empty string", fix=_EMPTY_FIX)
     return text
 
 
@@ -141,7 +141,7 @@ def check_columns(table: Table, columns: list[str]) -> None:
     present = table.column_names()
     missing = [c for c in columns if c not in present]
     if missing:
-        raise DataError(
+        raise DataColumnError(
             f"{table.source}: missing column{'s' if len(missing) > 1 else ''} "
             f"{', '.join(repr(c) for c in missing)} (found: {', '.join(present) or 'none'})",
             fix="rename the column in the file or set task.<column option> in the recipe",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from finetune.errors import DataError
+from finetune.errors import DataValueError, LabelError
 from finetune.tasks.base import (
     Example,
     Task,
@@ -62,8 +62,11 @@ class ClassificationTask(Task):
                 else None
             )
             raw = row.get(cfg.label)
-            if raw is None or (isinstance(raw, str) and not raw.strip()):
-                raise DataError(f"{where}: column '{cfg.label}' (label) is empty", fix="label it")
+            if raw is None or raw != raw or (isinstance(raw, str) and not raw.strip()):
+                raise DataValueError(
+                    f"{where}: column '{cfg.label}' (label) is empty (null/NaN)",
+                    fix="label the row or remove it",
+                )
             out.append(Example(source=text, pair=pair, target=_label_key(raw), where=where))
         return out
 
@@ -71,14 +74,14 @@ class ClassificationTask(Task):
         kinds = {ex.target[0] for ex in train}
         if len(kinds) > 1:
             first_str = next(ex for ex in train if ex.target[0] == "str")
-            raise DataError(
+            raise LabelError(
                 f"{first_str.where}: label {first_str.target[1]!r} is text while other labels are "
                 "integers (mixed label types)",
                 fix="use either integer labels or string labels throughout",
             )
         values = {ex.target[1] for ex in train}
         if len(values) < 2:
-            raise DataError(
+            raise LabelError(
                 f"{train[0].where.rsplit(' line', 1)[0]}: every training label is "
                 f"{next(iter(values))!r}; classification needs at least two classes",
                 fix="check the label column, or add examples of the other classes",
@@ -94,7 +97,7 @@ class ClassificationTask(Task):
         try:
             return self.state.labels.index(example.target[1])
         except ValueError:
-            raise DataError(
+            raise LabelError(
                 f"{example.where}: label {example.target[1]!r} never appears in the training data "
                 f"(training labels: {', '.join(self.state.labels)})",
                 fix="fix the label, or add training examples of this class",
