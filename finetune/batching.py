@@ -43,10 +43,9 @@ class LengthGroupedBatchSampler:
         self.seed = seed
         self.group = group_by_length
         self.mega = mega_batch_factor
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        # set by our loop only: named so that Accelerate's own `set_epoch(iteration)` calls
+        # (which restart from 0 on a resumed loader) cannot change the order
+        self.current_epoch = 0
 
     def batches(self, epoch: int) -> list[list[int]]:
         rng = random.Random(self.seed * 100_003 + epoch)
@@ -62,7 +61,7 @@ class LengthGroupedBatchSampler:
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches(self.epoch)
+        yield from self.batches(self.current_epoch)
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size

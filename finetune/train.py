@@ -221,7 +221,7 @@ def _epochs(
     started = time.perf_counter()
     running, running_n = 0.0, 0
     for epoch in range(start_epoch, cfg.epochs if not cfg.max_steps else 10**9):
-        sampler.set_epoch(epoch)
+        sampler.current_epoch = epoch
         epoch_loader = loader
         if skip_batches:
             epoch_loader = accelerator.skip_first_batches(loader, skip_batches)

@@ -127,7 +127,7 @@ def sentiment_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
-def build_bert(path: Path) -> Path:
+def build_bert(path: Path, dropout: float = 0.1) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizer
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -221,4 +221,10 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-BUILDERS = {"bert": build_bert, "gpt2": build_gpt2, "t5": build_t5}
+BUILDERS = {
+    "bert": build_bert,
+    "gpt2": build_gpt2,
+    "t5": build_t5,
+    # dropout-free: for tests that compare two trainings for exact equality
+    "bert-nodropout": lambda path: build_bert(path, dropout=0.0),
+}

@@ -1,0 +1,190 @@
+"""Recipe schema, overrides and validation errors (no weights are loaded here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finetune.checks import check_recipe
+from finetune.cli import app
+from finetune.recipe import METHOD_NAMES, Recipe
+from finetune.recipe_io import allowed_keys, apply_overrides, build_recipe
+from tests.conftest import REPO, classification_recipe, write_recipe
+
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+
+
+def test_bundled_recipes_exist():
+    assert any(p.name == "quickstart.yaml" for p in RECIPES)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_bundled_recipe_validates(path, runner, monkeypatch):
+    monkeypatch.chdir(REPO)
+    result = runner.invoke(app, ["validate", str(path.relative_to(REPO))])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_bundled_recipe_has_description_and_launch_line(path):
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# ") and len(lines[0]) > 10
+    assert any(line.startswith("# finetune run") or "accelerate launch" in line for line in lines[:5])
+
+
+def _base(tmp_path, tiny_model_dir, sentiment_files, **method):
+    train, dev = sentiment_files
+    data = classification_recipe(tiny_model_dir("bert"), train, dev, tmp_path / "run",
+                                 {"name": "lora", **method})
+    return write_recipe(tmp_path / "r.yaml", data)
+
+
+def test_valid_recipe_has_no_problems(tmp_path, tiny_model_dir, sentiment_files):
+    recipe, problems = check_recipe(_base(tmp_path, tiny_model_dir, sentiment_files))
+    assert problems == []
+    assert recipe.method.r == 8 and recipe.train.batch_size == 16
+
+
+def test_overrides_are_typed_like_the_file(tmp_path, tiny_model_dir, sentiment_files):
+    path = _base(tmp_path, tiny_model_dir, sentiment_files)
+    recipe, problems = check_recipe(path, ["train.epochs=3", "method.r=16", "train.lr=1e-4",
+                                           "train.group_by_length=false"])
+    assert problems == []
+    assert (recipe.train.epochs, recipe.method.r, recipe.train.lr) == (3, 16, 1e-4)
+    assert recipe.train.group_by_length is False
+
+
+def test_override_can_switch_method_union(tmp_path, tiny_model_dir, sentiment_files):
+    path = _base(tmp_path, tiny_model_dir, sentiment_files)
+    recipe, problems = check_recipe(path, ["method={name: full}"])
+    assert problems == [] and recipe.method.name == "full"
+
+
+def test_override_on_shorthand_data_path():
+    data = {"data": {"train": "a.csv"}}
+    apply_overrides(data, ["data.train.format=tsv"])
+    assert data["data"]["train"] == {"path": "a.csv", "format": "tsv"}
+
+
+def test_unknown_key_gets_did_you_mean(tmp_path, tiny_model_dir, sentiment_files):
+    path = _base(tmp_path, tiny_model_dir, sentiment_files)
+    _, problems = check_recipe(path, ["train.learning_rate=0.1", "method.rank=4"])
+    text = "\n".join(p.render() for p in problems)
+    assert "train.learning_rate: unknown key" in text
+    assert "method.rank: unknown key" in text
+    assert "did you mean 'r'" in text or "allowed keys" in text
+
+
+def test_every_problem_reported_at_once(tmp_path, tiny_model_dir, sentiment_files):
+    path = _base(tmp_path, tiny_model_dir, sentiment_files)
+    _, problems = check_recipe(path, ["train.epochs=zero", "train.batch_size=-1", "method.r=0",
+                                      "eval.bogus=1"])
+    where = " ".join(p.where for p in problems)
+    for key in ("train.epochs", "train.batch_size", "method.r", "eval.bogus"):
+        assert key in where
+    assert "lora" not in where.split(": ", 1)[1]  # union tags never leak into key paths
+
+
+def test_missing_data_file_and_column_reported(tmp_path, tiny_model_dir, sentiment_files):
+    path = _base(tmp_path, tiny_model_dir, sentiment_files)
+    _, problems = check_recipe(path, ["data.eval=nope.csv", "task.label=sentiment"])
+    text = "\n".join(p.render() for p in problems)
+    assert "data.eval" in text and "file not found: nope.csv" in text
+    assert "no column 'sentiment'" in text and "data.train" in text
+
+
+def test_method_discriminator_lists_choices():
+    _, problems = build_recipe({"model": {"name": "gpt2"}, "task": {"type": "classification"},
+                                "data": {"train": "x.csv"}, "method": {"name": "lorax"}}, "r.yaml")
+    assert len(problems) == 1 and "method" in problems[0].where
+    assert "lora" in problems[0].message and "houlsby" in problems[0].message
+
+
+def test_allowed_keys_follow_union_tags():
+    assert "r" in allowed_keys(("method", "lora"))
+    assert "reduction_factor" in allowed_keys(("method", "houlsby"))
+    assert "hub" in allowed_keys(("data", "train", "hub"))
+
+
+def test_method_names_match_schema():
+    from finetune.recipe import MethodSection
+    from finetune.recipe_io import _models_in, _tag_of
+
+    tags = set().union(*(_tag_of(m) for m in _models_in(MethodSection)))
+    assert tags == set(METHOD_NAMES)
+
+
+def test_cli_validate_exit_codes(tmp_path, runner, tiny_model_dir, sentiment_files):
+    good = _base(tmp_path, tiny_model_dir, sentiment_files)
+    result = runner.invoke(app, ["validate", str(good)])
+    assert result.exit_code == 0 and "✓" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {name: x}\ntask: {type: classification}\nmethod: {name: lora, r: two}\n")
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2
+    assert "method.r" in result.output and "data: required key is missing" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_invalid_yaml_names_line(tmp_path, runner):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: [unclosed\n")
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2 and "bad.yaml:" in result.output and "invalid YAML" in result.output
+
+
+def test_unsupported_family_rejected(tmp_path, runner, sentiment_files):
+    model = tmp_path / "llama"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    train, dev = sentiment_files
+    path = write_recipe(tmp_path / "r.yaml", classification_recipe(model, train, dev, tmp_path / "o",
+                                                                   {"name": "lora"}))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2 and "'llama'" in result.output and "gpt2" in result.output
+
+
+def test_recipe_round_trips_through_yaml(tmp_path, tiny_model_dir, sentiment_files):
+    import yaml
+
+    from finetune.recipe_io import dump_recipe
+
+    recipe, _ = check_recipe(_base(tmp_path, tiny_model_dir, sentiment_files))
+    again = Recipe.model_validate(yaml.safe_load(dump_recipe(recipe)))
+    assert again == recipe
+
+
+def test_schema_table_in_readme_is_current():
+    from finetune.schema_docs import markdown_table
+
+    readme = (REPO / "README.md").read_text()
+    assert markdown_table() in readme, "regenerate with: python -m finetune.schema_docs"
+
+
+def test_help_lists_commands(runner):
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "validate", "eval", "predict", "recipes", "options"):
+        assert command in result.output
+
+
+def test_options_command_comes_from_schema(runner):
+    result = runner.invoke(app, ["options", "train"])
+    assert result.exit_code == 0
+    for name in Recipe.model_fields["train"].annotation.model_fields:
+        assert f"train.{name}" in result.output
+
+
+def test_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from finetune.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+            "r = CliRunner().invoke(app, ['run', '--help']); assert r.exit_code == 0; "
+            "bad = [m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
