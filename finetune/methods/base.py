@@ -47,8 +47,12 @@ class Method(ABC):
     @abstractmethod
     def load(self, model: torch.nn.Module, in_dir: Path, ctx: MethodContext) -> torch.nn.Module: ...
 
-    def owns_parameter(self, name: str) -> bool:
-        """Whether a trainable parameter belongs to this method (not to the frozen backbone)."""
+    def owns_parameter(self, name: str, config: Any = None) -> bool:
+        """Whether a trainable parameter belongs to this method (not to the frozen backbone).
+
+        `config` is the recipe's method section, for methods whose trainable set depends on an
+        option (LoRA's `bias: all`). The guards ask this to catch a leaking backbone.
+        """
         return False
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -56,11 +60,27 @@ class Method(ABC):
         raise NotImplementedError(f"{self.name} cannot be merged into the base model")
 
 
+def inside(name: str, module_names: list[str]) -> bool:
+    """Whether a parameter/module name is one of `module_names` or lies inside one."""
+    dotted = f".{name}."
+    return any(f".{m}." in dotted for m in module_names)
+
+
 def freeze_all_but(model: torch.nn.Module, module_names: list[str]) -> None:
-    """Freeze every parameter, then unfreeze the named modules (head, new layers)."""
+    """Freeze every parameter, then unfreeze the named modules (head, new layers).
+
+    A parameter a new module shares with the backbone (an LM head tied to the word embeddings)
+    stays frozen: training it would silently change the frozen backbone too.
+    """
     for param in model.parameters():
         param.requires_grad_(False)
+    backbone = {
+        id(p)
+        for n, p in model.named_parameters(remove_duplicate=False)
+        if not inside(n, module_names)
+    }
     for name, module in model.named_modules():
-        if any(name == m or name.endswith("." + m) for m in module_names):
+        if inside(name, module_names):
             for param in module.parameters():
-                param.requires_grad_(True)
+                if id(param) not in backbone:
+                    param.requires_grad_(True)

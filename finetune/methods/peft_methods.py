@@ -2,45 +2,90 @@
 
 The classification head and any newly initialised modules go into `modules_to_save`
 explicitly, so that they train and are saved with the adapter whatever the head is called
-(peft only guesses 'classifier'/'score'; peft#310, #577, #876).
+(peft only guesses 'classifier'/'score'; peft#310, #577, #876). Modules inside those new
+modules are excluded from `target_modules` (bert2bert cross-attention contains `query`/`value`),
+so peft never nests an adapter inside a module it also copies whole.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from finetune.errors import FinetuneError
 from finetune.methods.base import Method, MethodContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.models import Family
 
 PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}
 
+# Why a combination cannot work, checked against the installed transformers 5 / peft 0.21.
+NO_CACHE_FOR_CLASSIFIERS = (
+    "prefix tuning injects virtual keys/values through `past_key_values`, which transformers 5 "
+    "sequence-classification models no longer accept, so peft refuses the model; use prompt "
+    "tuning or LoRA for classification"
+)
+T5_CLS_NO_EMBEDS = (
+    "prompt tuning feeds input embeddings, which T5ForSequenceClassification does not accept "
+    "(NotImplementedError in transformers)"
+)
+GPT2_CLS_POOLING = (
+    "prompt tuning feeds input embeddings, and GPT-2 classification then cannot find the last "
+    "non-padding token: right-padded rows would be classified from a padding position"
+)
+
 
 def resolve_targets(value: Any, default: tuple[str, ...]) -> Any:
+    """`auto` -> the family table's list; `all-linear` or an explicit list pass through."""
     if value == "auto":
         return list(default)
-    return value  # "all-linear" or an explicit list, both understood by peft
+    return value
+
+
+def exclude_pattern(new_modules: list[str]) -> str | None:
+    """A regex (peft full-matches it) for every module inside a newly initialised module."""
+    if not new_modules:
+        return None
+    names = "|".join(re.escape(m) for m in new_modules)
+    return rf"(?:.*\.)?(?:{names})(?:\..*)?"
+
+
+def _targets_error(exc: Exception, ctx: MethodContext) -> FinetuneError:
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return FinetuneError(
+        f"method {ctx.config.name}: peft cannot wrap this {ctx.family.name} model: {first}",
+        fix="check method.target_modules (and feedforward_modules) against the module names of "
+        f"this model; 'auto' uses the {ctx.family.name} family table",
+    )
 
 
 class PeftMethod(Method):
-    """Shared save/load/merge for every method whose weights peft owns."""
+    """Shared apply/save/load/merge for every method whose weights peft owns."""
 
     mergeable = True
-
-    def peft_config(self, ctx: MethodContext) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
     markers: tuple[str, ...] = ("lora_", "modules_to_save", "ia3_l", "prompt_encoder")
 
-    def owns_parameter(self, name: str) -> bool:
+    def peft_config(self, model: Any, ctx: MethodContext) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def owns_parameter(self, name: str, config: Any = None) -> bool:
         return any(marker in name for marker in self.markers)
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         from peft import get_peft_model
 
-        return get_peft_model(model, self.peft_config(ctx))
+        try:
+            return get_peft_model(model, self.peft_config(model, ctx))
+        except ValueError as exc:  # peft's "Target modules ... not found" and friends
+            raise _targets_error(exc, ctx) from None
 
     def save(self, model: Any, out_dir: Path) -> None:
+        from finetune.guards import check_saved_adapter
+
         model.save_pretrained(out_dir, safe_serialization=True)
+        check_saved_adapter(out_dir, self.name)
 
     def load(self, model: Any, in_dir: Path, ctx: MethodContext) -> Any:
         from peft import PeftModel
@@ -55,7 +100,13 @@ class LoraMethod(PeftMethod):
     name = "lora"
     description = "low-rank updates on the attention projections (peft LoraConfig)"
 
-    def peft_config(self, ctx: MethodContext) -> Any:
+    def owns_parameter(self, name: str, config: Any = None) -> bool:
+        bias = getattr(config, "bias", "none")
+        if bias != "none" and name.endswith("bias"):
+            return True  # bias: all / lora_only trains biases on purpose
+        return super().owns_parameter(name, config)
+
+    def peft_config(self, model: Any, ctx: MethodContext) -> Any:
         from peft import LoraConfig
 
         cfg = ctx.config
@@ -65,6 +116,7 @@ class LoraMethod(PeftMethod):
             lora_alpha=cfg.alpha,
             lora_dropout=cfg.dropout,
             target_modules=resolve_targets(cfg.target_modules, ctx.family.lora_targets),
+            exclude_modules=exclude_pattern(ctx.new_modules),
             bias=cfg.bias,
             use_dora=self.name == "dora",
             use_rslora=self.name == "rslora",
@@ -80,3 +132,125 @@ class DoraMethod(LoraMethod):
 class RsLoraMethod(LoraMethod):
     name = "rslora"
     description = "LoRA scaled by alpha/sqrt(r), stable at high rank (use_rslora)"
+
+
+class IA3Method(PeftMethod):
+    name = "ia3"
+    description = "learned rescaling of keys, values and feed-forward activations (peft IA3Config)"
+
+    def peft_config(self, model: Any, ctx: MethodContext) -> Any:
+        from peft import IA3Config
+
+        cfg = ctx.config
+        targets = resolve_targets(cfg.target_modules, ctx.family.ia3_targets)
+        return IA3Config(
+            task_type=PEFT_TASK_TYPES.get(ctx.task_kind),
+            target_modules=targets,
+            feedforward_modules=feedforward_for(cfg.feedforward_modules, targets, ctx.family),
+            exclude_modules=exclude_pattern(ctx.new_modules),
+            modules_to_save=list(ctx.new_modules) or None,
+        )
+
+
+def feedforward_for(value: Any, targets: Any, family: Family) -> list[str]:
+    """peft requires feed-forward modules to be a subset of the targets: `auto` keeps the
+    family's feed-forward names that are also targeted."""
+    if value != "auto":
+        return list(value)
+    default = list(family.ia3_feedforward)
+    if isinstance(targets, list):
+        return [m for m in default if m in targets]
+    return default
+
+
+def prompt_dims(model: Any) -> dict[str, int]:
+    """num_layers/token_dim/heads for peft prompt learning when it cannot read them itself.
+
+    peft reads them from the top-level config; an EncoderDecoderModel (bert2bert) keeps them in
+    `config.decoder`, where the prefix's keys/values and the virtual tokens' width live.
+    """
+    config = model.config
+    sub = getattr(config, "decoder", None)
+    if not getattr(config, "is_encoder_decoder", False) or sub is None:
+        return {}
+    if getattr(config, "num_layers", None) or getattr(config, "num_hidden_layers", None):
+        return {}
+    return {
+        "num_layers": sub.num_hidden_layers,
+        "token_dim": sub.hidden_size,
+        "num_attention_heads": sub.num_attention_heads,
+    }
+
+
+class PromptLearningMethod(PeftMethod):
+    """Prefix and prompt tuning: trainable virtual tokens, nothing to fold into the weights."""
+
+    mergeable = False
+    markers = ("modules_to_save", "prompt_encoder")
+
+
+class PrefixMethod(PromptLearningMethod):
+    name = "prefix"
+    description = "trainable key/value prefixes in every attention layer (peft PrefixTuningConfig)"
+
+    def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
+        if task_kind == "classification":
+            return NO_CACHE_FOR_CLASSIFIERS
+        return None
+
+    def peft_config(self, model: Any, ctx: MethodContext) -> Any:
+        from peft import PrefixTuningConfig
+
+        cfg = ctx.config
+        return PrefixTuningConfig(
+            task_type=PEFT_TASK_TYPES[ctx.task_kind],
+            num_virtual_tokens=cfg.num_virtual_tokens,
+            prefix_projection=cfg.projection,
+            modules_to_save=list(ctx.new_modules) or None,
+            **prompt_dims(model),
+        )
+
+
+class PromptMethod(PromptLearningMethod):
+    name = "prompt"
+    description = "trainable soft tokens before the input (peft PromptTuningConfig)"
+
+    def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
+        if task_kind == "classification" and family.architecture == "encoder-decoder":
+            return T5_CLS_NO_EMBEDS
+        if task_kind == "classification" and family.architecture == "decoder":
+            return GPT2_CLS_POOLING
+        return None
+
+    def peft_config(self, model: Any, ctx: MethodContext) -> Any:
+        from peft import PromptTuningConfig
+
+        cfg = ctx.config
+        init: dict[str, Any] = {"prompt_tuning_init": "RANDOM"}
+        if cfg.init_text:
+            init = {
+                "prompt_tuning_init": "TEXT",
+                "prompt_tuning_init_text": cfg.init_text,
+                "tokenizer_name_or_path": _tokenizer_path(model),
+            }
+        return PromptTuningConfig(
+            task_type=PEFT_TASK_TYPES[ctx.task_kind],
+            num_virtual_tokens=cfg.num_virtual_tokens,
+            modules_to_save=list(ctx.new_modules) or None,
+            **init,
+            **prompt_dims(model),
+        )
+
+
+def _tokenizer_path(model: Any) -> str:
+    """Where the model was loaded from: its tokenizer initialises the prompt from text."""
+    config = model.config
+    path = getattr(config, "_name_or_path", "") or getattr(
+        getattr(config, "encoder", None), "_name_or_path", ""
+    )
+    if not path:
+        raise FinetuneError(
+            "method.init_text: cannot find the tokenizer of this model to encode the text",
+            fix="remove method.init_text (random initialisation)",
+        )
+    return str(path)

@@ -1,0 +1,74 @@
+"""Our own adapter format (bottleneck adapters, BitFit): only the tensors that trained.
+
+`adapter_model.safetensors` holds the trainable parameters under their names in the base
+model's state dict; `adapter_config.json` records what the method built, so `load` rebuilds the
+same structure on a freshly loaded base model before the tensors go back in. Same file names as
+peft's, so a run directory looks the same whatever the method.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from finetune import __version__
+from finetune.errors import FinetuneError
+
+WEIGHTS = "adapter_model.safetensors"
+CONFIG = "adapter_config.json"
+
+
+def save_trained(model: Any, out_dir: Path, plan: dict[str, Any], method_name: str) -> None:
+    """Write every trainable parameter (adapter + new modules) and the build plan."""
+    from safetensors.torch import save_file
+
+    from finetune.guards import check_saved_adapter
+
+    tensors = {
+        name: param.detach().to("cpu").contiguous()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_dir / WEIGHTS), metadata={"format": "pt", "method": method_name})
+    config = {**plan, "method": method_name, "finetune_version": __version__}
+    (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    check_saved_adapter(out_dir, method_name)
+
+
+def read_adapter_config(in_dir: Path, method_name: str) -> dict[str, Any]:
+    """The plan saved with the adapter; refuses an adapter written by another method."""
+    path = in_dir / CONFIG
+    if not path.exists():
+        raise FinetuneError(
+            f"{in_dir}: no {CONFIG}; this is not an adapter saved by finetune",
+            fix="point at the run directory of a finished `finetune run`",
+        )
+    plan = json.loads(path.read_text(encoding="utf-8"))
+    if plan.get("method") != method_name:
+        raise FinetuneError(
+            f"{path}: adapter was saved by method {plan.get('method')!r}, not {method_name!r}",
+            fix="load it with the recipe it was trained with",
+        )
+    return plan
+
+
+def load_trained(model: Any, in_dir: Path) -> Any:
+    """Put saved tensors back; every saved tensor and every trainable parameter must match."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(in_dir / WEIGHTS))
+    params = dict(model.named_parameters())
+    unexpected = [k for k in state if k not in params]
+    expected = [n for n, p in params.items() if p.requires_grad]
+    missing = [n for n in expected if n not in state]
+    wrong = [k for k in state if k in params and params[k].shape != state[k].shape]
+    if unexpected or missing or wrong:
+        raise FinetuneError(
+            f"{in_dir}: the saved adapter does not fit this base model "
+            f"(unexpected {unexpected[:3]}, missing {missing[:3]}, wrong shape {wrong[:3]})",
+            fix="load it on the base model and task it was trained with",
+        )
+    model.load_state_dict(state, strict=False)
+    return model
