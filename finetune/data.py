@@ -237,13 +237,26 @@ def _iter_delimited(
         if not values or values == [""]:
             continue
         if len(values) != len(header):
-            raise DataFormatError(
-                f"{shown} line {lineno}: {len(values)} fields, header has {len(header)}",
-                fix=_delimiter_fix(delimiter),
-            )
+            raise _field_count_error(shown, lineno, values, header, delimiter)
         rows.append(dict(zip(header, values)))
         lines.append(lineno)
     return header, rows, lines
+
+
+def _field_count_error(
+    shown: str, lineno: int, values: list[str], header: list[str], delimiter: str
+) -> DataFormatError:
+    """Wrong field count: an unclosed quote (the field swallowed line breaks) or a delimiter."""
+    if any("\n" in v for v in values):
+        return DataFormatError(
+            f"{shown} line {lineno}: a quoted field opened here runs over "
+            f"{max(v.count(chr(10)) for v in values) + 1} lines (an unclosed quote?)",
+            fix='close the quote, or double a quote inside a quoted field ("")',
+        )
+    return DataFormatError(
+        f"{shown} line {lineno}: {len(values)} fields, header has {len(header)}",
+        fix=_delimiter_fix(delimiter),
+    )
 
 
 def _delimiter_fix(delimiter: str) -> str:

@@ -1,0 +1,475 @@
+"""Bad data: every case gives its own clear message naming the file (and line/column) and a fix.
+
+Most cases go through `read_local` + the classification task exactly as `finetune run` does
+(`load_splits`), or through `check_recipe` as `finetune validate` does; one goes through the CLI.
+Nothing here loads model weights except the truncation case, which needs a real tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from finetune.checks import check_recipe
+from finetune.cli import app
+from finetune.data import read_local
+from finetune.errors import (
+    AlignmentError,
+    DataColumnError,
+    DataError,
+    DataFileError,
+    DataFormatError,
+    DataValueError,
+    LabelError,
+)
+from finetune.models import FAMILIES
+from finetune.recipe import LocalSource, Recipe
+from finetune.session import load_splits
+from finetune.tasks.classification import ClassificationTask
+from tests.conftest import write_recipe
+
+GOOD_ROWS = "text,label\ngood film,1\nbad film,0\nfine plot,1\ndull story,0\n"
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path
+
+
+def read(path: Path, **kwargs: Any) -> Any:
+    return read_local(LocalSource(path=str(path)), None, **kwargs)
+
+
+def recipe_for(train: Path, dev: Path | None = None, model: Path | None = None) -> Recipe:
+    data: dict[str, Any] = {"train": str(train)}
+    if dev is not None:
+        data["eval"] = str(dev)
+    return Recipe.model_validate(
+        {
+            "model": {"name": str(model or "bert-base-uncased")},
+            "task": {"type": "classification"},
+            "data": data,
+            "method": {"name": "lora"},
+            "train": {"max_length": 8},
+        }
+    )
+
+
+def splits(train: Path, dev: Path | None = None) -> Any:
+    """What `finetune run` does with the data before any model loads."""
+    recipe = recipe_for(train, dev)
+    task = ClassificationTask(recipe, FAMILIES["bert"])
+    return load_splits(task, recipe, train.parent)
+
+
+def error_text(excinfo: pytest.ExceptionInfo) -> str:
+    return excinfo.value.render()
+
+
+def bert_model_dir(root: Path) -> Path:
+    """validate reads only config.json of the model."""
+    (root / "model").mkdir(parents=True, exist_ok=True)
+    (root / "model" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    return root / "model"
+
+
+def validate_problems(tmp_path: Path, train: Path | str, **task: Any) -> list[str]:
+    data = {
+        "model": {"name": str(bert_model_dir(tmp_path))},
+        "task": {"type": "classification", **task},
+        "data": {"train": str(train)},
+        "method": {"name": "lora"},
+    }
+    _, problems = check_recipe(write_recipe(tmp_path / "r.yaml", data))
+    return [p.render() for p in problems]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataFileError) as excinfo:
+        read(tmp_path / "nope.csv")
+    assert "nope.csv: file not found" in error_text(excinfo)
+    assert "check the path" in error_text(excinfo)
+
+
+def test_missing_file_in_validate_names_the_key(tmp_path):
+    (problem,) = validate_problems(tmp_path, tmp_path / "nope.csv")
+    assert "data.train" in problem and "file not found" in problem and "fix:" in problem
+
+
+def test_directory_instead_of_file(tmp_path):
+    (tmp_path / "train.csv").mkdir()
+    with pytest.raises(DataFileError) as excinfo:
+        read(tmp_path / "train.csv")
+    assert "train.csv: is a directory" in error_text(excinfo)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    """Opening a pipe with no writer would hang forever; it must be refused up front."""
+    fifo = tmp_path / "train.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataFileError) as excinfo:
+        read(fifo)
+    assert "not a regular file" in error_text(excinfo)
+    problems = validate_problems(tmp_path, fifo)
+    assert any("not a regular file" in p for p in problems)
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    """chmod 000 does not stop root, so the permission error is injected at open()."""
+    path = write(tmp_path / "train.csv", GOOD_ROWS)
+    real_open = Path.open
+
+    def denied(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(DataFileError) as excinfo:
+        read(path)
+    text = error_text(excinfo)
+    assert "train.csv: cannot be read (Permission denied)" in text and "chmod" in text
+
+
+def test_empty_file(tmp_path):
+    with pytest.raises(DataFormatError) as excinfo:
+        read(write(tmp_path / "train.csv", ""))
+    assert "train.csv: file is empty" in error_text(excinfo)
+
+
+def test_header_only(tmp_path):
+    with pytest.raises(DataFormatError) as excinfo:
+        read(write(tmp_path / "train.csv", "text,label\n"))
+    assert "train.csv: has a header but no rows" in error_text(excinfo)
+    assert "add examples" in error_text(excinfo)
+
+
+def test_empty_jsonl(tmp_path):
+    with pytest.raises(DataFormatError) as excinfo:
+        read(write(tmp_path / "train.jsonl", "\n\n"))
+    assert "train.jsonl: has no rows" in error_text(excinfo)
+
+
+def test_unknown_extension(tmp_path):
+    with pytest.raises(DataFormatError) as excinfo:
+        read(write(tmp_path / "train.xlsx", "x"))
+    assert "cannot tell the format" in error_text(excinfo) and "format:" in error_text(excinfo)
+
+
+def test_non_utf8_bytes_name_line_and_column(tmp_path):
+    path = write(tmp_path / "train.csv", b"text,label\ngood,1\ncaf\xe9 bad,0\n")
+    with pytest.raises(DataFileError) as excinfo:
+        read(path)
+    text = error_text(excinfo)
+    assert "train.csv line 3 column 4: bytes that are not UTF-8" in text
+    assert "iconv" in text
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    table = read(write(tmp_path / "train.csv", b"\xef\xbb\xbf" + GOOD_ROWS.encode()))
+    assert table.column_names() == ["text", "label"]
+
+
+# --------------------------------------------------------------------------- format and columns
+
+
+def test_tab_separated_file_named_csv(tmp_path):
+    path = write(tmp_path / "train.csv", "text\tlabel\ngood\t1\nbad\t0\n")
+    with pytest.raises(DataFormatError) as excinfo:
+        read(path)
+    text = error_text(excinfo)
+    assert "train.csv line 1" in text and "looks tab-separated" in text
+    assert "rename the file to .tsv" in text
+    assert any("looks tab-separated" in p for p in validate_problems(tmp_path, path))
+
+
+def test_comma_separated_file_named_tsv(tmp_path):
+    path = write(tmp_path / "train.tsv", "text,label\ngood,1\n")
+    with pytest.raises(DataFormatError) as excinfo:
+        read(path)
+    assert "looks comma-separated" in error_text(excinfo)
+
+
+def test_semicolon_separated(tmp_path):
+    path = write(tmp_path / "train.csv", "text;label\ngood;1\n")
+    with pytest.raises(DataFormatError) as excinfo:
+        read(path)
+    assert "semicolon-separated" in error_text(excinfo)
+
+
+def test_row_with_wrong_field_count(tmp_path):
+    path = write(tmp_path / "train.csv", "text,label\ngood,1\nbad, really bad,0\n")
+    with pytest.raises(DataFormatError) as excinfo:
+        read(path)
+    text = error_text(excinfo)
+    assert "train.csv line 3: 3 fields, header has 2" in text and "quote fields" in text
+
+
+def test_unclosed_quote(tmp_path):
+    path = write(tmp_path / "train.csv", 'text,label\n"good,1\nbad,0\nfine,1\n')
+    with pytest.raises(DataFormatError) as excinfo:
+        read(path)
+    text = error_text(excinfo)
+    assert "train.csv line 2" in text and "unclosed quote" in text
+
+
+def test_line_numbers_survive_multiline_fields_and_blank_lines(tmp_path):
+    content = 'text,label\n"two\nlines",1\n\nbad,0\n,1\n'
+    with pytest.raises(DataValueError) as excinfo:
+        splits(write(tmp_path / "train.csv", content))
+    assert "train.csv line 6: column 'text' is an empty string" in error_text(excinfo)
+
+
+def test_repeated_column_name(tmp_path):
+    with pytest.raises(DataFormatError) as excinfo:
+        read(write(tmp_path / "train.csv", "text,text,label\na,b,1\n"))
+    assert "line 1 column 2: column name 'text' appears twice" in error_text(excinfo)
+
+
+def test_missing_column_in_validate(tmp_path):
+    path = write(tmp_path / "train.csv", "text,sentiment\ngood,1\n")
+    (problem,) = validate_problems(tmp_path, path)
+    assert "has no column 'label' (found: text, sentiment)" in problem
+    assert "task.label" in problem
+
+
+def test_missing_column_at_run_time(tmp_path):
+    path = write(tmp_path / "train.jsonl", '{"text": "good", "sentiment": 1}\n')
+    with pytest.raises(DataColumnError) as excinfo:
+        splits(path)
+    assert "train.jsonl: missing column 'label' (found: text, sentiment)" in error_text(excinfo)
+
+
+def test_invalid_json_line(tmp_path):
+    path = write(tmp_path / "train.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n')
+    with pytest.raises(DataFormatError) as excinfo:
+        read(path)
+    assert "train.jsonl line 2 column 15: invalid JSON" in error_text(excinfo)
+
+
+def test_json_line_that_is_not_an_object(tmp_path):
+    path = write(tmp_path / "train.jsonl", '{"text": "a", "label": 1}\n["b", 0]\n')
+    with pytest.raises(DataFormatError) as excinfo:
+        read(path)
+    assert "train.jsonl line 2: a JSON list, not an object" in error_text(excinfo)
+
+
+# --------------------------------------------------------------------------- values and labels
+
+
+def test_empty_text(tmp_path):
+    with pytest.raises(DataValueError) as excinfo:
+        splits(write(tmp_path / "train.csv", "text,label\ngood,1\n  ,0\n"))
+    text = error_text(excinfo)
+    assert "train.csv line 3: column 'text' is an empty string" in text and "fix:" in text
+
+
+@pytest.mark.parametrize("value", ["null", "NaN"])
+def test_null_or_nan_text(tmp_path, value):
+    content = f'{{"text": "good", "label": 1}}\n{{"text": {value}, "label": 0}}\n'
+    with pytest.raises(DataValueError) as excinfo:
+        splits(write(tmp_path / "train.jsonl", content))
+    assert "train.jsonl line 2: column 'text' is empty (null/NaN)" in error_text(excinfo)
+
+
+@pytest.mark.parametrize("value", ["null", "NaN", '""'])
+def test_null_or_nan_label(tmp_path, value):
+    content = f'{{"text": "good", "label": 1}}\n{{"text": "bad", "label": {value}}}\n'
+    with pytest.raises(DataValueError) as excinfo:
+        splits(write(tmp_path / "train.jsonl", content))
+    assert "train.jsonl line 2: column 'label' (label) is empty" in error_text(excinfo)
+
+
+def test_eval_label_not_in_train(tmp_path):
+    train = write(tmp_path / "train.csv", "text,label\ngood,pos\nbad,neg\n")
+    dev = write(tmp_path / "dev.csv", "text,label\ngood,pos\nmeh,neutral\n")
+    with pytest.raises(LabelError) as excinfo:
+        splits(train, dev)
+    text = error_text(excinfo)
+    assert "dev.csv line 3: label 'neutral' never appears in the training data" in text
+    assert "training labels: neg, pos" in text
+
+
+def test_single_class(tmp_path):
+    with pytest.raises(LabelError) as excinfo:
+        splits(write(tmp_path / "train.csv", "text,label\ngood,1\nfine,1\n"))
+    text = error_text(excinfo)
+    assert "train.csv: every training label is '1'" in text and "at least two classes" in text
+
+
+def test_mixed_label_types(tmp_path):
+    with pytest.raises(LabelError) as excinfo:
+        splits(write(tmp_path / "train.csv", "text,label\ngood,1\nbad,0\nmeh,neutral\n"))
+    text = error_text(excinfo)
+    assert "train.csv line 4: label 'neutral' is text" in text and "mixed label types" in text
+
+
+def test_integer_labels_written_as_floats_are_integers(tmp_path):
+    path = write(
+        tmp_path / "train.jsonl", '{"text": "a", "label": 1.0}\n{"text": "b", "label": 0}\n'
+    )
+    assert [ex.target for ex in splits(path).train] == [("int", "1"), ("int", "0")]
+
+
+def test_duplicate_rows_are_a_warning_with_count_and_lines(tmp_path, caplog):
+    content = "text,label\ngood,1\nbad,0\ngood,1\nfine,1\nbad,0\ngood,1\n"
+    with caplog.at_level(logging.WARNING, logger="finetune.data"):
+        table = read(write(tmp_path / "train.csv", content))
+    assert len(table) == 6  # kept: a warning, not an error
+    (record,) = [r for r in caplog.records if "duplicate" in r.getMessage()]
+    message = record.getMessage()
+    assert "train.csv: 3 duplicate rows" in message
+    assert "line 4 repeats line 2; line 6 repeats line 3; line 7 repeats line 2" in message
+
+
+def test_no_duplicate_warning_for_distinct_rows(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="finetune.data"):
+        read(write(tmp_path / "train.csv", GOOD_ROWS))
+    assert not [r for r in caplog.records if "duplicate" in r.getMessage()]
+
+
+# --------------------------------------------------------------------------- translation files
+
+
+def test_translation_files_with_unequal_line_counts(tmp_path):
+    write(tmp_path / "train.en", "a dog\na cat\na man\n")
+    write(tmp_path / "train.de", "ein Hund\neine Katze\n")
+    with pytest.raises(AlignmentError) as excinfo:
+        read(tmp_path / "train.{lang}", langs=["en", "de"])
+    text = error_text(excinfo)
+    assert "train.en: 3 lines" in text and "train.de: 2 lines" in text
+    assert "diverge at line 3" in text
+
+
+def test_translation_files_aligned_read_in_lockstep(tmp_path):
+    write(tmp_path / "train.en", "a dog\na cat\n")
+    write(tmp_path / "train.de", "ein Hund\neine Katze\n")
+    table = read(tmp_path / "train.{lang}", langs=["en", "de"])
+    assert table.rows == [{"en": "a dog", "de": "ein Hund"}, {"en": "a cat", "de": "eine Katze"}]
+
+
+def test_translation_file_missing(tmp_path):
+    write(tmp_path / "train.en", "a dog\n")
+    with pytest.raises(DataFileError) as excinfo:
+        read(tmp_path / "train.{lang}", langs=["en", "de"])
+    assert "train.de: file not found" in error_text(excinfo)
+
+
+# --------------------------------------------------------------------------- truncation
+
+
+def test_long_inputs_truncated_with_one_counted_warning(tmp_path, tiny_model_dir, caplog):
+    from finetune.modeling import load_tokenizer
+
+    train = write(tmp_path / "train.csv", GOOD_ROWS)
+    task = ClassificationTask(recipe_for(train), FAMILIES["bert"])
+    task.tokenizer = load_tokenizer(str(tiny_model_dir("bert")))
+    examples = splits(train).train
+    long = "good film " * 20
+    examples[0].source = examples[2].source = long
+    task.fit(examples)
+    with caplog.at_level(logging.WARNING):
+        features = task.encode(examples, training=True)
+    warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert warnings == [
+        "2 of 4 inputs longer than 8 tokens were truncated (raise train.max_length)"
+    ]
+    assert max(f["length"] for f in features) == 8
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_bad_data_through_the_cli_exits_2_without_traceback(tmp_path, runner):
+    path = write(tmp_path / "train.csv", "text\tlabel\ngood\t1\n")
+    data = {
+        "model": {"name": str(bert_model_dir(tmp_path))},
+        "task": {"type": "classification"},
+        "data": {"train": str(path)},
+        "method": {"name": "lora"},
+    }
+    result = runner.invoke(app, ["validate", str(write_recipe(tmp_path / "r.yaml", data))])
+    assert result.exit_code == 2 and "looks tab-separated" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_every_data_error_is_a_data_error():
+    for cls in (DataFileError, DataFormatError, DataColumnError, DataValueError, LabelError):
+        assert issubclass(cls, DataError) and cls.code.startswith("E2")
+
+
+# --------------------------------------------------------------------------- huge files
+
+STREAM_CHECK = textwrap.dedent(
+    """
+    import json, resource, sys
+    from pathlib import Path
+
+    cap = 1536 * 2**20  # far below the file size: loading it whole would fail
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    from finetune.data import peek_columns, read_local
+    from finetune.errors import DataFormatError
+    from finetune.recipe import LocalSource
+
+    def rchar():
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+
+    source = LocalSource(path=sys.argv[1])
+    out = {}
+    before = rchar()
+    out["columns"] = peek_columns(source, None, [])
+    out["peek_bytes"] = rchar() - before
+    before = rchar()
+    table = read_local(source, None, limit=10)
+    out["rows"], out["last"] = len(table), table.where(9)
+    out["read_bytes"] = rchar() - before
+    try:
+        read_local(source, None)
+    except DataFormatError as exc:
+        out["full"] = exc.message
+    print(json.dumps(out))
+    """
+)
+
+
+def test_multi_gb_file_is_streamed_not_loaded(tmp_path):
+    """A 4 GiB (sparse) csv: validate reads its header, max_train_samples reads 10 rows.
+
+    Run under a 1.5 GiB address-space cap, so a reader that slurps the file fails loudly here
+    instead of eating the machine; /proc/self/io counts the bytes actually read.
+    """
+    path = tmp_path / "huge.csv"
+    with path.open("wb") as handle:
+        handle.write(b"text,label\n")
+        for i in range(1000):
+            handle.write(b"row %d was good,%d\n" % (i, i % 2))
+        handle.truncate(4 * 2**30)  # the rest is a hole: no disk used, no line breaks
+    proc = subprocess.run(
+        [sys.executable, "-c", STREAM_CHECK, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["columns"] == ["text", "label"]
+    assert out["peek_bytes"] < 1024 * 1024
+    assert out["rows"] == 10 and out["last"].endswith("huge.csv line 11")
+    assert out["read_bytes"] < 1024 * 1024
+    # no limit: the reader reaches the hole and says it is not text, after at most ~64 MB
+    assert "line 1002: longer than 64 MB" in out["full"]
