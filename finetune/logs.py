@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -153,9 +154,13 @@ def write_crash_log(exc: BaseException) -> Path | None:
         "",
         trace,
     ]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(redact("\n".join(parts)), encoding="utf-8")
-    except OSError:
-        return None
-    return path
+    text = redact("\n".join(parts))
+    fallback = Path(tempfile.gettempdir()) / path.name  # the log dir may be the broken part
+    for candidate in (path, fallback):
+        try:
+            candidate.parent.mkdir(parents=True, exist_ok=True)
+            candidate.write_text(text, encoding="utf-8")
+        except OSError:
+            continue
+        return candidate
+    return None
