@@ -116,3 +116,15 @@ def test_user_errors_do_not_write_crash_logs(tmp_path, runner, monkeypatch):
     result = runner.invoke(app, ["run", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2 and "file not found" in result.output
     assert not (tmp_path / "logs").exists()
+
+
+def test_error_catalogue_in_docs_is_generated_from_the_code():
+    """docs/errors.md is `python -m finetune.errors`; regenerate it after changing an error."""
+    from finetune.errors import catalogue_markdown, error_classes
+
+    committed = (Path(__file__).resolve().parent.parent / "docs" / "errors.md").read_text()
+    assert committed == catalogue_markdown(), "run: python -m finetune.errors > docs/errors.md"
+    codes = [cls.code for cls in error_classes()]
+    assert len(codes) == len(set(codes)), "error codes must be unique"
+    for cls in error_classes():
+        assert cls.__doc__ and cls.hint and cls.example and cls.title, cls.__name__
