@@ -1,0 +1,191 @@
+"""Every method on the quick-start setup: SST-2 dev accuracy, trainable parameters, adapter size
+on disk and training time, as one markdown table.
+
+    python benchmarks/methods_sst2.py                      # every method, the quick-start budget
+    python benchmarks/methods_sst2.py --max-train 64 --max-eval 32 --methods lora,houlsby
+
+Each method runs the quick-start recipe (recipes/quickstart.yaml; until it exists, the bundled
+MiniLM on an SST-2 sample) with its own method section and learning rate: one learning rate
+for all would favour whichever method it was tuned for. Methods the recipe's family/task cannot
+serve are listed with the reason. Results go to stdout and to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+RESULTS = REPO / "benchmarks" / "results"
+
+# Per-method options and learning rates in the ranges their papers / peft examples use.
+METHOD_SETTINGS: dict[str, tuple[dict[str, Any], float]] = {
+    "full": ({}, 5e-5),
+    "lora": ({"r": 8, "alpha": 16}, 5e-4),
+    "dora": ({"r": 8, "alpha": 16}, 5e-4),
+    "rslora": ({"r": 8, "alpha": 16}, 5e-4),
+    "ia3": ({}, 5e-3),
+    "prefix": ({"num_virtual_tokens": 20}, 1e-2),
+    "prompt": ({"num_virtual_tokens": 20}, 3e-2),
+    "houlsby": ({"reduction_factor": 16}, 2e-3),
+    "pfeiffer": ({"reduction_factor": 16}, 2e-3),
+    "bitfit": ({}, 1e-3),
+}
+
+
+def fallback_recipe() -> dict[str, Any]:
+    """The quick-start setup until recipes/quickstart.yaml lands: MiniLM, SST-2 sample."""
+    sst2 = REPO / "recipes" / "data" / "sst2"
+    if not (sst2 / "train.tsv").exists():
+        sst2 = REPO.parent / "shared" / "data" / "sst2"
+    return {
+        "model": {"name": "bundled:minilm-l6"},
+        "task": {"type": "classification", "text": "text", "label": "label"},
+        "data": {
+            "train": str(sst2 / "train.tsv"),
+            "eval": str(sst2 / "dev.tsv"),
+            "max_train_samples": 4000,
+        },
+        "method": {"name": "lora"},
+        "train": {"epochs": 1, "batch_size": 32, "max_length": 128, "seed": 42},
+    }
+
+
+def absolute_paths(recipe: dict[str, Any], base: Path) -> None:
+    """Local data paths resolved against the recipe's directory, so the copy runs anywhere."""
+    for split in ("train", "eval", "test"):
+        source = recipe.get("data", {}).get(split)
+        path = source if isinstance(source, str) else (source or {}).get("path")
+        if not path or Path(path).is_absolute():
+            continue
+        resolved = next((p for p in (Path.cwd() / path, base / path) if p.exists()), base / path)
+        if isinstance(source, str):
+            recipe["data"][split] = str(resolved)
+        else:
+            source["path"] = str(resolved)
+
+
+def method_recipe(base: dict[str, Any], method: str, args: argparse.Namespace, out: Path) -> dict:
+    options, lr = METHOD_SETTINGS[method]
+    recipe = json.loads(json.dumps(base))
+    recipe["method"] = {"name": method, **options}
+    recipe.setdefault("train", {})["lr"] = args.lr or lr
+    data = recipe.setdefault("data", {})
+    if args.max_train:
+        data["max_train_samples"] = args.max_train
+    if args.max_eval:
+        data["max_eval_samples"] = args.max_eval
+    if args.epochs:
+        recipe["train"]["epochs"] = args.epochs
+    recipe["output"] = {"dir": str(out / method)}
+    return recipe
+
+
+def run_method(recipe: dict[str, Any], method: str, out: Path) -> dict[str, Any]:
+    """One run through the normal pipeline; a refused combination becomes a table row."""
+    from finetune.errors import FinetuneError
+    from finetune.pipeline import run
+
+    path = out / f"{method}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    started = time.perf_counter()
+    try:
+        summary = run(path, [], overwrite=True, progress=False)
+    except FinetuneError as exc:
+        problems = getattr(exc, "problems", None)
+        return {"method": method, "error": problems[0].message if problems else exc.message}
+    metrics = json.loads((summary.run_dir / "metrics.json").read_text(encoding="utf-8"))
+    return {
+        "method": method,
+        "accuracy": metrics.get("accuracy"),
+        "trainable": summary.trainable,
+        "total": summary.total,
+        "adapter_bytes": metrics.get("artifact_bytes"),
+        "train_seconds": metrics.get("train_seconds"),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "lr": recipe["train"]["lr"],
+    }
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| method | SST-2 dev accuracy | trainable parameters | % of total | adapter on disk "
+        "| train time | lr |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| `{row['method']}` | not run: {row['error']} | | | | | |")
+            continue
+        lines.append(
+            f"| `{row['method']}` | {row['accuracy']:.4f} | {row['trainable']:,} | "
+            f"{100 * row['trainable'] / row['total']:.3f}% | {_size(row['adapter_bytes'])} | "
+            f"{row['train_seconds']:.0f} s | {row['lr']:g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=None, help="default: quick-start recipe")
+    parser.add_argument("--methods", default=",".join(METHOD_SETTINGS), help="comma-separated")
+    parser.add_argument("--max-train", type=int, default=None, help="training rows (sample)")
+    parser.add_argument("--max-eval", type=int, default=None, help="dev rows")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="one lr for every method")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_methods_sst2")
+    parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    recipe_path = args.recipe or (QUICKSTART if QUICKSTART.exists() else None)
+    if recipe_path is not None:
+        base = yaml.safe_load(recipe_path.read_text(encoding="utf-8"))
+        absolute_paths(base, recipe_path.resolve().parent)
+    else:
+        base = fallback_recipe()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHOD_SETTINGS]
+    if unknown:
+        raise SystemExit(f"unknown methods: {', '.join(unknown)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for method in methods:
+        print(f"--- {method}", file=sys.stderr, flush=True)
+        rows.append(run_method(method_recipe(base, method, args, args.out), method, args.out))
+    table = render(rows)
+    header = (
+        f"Recipe: {recipe_path or 'built-in quick-start fallback'}; "
+        f"train rows: {args.max_train or base.get('data', {}).get('max_train_samples', 'all')}; "
+        f"{platform.processor() or platform.machine()}, torch threads as set by OMP_NUM_THREADS\n\n"
+    )
+    sys.stdout.write(header + table)
+    if not args.no_save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "methods_sst2.md").write_text(header + table, encoding="utf-8")
+        (RESULTS / "methods_sst2.json").write_text(json.dumps(rows, indent=2) + "\n", "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
