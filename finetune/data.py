@@ -44,13 +44,15 @@ class Table:
 
     rows: list[dict[str, Any]]
     source: str
-    first_line: int = 2  # line number of rows[0] in the file (1-based; csv header is line 1)
+    first_line: int = 2  # line of rows[0] (1-based; csv header is line 1); 0: count rows
     columns: list[str] | None = None
     lines: list[int] | None = None  # exact line of each row (blank lines and multi-line fields)
 
     def where(self, index: int) -> str:
         if self.lines is not None and index < len(self.lines):
             return f"{self.source} line {self.lines[index]}"
+        if not self.first_line:  # a Hub split, a JSON array or parquet: rows, not lines
+            return f"{self.source} row {index + 1}"
         return f"{self.source} line {self.first_line + index}"
 
     def column_names(self) -> list[str]:
@@ -370,9 +372,9 @@ def _read_rows(
         rows, lines = _iter_jsonl(path, limit, shown)
         return Table(rows=rows, source=shown, first_line=1, lines=lines)
     if fmt == "json":
-        return Table(rows=_read_json(path, limit, shown), source=shown, first_line=1)
+        return Table(rows=_read_json(path, limit, shown), source=shown, first_line=0)
     if fmt == "parquet":
-        return Table(rows=_read_parquet(path, limit, shown), source=shown, first_line=1)
+        return Table(rows=_read_parquet(path, limit, shown), source=shown, first_line=0)
     if LANG_PLACEHOLDER not in str(path):
         raise DataFormatError(
             f"{shown}: plain text needs a {LANG_PLACEHOLDER} placeholder",
@@ -414,9 +416,7 @@ def duplicate_rows(table: Table) -> list[tuple[int, int]]:
 
 def _position(table: Table, index: int) -> str:
     """'line 7' for a file, 'row 7' for a Hub split."""
-    if table.lines is not None:
-        return f"line {table.lines[index]}"
-    return f"line {table.first_line + index}" if table.first_line else f"row {index + 1}"
+    return table.where(index).removeprefix(table.source + " ")
 
 
 def report_duplicates(table: Table) -> int:

@@ -266,6 +266,24 @@ def test_json_line_that_is_not_an_object(tmp_path):
     assert "train.jsonl line 2: a JSON list, not an object" in error_text(excinfo)
 
 
+def test_parquet_missing_column_found_from_the_schema(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"text": ["good", "bad"], "sentiment": [1, 0]}), path)
+    (problem,) = validate_problems(tmp_path, path)
+    assert "has no column 'label' (found: text, sentiment)" in problem
+
+
+def test_json_array_rows_are_named_by_row(tmp_path):
+    rows = '[{"text": "good", "label": 1}, {"text": "", "label": 0}]'
+    path = write(tmp_path / "train.json", rows)
+    with pytest.raises(DataValueError) as excinfo:
+        splits(path)
+    assert "train.json row 2: column 'text' is an empty string" in error_text(excinfo)
+
+
 # --------------------------------------------------------------------------- values and labels
 
 
