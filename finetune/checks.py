@@ -104,8 +104,8 @@ def _check_local(
         return [Problem(key, exc.message, exc.fix)]
     except OSError as exc:
         return [Problem(key, f"cannot read {source.path} ({exc.strerror})", "check permissions")]
-    if fmt == "parquet" or not present:
-        return [] if present else [Problem(key, f"{source.path} is empty", "add rows")]
+    if not present:  # parquet columns come from its schema: no rows are read
+        return [Problem(key, f"{source.path} is empty", "add rows")]
     missing = [c for c in columns if c not in present]
     if missing:
         return [
