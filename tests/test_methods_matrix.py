@@ -156,6 +156,11 @@ def test_supported_combination_trains_saves_reloads(
     if method != "full":
         assert (artifact / "adapter_model.safetensors").exists()
         assert (artifact / "adapter_config.json").exists()
+    if method in ("houlsby", "pfeiffer", "bitfit"):  # our format: exactly what trained
+        from safetensors import safe_open
+
+        with safe_open(str(artifact / "adapter_model.safetensors"), framework="pt") as handle:
+            assert set(handle.keys()) == set(spy["trainable"])
     check_reload(runner, out, task)
 
 
