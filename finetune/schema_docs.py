@@ -99,5 +99,22 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
+def update_readme(path: str = "README.md") -> None:
+    """Rewrite the generated options table between its markers in the README."""
+    import re
+    from pathlib import Path
+
+    readme = Path(path)
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- options-table:start -->", "<!-- options-table:end -->"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    readme.write_text(pattern.sub(f"{start}\n{markdown_table()}\n{end}", text), encoding="utf-8")
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(markdown_table())
+    import sys
+
+    if "--readme" in sys.argv:
+        update_readme()
+    else:
+        print(markdown_table())

@@ -141,6 +141,8 @@ def build_bert(path: Path, dropout: float = 0.1) -> Path:
         intermediate_size=64,
         max_position_embeddings=256,
         pad_token_id=0,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     _seed()
     BertModel(config).save_pretrained(path)
