@@ -15,17 +15,16 @@ from finetune.checks import check_recipe
 from finetune.errors import FinetuneError, RecipeError
 from finetune.evaluation import make_eval_loader, run_eval
 from finetune.guards import check_trainable
-from finetune.modeling import load_base_model, load_tokenizer
+from finetune.modeling import load_tokenizer
 from finetune.models import detect_family, resolve_name
 from finetune.recipe import Recipe
 from finetune.rundir import RunLock, claim_run_dir, clear_run
 from finetune.session import (
     count_parameters,
-    get_method,
+    load_base_and_method,
     load_splits,
     make_accelerator,
     make_task,
-    method_context,
 )
 from finetune.train import LoopHooks, build_optimizer, latest_checkpoint, train_loop
 
@@ -90,16 +89,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
     task.tokenizer = load_tokenizer(resolved.path, recipe.model.revision)
     train_set = ListDataset(task.encode(splits.train, training=True))
     eval_set = ListDataset(task.encode(splits.eval, training=False)) if splits.eval else None
-    loaded = load_base_model(
-        resolved,
-        family,
-        task.model_kind(),
-        task.tokenizer,
-        recipe.model.revision,
-        task.model_config_overrides(),
-    )
-    method = get_method(recipe)
-    ctx = method_context(recipe, family, task, loaded.new_modules)
+    loaded, method, ctx = load_base_and_method(recipe, family, task)
     model = method.apply(loaded.model, ctx)
     trainable, total = count_parameters(model)
     check_trainable(model, method.name, loaded.new_modules)

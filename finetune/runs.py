@@ -12,12 +12,12 @@ from finetune.batching import ListDataset
 from finetune.data import read_source
 from finetune.errors import FinetuneError, RunDirError
 from finetune.evaluation import make_eval_loader, run_eval
-from finetune.modeling import load_base_model, load_tokenizer
-from finetune.models import FAMILIES, resolve_name
+from finetune.modeling import load_tokenizer
+from finetune.models import FAMILIES
 from finetune.recipe import LocalSource, Recipe
 from finetune.recipe_io import load_recipe
 from finetune.rundir import atomic_write_json, atomic_write_text, is_finished
-from finetune.session import get_method, load_split, make_task, method_context
+from finetune.session import load_base_and_method, load_split, make_task
 from finetune.tasks import Example, Task
 from finetune.tasks.base import TaskState
 
@@ -55,17 +55,7 @@ def load_run(path: Path) -> LoadedRun:
     task = make_task(recipe, family)
     task.state = TaskState.from_dict(info.get("task_state"))
     task.tokenizer = load_tokenizer(str(path / "tokenizer"))
-    resolved = resolve_name(recipe.model.name)
-    loaded = load_base_model(
-        resolved,
-        family,
-        task.model_kind(),
-        task.tokenizer,
-        recipe.model.revision,
-        task.model_config_overrides(),
-    )
-    method = get_method(recipe)
-    ctx = method_context(recipe, family, task, info.get("new_modules", []))
+    loaded, method, ctx = load_base_and_method(recipe, family, task, info.get("new_modules", []))
     model = method.load(loaded.model, path / info["artifact_dir"], ctx)
     model.eval()
     return LoadedRun(path=path, recipe=recipe, info=info, task=task, model=model)

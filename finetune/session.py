@@ -123,3 +123,22 @@ def count_parameters(model: Any) -> tuple[int, int]:
 
 def resolved_model_path(recipe: Recipe) -> str:
     return resolve_name(recipe.model.name).path
+
+
+def load_base_and_method(
+    recipe: Recipe, family: Family, task: Task, saved_new_modules: list[str] | None = None
+) -> tuple[Any, Method, MethodContext]:
+    """The base model for this task plus the method and its context (new modules from the
+    loading report, or those recorded in a saved run)."""
+    from finetune.modeling import load_base_model
+
+    loaded = load_base_model(
+        resolve_name(recipe.model.name),
+        family,
+        task.model_kind(),
+        task.tokenizer,
+        recipe.model.revision,
+        task.model_config_overrides(),
+    )
+    new_modules = loaded.new_modules if saved_new_modules is None else saved_new_modules
+    return loaded, get_method(recipe), method_context(recipe, family, task, new_modules)

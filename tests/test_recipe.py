@@ -188,3 +188,10 @@ def test_help_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_methods_table_in_readme_is_current():
+    from finetune.methods.table import render_table
+
+    readme = (REPO / "README.md").read_text()
+    assert render_table() in readme, "regenerate with: python -m finetune.methods.table"
