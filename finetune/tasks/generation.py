@@ -145,19 +145,38 @@ class GenerationTask(Task):
     def eval_batch(
         self, model: Any, batch: dict[str, Any], predict: bool
     ) -> tuple[list[float] | None, list[Any] | None]:
-        losses = self.example_losses(model, batch) if "labels" in batch else None
-        predictions = self.generate(model, batch) if predict else None
+        encoded = None
+        if predict and "labels" in batch and self.can_share_encoder(model):
+            encoded = self.run_encoder(model, batch)  # once for both the loss and generate
+        losses = self.example_losses(model, batch, encoded) if "labels" in batch else None
+        predictions = self.generate(model, batch, encoded) if predict else None
         return losses, predictions
 
-    def example_losses(self, model: Any, batch: dict[str, Any]) -> list[float]:
+    def can_share_encoder(self, model: Any) -> bool:
+        """Encoder-decoders can reuse one encoder pass, unless peft feeds it virtual tokens."""
+        if self.is_causal():
+            return False
+        model = unwrap_parallel(model)
+        peft_config = getattr(model, "active_peft_config", None)
+        return not getattr(peft_config, "is_prompt_learning", False)
+
+    def run_encoder(self, model: Any, batch: dict[str, Any]) -> Any:
+        encoder = unwrap_parallel(model).get_encoder()
+        return encoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], return_dict=True
+        )
+
+    def example_losses(self, model: Any, batch: dict[str, Any], encoded: Any = None) -> list[float]:
         """Mean token cross-entropy per example (so duplicates can be dropped by index)."""
         import torch
 
         labels = batch["labels"]
-        out = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels
-        )
-        logits = out.logits.float()
+        inputs: dict[str, Any] = {"attention_mask": batch["attention_mask"], "labels": labels}
+        if encoded is not None:
+            inputs["encoder_outputs"] = encoded
+        else:
+            inputs["input_ids"] = batch["input_ids"]
+        logits = model(**inputs).logits.float()
         logits = logits[:, -labels.shape[1] :]  # prompt tuning prepends virtual positions
         if self.is_causal():
             logits, labels = logits[:, :-1], labels[:, 1:]
@@ -170,7 +189,7 @@ class GenerationTask(Task):
         counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
         return (flat.sum(dim=1) / counts).tolist()
 
-    def generate(self, model: Any, batch: dict[str, Any]) -> list[str]:
+    def generate(self, model: Any, batch: dict[str, Any], encoded: Any = None) -> list[str]:
         """Generated texts for a batch, in sub-batches of eval.generation.batch_size."""
         causal = self.is_causal()
         ids = batch["prompt_ids"] if causal else batch["input_ids"]
@@ -178,16 +197,21 @@ class GenerationTask(Task):
         size = self.recipe.eval.generation.batch_size or ids.shape[0]
         texts: list[str] = []
         for start in range(0, ids.shape[0], size):
-            sub_ids, sub_mask = trim_padding(
-                ids[start : start + size], mask[start : start + size], left=causal
-            )
-            texts += self._generate_chunk(model, sub_ids, sub_mask)
+            rows = slice(start, start + size)
+            sub_ids, sub_mask = trim_padding(ids[rows], mask[rows], left=causal)
+            extra = {}
+            if encoded is not None:  # right-padded: the first columns are the real ones
+                extra["encoder_outputs"] = slice_encoded(encoded, rows, sub_ids.shape[1])
+            texts += self._generate_chunk(model, sub_ids, sub_mask, extra)
         return texts
 
-    def _generate_chunk(self, model: Any, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    def _generate_chunk(
+        self, model: Any, ids: torch.Tensor, mask: torch.Tensor, extra: dict[str, Any]
+    ) -> list[str]:
         generator = unwrap_parallel(model)
+        config = self.generation_config(generator)
         out = generator.generate(
-            input_ids=ids, attention_mask=mask, generation_config=self.generation_config(generator)
+            input_ids=ids, attention_mask=mask, generation_config=config, **extra
         )
         width = ids.shape[1]
         if self.is_causal() and out.shape[1] >= width and bool((out[:, :width] == ids).all()):
@@ -259,6 +283,13 @@ def trim_padding(
     if left:
         return ids[:, ids.shape[1] - width :], mask[:, mask.shape[1] - width :]
     return ids[:, :width], mask[:, :width]
+
+
+def slice_encoded(encoded: Any, rows: slice, width: int) -> Any:
+    """The encoder output of a sub-batch, cut to its own (trimmed) input width."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    return BaseModelOutput(last_hidden_state=encoded.last_hidden_state[rows, :width])
 
 
 def unwrap_parallel(model: Any) -> Any:

@@ -74,6 +74,7 @@ class TranslationTask(GenerationTask):
         return f"\n{language_name(self.cfg.target_lang)}:"
 
     def examples(self, table: Table, split: str) -> list[Example]:
+        self._suggest_dict_column(table)
         check_columns(table, self.required_columns(self.recipe))
         out = []
         for i, row in enumerate(table.rows):
@@ -83,6 +84,22 @@ class TranslationTask(GenerationTask):
             refs = reference_texts([(target_name, target_cell)], where)
             out.append(Example(source=source, target=refs, where=where))
         return out
+
+    def _suggest_dict_column(self, table: Table) -> None:
+        """Hub WMT data has one {lang: text} column: say so instead of 'missing en, de'."""
+        if self.cfg.translation_column or not table.rows:
+            return
+        wanted = self.required_columns(self.recipe)
+        if all(c in table.column_names() for c in wanted):
+            return
+        first = table.rows[0]
+        for column, value in first.items():
+            if isinstance(value, dict) and self.cfg.source_lang in value:
+                raise DataError(
+                    f"{table.source}: no column {wanted[0]!r}, but column {column!r} holds "
+                    f"{{lang: text}} dicts ({', '.join(value)})",
+                    fix=f"set task.translation_column: {column}",
+                )
 
     def _cells(self, row: dict[str, Any], where: str) -> tuple[Any, str, Any, str]:
         """(source value, its name, target value, its name) for one row of any layout."""
