@@ -13,6 +13,7 @@ sorted by input length, and we trim columns that are padding in the whole (sub-)
 from __future__ import annotations
 
 import copy
+import logging
 from typing import TYPE_CHECKING, Any
 
 from finetune.tasks.base import (
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 IGNORE = -100
+log = logging.getLogger(__name__)
 
 
 class GenerationTask(Task):
@@ -68,7 +70,15 @@ class GenerationTask(Task):
             return []  # fast tokenizers fail on an empty batch (predict has no targets)
         limit = self.recipe.train.max_target_length
         raw = self.tokenizer([lead + t for t in texts], add_special_tokens=False)["input_ids"]
-        warn_truncated(sum(len(r) >= limit for r in raw), len(raw), limit - 1, "targets")
+        cut = sum(len(r) >= limit for r in raw)
+        if cut:
+            log.warning(
+                "%d of %d targets longer than %d tokens were truncated "
+                "(raise train.max_target_length)",
+                cut,
+                len(raw),
+                limit - 1,
+            )
         return [r[: limit - 1] + [self.end_token_id()] for r in raw]
 
     def encode(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
