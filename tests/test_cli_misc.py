@@ -1,0 +1,42 @@
+"""Smaller CLI commands: recipes, options, predict --file, errors for missing inputs."""
+
+from __future__ import annotations
+
+import json
+
+from finetune.cli import app
+from tests.conftest import REPO, classification_recipe, write_recipe
+
+
+def test_recipes_lists_descriptions(runner, monkeypatch):
+    monkeypatch.chdir(REPO)
+    result = runner.invoke(app, ["recipes"])
+    assert result.exit_code == 0
+    assert "quickstart.yaml" in result.output and "LoRA on the bundled MiniLM" in result.output
+
+
+def test_options_unknown_section_lists_nothing_but_exits_clean(runner):
+    result = runner.invoke(app, ["options", "method"])
+    assert result.exit_code == 0 and "method.reduction_factor" in result.output
+
+
+def test_predict_from_file_and_errors(tmp_path, runner, tiny_model_dir, sentiment_files):
+    train, dev = sentiment_files
+    out = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(
+        tiny_model_dir("bert"), train, dev, out, {"name": "lora"}, epochs=1))
+    assert runner.invoke(app, ["run", str(recipe), "--no-progress"]).exit_code == 0
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("the movie was good\n\nbad plot\n", encoding="utf-8")
+    result = runner.invoke(app, ["predict", str(out), "--file", str(inputs)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+    assert [r["text"] for r in lines] == ["the movie was good", "bad plot"]
+    assert all(r["label"] in ("0", "1") and 0.5 <= r["probability"] <= 1 for r in lines)
+
+    result = runner.invoke(app, ["predict", str(out)])
+    assert result.exit_code == 2 and "nothing to predict" in result.output
+    result = runner.invoke(app, ["predict", str(tmp_path / "nope"), "--text", "x"])
+    assert result.exit_code == 2 and "no such run directory" in result.output
+    result = runner.invoke(app, ["eval", str(out), "--split", "test"])
+    assert result.exit_code == 2 and "data.test" in result.output
