@@ -22,8 +22,12 @@ def make_eval_loader(dataset: ListDataset, task: Task, batch_size: int, accelera
     from torch.utils.data import DataLoader
 
     sampler = SortedBatchSampler(dataset.lengths, batch_size)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=task.collate,
+        generator=torch.Generator().manual_seed(0),
+    )
     return accelerator.prepare_data_loader(loader, device_placement=True)
 
 

@@ -21,11 +21,21 @@ def _run(runner, recipe, *extra):
 def test_run_eval_predict(family, method, tmp_path, runner, tiny_model_dir, sentiment_files):
     train, dev = sentiment_files
     out = tmp_path / "run"
-    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(
-        tiny_model_dir(family), train, dev, out, {"name": method}))
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        classification_recipe(tiny_model_dir(family), train, dev, out, {"name": method}),
+    )
     _run(runner, recipe)
-    for name in ("recipe.yaml", "run.json", "metrics.json", "log.jsonl", "README.md",
-                 "predictions.jsonl", "tokenizer", ".finished"):
+    for name in (
+        "recipe.yaml",
+        "run.json",
+        "metrics.json",
+        "log.jsonl",
+        "README.md",
+        "predictions.jsonl",
+        "tokenizer",
+        ".finished",
+    ):
         assert (out / name).exists(), name
     artifact = out / ("model" if method == "full" else "adapter")
     assert any(artifact.glob("*.safetensors"))
@@ -54,8 +64,9 @@ def test_run_eval_predict(family, method, tmp_path, runner, tiny_model_dir, sent
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_lora_backbone_bit_identical_and_head_trains(family, tmp_path, tiny_model_dir,
-                                                    sentiment_files, monkeypatch):
+def test_lora_backbone_bit_identical_and_head_trains(
+    family, tmp_path, tiny_model_dir, sentiment_files, monkeypatch
+):
     import finetune.pipeline as pipeline
 
     captured = {}
@@ -73,8 +84,12 @@ def test_lora_backbone_bit_identical_and_head_trains(family, tmp_path, tiny_mode
 
     monkeypatch.setattr(pipeline, "train_loop", spy)
     train, dev = sentiment_files
-    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(
-        tiny_model_dir(family), train, dev, tmp_path / "run", {"name": "lora"}))
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        classification_recipe(
+            tiny_model_dir(family), train, dev, tmp_path / "run", {"name": "lora"}
+        ),
+    )
     pipeline.run(recipe, progress=False)
     assert captured["n_frozen"] > 10 and captured["frozen_same"]
     changed = " ".join(captured["changed"])
@@ -95,12 +110,14 @@ def test_adapter_loads_with_peft_from_pretrained(tmp_path, runner, tiny_model_di
     train, dev = sentiment_files
     out = tmp_path / "run"
     model_dir = tiny_model_dir("gpt2")
-    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(
-        model_dir, train, dev, out, {"name": "lora"}))
+    recipe = write_recipe(
+        tmp_path / "r.yaml", classification_recipe(model_dir, train, dev, out, {"name": "lora"})
+    )
     _run(runner, recipe)
     tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
     base = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=2, pad_token_id=tokenizer.pad_token_id)
+        model_dir, num_labels=2, pad_token_id=tokenizer.pad_token_id
+    )
     model = PeftModel.from_pretrained(base, out / "adapter").eval()
     saved = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     with torch.no_grad():
@@ -114,13 +131,16 @@ def test_string_labels_map_to_ids(tmp_path, runner, tiny_model_dir):
     from tests.tiny_models import sentiment_rows
 
     def rows(n, seed):
-        return [{"review": r["text"], "sentiment": "pos" if r["label"] else "neg"}
-                for r in sentiment_rows(n, seed)]
+        return [
+            {"review": r["text"], "sentiment": "pos" if r["label"] else "neg"}
+            for r in sentiment_rows(n, seed)
+        ]
 
     train = write_csv(tmp_path / "train.csv", rows(64, 3))
     dev = write_csv(tmp_path / "dev.csv", rows(16, 4))
-    data = classification_recipe(tiny_model_dir("bert"), train, dev, tmp_path / "run",
-                                 {"name": "lora"}, epochs=1)
+    data = classification_recipe(
+        tiny_model_dir("bert"), train, dev, tmp_path / "run", {"name": "lora"}, epochs=1
+    )
     data["task"] = {"type": "classification", "text": "review", "label": "sentiment"}
     _run(runner, write_recipe(tmp_path / "r.yaml", data))
     info = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -132,30 +152,45 @@ def test_string_labels_map_to_ids(tmp_path, runner, tiny_model_dir):
 
 def test_finished_run_is_never_overwritten(tmp_path, runner, tiny_model_dir, sentiment_files):
     train, dev = sentiment_files
-    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(
-        tiny_model_dir("bert"), train, dev, tmp_path / "run", {"name": "lora"}, epochs=1))
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        classification_recipe(
+            tiny_model_dir("bert"), train, dev, tmp_path / "run", {"name": "lora"}, epochs=1
+        ),
+    )
     _run(runner, recipe)
     before = (tmp_path / "run" / "metrics.json").read_text()
     result = runner.invoke(app, ["run", str(recipe), "--no-progress"])
-    assert result.exit_code == 2 and "finished run" in result.output and "--overwrite" in result.output
+    assert (
+        result.exit_code == 2 and "finished run" in result.output and "--overwrite" in result.output
+    )
     assert (tmp_path / "run" / "metrics.json").read_text() == before
     _run(runner, recipe, "--overwrite", "train.seed=5")
     assert "seed: 5" in (tmp_path / "run" / "recipe.yaml").read_text()
 
 
-def test_resume_continues_from_checkpoint(tmp_path, runner, tiny_model_dir, sentiment_files,
-                                          monkeypatch):
+def test_resume_continues_from_checkpoint(
+    tmp_path, runner, tiny_model_dir, sentiment_files, monkeypatch
+):
     """Interrupt after the first checkpoint; --resume finishes with the same weights.
 
     Uses a dropout-free model: model, optimizer, schedule and batch order must be restored
     exactly; dropout masks after a resume are not guaranteed bit-identical.
     """
-    import finetune.train as train_mod
     from safetensors.torch import load_file
 
+    import finetune.train as train_mod
+
     train, dev = sentiment_files
-    data = classification_recipe(tiny_model_dir("bert-nodropout"), train, dev, tmp_path / "a",
-                                 {"name": "lora", "dropout": 0.0}, epochs=2, save_steps=4)
+    data = classification_recipe(
+        tiny_model_dir("bert-nodropout"),
+        train,
+        dev,
+        tmp_path / "a",
+        {"name": "lora", "dropout": 0.0},
+        epochs=2,
+        save_steps=4,
+    )
     straight = write_recipe(tmp_path / "a.yaml", data)
     _run(runner, straight)
     data["output"]["dir"] = str(tmp_path / "b")

@@ -23,8 +23,10 @@ def test_options_unknown_section_lists_nothing_but_exits_clean(runner):
 def test_predict_from_file_and_errors(tmp_path, runner, tiny_model_dir, sentiment_files):
     train, dev = sentiment_files
     out = tmp_path / "run"
-    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(
-        tiny_model_dir("bert"), train, dev, out, {"name": "lora"}, epochs=1))
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        classification_recipe(tiny_model_dir("bert"), train, dev, out, {"name": "lora"}, epochs=1),
+    )
     assert runner.invoke(app, ["run", str(recipe), "--no-progress"]).exit_code == 0
     inputs = tmp_path / "inputs.txt"
     inputs.write_text("the movie was good\n\nbad plot\n", encoding="utf-8")

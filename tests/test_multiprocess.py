@@ -31,19 +31,49 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir, sentiment_files):
 
     train, dev = sentiment_files
     model = tiny_model_dir("bert-nodropout")
-    one = classification_recipe(model, train, dev, tmp_path / "one",
-                                {"name": "lora", "dropout": 0.0}, epochs=1, batch_size=8,
-                                grad_accum=2)
-    two = classification_recipe(model, train, dev, tmp_path / "two",
-                                {"name": "lora", "dropout": 0.0}, epochs=1, batch_size=8,
-                                grad_accum=1)
+    one = classification_recipe(
+        model,
+        train,
+        dev,
+        tmp_path / "one",
+        {"name": "lora", "dropout": 0.0},
+        epochs=1,
+        batch_size=8,
+        grad_accum=2,
+    )
+    two = classification_recipe(
+        model,
+        train,
+        dev,
+        tmp_path / "two",
+        {"name": "lora", "dropout": 0.0},
+        epochs=1,
+        batch_size=8,
+        grad_accum=1,
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "finetune", "run", str(write_recipe(tmp_path / "one.yaml", one)),
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "finetune",
+        "run",
+        str(write_recipe(tmp_path / "one.yaml", one)),
+        "--no-progress",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    cmd = [*_torchrun(), "--nproc_per_node", "2", "--master_port", "29533", "-m", "finetune",
-           "run", str(write_recipe(tmp_path / "two.yaml", two)), "--no-progress"]
+    cmd = [
+        *_torchrun(),
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "finetune",
+        "run",
+        str(write_recipe(tmp_path / "two.yaml", two)),
+        "--no-progress",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 

