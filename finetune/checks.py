@@ -24,8 +24,29 @@ def check_recipe(
         return None, problems
     recipe, problems = build_recipe(data, str(path), overrides)
     if recipe is None:
-        return None, problems
+        return None, problems + _missing_files(data, path)
     return recipe, check_semantics(recipe, path)
+
+
+def _missing_files(data: dict, path: Path) -> list[Problem]:
+    """With schema errors elsewhere, still report missing data files: every problem at once."""
+    from pydantic import ValidationError
+
+    from finetune.recipe import DataSection
+
+    try:
+        section = DataSection.model_validate(data.get("data"))
+    except ValidationError:
+        return []
+    problems = []
+    for split in ("train", "eval", "test"):
+        source = getattr(section, split)
+        local = isinstance(source, LocalSource) and "{lang}" not in source.path
+        if local and not resolve_path(source.path, path.parent).exists():
+            problems.append(
+                Problem(f"{path}: data.{split}", f"file not found: {source.path}", "check the path")
+            )
+    return problems
 
 
 def check_semantics(recipe: Recipe, path: Path) -> list[Problem]:

@@ -217,3 +217,10 @@ def test_methods_table_in_readme_is_current():
 
     readme = (REPO / "README.md").read_text()
     assert render_table() in readme, "regenerate with: python -m finetune.methods.table"
+
+
+def test_missing_file_reported_alongside_schema_errors(tmp_path, tiny_model_dir, sentiment_files):
+    path = _base(tmp_path, tiny_model_dir, sentiment_files)
+    _, problems = check_recipe(path, ["train.lr=abc", "data.eval=nope.csv"])
+    text = "\n".join(p.render() for p in problems)
+    assert "train.lr" in text and "data.eval: file not found: nope.csv" in text
