@@ -166,6 +166,30 @@ def _expand_recipes(paths: list[Path]) -> list[Path]:
     return files
 
 
+@app.command()
+@handle_errors
+def compare(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (the base of every run).")],
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Dotted overrides applied to every run.", show_default=False),
+    ] = None,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods, or all.")
+    ] = "full,lora,houlsby",
+    out: Annotated[Optional[Path], typer.Option(help="Default: runs/compare-<recipe>.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace finished runs.")] = False,
+) -> None:
+    """Run one recipe with several methods; writes report.md/.csv/.json and report.png:
+    quality, trainable parameters, peak memory, time and size on disk."""
+    from finetune.compare import compare as run_compare
+    from finetune.compare import markdown, parse_methods
+
+    rows, where = run_compare(recipe, parse_methods(methods), overrides or [], out, overwrite)
+    _out(markdown(rows))
+    _out(f"report: {where / 'report.md'} and {where / 'report.png'}")
+
+
 @app.command("eval")
 @handle_errors
 def eval_cmd(

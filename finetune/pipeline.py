@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         "train_loss": result.last_loss,
         "train_seconds": round(result.train_seconds, 2),
         "train_samples_per_s": round(result.samples_per_second, 2),
+        "peak_memory_bytes": peak_memory_bytes(),
         "steps": result.global_step,
     }
     if accelerator.is_main_process:
@@ -170,6 +172,18 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         log.info("run saved to %s", out)
     accelerator.wait_for_everyone()
     return RunSummary(out, metrics, trainable, total, 0.0)
+
+
+def peak_memory_bytes() -> int:
+    """Peak GPU memory allocated on a GPU, else this process's peak resident set size."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _fmt(metrics: dict[str, Any]) -> str:

@@ -1,0 +1,238 @@
+"""`finetune compare`: one recipe, several methods -> one table and one plot.
+
+Each method runs as its own `finetune run` subprocess, so a crash or an unsupported combination
+costs one row, not the whole comparison, and each run's peak memory is its own (in-process runs
+would report the high-water mark of every run before it). Rows come from each run's
+`metrics.json`: quality, trainable parameters, peak memory, training time, size on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetune.checks import check_recipe
+from finetune.errors import FinetuneError, RecipeError
+from finetune.recipe import METHOD_NAMES
+from finetune.recipe_io import apply_overrides, read_yaml
+from finetune.rundir import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+# Learning rates for methods other than the recipe's own (whose lr the recipe already tunes):
+# one rate for all would favour whichever method it was tuned for.
+DEFAULT_LR = {
+    "full": 5e-5,
+    "lora": 2e-3,
+    "dora": 2e-3,
+    "rslora": 2e-3,
+    "ia3": 5e-3,
+    "prefix": 1e-2,
+    "prompt": 3e-2,
+    "houlsby": 2e-3,
+    "pfeiffer": 2e-3,
+    "bitfit": 1e-3,
+}
+QUALITY_KEYS = ("accuracy", "rougeL", "bleu")
+
+
+@dataclass
+class Row:
+    method: str
+    status: str
+    quality_metric: str = ""
+    quality: float | None = None
+    trainable: int | None = None
+    total: int | None = None
+    peak_memory_bytes: int | None = None
+    train_seconds: float | None = None
+    wall_seconds: float | None = None
+    artifact_bytes: int | None = None
+    lr: float | None = None
+
+
+def parse_methods(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if names == ["all"]:
+        return list(METHOD_NAMES)
+    unknown = [m for m in names if m not in METHOD_NAMES]
+    if unknown or not names:
+        raise FinetuneError(
+            f"--methods: unknown method {', '.join(unknown) or '(none given)'}",
+            fix="choose from " + ", ".join(METHOD_NAMES) + ", or all",
+        )
+    return names
+
+
+def method_recipe(base: dict[str, Any], method: str, out: Path) -> dict[str, Any]:
+    """The base recipe with this method; the recipe's own method keeps its options and lr."""
+    data = json.loads(json.dumps(base))
+    own = (data.get("method") or {}).get("name") == method
+    if not own:
+        data["method"] = {"name": method}
+        data.setdefault("train", {})["lr"] = DEFAULT_LR[method]
+    data["output"] = {"dir": str(out / method)}
+    return data
+
+
+def run_one(recipe_file: Path, overwrite: bool) -> tuple[int, str, float]:
+    cmd = [sys.executable, "-m", "finetune", "run", str(recipe_file), "--no-progress"]
+    if overwrite:
+        cmd.append("--overwrite")
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    return done.returncode, done.stderr, time.perf_counter() - started
+
+
+def row_from_run(method: str, run_dir: Path, wall: float, lr: float | None) -> Row:
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    key = next((k for k in QUALITY_KEYS if metrics.get(k) is not None), "loss")
+    return Row(
+        method=method,
+        status="ok",
+        quality_metric=key,
+        quality=metrics.get(key),
+        trainable=metrics.get("trainable_parameters"),
+        total=metrics.get("total_parameters"),
+        peak_memory_bytes=metrics.get("peak_memory_bytes"),
+        train_seconds=metrics.get("train_seconds"),
+        wall_seconds=round(wall, 1),
+        artifact_bytes=metrics.get("artifact_bytes"),
+        lr=lr,
+    )
+
+
+def compare(
+    recipe_path: Path,
+    methods: list[str],
+    overrides: list[str] | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+) -> tuple[list[Row], Path]:
+    data, problems = read_yaml(recipe_path)
+    if data is None:
+        raise RecipeError(problems)
+    problems = apply_overrides(data, overrides or [])
+    if problems:
+        raise RecipeError(problems)
+    out = out or Path("runs") / f"compare-{recipe_path.stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [_compare_one(data, method, recipe_path, out, overwrite) for method in methods]
+    write_report(rows, out, recipe_path)
+    return rows, out
+
+
+def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> None:
+    """Resolve local data paths as `run` would, so the per-method recipes run from anywhere."""
+    from finetune.data import resolve_path
+
+    section = data.get("data") or {}
+    for split in ("train", "eval", "test"):
+        source = section.get(split)
+        path = source if isinstance(source, str) else (source or {}).get("path")
+        if not isinstance(path, str):
+            continue
+        resolved = str(resolve_path(path, base_dir).resolve())
+        if isinstance(source, str):
+            section[split] = resolved
+        else:
+            source["path"] = resolved
+
+
+def _compare_one(base: dict, method: str, recipe_path: Path, out: Path, overwrite: bool) -> Row:
+    data = method_recipe(base, method, out)
+    absolute_data_paths(data, recipe_path.parent)
+    recipe_file = out / f"{method}.yaml"
+    lr = (data.get("train") or {}).get("lr")
+    atomic_write_text(recipe_file, yaml.safe_dump(data, sort_keys=False))
+    _, problems = check_recipe(recipe_file)
+    if problems:
+        reason = problems[0].message
+        log.warning("%s: skipped (%s)", method, reason)
+        return Row(method=method, status=f"not run: {reason}")
+    log.info("compare: running %s", method)
+    code, stderr, wall = run_one(recipe_file, overwrite)
+    if code != 0:
+        last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["?"]
+        log.warning("%s: failed (%s)", method, last[0])
+        return Row(method=method, status=f"failed: {last[0].strip()[:200]}")
+    return row_from_run(method, out / method, wall, lr)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "–"
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = [
+        "| method | quality | trainable parameters | peak memory | train time | size on disk |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.status != "ok":
+            lines.append(f"| `{r.method}` | {r.status} | | | | |")
+            continue
+        share = 100 * (r.trainable or 0) / max(r.total or 1, 1)
+        memory, size = _size(r.peak_memory_bytes), _size(r.artifact_bytes)
+        lines.append(
+            f"| `{r.method}` | {r.quality_metric} {r.quality:.4f} | {r.trainable:,} ({share:.2f}%) "
+            f"| {memory} | {r.train_seconds:.0f} s | {size} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(rows: list[Row], out: Path, recipe_path: Path) -> None:
+    table = markdown(rows)
+    atomic_write_text(out / "report.md", f"# finetune compare: {recipe_path}\n\n{table}")
+    atomic_write_json(out / "report.json", [asdict(r) for r in rows])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0])))
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in rows)
+    atomic_write_text(out / "report.csv", buffer.getvalue())
+    plot(rows, out / "report.png")
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """Quality against trainable parameters (log scale), one labelled point per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r.status == "ok" and r.quality is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in done:
+        ax.scatter(r.trainable, r.quality, s=60)
+        label = f"{r.method}\n{r.train_seconds:.0f} s, {_size(r.artifact_bytes)}"
+        ax.annotate(
+            label, (r.trainable, r.quality), textcoords="offset points", xytext=(6, 4), fontsize=8
+        )
+    ax.set_xscale("log")
+    ax.margins(x=0.35, y=0.2)  # room for the labels of the outermost points
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel(done[0].quality_metric if done else "quality")
+    ax.set_title("finetune compare: quality vs trainable parameters")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

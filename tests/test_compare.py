@@ -1,0 +1,46 @@
+"""`finetune compare`: several methods from one recipe -> one table (md/csv/json) and one plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from finetune.cli import app
+from tests.conftest import classification_recipe, write_recipe
+
+
+def test_compare_full_lora_and_unsupported(tmp_path, runner, tiny_model_dir, sentiment_files,
+                                           monkeypatch):
+    train, dev = sentiment_files
+    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(
+        tiny_model_dir("bert"), train, dev, tmp_path / "unused", {"name": "lora"}, epochs=1))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, ["compare", str(recipe), "--methods", "full,lora,prefix",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {r["method"]: r for r in json.loads((out / "report.json").read_text())}
+    assert rows["full"]["status"] == rows["lora"]["status"] == "ok"
+    assert rows["prefix"]["status"].startswith("not run")
+    assert rows["lora"]["trainable"] < rows["full"]["trainable"] == rows["full"]["total"]
+    assert rows["lora"]["artifact_bytes"] < rows["full"]["artifact_bytes"]
+    for row in (rows["full"], rows["lora"]):
+        assert row["quality_metric"] == "accuracy" and 0 <= row["quality"] <= 1
+        assert row["peak_memory_bytes"] > 10_000_000 and row["train_seconds"] >= 0
+    lora_metrics = json.loads((out / "lora" / "metrics.json").read_text())
+    assert rows["lora"]["quality"] == lora_metrics["accuracy"]
+    assert rows["lora"]["lr"] == 5e-3  # the recipe's own method keeps the recipe's lr
+    assert rows["full"]["lr"] == 5e-5
+    table = (out / "report.md").read_text()
+    assert "| `lora` | accuracy" in table and "| `prefix` | not run" in table
+    assert [r["method"] for r in csv.DictReader((out / "report.csv").open())] == [
+        "full", "lora", "prefix"]
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_rejects_unknown_method(tmp_path, runner, tiny_model_dir, sentiment_files):
+    train, dev = sentiment_files
+    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(
+        tiny_model_dir("bert"), train, dev, tmp_path / "o", {"name": "lora"}))
+    result = runner.invoke(app, ["compare", str(recipe), "--methods", "lora,lorax"])
+    assert result.exit_code == 2 and "lorax" in result.output and "houlsby" in result.output
