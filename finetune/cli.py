@@ -190,6 +190,40 @@ def compare(
     _out(f"report: {where / 'report.md'} and {where / 'report.png'}")
 
 
+@app.command()
+@handle_errors
+def merge(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    out: Annotated[Path, typer.Option(help="Where to write the merged model.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    tolerance: Annotated[float, typer.Option(help="Max |logit difference| allowed.")] = 1e-4,
+) -> None:
+    """Fold the adapter into the base weights; refuses if merged outputs differ."""
+    from finetune.merge import merge_run
+
+    result = merge_run(run_dir, out, overwrite=overwrite, tolerance=tolerance)
+    _out(
+        f"[green]merged[/] into {result.out} (max |diff| {result.max_abs_diff:.2e} "
+        f"on {result.examples} inputs)"
+    )
+
+
+@app.command()
+@handle_errors
+def push(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    repo_id: Annotated[str, typer.Option(help="Hub repository, e.g. me/bert-sst2-lora.")],
+    private: Annotated[bool, typer.Option(help="Create the repository as private.")] = False,
+) -> None:
+    """Merge and upload model + tokenizer + model card to the Hugging Face Hub.
+
+    The token comes from HF_TOKEN or `huggingface-cli login`; it is never printed."""
+    from finetune.merge import push_run
+
+    url = push_run(run_dir, repo_id, private=private)
+    _out(f"[green]pushed[/] {url}")
+
+
 @app.command("eval")
 @handle_errors
 def eval_cmd(

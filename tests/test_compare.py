@@ -9,15 +9,21 @@ from finetune.cli import app
 from tests.conftest import classification_recipe, write_recipe
 
 
-def test_compare_full_lora_and_unsupported(tmp_path, runner, tiny_model_dir, sentiment_files,
-                                           monkeypatch):
+def test_compare_full_lora_and_unsupported(
+    tmp_path, runner, tiny_model_dir, sentiment_files, monkeypatch
+):
     train, dev = sentiment_files
-    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(
-        tiny_model_dir("bert"), train, dev, tmp_path / "unused", {"name": "lora"}, epochs=1))
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        classification_recipe(
+            tiny_model_dir("bert"), train, dev, tmp_path / "unused", {"name": "lora"}, epochs=1
+        ),
+    )
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "cmp"
-    result = runner.invoke(app, ["compare", str(recipe), "--methods", "full,lora,prefix",
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["compare", str(recipe), "--methods", "full,lora,prefix", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     rows = {r["method"]: r for r in json.loads((out / "report.json").read_text())}
     assert rows["full"]["status"] == rows["lora"]["status"] == "ok"
@@ -34,13 +40,18 @@ def test_compare_full_lora_and_unsupported(tmp_path, runner, tiny_model_dir, sen
     table = (out / "report.md").read_text()
     assert "| `lora` | accuracy" in table and "| `prefix` | not run" in table
     assert [r["method"] for r in csv.DictReader((out / "report.csv").open())] == [
-        "full", "lora", "prefix"]
+        "full",
+        "lora",
+        "prefix",
+    ]
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_compare_rejects_unknown_method(tmp_path, runner, tiny_model_dir, sentiment_files):
     train, dev = sentiment_files
-    recipe = write_recipe(tmp_path / "r.yaml", classification_recipe(
-        tiny_model_dir("bert"), train, dev, tmp_path / "o", {"name": "lora"}))
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        classification_recipe(tiny_model_dir("bert"), train, dev, tmp_path / "o", {"name": "lora"}),
+    )
     result = runner.invoke(app, ["compare", str(recipe), "--methods", "lora,lorax"])
     assert result.exit_code == 2 and "lorax" in result.output and "houlsby" in result.output

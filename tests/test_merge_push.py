@@ -1,0 +1,119 @@
+"""`finetune merge` (with its output-parity check) and `finetune push` (Hub mocked)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from finetune.cli import app
+from tests.conftest import classification_recipe, write_recipe
+
+
+@pytest.fixture()
+def lora_run(tmp_path, runner, tiny_model_dir, sentiment_files):
+    train, dev = sentiment_files
+    out = tmp_path / "run"
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        classification_recipe(tiny_model_dir("gpt2"), train, dev, out, {"name": "lora"}, epochs=1),
+    )
+    assert runner.invoke(app, ["run", str(recipe), "--no-progress"]).exit_code == 0
+    return out
+
+
+def test_merge_gives_plain_model_with_same_predictions(tmp_path, runner, lora_run):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    merged = tmp_path / "merged"
+    result = runner.invoke(app, ["merge", str(lora_run), "--out", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert (merged / "config.json").exists() and (merged / "README.md").exists()
+    assert not (merged / "adapter_config.json").exists()
+    model = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    assert model.config.id2label == {0: "0", 1: "1"}
+    saved = [json.loads(x) for x in (lora_run / "predictions.jsonl").read_text().splitlines()]
+    with torch.no_grad():
+        for rec in saved[:5]:
+            probs = torch.softmax(model(**tokenizer(rec["text"], return_tensors="pt")).logits, -1)
+            assert float(probs.max()) == pytest.approx(rec["probability"], abs=1e-5)
+    again = runner.invoke(app, ["merge", str(lora_run), "--out", str(merged)])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_merge_refuses_when_outputs_differ(tmp_path, runner, lora_run, monkeypatch):
+    from finetune.methods.peft_methods import PeftMethod
+
+    def broken_merge(self, model):
+        merged = model.merge_and_unload()
+        merged.score.weight.data *= 2.0  # (adding a constant is invisible after LayerNorm)
+        return merged
+
+    monkeypatch.setattr(PeftMethod, "merge", broken_merge)
+    result = runner.invoke(app, ["merge", str(lora_run), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "differ" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_refuses_unmergeable_method(tmp_path, runner, tiny_model_dir, sentiment_files):
+    train, dev = sentiment_files
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        classification_recipe(
+            tiny_model_dir("bert"), train, dev, tmp_path / "run", {"name": "pfeiffer"}, epochs=1
+        ),
+    )
+    assert runner.invoke(app, ["run", str(recipe), "--no-progress"]).exit_code == 0
+    result = runner.invoke(app, ["merge", str(tmp_path / "run"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "cannot be merged" in result.output
+
+
+def test_push_uploads_merged_model_and_card(tmp_path, runner, lora_run, monkeypatch):
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, private, exist_ok):
+            calls["repo"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            from pathlib import Path
+
+            calls["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            return type("Info", (), {"commit_url": f"https://hub/{repo_id}/commit/1"})()
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    token = "hf_" + "Z" * 30
+    monkeypatch.setenv("HF_TOKEN", token)
+    result = runner.invoke(app, ["push", str(lora_run), "--repo-id", "me/tiny", "--private"])
+    assert result.exit_code == 0, result.output
+    assert calls["repo"] == ("me/tiny", True, True)
+    assert {"config.json", "model.safetensors", "README.md", "tokenizer_config.json"} <= set(
+        calls["files"]
+    )
+    assert "https://hub/me/tiny/commit/1" in result.output and token not in result.output
+
+
+def test_push_failure_is_clear_and_secret_free(runner, lora_run, monkeypatch):
+    import huggingface_hub
+
+    token = "hf_" + "Q" * 30
+
+    class FailingApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, **kwargs):
+            raise RuntimeError(f"401 Unauthorized for token {token}")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FailingApi)
+    monkeypatch.setenv("HF_TOKEN", token)
+    result = runner.invoke(app, ["push", str(lora_run), "--repo-id", "me/tiny"])
+    assert result.exit_code == 2 and "push to me/tiny failed" in result.output
+    assert token not in result.output
