@@ -181,7 +181,17 @@ def test_schema_table_in_readme_is_current():
 def test_help_lists_commands(runner):
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("run", "validate", "eval", "predict", "recipes", "options"):
+    for command in (
+        "run",
+        "validate",
+        "eval",
+        "predict",
+        "recipes",
+        "options",
+        "compare",
+        "merge",
+        "push",
+    ):
         assert command in result.output
 
 
