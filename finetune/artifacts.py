@@ -39,12 +39,26 @@ def resolved_recipe_text(recipe: Recipe, versions: dict[str, str]) -> str:
     return header + dump_recipe(recipe)
 
 
-def write_run_start(out, recipe, task, family, loaded, method, trainable, total, resume) -> None:
+def absolute_sources(recipe: Recipe, base_dir: Path | None) -> None:
+    """Local data paths resolved as the run read them, so `eval` works from any directory."""
+    from finetune.data import resolve_path
+    from finetune.recipe import LocalSource
+
+    for split in ("train", "eval", "test"):
+        source = getattr(recipe.data, split)
+        if isinstance(source, LocalSource):
+            source.path = str(resolve_path(source.path, base_dir).resolve())
+
+
+def write_run_start(
+    out, recipe, task, family, loaded, method, trainable, total, resume, base_dir=None
+) -> None:
     """Everything known before training: a crash later still leaves a readable run dir."""
     out.mkdir(parents=True, exist_ok=True)
     pinned = recipe.model_copy(deep=True)
     if loaded.revision and not Path(recipe.model.name).exists() and ":" not in recipe.model.name:
         pinned.model.revision = loaded.revision
+    absolute_sources(pinned, base_dir)
     versions = library_versions()
     atomic_write_text(out / "recipe.yaml", resolved_recipe_text(pinned, versions))
     info = {

@@ -107,7 +107,9 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
     optimizer = build_optimizer(model, recipe.train)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
-        write_run_start(out, recipe, task, family, loaded, method, trainable, total, resume)
+        write_run_start(
+            out, recipe, task, family, loaded, method, trainable, total, resume, recipe_path.parent
+        )
     eval_loader = (
         make_eval_loader(eval_set, task, recipe.eval.batch_size, accelerator) if eval_set else None
     )

@@ -42,3 +42,26 @@ def test_predict_from_file_and_errors(tmp_path, runner, tiny_model_dir, sentimen
     assert result.exit_code == 2 and "no such run directory" in result.output
     result = runner.invoke(app, ["eval", str(out), "--split", "test"])
     assert result.exit_code == 2 and "data.test" in result.output
+
+
+def test_relative_data_paths_resolved_in_saved_recipe(
+    tmp_path, runner, tiny_model_dir, sentiment_files, monkeypatch
+):
+    import yaml
+
+    data = classification_recipe(
+        tiny_model_dir("bert"),
+        "data/train.csv",
+        "data/dev.csv",
+        tmp_path / "run",
+        {"name": "lora"},
+        epochs=1,
+    )
+    recipe = write_recipe(tmp_path / "r.yaml", data)
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["run", str(recipe), "--no-progress"]).exit_code == 0
+    saved = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    assert saved["data"]["train"]["path"] == str(tmp_path / "data" / "train.csv")
+    monkeypatch.chdir("/")
+    result = runner.invoke(app, ["eval", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
