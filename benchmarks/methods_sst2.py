@@ -22,23 +22,27 @@ from typing import Any
 
 import yaml
 
+from finetune.compare import DEFAULT_LR, human_size
+
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 RESULTS = REPO / "benchmarks" / "results"
 
-# Per-method options and learning rates in the ranges their papers / peft examples use.
+# Per-method options, and the learning rates `finetune compare` uses (finetune/compare.py).
+METHOD_OPTIONS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "lora": {"r": 8, "alpha": 16},
+    "dora": {"r": 8, "alpha": 16},
+    "rslora": {"r": 8, "alpha": 16},
+    "ia3": {},
+    "prefix": {"num_virtual_tokens": 20},
+    "prompt": {"num_virtual_tokens": 20},
+    "houlsby": {"reduction_factor": 16},
+    "pfeiffer": {"reduction_factor": 16},
+    "bitfit": {},
+}
 METHOD_SETTINGS: dict[str, tuple[dict[str, Any], float]] = {
-    "full": ({}, 5e-5),
-    # 2e-3: the quick start's tuned LoRA rate (5e-4 under-trains in one CPU-sized epoch)
-    "lora": ({"r": 8, "alpha": 16}, 2e-3),
-    "dora": ({"r": 8, "alpha": 16}, 2e-3),
-    "rslora": ({"r": 8, "alpha": 16}, 2e-3),
-    "ia3": ({}, 5e-3),
-    "prefix": ({"num_virtual_tokens": 20}, 1e-2),
-    "prompt": ({"num_virtual_tokens": 20}, 3e-2),
-    "houlsby": ({"reduction_factor": 16}, 2e-3),
-    "pfeiffer": ({"reduction_factor": 16}, 2e-3),
-    "bitfit": ({}, 1e-3),
+    name: (options, DEFAULT_LR[name]) for name, options in METHOD_OPTIONS.items()
 }
 
 
@@ -116,16 +120,6 @@ def run_method(recipe: dict[str, Any], method: str, out: Path) -> dict[str, Any]
     }
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "–"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def render(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| method | SST-2 dev accuracy | trainable parameters | % of total | adapter on disk "
@@ -138,7 +132,7 @@ def render(rows: list[dict[str, Any]]) -> str:
             continue
         lines.append(
             f"| `{row['method']}` | {row['accuracy']:.4f} | {row['trainable']:,} | "
-            f"{100 * row['trainable'] / row['total']:.3f}% | {_size(row['adapter_bytes'])} | "
+            f"{100 * row['trainable'] / row['total']:.3f}% | {human_size(row['adapter_bytes'])} | "
             f"{row['train_seconds']:.0f} s | {row['lr']:g} |"
         )
     return "\n".join(lines) + "\n"

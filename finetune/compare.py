@@ -172,7 +172,7 @@ def _compare_one(base: dict, method: str, recipe_path: Path, out: Path, overwrit
 # --------------------------------------------------------------------------- report
 
 
-def _size(n: float | None) -> str:
+def human_size(n: float | None) -> str:
     if n is None:
         return "–"
     for unit in ("B", "KB", "MB", "GB"):
@@ -192,7 +192,7 @@ def markdown(rows: list[Row]) -> str:
             lines.append(f"| `{r.method}` | {r.status} | | | | |")
             continue
         share = 100 * (r.trainable or 0) / max(r.total or 1, 1)
-        memory, size = _size(r.peak_memory_bytes), _size(r.artifact_bytes)
+        memory, size = human_size(r.peak_memory_bytes), human_size(r.artifact_bytes)
         lines.append(
             f"| `{r.method}` | {r.quality_metric} {r.quality:.4f} | {r.trainable:,} ({share:.2f}%) "
             f"| {memory} | {r.train_seconds:.0f} s | {size} |"
@@ -223,7 +223,7 @@ def plot(rows: list[Row], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in done:
         ax.scatter(r.trainable, r.quality, s=60)
-        label = f"{r.method}\n{r.train_seconds:.0f} s, {_size(r.artifact_bytes)}"
+        label = f"{r.method}\n{r.train_seconds:.0f} s, {human_size(r.artifact_bytes)}"
         ax.annotate(
             label, (r.trainable, r.quality), textcoords="offset points", xytext=(6, 4), fontsize=8
         )
