@@ -38,11 +38,11 @@ def parse_args() -> argparse.Namespace:
 
 def build(args: argparse.Namespace) -> tuple[Any, Any, list[Any], list[dict[str, Any]]]:
     """Task, model, examples and features, exactly as `finetune eval` would build them."""
-    from finetune.data import LocalSource, read_local
-    from finetune.modeling import load_base_model, load_tokenizer
-    from finetune.models import detect_family, resolve_name
-    from finetune.recipe import Recipe
-    from finetune.session import make_task
+    from finetune.data.readers import LocalSource, read_local
+    from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.architectures import detect_family, resolve_name
+    from finetune.recipe.schema import Recipe
+    from finetune.commands.build import make_task
 
     data = DIALOGSUM if DIALOGSUM.exists() else FALLBACK
     recipe = Recipe.model_validate(
@@ -74,8 +74,8 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, list[Any], list[dict[str,
 def time_ours(task: Any, model: Any, examples: list[Any], features: list[dict]) -> tuple:
     from accelerate import Accelerator
 
-    from finetune.batching import ListDataset
-    from finetune.evaluation import make_eval_loader, run_eval
+    from finetune.train.batching import ListDataset
+    from finetune.train.evaluation import make_eval_loader, run_eval
 
     accelerator = Accelerator(cpu=True)
     loader = make_eval_loader(ListDataset(features), task, task.recipe.eval.batch_size, accelerator)

@@ -22,13 +22,13 @@ from typing import Any
 
 import yaml
 
-from finetune.compare import DEFAULT_LR, human_size
+from finetune.commands.compare import DEFAULT_LR, human_size
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 RESULTS = REPO / "benchmarks" / "results"
 
-# Per-method options, and the learning rates `finetune compare` uses (finetune/compare.py).
+# Per-method options, and the learning rates `finetune compare` uses (finetune/commands/compare.py).
 METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "full": {},
     "lora": {"r": 8, "alpha": 16},
@@ -97,7 +97,7 @@ def method_recipe(base: dict[str, Any], method: str, args: argparse.Namespace, o
 def run_method(recipe: dict[str, Any], method: str, out: Path) -> dict[str, Any]:
     """One run through the normal pipeline; a refused combination becomes a table row."""
     from finetune.errors import FinetuneError
-    from finetune.pipeline import run
+    from finetune.commands.run import run
 
     path = out / f"{method}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")

@@ -112,7 +112,7 @@ def run(
 
     Every option is listed by `finetune options`.
     """
-    from finetune.pipeline import run as run_recipe
+    from finetune.commands.run import run as run_recipe
 
     summary = run_recipe(
         recipe, overrides or [], overwrite=overwrite, resume=resume, progress=progress
@@ -131,7 +131,7 @@ def validate(
 ) -> None:
     """Check recipes (schema, files, columns, model family, method support) without loading
     any weights; reports every problem at once."""
-    from finetune.checks import check_recipe
+    from finetune.commands.validate import check_recipe
 
     files = _expand_recipes(paths)
     failed = 0
@@ -182,8 +182,8 @@ def compare(
 ) -> None:
     """Run one recipe with several methods; writes report.md/.csv/.json and report.png:
     quality, trainable parameters, peak memory, time and size on disk."""
-    from finetune.compare import compare as run_compare
-    from finetune.compare import markdown, parse_methods
+    from finetune.commands.compare import compare as run_compare
+    from finetune.commands.compare import markdown, parse_methods
 
     rows, where = run_compare(recipe, parse_methods(methods), overrides or [], out, overwrite)
     _out(markdown(rows))
@@ -199,7 +199,7 @@ def merge(
     tolerance: Annotated[float, typer.Option(help="Max |logit difference| allowed.")] = 1e-4,
 ) -> None:
     """Fold the adapter into the base weights; refuses if merged outputs differ."""
-    from finetune.merge import merge_run
+    from finetune.commands.merge import merge_run
 
     result = merge_run(run_dir, out, overwrite=overwrite, tolerance=tolerance)
     _out(
@@ -218,7 +218,7 @@ def push(
     """Merge and upload model + tokenizer + model card to the Hugging Face Hub.
 
     The token comes from HF_TOKEN or `huggingface-cli login`; it is never printed."""
-    from finetune.merge import push_run
+    from finetune.commands.merge import push_run
 
     url = push_run(run_dir, repo_id, private=private)
     _out(f"[green]pushed[/] {url}")
@@ -232,7 +232,7 @@ def eval_cmd(
     data: Annotated[Optional[str], typer.Option(help="Evaluate on this file instead.")] = None,
 ) -> None:
     """Reload a saved run and compute its metrics (writes eval_<split>.json)."""
-    from finetune.runs import evaluate_run
+    from finetune.commands.evaluate import evaluate_run
 
     metrics = evaluate_run(run_dir, split=split, data=data)
     _print_metrics(metrics)
@@ -246,7 +246,7 @@ def predict(
     file: Annotated[Optional[Path], typer.Option(help="File with one input per line.")] = None,
 ) -> None:
     """Predict labels (with probability) or generate text; prints JSON lines."""
-    from finetune.runs import predict_texts
+    from finetune.commands.evaluate import predict_texts
 
     inputs = list(text or [])
     if file is not None:
@@ -271,7 +271,7 @@ def recipes(
     directory: Annotated[Optional[Path], typer.Argument(help="Where to look.")] = None,
 ) -> None:
     """List the bundled recipes with their one-line description."""
-    from finetune.recipe_io import recipe_description
+    from finetune.recipe.io import recipe_description
 
     root = directory or _bundled_recipe_dir()
     if root is None or not root.is_dir():
@@ -293,7 +293,7 @@ def options(
     section: Annotated[Optional[str], typer.Argument(help="Only this section, e.g. train.")] = None,
 ) -> None:
     """Every recipe option with its type, default and description (from the schema)."""
-    from finetune.schema_docs import option_rows
+    from finetune.recipe.docs import option_rows
 
     for row in option_rows(section):
         _out(

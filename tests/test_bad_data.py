@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from finetune.checks import check_recipe
+from finetune.commands.validate import check_recipe
 from finetune.cli import app
-from finetune.data import read_local
+from finetune.data.readers import read_local
 from finetune.errors import (
     AlignmentError,
     DataColumnError,
@@ -30,9 +30,9 @@ from finetune.errors import (
     DataValueError,
     LabelError,
 )
-from finetune.models import FAMILIES
-from finetune.recipe import LocalSource, Recipe
-from finetune.session import load_splits
+from finetune.models.architectures import FAMILIES
+from finetune.recipe.schema import LocalSource, Recipe
+from finetune.commands.build import load_splits
 from finetune.tasks.classification import ClassificationTask
 from tests.conftest import write_recipe
 
@@ -343,7 +343,7 @@ def test_integer_labels_written_as_floats_are_integers(tmp_path):
 
 def test_duplicate_rows_are_a_warning_with_count_and_lines(tmp_path, caplog):
     content = "text,label\ngood,1\nbad,0\ngood,1\nfine,1\nbad,0\ngood,1\n"
-    with caplog.at_level(logging.WARNING, logger="finetune.data"):
+    with caplog.at_level(logging.WARNING, logger="finetune.data.readers"):
         table = read(write(tmp_path / "train.csv", content))
     assert len(table) == 6  # kept: a warning, not an error
     (record,) = [r for r in caplog.records if "duplicate" in r.getMessage()]
@@ -353,7 +353,7 @@ def test_duplicate_rows_are_a_warning_with_count_and_lines(tmp_path, caplog):
 
 
 def test_no_duplicate_warning_for_distinct_rows(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="finetune.data"):
+    with caplog.at_level(logging.WARNING, logger="finetune.data.readers"):
         read(write(tmp_path / "train.csv", GOOD_ROWS))
     assert not [r for r in caplog.records if "duplicate" in r.getMessage()]
 
@@ -389,7 +389,7 @@ def test_translation_file_missing(tmp_path):
 
 
 def test_long_inputs_truncated_with_one_counted_warning(tmp_path, tiny_model_dir, caplog):
-    from finetune.modeling import load_tokenizer
+    from finetune.models.loading import load_tokenizer
 
     train = write(tmp_path / "train.csv", GOOD_ROWS)
     task = ClassificationTask(recipe_for(train), FAMILIES["bert"])
@@ -437,9 +437,9 @@ STREAM_CHECK = textwrap.dedent(
 
     cap = 1536 * 2**20  # far below the file size: loading it whole would fail
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    from finetune.data import peek_columns, read_local
+    from finetune.data.readers import peek_columns, read_local
     from finetune.errors import DataFormatError
-    from finetune.recipe import LocalSource
+    from finetune.recipe.schema import LocalSource
 
     def rchar():
         for line in Path("/proc/self/io").read_text().splitlines():

@@ -67,7 +67,7 @@ def test_run_eval_predict(family, method, tmp_path, runner, tiny_model_dir, sent
 def test_lora_backbone_bit_identical_and_head_trains(
     family, tmp_path, tiny_model_dir, sentiment_files, monkeypatch
 ):
-    import finetune.pipeline as pipeline
+    import finetune.commands.run as pipeline
 
     captured = {}
     original = pipeline.train_loop
@@ -179,7 +179,7 @@ def test_resume_continues_from_checkpoint(
     """
     from safetensors.torch import load_file
 
-    import finetune.train as train_mod
+    import finetune.train.loop as train_mod
 
     train, dev = sentiment_files
     data = classification_recipe(

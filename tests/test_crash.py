@@ -20,14 +20,14 @@ from finetune.cli import app
 CRASHING_CLI = textwrap.dedent(
     """
     import logging, sys
-    import finetune.checks
+    import finetune.commands.validate
 
     def boom(*args, **kwargs):
-        logging.getLogger("finetune.checks").debug("checking %s", args[0])
-        logging.getLogger("finetune.checks").info("half way")
+        logging.getLogger("finetune.commands.validate").debug("checking %s", args[0])
+        logging.getLogger("finetune.commands.validate").info("half way")
         raise RuntimeError("disk cache corrupted\\nsecond line of detail")
 
-    finetune.checks.check_recipe = boom
+    finetune.commands.validate.check_recipe = boom
     from finetune.cli import app
     sys.argv = ["finetune", *sys.argv[1:]]
     app()
@@ -71,7 +71,7 @@ def test_crash_log_holds_command_log_records_and_traceback(tmp_path):
     (log,) = (tmp_path / "logs").iterdir()
     text = log.read_text()
     assert "command: finetune validate" in text and "finetune 0." in text
-    assert "DEBUG finetune.checks: checking" in text and "INFO finetune.checks: half way" in text
+    assert "DEBUG finetune.commands.validate: checking" in text and "INFO finetune.commands.validate: half way" in text
     assert "Traceback (most recent call last)" in text and "second line of detail" in text
     assert text.index("half way") < text.index("Traceback")
 
@@ -96,12 +96,12 @@ def test_unwritable_log_dir_falls_back_to_tmp(tmp_path):
 @pytest.mark.parametrize("error", [KeyError("id2label"), ZeroDivisionError(), OSError("disk")])
 def test_any_exception_in_the_pipeline_is_one_line(tmp_path, runner, monkeypatch, error):
     """`run` raising deep inside: exit 1, its type and first line, a log path, no traceback."""
-    import finetune.pipeline
+    import finetune.commands.run
 
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise error
 
-    monkeypatch.setattr(finetune.pipeline, "run", fail)
+    monkeypatch.setattr(finetune.commands.run, "run", fail)
     monkeypatch.setenv("FINETUNE_LOG_DIR", str(tmp_path / "logs"))
     (tmp_path / "r.yaml").write_text("model: {name: x}\n")
     result = runner.invoke(app, ["run", str(tmp_path / "r.yaml")])

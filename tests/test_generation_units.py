@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from finetune.data import LocalSource, Table, read_local
+from finetune.data.readers import LocalSource, Table, read_local
 from finetune.errors import DataError
-from finetune.models import FAMILIES, resolve_name
-from finetune.recipe import Recipe
-from finetune.session import make_task
+from finetune.models.architectures import FAMILIES, resolve_name
+from finetune.recipe.schema import Recipe
+from finetune.commands.build import make_task
 from finetune.tasks.base import Example
 from finetune.tasks.generation import IGNORE
 from tests.conftest import write_recipe
@@ -32,7 +32,7 @@ def make_recipe(model: str, task: dict, **gen) -> Recipe:
 
 
 def task_and_model(model_dir: Path, family: str, task: dict, **gen):
-    from finetune.modeling import load_base_model, load_tokenizer
+    from finetune.models.loading import load_base_model, load_tokenizer
 
     recipe = make_recipe(str(model_dir), task, **gen)
     task_obj = make_task(recipe, FAMILIES[family])
@@ -55,7 +55,7 @@ SOURCES = [
 
 
 def test_gpt2_labels_mask_prompt_and_padding(tiny_model_dir):
-    from finetune.modeling import load_tokenizer
+    from finetune.models.loading import load_tokenizer
 
     model_dir = tiny_model_dir("gpt2")
     task = make_task(make_recipe(str(model_dir), SUMMARY), FAMILIES["gpt2"])
@@ -88,7 +88,7 @@ def test_gpt2_labels_mask_prompt_and_padding(tiny_model_dir):
 
 
 def test_gpt2_eval_features_left_pad_prompts(tiny_model_dir):
-    from finetune.modeling import load_tokenizer
+    from finetune.models.loading import load_tokenizer
 
     model_dir = tiny_model_dir("gpt2")
     task = make_task(make_recipe(str(model_dir), TRANSLATION), FAMILIES["gpt2"])
@@ -139,7 +139,7 @@ def test_generation_sub_batches_match_whole_batch(tiny_model_dir):
 
 
 def test_t5_prefixes_and_labels(tiny_model_dir):
-    from finetune.modeling import load_tokenizer
+    from finetune.models.loading import load_tokenizer
 
     model_dir = tiny_model_dir("t5")
     task = make_task(make_recipe(str(model_dir), TRANSLATION), FAMILIES["t5"])
@@ -204,7 +204,7 @@ def test_translation_aligned_text_files(tmp_path):
 def test_bert2bert_cross_attention_trains_and_is_saved_under_lora(
     tmp_path, tiny_model_dir, monkeypatch
 ):
-    import finetune.pipeline as pipeline
+    import finetune.commands.run as pipeline
     from tests.test_generation import generation_recipe
 
     changed: list[str] = []

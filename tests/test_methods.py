@@ -10,8 +10,8 @@ from finetune.cli import app
 from finetune.errors import FinetuneError
 from finetune.methods import METHODS
 from finetune.methods.base import MethodContext
-from finetune.models import FAMILIES
-from finetune.recipe import METHOD_NAMES, BottleneckMethod, LoraMethod
+from finetune.models.architectures import FAMILIES
+from finetune.recipe.schema import METHOD_NAMES, BottleneckMethod, LoraMethod
 from tests.conftest import REPO, classification_recipe, write_recipe
 
 # --------------------------------------------------------------------------- registry / table
@@ -48,8 +48,8 @@ def test_importing_methods_stays_torch_free():
 
 def load(tiny_model_dir, family: str, kind: str = "classification"):
     """A tiny base model as the pipeline loads it (head / bert2bert included)."""
-    from finetune.modeling import load_base_model, load_tokenizer
-    from finetune.models import resolve_name
+    from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.architectures import resolve_name
 
     resolved = resolve_name(str(tiny_model_dir(family)))
     tokenizer = load_tokenizer(resolved.path)
@@ -75,7 +75,7 @@ def method_config(name: str, **options):
     """A recipe method section, validated like a recipe's."""
     from pydantic import TypeAdapter
 
-    from finetune.recipe import MethodSection
+    from finetune.recipe.schema import MethodSection
 
     return TypeAdapter(MethodSection).validate_python({"name": name, **options})
 
@@ -130,7 +130,7 @@ def test_trainable_parameters_match_formula(
     family, kind, name, options, adapters, hidden, tiny_model_dir
 ):
     from finetune.methods.bottleneck import adapter_parameters, bottleneck_width
-    from finetune.session import count_parameters
+    from finetune.commands.build import count_parameters
 
     loaded, _ = load(tiny_model_dir, family, kind)
     config = BottleneckMethod(name=name, **options)
@@ -323,7 +323,7 @@ def test_targets_matching_nothing_exit_2(
 
 
 def test_guard_nothing_trainable(tiny_model_dir):
-    from finetune.guards import check_trainable
+    from finetune.methods.guards import check_trainable
 
     loaded, _ = load(tiny_model_dir, "bert")
     for param in loaded.model.parameters():
@@ -333,7 +333,7 @@ def test_guard_nothing_trainable(tiny_model_dir):
 
 
 def test_guard_only_head_trainable(tiny_model_dir):
-    from finetune.guards import check_trainable
+    from finetune.methods.guards import check_trainable
     from finetune.methods.base import freeze_all_but
 
     loaded, _ = load(tiny_model_dir, "bert")
@@ -344,7 +344,7 @@ def test_guard_only_head_trainable(tiny_model_dir):
 
 @pytest.mark.parametrize("name", ["houlsby", "bitfit", "lora"])
 def test_guard_backbone_not_frozen(name, tiny_model_dir):
-    from finetune.guards import check_trainable
+    from finetune.methods.guards import check_trainable
 
     loaded, _ = load(tiny_model_dir, "bert")
     configs = {"houlsby": BottleneckMethod(name="houlsby"), "lora": LoraMethod(name="lora")}
@@ -366,7 +366,7 @@ def test_guard_save_without_adapter_tensors(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from finetune.guards import check_saved_adapter
+    from finetune.methods.guards import check_saved_adapter
 
     save_file({"classifier.weight": torch.zeros(2, 2)}, str(tmp_path / "adapter_model.safetensors"))
     (tmp_path / "adapter_config.json").write_text(json.dumps({"new_modules": ["classifier"]}))

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from finetune.checks import check_recipe
+from finetune.commands.validate import check_recipe
 from finetune.cli import app
-from finetune.recipe import METHOD_NAMES, Recipe
-from finetune.recipe_io import allowed_keys, apply_overrides, build_recipe
+from finetune.recipe.schema import METHOD_NAMES, Recipe
+from finetune.recipe.io import allowed_keys, apply_overrides, build_recipe
 from tests.conftest import REPO, classification_recipe, write_recipe
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -120,8 +120,8 @@ def test_allowed_keys_follow_union_tags():
 
 
 def test_method_names_match_schema():
-    from finetune.recipe import MethodSection
-    from finetune.recipe_io import _models_in, _tag_of
+    from finetune.recipe.schema import MethodSection
+    from finetune.recipe.io import _models_in, _tag_of
 
     tags = set().union(*(_tag_of(m) for m in _models_in(MethodSection)))
     assert tags == set(METHOD_NAMES)
@@ -164,7 +164,7 @@ def test_unsupported_family_rejected(tmp_path, runner, sentiment_files):
 def test_recipe_round_trips_through_yaml(tmp_path, tiny_model_dir, sentiment_files):
     import yaml
 
-    from finetune.recipe_io import dump_recipe
+    from finetune.recipe.io import dump_recipe
 
     recipe, _ = check_recipe(_base(tmp_path, tiny_model_dir, sentiment_files))
     again = Recipe.model_validate(yaml.safe_load(dump_recipe(recipe)))
@@ -172,10 +172,10 @@ def test_recipe_round_trips_through_yaml(tmp_path, tiny_model_dir, sentiment_fil
 
 
 def test_schema_table_in_readme_is_current():
-    from finetune.schema_docs import markdown_table
+    from finetune.recipe.docs import markdown_table
 
     readme = (REPO / "README.md").read_text()
-    assert markdown_table() in readme, "regenerate with: python -m finetune.schema_docs"
+    assert markdown_table() in readme, "regenerate with: python -m finetune.recipe.docs"
 
 
 def test_help_lists_commands(runner):

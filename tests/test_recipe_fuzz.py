@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from finetune.checks import check_recipe
+from finetune.commands.validate import check_recipe
 from finetune.cli import app
 from finetune.methods import METHODS
-from finetune.models import FAMILIES
-from finetune.recipe import (
+from finetune.models.architectures import FAMILIES
+from finetune.recipe.schema import (
     METHOD_NAMES,
     BitFitMethod,
     BottleneckMethod,

@@ -19,7 +19,7 @@ import pytest
 
 from finetune.cli import app
 from finetune.errors import CheckpointError, RunDirError, RunFinishedError, RunLockedError
-from finetune.rundir import (
+from finetune.run.files import (
     FINISHED,
     LOCK,
     RunLock,
@@ -29,7 +29,7 @@ from finetune.rundir import (
     check_can_start,
     claim_run_dir,
 )
-from finetune.train import LoopHooks, save_checkpoint
+from finetune.train.loop import LoopHooks, save_checkpoint
 from tests.conftest import classification_recipe, write_recipe
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -130,7 +130,7 @@ HOLD_LOCK = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from finetune.rundir import RunLock
+    from finetune.run.files import RunLock
     lock = RunLock(Path(sys.argv[1]))
     lock.acquire()
     print("locked", flush=True)

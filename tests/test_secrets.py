@@ -91,13 +91,13 @@ def test_user_error_message_never_echoes_the_token(planted, runner, sentiment_fi
 
 
 def test_crash_line_and_crash_log_never_hold_the_token(planted, runner, monkeypatch):
-    import finetune.checks
+    import finetune.commands.validate
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         logging.getLogger("finetune.test").info("about to call the hub with %s", TOKEN)
         raise RuntimeError(f"401 Unauthorized for url https://hf.co/api?token={TOKEN} ({ENV_ONLY})")
 
-    monkeypatch.setattr(finetune.checks, "check_recipe", boom)
+    monkeypatch.setattr(finetune.commands.validate, "check_recipe", boom)
     (planted / "in").mkdir()
     (planted / "in" / "r.yaml").write_text("model: {name: x}\n")
     result = runner.invoke(app, ["validate", str(planted / "in" / "r.yaml")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.text_metrics import bleu, chrf, reference_streams, rouge, sentence_lines
+from finetune.tasks.metrics import bleu, chrf, reference_streams, rouge, sentence_lines
 
 HYPS = [
     "The cat sat on the mat.",

@@ -1,7 +1,7 @@
 """METHODS: the closed registry of adaptation methods (name -> Method).
 
 Adding a method is one entry here plus its module; the recipe schema's discriminated union in
-`finetune.recipe` must list the same names (a test checks both agree). Importing this package
+`finetune.recipe.schema` must list the same names (a test checks both agree). Importing this package
 must not import torch: `finetune validate` asks the methods which families/tasks they serve.
 """
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from finetune.models import Family
+    from finetune.models.architectures import Family
 
 
 @dataclass

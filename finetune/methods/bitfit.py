@@ -13,7 +13,7 @@ from finetune.methods.base import Method, MethodContext, freeze_all_but
 from finetune.methods.saved import load_trained, read_adapter_config, save_trained
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.models import Family
+    from finetune.models.architectures import Family
 
 NO_BIASES = (
     "T5 layers have no bias terms (bias-free linear layers and RMS layer norm), so BitFit would "

@@ -21,7 +21,7 @@ from finetune.methods.base import Method, MethodContext, freeze_all_but, inside
 from finetune.methods.saved import load_trained, save_trained
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.models import Family
+    from finetune.models.architectures import Family
 
 CHILD = "bottleneck"
 

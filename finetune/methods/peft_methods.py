@@ -17,7 +17,7 @@ from finetune.errors import FinetuneError
 from finetune.methods.base import Method, MethodContext
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.models import Family
+    from finetune.models.architectures import Family
 
 PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}
 
@@ -82,7 +82,7 @@ class PeftMethod(Method):
             raise _targets_error(exc, ctx) from None
 
     def save(self, model: Any, out_dir: Path) -> None:
-        from finetune.guards import check_saved_adapter
+        from finetune.methods.guards import check_saved_adapter
 
         model.save_pretrained(out_dir, safe_serialization=True)
         check_saved_adapter(out_dir, self.name)

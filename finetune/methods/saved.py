@@ -23,7 +23,7 @@ def save_trained(model: Any, out_dir: Path, plan: dict[str, Any], method_name: s
     """Write every trainable parameter (adapter + new modules) and the build plan."""
     from safetensors.torch import save_file
 
-    from finetune.guards import check_saved_adapter
+    from finetune.methods.guards import check_saved_adapter
 
     tensors = {
         name: param.detach().to("cpu").contiguous()

@@ -19,8 +19,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "methods.md"
 def support_matrix() -> list[tuple[str, list[str | None]]]:
     """(method, [reason or None per (family, task) column]) in registry order."""
     from finetune.methods import METHODS
-    from finetune.models import FAMILIES
-    from finetune.recipe import TASK_TYPES
+    from finetune.models.architectures import FAMILIES
+    from finetune.recipe.schema import TASK_TYPES
     from finetune.tasks import model_kind
 
     rows = []
@@ -35,8 +35,8 @@ def support_matrix() -> list[tuple[str, list[str | None]]]:
 
 
 def columns() -> list[str]:
-    from finetune.models import FAMILIES
-    from finetune.recipe import TASK_TYPES
+    from finetune.models.architectures import FAMILIES
+    from finetune.recipe.schema import TASK_TYPES
 
     return [f"{family} {task}" for family in FAMILIES for task in TASK_TYPES]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from finetune.models import Family
+from finetune.models.architectures import Family
 from finetune.tasks.base import Example, Task
 from finetune.tasks.classification import ClassificationTask
 from finetune.tasks.summarization import SummarizationTask

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from finetune.errors import DataColumnError, DataValueError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.data import Table
-    from finetune.models import Family
-    from finetune.recipe import Recipe
+    from finetune.data.readers import Table
+    from finetune.models.architectures import Family
+    from finetune.recipe.schema import Recipe
 
 log = logging.getLogger(__name__)
 

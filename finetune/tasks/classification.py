@@ -21,8 +21,8 @@ from finetune.tasks.base import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.data import Table
-    from finetune.recipe import Recipe
+    from finetune.data.readers import Table
+    from finetune.recipe.schema import Recipe
 
 
 def _label_key(value: Any) -> tuple[str, str]:

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 from finetune.errors import DataError
 from finetune.tasks.base import Example, check_columns, require_text
 from finetune.tasks.generation import GenerationTask
-from finetune.text_metrics import length_stats, rouge
+from finetune.tasks.metrics import length_stats, rouge
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.data import Table
-    from finetune.recipe import Recipe
+    from finetune.data.readers import Table
+    from finetune.recipe.schema import Recipe
 
 
 def summary_columns(recipe: Recipe) -> list[str]:

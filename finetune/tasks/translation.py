@@ -14,11 +14,11 @@ from finetune.errors import DataError
 from finetune.tasks.base import Example, check_columns, require_text
 from finetune.tasks.generation import GenerationTask
 from finetune.tasks.summarization import reference_texts
-from finetune.text_metrics import bleu, chrf, length_stats
+from finetune.tasks.metrics import bleu, chrf, length_stats
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.data import Table
-    from finetune.recipe import Recipe
+    from finetune.data.readers import Table
+    from finetune.recipe.schema import Recipe
 
 LANGUAGE_NAMES = {
     "ar": "Arabic",

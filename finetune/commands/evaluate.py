@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.batching import ListDataset
-from finetune.data import read_source
+from finetune.train.batching import ListDataset
+from finetune.data.readers import read_source
 from finetune.errors import FinetuneError, RunDirError
-from finetune.evaluation import make_eval_loader, run_eval
-from finetune.modeling import load_tokenizer
-from finetune.models import FAMILIES
-from finetune.recipe import LocalSource, Recipe
-from finetune.recipe_io import load_recipe
-from finetune.rundir import atomic_write_json, atomic_write_text, is_finished
-from finetune.session import load_base_and_method, load_split, make_task
+from finetune.train.evaluation import make_eval_loader, run_eval
+from finetune.models.loading import load_tokenizer
+from finetune.models.architectures import FAMILIES
+from finetune.recipe.schema import LocalSource, Recipe
+from finetune.recipe.io import load_recipe
+from finetune.run.files import atomic_write_json, atomic_write_text, is_finished
+from finetune.commands.build import load_base_and_method, load_split, make_task
 from finetune.tasks import Example, Task
 from finetune.tasks.base import TaskState
 
@@ -92,7 +92,7 @@ def _examples_for(run: LoadedRun, split: str, data: str | None) -> list[Example]
             raise FinetuneError(f"--split {split}: unknown split", fix="use eval, test or train")
         if getattr(run.recipe.data, split) is None:
             if split == "eval" and run.recipe.data.eval_fraction:
-                from finetune.session import load_splits
+                from finetune.commands.build import load_splits
 
                 held = load_splits(run.task, run.recipe, None).eval
                 return held or []

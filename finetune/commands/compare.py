@@ -21,11 +21,11 @@ from typing import Any
 
 import yaml
 
-from finetune.checks import check_recipe
+from finetune.commands.validate import check_recipe
 from finetune.errors import FinetuneError, RecipeError
-from finetune.recipe import METHOD_NAMES
-from finetune.recipe_io import apply_overrides, read_yaml
-from finetune.rundir import atomic_write_json, atomic_write_text
+from finetune.recipe.schema import METHOD_NAMES
+from finetune.recipe.io import apply_overrides, read_yaml
+from finetune.run.files import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def compare(
 
 def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> None:
     """Resolve local data paths as `run` would, so the per-method recipes run from anywhere."""
-    from finetune.data import resolve_path
+    from finetune.data.readers import resolve_path
 
     section = data.get("data") or {}
     for split in ("train", "eval", "test"):

@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 
 from finetune import __version__
-from finetune.modelcard import render_model_card
-from finetune.recipe import Recipe
-from finetune.recipe_io import dump_recipe
-from finetune.rundir import FINISHED, atomic_dir, atomic_write_json, atomic_write_text
+from finetune.run.card import render_model_card
+from finetune.recipe.schema import Recipe
+from finetune.recipe.io import dump_recipe
+from finetune.run.files import FINISHED, atomic_dir, atomic_write_json, atomic_write_text
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
 
@@ -41,8 +41,8 @@ def resolved_recipe_text(recipe: Recipe, versions: dict[str, str]) -> str:
 
 def absolute_sources(recipe: Recipe, base_dir: Path | None) -> None:
     """Local data paths resolved as the run read them, so `eval` works from any directory."""
-    from finetune.data import resolve_path
-    from finetune.recipe import LocalSource
+    from finetune.data.readers import resolve_path
+    from finetune.recipe.schema import LocalSource
 
     for split in ("train", "eval", "test"):
         source = getattr(recipe.data, split)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.data import detect_format, peek_columns, resolve_path
+from finetune.data.readers import detect_format, peek_columns, resolve_path
 from finetune.errors import DataError, FinetuneError, ModelError, Problem
 from finetune.methods import METHODS
-from finetune.models import Family, detect_family
-from finetune.recipe import HubSource, LocalSource, Recipe
-from finetune.recipe_io import build_recipe, read_yaml
+from finetune.models.architectures import Family, detect_family
+from finetune.recipe.schema import HubSource, LocalSource, Recipe
+from finetune.recipe.io import build_recipe, read_yaml
 
 
 def check_recipe(
@@ -32,7 +32,7 @@ def _missing_files(data: dict, path: Path) -> list[Problem]:
     """With schema errors elsewhere, still report missing data files: every problem at once."""
     from pydantic import ValidationError
 
-    from finetune.recipe import DataSection
+    from finetune.recipe.schema import DataSection
 
     try:
         section = DataSection.model_validate(data.get("data"))

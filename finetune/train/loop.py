@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.batching import LengthGroupedBatchSampler, ListDataset
-from finetune.recipe import TrainSection
-from finetune.rundir import append_jsonl, atomic_dir, atomic_write_json
+from finetune.train.batching import LengthGroupedBatchSampler, ListDataset
+from finetune.recipe.schema import TrainSection
+from finetune.run.files import append_jsonl, atomic_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -10,24 +10,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.artifacts import save_run_artifacts, write_run_start
-from finetune.batching import ListDataset
-from finetune.checks import check_recipe
+from finetune.run.artifacts import save_run_artifacts, write_run_start
+from finetune.train.batching import ListDataset
+from finetune.commands.validate import check_recipe
 from finetune.errors import FinetuneError, RecipeError
-from finetune.evaluation import make_eval_loader, run_eval
-from finetune.guards import check_trainable
-from finetune.modeling import load_tokenizer
-from finetune.models import detect_family, resolve_name
-from finetune.recipe import Recipe
-from finetune.rundir import RunLock, claim_run_dir, clear_run
-from finetune.session import (
+from finetune.train.evaluation import make_eval_loader, run_eval
+from finetune.methods.guards import check_trainable
+from finetune.models.loading import load_tokenizer
+from finetune.models.architectures import detect_family, resolve_name
+from finetune.recipe.schema import Recipe
+from finetune.run.files import RunLock, claim_run_dir, clear_run
+from finetune.commands.build import (
     count_parameters,
     load_base_and_method,
     load_splits,
     make_accelerator,
     make_task,
 )
-from finetune.train import LoopHooks, build_optimizer, latest_checkpoint, train_loop
+from finetune.train.loop import LoopHooks, build_optimizer, latest_checkpoint, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         )
         record = {"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}}
         if accelerator.is_main_process:
-            from finetune.rundir import append_jsonl
+            from finetune.run.files import append_jsonl
 
             append_jsonl(out / "log.jsonl", record)
             log.info("eval at step %d: %s", step, _fmt(metrics))

@@ -16,7 +16,7 @@ from typing import Any
 
 from finetune.errors import FinetuneError, RunDirError
 from finetune.methods import METHODS
-from finetune.rundir import atomic_dir
+from finetune.run.files import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class MergeResult:
 
 def _parity_batch(run: Any) -> dict[str, Any]:
     """A batch of real inputs (with targets, so generation models return logits too)."""
-    from finetune.runs import _examples_for
+    from finetune.commands.evaluate import _examples_for
 
     try:
         examples = _examples_for(run, "eval", None)[:PARITY_EXAMPLES]
@@ -56,7 +56,7 @@ def _logits(model: Any, batch: dict[str, Any]) -> Any:
 def merge_run(
     run_dir: Path, out: Path, overwrite: bool = False, tolerance: float = 1e-4
 ) -> MergeResult:
-    from finetune.runs import load_run
+    from finetune.commands.evaluate import load_run
 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RunDirError(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from finetune.logs import redact
-from finetune.recipe import Recipe
-from finetune.recipe_io import dump_recipe
+from finetune.recipe.schema import Recipe
+from finetune.recipe.io import dump_recipe
 
 
 def _metric_rows(metrics: dict[str, Any]) -> str:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from finetune.modeling import LoadedModel, _load_failure, modules_from_keys, quiet_transformers
+from finetune.models.loading import LoadedModel, _load_failure, modules_from_keys, quiet_transformers
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.models import ResolvedModel
+    from finetune.models.architectures import ResolvedModel
 
 # whole new blocks, not their Linear/LayerNorm parts: one modules_to_save entry each
 _NEW_BLOCK = re.compile(r"^(.*?(?:\.crossattention|\bpredictions\.transform))\.")

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.data import read_source
+from finetune.data.readers import read_source
 from finetune.errors import DataError, FinetuneError
 from finetune.methods import METHODS, Method, MethodContext
-from finetune.models import Family, resolve_name
-from finetune.recipe import Recipe
+from finetune.models.architectures import Family, resolve_name
+from finetune.recipe.schema import Recipe
 from finetune.tasks import Example, Task, task_class
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def load_base_and_method(
 ) -> tuple[Any, Method, MethodContext]:
     """The base model for this task plus the method and its context (new modules from the
     loading report, or those recorded in a saved run)."""
-    from finetune.modeling import load_base_model
+    from finetune.models.loading import load_base_model
 
     loaded = load_base_model(
         resolve_name(recipe.model.name),

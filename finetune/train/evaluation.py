@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from finetune.batching import ListDataset, SortedBatchSampler
+from finetune.train.batching import ListDataset, SortedBatchSampler
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.tasks.base import Example, Task

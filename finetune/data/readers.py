@@ -21,7 +21,7 @@ from finetune.errors import (
     DataFileError,
     DataFormatError,
 )
-from finetune.recipe import HubSource, LocalSource
+from finetune.recipe.schema import HubSource, LocalSource
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Option tables generated from the recipe schema (for `finetune options` and the README).
 
-The README's recipe reference is produced by `python -m finetune.schema_docs` and a test checks
+The README's recipe reference is produced by `python -m finetune.recipe.docs` and a test checks
 that it matches, so documentation can never drift from the schema.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from finetune.recipe import Recipe
-from finetune.recipe_io import _models_in, _tag_of
+from finetune.recipe.schema import Recipe
+from finetune.recipe.io import _models_in, _tag_of
 
 
 @dataclass(frozen=True)

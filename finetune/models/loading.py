@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finetune.errors import ModelError
-from finetune.models import Family, ResolvedModel, model_help
+from finetune.models.architectures import Family, ResolvedModel, model_help
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def load_base_model(
     quiet_transformers()
     overrides = dict(config_overrides or {})
     if family.architecture == "encoder" and kind != "classification":
-        from finetune.encoder_decoder import load_bert2bert
+        from finetune.models.bert2bert import load_bert2bert
 
         return load_bert2bert(resolved, tokenizer, revision)
     auto = getattr(transformers, AUTO_CLASSES[kind])

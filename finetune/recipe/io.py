@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from finetune.errors import Problem, RecipeError
-from finetune.recipe import Recipe
+from finetune.recipe.schema import Recipe
 
 MAX_RECIPE_BYTES = 1_000_000
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from finetune.errors import ModelError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.recipe import Recipe
+    from finetune.recipe.schema import Recipe
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""One module per CLI command family: run, validate, eval/predict, compare, merge/push."""

@@ -1,0 +1,1 @@
+"""Reading examples from local files and Hub datasets into one table shape."""

@@ -1,0 +1,1 @@
+"""Model architectures: the family table, loading base models and tokenizers, bert2bert."""

@@ -1,0 +1,1 @@
+"""Recipes: the pydantic schema (every option, once), YAML + dotted overrides, option docs."""

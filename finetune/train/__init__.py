@@ -1,0 +1,1 @@
+"""The one training loop, its batching, and evaluation over a whole split."""
