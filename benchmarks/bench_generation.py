@@ -38,11 +38,11 @@ def parse_args() -> argparse.Namespace:
 
 def build(args: argparse.Namespace) -> tuple[Any, Any, list[Any], list[dict[str, Any]]]:
     """Task, model, examples and features, exactly as `finetune eval` would build them."""
-    from finetune.data.readers import LocalSource, read_local
-    from finetune.models.loading import load_base_model, load_tokenizer
-    from finetune.models.architectures import detect_family, resolve_name
-    from finetune.recipe.schema import Recipe
     from finetune.commands.build import make_task
+    from finetune.data.readers import LocalSource, read_local
+    from finetune.models.architectures import detect_family, resolve_name
+    from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.recipe.schema import Recipe
 
     data = DIALOGSUM if DIALOGSUM.exists() else FALLBACK
     recipe = Recipe.model_validate(

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from finetune.commands.compare import DEFAULT_LR, human_size
+from finetune.commands.compare import human_size
+from finetune.methods import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -42,7 +43,7 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "bitfit": {},
 }
 METHOD_SETTINGS: dict[str, tuple[dict[str, Any], float]] = {
-    name: (options, DEFAULT_LR[name]) for name, options in METHOD_OPTIONS.items()
+    name: (options, METHODS[name].default_lr) for name, options in METHOD_OPTIONS.items()
 }
 
 
@@ -96,8 +97,8 @@ def method_recipe(base: dict[str, Any], method: str, args: argparse.Namespace, o
 
 def run_method(recipe: dict[str, Any], method: str, out: Path) -> dict[str, Any]:
     """One run through the normal pipeline; a refused combination becomes a table row."""
-    from finetune.errors import FinetuneError
     from finetune.commands.run import run
+    from finetune.errors import FinetuneError
 
     path = out / f"{method}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")

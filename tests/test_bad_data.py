@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from finetune.commands.validate import check_recipe
 from finetune.cli import app
+from finetune.commands.build import load_splits
+from finetune.commands.validate import check_recipe
 from finetune.data.readers import read_local
 from finetune.errors import (
     AlignmentError,
@@ -32,7 +33,6 @@ from finetune.errors import (
 )
 from finetune.models.architectures import FAMILIES
 from finetune.recipe.schema import LocalSource, Recipe
-from finetune.commands.build import load_splits
 from finetune.tasks.classification import ClassificationTask
 from tests.conftest import write_recipe
 

@@ -71,7 +71,10 @@ def test_crash_log_holds_command_log_records_and_traceback(tmp_path):
     (log,) = (tmp_path / "logs").iterdir()
     text = log.read_text()
     assert "command: finetune validate" in text and "finetune 0." in text
-    assert "DEBUG finetune.commands.validate: checking" in text and "INFO finetune.commands.validate: half way" in text
+    assert (
+        "DEBUG finetune.commands.validate: checking" in text
+        and "INFO finetune.commands.validate: half way" in text
+    )
     assert "Traceback (most recent call last)" in text and "second line of detail" in text
     assert text.index("half way") < text.index("Traceback")
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from finetune.commands.build import make_task
 from finetune.data.readers import LocalSource, Table, read_local
 from finetune.errors import DataError
 from finetune.models.architectures import FAMILIES, resolve_name
 from finetune.recipe.schema import Recipe
-from finetune.commands.build import make_task
 from finetune.tasks.base import Example
 from finetune.tasks.generation import IGNORE
 from tests.conftest import write_recipe

@@ -10,8 +10,10 @@ from finetune.cli import app
 from finetune.errors import FinetuneError
 from finetune.methods import METHODS
 from finetune.methods.base import MethodContext
+from finetune.methods.bottleneck import BottleneckConfig
+from finetune.methods.peft_methods import LoraConfig
 from finetune.models.architectures import FAMILIES
-from finetune.recipe.schema import METHOD_NAMES, BottleneckMethod, LoraMethod
+from finetune.recipe.schema import METHOD_NAMES
 from tests.conftest import REPO, classification_recipe, write_recipe
 
 # --------------------------------------------------------------------------- registry / table
@@ -48,8 +50,8 @@ def test_importing_methods_stays_torch_free():
 
 def load(tiny_model_dir, family: str, kind: str = "classification"):
     """A tiny base model as the pipeline loads it (head / bert2bert included)."""
-    from finetune.models.loading import load_base_model, load_tokenizer
     from finetune.models.architectures import resolve_name
+    from finetune.models.loading import load_base_model, load_tokenizer
 
     resolved = resolve_name(str(tiny_model_dir(family)))
     tokenizer = load_tokenizer(resolved.path)
@@ -75,9 +77,9 @@ def method_config(name: str, **options):
     """A recipe method section, validated like a recipe's."""
     from pydantic import TypeAdapter
 
-    from finetune.recipe.schema import MethodSection
+    from finetune.recipe.schema import MethodConfig
 
-    return TypeAdapter(MethodSection).validate_python({"name": name, **options})
+    return TypeAdapter(MethodConfig).validate_python({"name": name, **options})
 
 
 def ctx_for(loaded, family: str, kind: str, config) -> MethodContext:
@@ -99,7 +101,7 @@ def test_bottleneck_starts_as_base_model_and_is_in_the_path(name, family, kind, 
     inputs = batch(tokenizer, kind)
     with torch.no_grad():
         base = loaded.model(**inputs).logits.clone()
-    config = BottleneckMethod(name=name)
+    config = BottleneckConfig(name=name)
     model = METHODS[name].apply(loaded.model, ctx_for(loaded, family, kind, config))
     with torch.no_grad():
         same = model(**inputs).logits
@@ -129,11 +131,11 @@ def _count(model, pattern: str) -> int:
 def test_trainable_parameters_match_formula(
     family, kind, name, options, adapters, hidden, tiny_model_dir
 ):
-    from finetune.methods.bottleneck import adapter_parameters, bottleneck_width
     from finetune.commands.build import count_parameters
+    from finetune.methods.bottleneck import adapter_parameters, bottleneck_width
 
     loaded, _ = load(tiny_model_dir, family, kind)
-    config = BottleneckMethod(name=name, **options)
+    config = BottleneckConfig(name=name, **options)
     model = METHODS[name].apply(loaded.model, ctx_for(loaded, family, kind, config))
     width = bottleneck_width(hidden, config.reduction_factor, config.bottleneck_size)
     assert width == (options.get("bottleneck_size") or hidden // config.reduction_factor)
@@ -172,7 +174,7 @@ def test_bert2bert_new_modules_train_and_save(tiny_model_dir, tmp_path):
     assert any("crossattention" in m for m in loaded.new_modules)
     method = METHODS["pfeiffer"]
     model = method.apply(
-        loaded.model, ctx_for(loaded, "bert", "seq2seq", BottleneckMethod(name="pfeiffer"))
+        loaded.model, ctx_for(loaded, "bert", "seq2seq", BottleneckConfig(name="pfeiffer"))
     )
     method.save(model, tmp_path)
     keys = list(st.load_file(str(tmp_path / "adapter_model.safetensors")))
@@ -194,7 +196,7 @@ def test_ia3_feedforward_auto_is_subset_of_explicit_targets():
 
 def test_peft_targets_exclude_new_modules(tiny_model_dir):
     loaded, _ = load(tiny_model_dir, "bert", "seq2seq")
-    cfg = LoraMethod(name="lora", r=2)
+    cfg = LoraConfig(name="lora", r=2)
     model = METHODS["lora"].apply(loaded.model, ctx_for(loaded, "bert", "seq2seq", cfg))
     lora = [n for n, _ in model.named_parameters() if "lora_A" in n]
     assert lora and not any("crossattention" in n for n in lora)
@@ -329,17 +331,17 @@ def test_guard_nothing_trainable(tiny_model_dir):
     for param in loaded.model.parameters():
         param.requires_grad_(False)
     with pytest.raises(FinetuneError, match="no parameter is trainable"):
-        check_trainable(loaded.model, "houlsby", loaded.new_modules)
+        check_trainable(loaded.model, METHODS["houlsby"], loaded.new_modules)
 
 
 def test_guard_only_head_trainable(tiny_model_dir):
-    from finetune.methods.guards import check_trainable
     from finetune.methods.base import freeze_all_but
+    from finetune.methods.guards import check_trainable
 
     loaded, _ = load(tiny_model_dir, "bert")
     freeze_all_but(loaded.model, loaded.new_modules)
     with pytest.raises(FinetuneError, match="only the new modules"):
-        check_trainable(loaded.model, "bitfit", loaded.new_modules)
+        check_trainable(loaded.model, METHODS["bitfit"], loaded.new_modules)
 
 
 @pytest.mark.parametrize("name", ["houlsby", "bitfit", "lora"])
@@ -347,11 +349,11 @@ def test_guard_backbone_not_frozen(name, tiny_model_dir):
     from finetune.methods.guards import check_trainable
 
     loaded, _ = load(tiny_model_dir, "bert")
-    configs = {"houlsby": BottleneckMethod(name="houlsby"), "lora": LoraMethod(name="lora")}
+    configs = {"houlsby": BottleneckConfig(name="houlsby"), "lora": LoraConfig(name="lora")}
     model = METHODS[name].apply(
         loaded.model, ctx_for(loaded, "bert", "classification", configs.get(name))
     )
-    check_trainable(model, name, loaded.new_modules)  # as applied: fine
+    check_trainable(model, METHODS[name], loaded.new_modules)  # as applied: fine
     leak = next(
         p
         for n, p in model.named_parameters()
@@ -359,7 +361,7 @@ def test_guard_backbone_not_frozen(name, tiny_model_dir):
     )
     leak.requires_grad_(True)
     with pytest.raises(FinetuneError, match="backbone parameters would train"):
-        check_trainable(model, name, loaded.new_modules)
+        check_trainable(model, METHODS[name], loaded.new_modules)
 
 
 def test_guard_save_without_adapter_tensors(tmp_path):
@@ -379,7 +381,7 @@ def test_guard_save_without_adapter_tensors(tmp_path):
 
 def test_load_refuses_adapter_of_another_method(tiny_model_dir, tmp_path):
     loaded, _ = load(tiny_model_dir, "bert")
-    ctx = ctx_for(loaded, "bert", "classification", BottleneckMethod(name="houlsby"))
+    ctx = ctx_for(loaded, "bert", "classification", BottleneckConfig(name="houlsby"))
     METHODS["houlsby"].save(METHODS["houlsby"].apply(loaded.model, ctx), tmp_path)
     fresh, _ = load(tiny_model_dir, "bert")
     with pytest.raises(FinetuneError, match="saved by method 'houlsby'"):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from finetune.commands.validate import check_recipe
 from finetune.cli import app
-from finetune.recipe.schema import METHOD_NAMES, Recipe
+from finetune.commands.validate import check_recipe
 from finetune.recipe.io import allowed_keys, apply_overrides, build_recipe
+from finetune.recipe.schema import METHOD_NAMES, Recipe
 from tests.conftest import REPO, classification_recipe, write_recipe
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -120,10 +120,10 @@ def test_allowed_keys_follow_union_tags():
 
 
 def test_method_names_match_schema():
-    from finetune.recipe.schema import MethodSection
-    from finetune.recipe.io import _models_in, _tag_of
+    from finetune.recipe.io import models_in, tag_of
+    from finetune.recipe.schema import MethodConfig
 
-    tags = set().union(*(_tag_of(m) for m in _models_in(MethodSection)))
+    tags = set().union(*(tag_of(m) for m in models_in(MethodConfig)))
     assert tags == set(METHOD_NAMES)
 
 

@@ -17,7 +17,7 @@ from finetune.errors import DataError, FinetuneError
 from finetune.methods import METHODS, Method, MethodContext
 from finetune.models.architectures import Family, resolve_name
 from finetune.recipe.schema import Recipe
-from finetune.tasks import Example, Task, task_class
+from finetune.tasks import TASKS, Example, Task
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class Splits:
 
 
 def make_task(recipe: Recipe, family: Family) -> Task:
-    return task_class(recipe.task.type)(recipe, family)
+    return TASKS[recipe.task.type](recipe, family)
 
 
 def load_split(
@@ -119,10 +119,6 @@ def count_parameters(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
-
-
-def resolved_model_path(recipe: Recipe) -> str:
-    return resolve_name(recipe.model.name).path
 
 
 def load_base_and_method(

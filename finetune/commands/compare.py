@@ -23,27 +23,17 @@ import yaml
 
 from finetune.commands.validate import check_recipe
 from finetune.errors import FinetuneError, RecipeError
-from finetune.recipe.schema import METHOD_NAMES
+from finetune.methods import METHODS
 from finetune.recipe.io import apply_overrides, read_yaml
+from finetune.recipe.schema import METHOD_NAMES
 from finetune.run.files import atomic_write_json, atomic_write_text
+from finetune.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
-# Learning rates for methods other than the recipe's own (whose lr the recipe already tunes):
-# one rate for all would favour whichever method it was tuned for.
-DEFAULT_LR = {
-    "full": 5e-5,
-    "lora": 2e-3,
-    "dora": 2e-3,
-    "rslora": 2e-3,
-    "ia3": 5e-3,
-    "prefix": 1e-2,
-    "prompt": 3e-2,
-    "houlsby": 2e-3,
-    "pfeiffer": 2e-3,
-    "bitfit": 1e-3,
-}
-QUALITY_KEYS = ("accuracy", "rougeL", "bleu")
+# Methods other than the recipe's own (whose lr the recipe already tunes) run at their
+# registry `default_lr`: one rate for all would favour whichever method it was tuned for.
+QUALITY_KEYS = tuple(task.main_metric for task in TASKS.values())
 
 
 @dataclass
@@ -80,7 +70,7 @@ def method_recipe(base: dict[str, Any], method: str, out: Path) -> dict[str, Any
     own = (data.get("method") or {}).get("name") == method
     if not own:
         data["method"] = {"name": method}
-        data.setdefault("train", {})["lr"] = DEFAULT_LR[method]
+        data.setdefault("train", {})["lr"] = METHODS[method].default_lr
     data["output"] = {"dir": str(out / method)}
     return data
 

@@ -8,18 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.train.batching import ListDataset
+from finetune.commands.build import load_base_and_method, load_split, make_task
 from finetune.data.readers import read_source
 from finetune.errors import FinetuneError, RunDirError
-from finetune.train.evaluation import make_eval_loader, run_eval
-from finetune.models.loading import load_tokenizer
 from finetune.models.architectures import FAMILIES
-from finetune.recipe.schema import LocalSource, Recipe
+from finetune.models.loading import load_tokenizer
 from finetune.recipe.io import load_recipe
+from finetune.recipe.schema import LocalSource, Recipe
 from finetune.run.files import atomic_write_json, atomic_write_text, is_finished
-from finetune.commands.build import load_base_and_method, load_split, make_task
 from finetune.tasks import Example, Task
 from finetune.tasks.base import TaskState
+from finetune.train.batching import ListDataset
+from finetune.train.evaluation import make_eval_loader, run_eval
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> di
     from accelerate import Accelerator
 
     run = load_run(path)
-    examples = _examples_for(run, split, data)
+    examples = examples_for(run, split, data)
     dataset = ListDataset(run.task.encode(examples, training=False))
     accelerator = Accelerator(cpu=not _cuda())
     model = accelerator.prepare_model(run.model, evaluation_mode=True)
@@ -83,7 +83,7 @@ def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> di
     return metrics
 
 
-def _examples_for(run: LoadedRun, split: str, data: str | None) -> list[Example]:
+def examples_for(run: LoadedRun, split: str, data: str | None) -> list[Example]:
     if data:
         table = read_source(LocalSource(path=data), None, None, run.task.languages(run.recipe))
         examples = run.task.examples(table, "eval")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import FinetuneError, RunDirError
-from finetune.methods import METHODS
+from finetune.methods import METHODS, mergeable_names
 from finetune.run.files import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,10 @@ class MergeResult:
 
 def _parity_batch(run: Any) -> dict[str, Any]:
     """A batch of real inputs (with targets, so generation models return logits too)."""
-    from finetune.commands.evaluate import _examples_for
+    from finetune.commands.evaluate import examples_for
 
     try:
-        examples = _examples_for(run, "eval", None)[:PARITY_EXAMPLES]
+        examples = examples_for(run, "eval", None)[:PARITY_EXAMPLES]
     except FinetuneError:
         examples = []
     if not examples:
@@ -69,7 +69,7 @@ def merge_run(
             f"method {method.name} cannot be merged into the base weights (it adds modules "
             "or virtual tokens that have no place in the base architecture)",
             fix="use the run directly with `finetune predict`, or train a mergeable method "
-            "(full, lora, dora, rslora, ia3, bitfit)",
+            f"({', '.join(mergeable_names())})",
         )
     batch = _parity_batch(run)
     before = _logits(run.model, batch)

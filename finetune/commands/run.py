@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -10,16 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.run.artifacts import save_run_artifacts, write_run_start
-from finetune.train.batching import ListDataset
-from finetune.commands.validate import check_recipe
-from finetune.errors import FinetuneError, RecipeError
-from finetune.train.evaluation import make_eval_loader, run_eval
-from finetune.methods.guards import check_trainable
-from finetune.models.loading import load_tokenizer
-from finetune.models.architectures import detect_family, resolve_name
-from finetune.recipe.schema import Recipe
-from finetune.run.files import RunLock, claim_run_dir, clear_run
 from finetune.commands.build import (
     count_parameters,
     load_base_and_method,
@@ -27,6 +16,16 @@ from finetune.commands.build import (
     make_accelerator,
     make_task,
 )
+from finetune.commands.validate import check_recipe
+from finetune.errors import FinetuneError, RecipeError
+from finetune.methods.guards import check_trainable
+from finetune.models.architectures import detect_family, resolve_name
+from finetune.models.loading import load_tokenizer
+from finetune.recipe.schema import Recipe
+from finetune.run.artifacts import save_run_artifacts, write_run_start
+from finetune.run.files import RunLock, claim_run_dir, clear_run
+from finetune.train.batching import ListDataset
+from finetune.train.evaluation import make_eval_loader, run_eval
 from finetune.train.loop import LoopHooks, build_optimizer, latest_checkpoint, train_loop
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
     loaded, method, ctx = load_base_and_method(recipe, family, task)
     model = method.apply(loaded.model, ctx)
     trainable, total = count_parameters(model)
-    check_trainable(model, method.name, loaded.new_modules)
+    check_trainable(model, method, loaded.new_modules)
     log.info(
         "%s on %s (%s): trainable %s / %s parameters (%.3f%%); new modules trained: %s",
         method.name,
@@ -196,7 +195,3 @@ def _fmt(metrics: dict[str, Any]) -> str:
         elif isinstance(value, (int, str)):
             parts.append(f"{key}={value}")
     return " ".join(parts)
-
-
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "metrics.json").read_text())

@@ -12,8 +12,8 @@ from finetune.data.readers import detect_format, peek_columns, resolve_path
 from finetune.errors import DataError, FinetuneError, ModelError, Problem
 from finetune.methods import METHODS
 from finetune.models.architectures import Family, detect_family
-from finetune.recipe.schema import HubSource, LocalSource, Recipe
 from finetune.recipe.io import build_recipe, read_yaml
+from finetune.recipe.schema import HubSource, LocalSource, Recipe
 
 
 def check_recipe(
@@ -32,10 +32,10 @@ def _missing_files(data: dict, path: Path) -> list[Problem]:
     """With schema errors elsewhere, still report missing data files: every problem at once."""
     from pydantic import ValidationError
 
-    from finetune.recipe.schema import DataSection
+    from finetune.recipe.schema import DataConfig
 
     try:
-        section = DataSection.model_validate(data.get("data"))
+        section = DataConfig.model_validate(data.get("data"))
     except ValidationError:
         return []
     problems = []
@@ -50,7 +50,7 @@ def _missing_files(data: dict, path: Path) -> list[Problem]:
 
 
 def check_semantics(recipe: Recipe, path: Path) -> list[Problem]:
-    from finetune.tasks import TASKS, model_kind, task_class
+    from finetune.tasks import TASKS, model_kind
 
     where = str(path)
     problems: list[Problem] = []
@@ -68,7 +68,7 @@ def check_semantics(recipe: Recipe, path: Path) -> list[Problem]:
             )
         )
         return problems
-    task = task_class(recipe.task.type)
+    task = TASKS[recipe.task.type]
     if family is not None:
         method = METHODS[recipe.method.name]
         reason = method.unsupported_reason(family, model_kind(recipe.task.type, family))

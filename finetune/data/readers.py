@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from finetune.data.sources import HubSource, LocalSource
 from finetune.errors import (
     AlignmentError,
     DataError,
     DataFileError,
     DataFormatError,
 )
-from finetune.recipe.schema import HubSource, LocalSource
 
 log = logging.getLogger(__name__)
 

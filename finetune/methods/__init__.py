@@ -1,8 +1,9 @@
 """METHODS: the closed registry of adaptation methods (name -> Method).
 
-Adding a method is one entry here plus its module; the recipe schema's discriminated union in
-`finetune.recipe.schema` must list the same names (a test checks both agree). Importing this package
-must not import torch: `finetune validate` asks the methods which families/tasks they serve.
+Adding a method is one entry here plus its module (config class + Method subclass): the recipe
+schema's union, the option tables, `compare`'s learning rates, the model card, `merge`'s
+messages, the guards and the tests all read this registry. Importing this package must not
+import torch: `finetune validate` asks the methods which families/tasks they serve.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ METHODS: dict[str, Method] = {
 }
 
 
-def get_method(name: str) -> Method:
-    return METHODS[name]
+def mergeable_names() -> list[str]:
+    """Methods whose weights fold into the base model (for `merge`'s messages and the docs)."""
+    return [name for name, method in METHODS.items() if method.mergeable]
 
 
-__all__ = ["METHODS", "Method", "MethodContext", "get_method"]
+__all__ = ["METHODS", "Method", "MethodContext", "mergeable_names"]

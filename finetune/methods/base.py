@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finetune.recipe.section import Section
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -29,10 +31,22 @@ class MethodContext:
 
 
 class Method(ABC):
+    """One registry entry: behaviour plus everything the rest of the tool asks about a method.
+
+    `config_class` is the recipe schema for `method:` (the schema's union is built from the
+    registry), `default_lr` is the rate used when a recipe or `compare` does not choose one,
+    `save_format` says what `artifact_dir` holds, `trains_backbone` marks full fine-tuning for the
+    guards and the model card.
+    """
+
     name: str = ""
+    config_class: type[Section] = Section
+    default_lr: float = 5e-4
     mergeable: bool = False
+    trains_backbone: bool = False
     description: str = ""
     artifact_dir: str = "adapter"
+    save_format: str = "peft"
 
     def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
         """Why this method cannot serve this family/task, or None if it can."""

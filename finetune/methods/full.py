@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from finetune.methods.base import Method, MethodContext
+from finetune.recipe.section import Section
+
+
+class FullConfig(Section):
+    name: Literal["full"] = Field(description="Method: every weight trains.")
 
 
 class FullMethod(Method):
     name = "full"
+    config_class = FullConfig
+    # the usual BERT-size full fine-tuning rate (Devlin et al. 2019 searched 2e-5..5e-5)
+    default_lr = 5e-5
     mergeable = True
+    trains_backbone = True
     description = "every weight trains; saves the whole model"
     artifact_dir = "model"
+    save_format = "transformers model (save_pretrained, safetensors)"
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         for param in model.parameters():

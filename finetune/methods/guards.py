@@ -9,30 +9,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune.errors import FinetuneError
+from finetune.methods.base import inside
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.methods.base import Method
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def check_trainable(
-    model: Any, method_name: str, new_modules: list[str], config: Any = None
-) -> None:
+def check_trainable(model: Any, method: Method, new_modules: list[str], config: Any = None) -> None:
     """Refuse to train when nothing trains, when the method itself trains nothing beyond the
     new modules, or when backbone parameters the method does not own would train."""
-    from finetune.methods import METHODS
-    from finetune.methods.base import inside
-
+    method_name = method.name
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise FinetuneError(
             f"method {method_name}: no parameter is trainable, the run would learn nothing",
             fix="check method.target_modules matches module names of this model",
         )
-    if method_name == "full":
+    if method.trains_backbone:
         return
-    method = METHODS[method_name]
     if config is None:
         config = _peft_config(model)
     own = [n for n in trainable if not inside(n, new_modules) and "modules_to_save" not in n]

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+from pydantic import Field
 
 from finetune.errors import FinetuneError
 from finetune.methods.base import Method, MethodContext
+from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.architectures import Family
@@ -35,6 +38,41 @@ GPT2_CLS_POOLING = (
     "prompt tuning feeds input embeddings, and GPT-2 classification then cannot find the last "
     "non-padding token: right-padded rows would be classified from a padding position"
 )
+
+TargetModules = Union[Literal["auto", "all-linear"], list[str]]
+
+
+class LoraConfig(Section):
+    name: Literal["lora", "dora", "rslora"] = Field(
+        description="Method: LoRA, DoRA (weight-decomposed) or rsLoRA (rank-stabilised)."
+    )
+    r: int = Field(8, ge=1, le=1024, description="Rank of the low-rank update.")
+    alpha: float = Field(16.0, gt=0, description="Scaling numerator (alpha / r, or sqrt(r)).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: TargetModules = Field(
+        "auto", description="Modules to adapt: auto (family table), all-linear, or a list."
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
+
+
+class IA3Config(Section):
+    name: Literal["ia3"] = Field(description="Method: (IA)^3 learned rescaling vectors.")
+    target_modules: TargetModules = Field("auto", description="Modules to rescale.")
+    feedforward_modules: Union[Literal["auto"], list[str]] = Field(
+        "auto", description="Which targets are feed-forward (scaled on the input)."
+    )
+
+
+class PrefixConfig(Section):
+    name: Literal["prefix"] = Field(description="Method: prefix tuning (virtual key/values).")
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Prefix length.")
+    projection: bool = Field(False, description="Reparameterise the prefix through an MLP.")
+
+
+class PromptConfig(Section):
+    name: Literal["prompt"] = Field(description="Method: prompt tuning (soft input tokens).")
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Soft prompt length.")
+    init_text: str | None = Field(None, description="Initialise the prompt from this text.")
 
 
 def resolve_targets(value: Any, default: tuple[str, ...]) -> Any:
@@ -65,6 +103,7 @@ class PeftMethod(Method):
     """Shared apply/save/load/merge for every method whose weights peft owns."""
 
     mergeable = True
+    save_format = "peft adapter (PeftModel.from_pretrained loads it)"
     markers: tuple[str, ...] = ("lora_", "modules_to_save", "ia3_l", "prompt_encoder")
 
     def peft_config(self, model: Any, ctx: MethodContext) -> Any:  # pragma: no cover - abstract
@@ -98,6 +137,9 @@ class PeftMethod(Method):
 
 class LoraMethod(PeftMethod):
     name = "lora"
+    config_class = LoraConfig
+    # measured on the quick start: 2e-3 beats the 5e-4 global default by ~1 point (SST-2)
+    default_lr = 2e-3
     description = "low-rank updates on the attention projections (peft LoraConfig)"
 
     def owns_parameter(self, name: str, config: Any = None) -> bool:
@@ -107,10 +149,10 @@ class LoraMethod(PeftMethod):
         return super().owns_parameter(name, config)
 
     def peft_config(self, model: Any, ctx: MethodContext) -> Any:
-        from peft import LoraConfig
+        import peft
 
         cfg = ctx.config
-        return LoraConfig(
+        return peft.LoraConfig(
             task_type=PEFT_TASK_TYPES.get(ctx.task_kind),
             r=cfg.r,
             lora_alpha=cfg.alpha,
@@ -136,14 +178,17 @@ class RsLoraMethod(LoraMethod):
 
 class IA3Method(PeftMethod):
     name = "ia3"
+    config_class = IA3Config
+    # IA3 vectors start at 1 and move slowly: Liu et al. 2022 use 3e-3; 5e-3 measured here
+    default_lr = 5e-3
     description = "learned rescaling of keys, values and feed-forward activations (peft IA3Config)"
 
     def peft_config(self, model: Any, ctx: MethodContext) -> Any:
-        from peft import IA3Config
+        import peft
 
         cfg = ctx.config
         targets = resolve_targets(cfg.target_modules, ctx.family.ia3_targets)
-        return IA3Config(
+        return peft.IA3Config(
             task_type=PEFT_TASK_TYPES.get(ctx.task_kind),
             target_modules=targets,
             feedforward_modules=feedforward_for(cfg.feedforward_modules, targets, ctx.family),
@@ -191,6 +236,9 @@ class PromptLearningMethod(PeftMethod):
 
 class PrefixMethod(PromptLearningMethod):
     name = "prefix"
+    config_class = PrefixConfig
+    # Li & Liang 2021 use 5e-5..8e-5 with a reparameterisation MLP; raw prefixes want ~1e-2
+    default_lr = 1e-2
     description = "trainable key/value prefixes in every attention layer (peft PrefixTuningConfig)"
 
     def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
@@ -213,6 +261,9 @@ class PrefixMethod(PromptLearningMethod):
 
 class PromptMethod(PromptLearningMethod):
     name = "prompt"
+    config_class = PromptConfig
+    # Lester et al. 2021 train soft prompts at 0.3 with Adafactor; 3e-2 is the AdamW equivalent
+    default_lr = 3e-2
     description = "trainable soft tokens before the input (peft PromptTuningConfig)"
 
     def unsupported_reason(self, family: Family, task_kind: str) -> str | None:

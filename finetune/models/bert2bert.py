@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from finetune.models.loading import LoadedModel, _load_failure, modules_from_keys, quiet_transformers
+from finetune.models.loading import LoadedModel, load_failure, modules_from_keys, quiet_transformers
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.architectures import ResolvedModel
@@ -65,7 +65,7 @@ def load_bert2bert(resolved: ResolvedModel, tokenizer: Any, revision: str | None
             output_loading_info=True,
         )
     except (OSError, ValueError, KeyError) as exc:
-        raise _load_failure(resolved.name, exc) from None
+        raise load_failure(resolved.name, exc) from None
     model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
     start, end = _special_ids(tokenizer)
     for config in (model.config, model.generation_config):

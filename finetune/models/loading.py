@@ -39,7 +39,7 @@ def quiet_transformers() -> None:
     transformers.logging.disable_progress_bar()
 
 
-def _load_failure(name: str, exc: Exception) -> ModelError:
+def load_failure(name: str, exc: Exception) -> ModelError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ModelError(
         f"model.name: cannot load {name!r}: {first[:300]}",
@@ -55,7 +55,7 @@ def load_tokenizer(name_or_path: str, revision: str | None = None) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as exc:
-        raise _load_failure(name_or_path, exc) from None
+        raise load_failure(name_or_path, exc) from None
     if tokenizer.pad_token is None:
         # GPT-2 ships without a pad token; EOS is the standard stand-in (masked out anyway)
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -94,7 +94,7 @@ def load_base_model(
             resolved.path, revision=revision, output_loading_info=True, **overrides
         )
     except (OSError, ValueError, KeyError) as exc:
-        raise _load_failure(resolved.name, exc) from None
+        raise load_failure(resolved.name, exc) from None
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     new = modules_from_keys(list(info.get("missing_keys", [])))

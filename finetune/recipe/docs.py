@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from finetune.recipe.io import models_in, tag_of
 from finetune.recipe.schema import Recipe
-from finetune.recipe.io import _models_in, _tag_of
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def _rows(model: type[BaseModel], prefix: str, tag: str | None) -> list[OptionRo
     rows: list[OptionRow] = []
     for name, field in model.model_fields.items():
         key = f"{prefix}.{name}"
-        nested = _models_in(field.annotation)
+        nested = models_in(field.annotation)
         if nested and all(m.__name__ in ("LocalSource", "HubSource") for m in nested):
             rows.append(
                 OptionRow(
@@ -79,8 +79,8 @@ def option_rows(section: str | None = None) -> list[OptionRow]:
     for name, field in Recipe.model_fields.items():
         if section and name != section:
             continue
-        for model in _models_in(field.annotation):
-            tags = sorted(_tag_of(model)) if len(_models_in(field.annotation)) > 1 else []
+        for model in models_in(field.annotation):
+            tags = sorted(tag_of(model)) if len(models_in(field.annotation)) > 1 else []
             tag = "/".join(tags) if tags else None
             for row in _rows(model, name, tag):
                 ident = f"{row.key}|{row.description}"

@@ -104,22 +104,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[Problem]
 # --------------------------------------------------------------------------- validation errors
 
 
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
+def models_in(annotation: Any) -> list[type[BaseModel]]:
     """All pydantic models an annotation can hold (unwrapping Optional/Union/Annotated)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _models_in(typing.get_args(annotation)[0])
+        return models_in(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         found: list[type[BaseModel]] = []
         for arg in typing.get_args(annotation):
-            found.extend(_models_in(arg))
+            found.extend(models_in(arg))
         return found
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     return []
 
 
-def _tag_of(model: type[BaseModel]) -> set[str]:
+def tag_of(model: type[BaseModel]) -> set[str]:
     for key in ("type", "name"):
         field = model.model_fields.get(key)
         if field is not None and typing.get_origin(field.annotation) is typing.Literal:
@@ -132,14 +132,14 @@ def allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     candidates: list[type[BaseModel]] = [Recipe]
     for part in loc:
         next_candidates: list[type[BaseModel]] = []
-        tagged = [m for m in candidates if str(part) in _tag_of(m)]
+        tagged = [m for m in candidates if str(part) in tag_of(m)]
         if tagged and len(candidates) > 1:
             candidates = tagged
             continue
         for model in candidates:
             field = model.model_fields.get(str(part))
             if field is not None:
-                next_candidates.extend(_models_in(field.annotation))
+                next_candidates.extend(models_in(field.annotation))
         if not next_candidates:
             return []
         candidates = next_candidates

@@ -1,30 +1,41 @@
 """The recipe schema: the single source of truth for every option.
 
 Every key is a typed pydantic field with a default and a one-line description. The README option
-tables and `finetune validate` read these models; nothing else restates them. Importing this
-module must stay cheap (no torch, no transformers): the CLI loads it for `--help` and `validate`.
+tables and `finetune validate` read these models; nothing else restates them. The `task:` and
+`method:` unions are built from the TASKS and METHODS registries, whose entries declare their own
+config classes, so adding a task or a method never touches this file. Importing this module must
+stay cheap (no torch, no transformers): the CLI loads it for `--help` and `validate`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import Field, field_validator
 
-TASK_TYPES = ("classification", "summarization", "translation")
-FAMILY_NAMES = ("bert", "gpt2", "t5")
+from finetune.data.sources import DataSource, HubSource, LocalSource, coerce_source
+from finetune.methods import METHODS
+from finetune.recipe.section import Section
+from finetune.tasks import TASKS
+
+TASK_TYPES = tuple(TASKS)
+METHOD_NAMES = tuple(METHODS)
 
 
-class Section(BaseModel):
-    """Base of every recipe section: unknown keys are errors, never silently ignored."""
+def _union(classes: list[type[Section]], discriminator: str) -> Any:
+    """A discriminated union over registry config classes, each listed once, in registry order."""
+    unique = list(dict.fromkeys(classes))
+    return Annotated[Union[tuple(unique)], Field(discriminator=discriminator)]
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+TaskConfig = _union([t.config_class for t in TASKS.values()], "type")
+MethodConfig = _union([m.config_class for m in METHODS.values()], "name")
 
 
 # --------------------------------------------------------------------------- model
 
 
-class ModelSection(Section):
+class ModelConfig(Section):
     name: str = Field(
         description="Hub id (gpt2), local directory, or bundled alias (bundled:minilm-l6).",
         min_length=1,
@@ -35,90 +46,10 @@ class ModelSection(Section):
     )
 
 
-# --------------------------------------------------------------------------- task
-
-
-class ClassificationTask(Section):
-    type: Literal["classification"] = Field(description="Task kind.")
-    text: str = Field("text", description="Column with the input text.")
-    text_pair: str | None = Field(None, description="Optional second text column (pairs).")
-    label: str = Field("label", description="Column with the label (int or string).")
-
-
-class SummarizationTask(Section):
-    type: Literal["summarization"] = Field(description="Task kind.")
-    text: str = Field("text", description="Column with the document to summarise.")
-    summary: str | list[str] = Field(
-        "summary",
-        description="Reference column; a list column or several columns give several references.",
-    )
-    prefix: str | None = Field(
-        None, description="Text put before every input; default 'summarize: ' for T5, none else."
-    )
-
-
-class TranslationTask(Section):
-    type: Literal["translation"] = Field(description="Task kind.")
-    source_lang: str = Field("en", description="Source language code (column name by default).")
-    target_lang: str = Field("de", description="Target language code (column name by default).")
-    source: str | None = Field(None, description="Source column; default source_lang.")
-    target: str | None = Field(None, description="Target column; default target_lang.")
-    translation_column: str | None = Field(
-        None, description="Column holding {lang: text} dicts (Hub WMT/Multi30k layout)."
-    )
-    prefix: str | None = Field(
-        None,
-        description="Text put before every input; default 'translate English to German: ' "
-        "style for T5, none else.",
-    )
-
-
-TaskSection = Annotated[
-    Union[ClassificationTask, SummarizationTask, TranslationTask],
-    Field(discriminator="type"),
-]
-
-
 # --------------------------------------------------------------------------- data
 
 
-class LocalSource(Section):
-    path: str = Field(
-        description="csv/tsv/jsonl/json/parquet file, or 'train.{lang}' for aligned text files.",
-        min_length=1,
-    )
-    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "text"] = Field(
-        "auto", description="File format; auto uses the extension."
-    )
-
-
-class HubSource(Section):
-    hub: str = Field(description="Hub dataset id, e.g. glue.", min_length=1)
-    config: str | None = Field(None, description="Dataset configuration, e.g. sst2.")
-    split: str = Field("train", description="Split to read, e.g. train or validation.")
-    revision: str | None = Field(None, description="Dataset revision to pin.")
-
-
-def _source_tag(value: Any) -> str:
-    if isinstance(value, dict):
-        return "hub" if "hub" in value else "local"
-    if isinstance(value, HubSource):
-        return "hub"
-    return "local"
-
-
-def _coerce_source(value: Any) -> Any:
-    """A bare string is shorthand for {path: ...}."""
-    return {"path": value} if isinstance(value, str) else value
-
-
-DataSource = Annotated[
-    Union[Annotated[LocalSource, Tag("local")], Annotated[HubSource, Tag("hub")]],
-    Discriminator(_source_tag),
-]
-
-
-class DataSection(Section):
+class DataConfig(Section):
     train: DataSource = Field(description="Training data: a local file or {hub, config, split}.")
     eval: DataSource | None = Field(None, description="Evaluation data (same forms as train).")
     test: DataSource | None = Field(None, description="Test data for `finetune eval --split test`.")
@@ -134,101 +65,13 @@ class DataSection(Section):
     @field_validator("train", "eval", "test", mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
-        return _coerce_source(value)
-
-
-# --------------------------------------------------------------------------- methods
-
-
-TargetModules = Union[Literal["auto", "all-linear"], list[str]]
-
-
-class FullMethod(Section):
-    name: Literal["full"] = Field(description="Method: every weight trains.")
-
-
-class LoraMethod(Section):
-    name: Literal["lora", "dora", "rslora"] = Field(
-        description="Method: LoRA, DoRA (weight-decomposed) or rsLoRA (rank-stabilised)."
-    )
-    r: int = Field(8, ge=1, le=1024, description="Rank of the low-rank update.")
-    alpha: float = Field(16.0, gt=0, description="Scaling numerator (alpha / r, or sqrt(r)).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: TargetModules = Field(
-        "auto", description="Modules to adapt: auto (family table), all-linear, or a list."
-    )
-    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
-
-
-class IA3Method(Section):
-    name: Literal["ia3"] = Field(description="Method: (IA)^3 learned rescaling vectors.")
-    target_modules: TargetModules = Field("auto", description="Modules to rescale.")
-    feedforward_modules: Union[Literal["auto"], list[str]] = Field(
-        "auto", description="Which targets are feed-forward (scaled on the input)."
-    )
-
-
-class PrefixMethod(Section):
-    name: Literal["prefix"] = Field(description="Method: prefix tuning (virtual key/values).")
-    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Prefix length.")
-    projection: bool = Field(False, description="Reparameterise the prefix through an MLP.")
-
-
-class PromptMethod(Section):
-    name: Literal["prompt"] = Field(description="Method: prompt tuning (soft input tokens).")
-    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Soft prompt length.")
-    init_text: str | None = Field(None, description="Initialise the prompt from this text.")
-
-
-class BottleneckMethod(Section):
-    name: Literal["houlsby", "pfeiffer"] = Field(
-        description="Method: bottleneck adapters (houlsby: after attention and FFN; pfeiffer: FFN)."
-    )
-    reduction_factor: int = Field(16, ge=1, description="hidden_size / bottleneck size.")
-    bottleneck_size: int | None = Field(
-        None, ge=1, description="Bottleneck width; overrides reduction_factor."
-    )
-    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = Field(
-        "relu", description="Activation between down- and up-projection."
-    )
-    layers: list[int] | None = Field(None, description="Layer indices to adapt; default all.")
-
-
-class BitFitMethod(Section):
-    name: Literal["bitfit"] = Field(description="Method: only bias terms (and the head) train.")
-
-
-MethodSection = Annotated[
-    Union[
-        FullMethod,
-        LoraMethod,
-        IA3Method,
-        PrefixMethod,
-        PromptMethod,
-        BottleneckMethod,
-        BitFitMethod,
-    ],
-    Field(discriminator="name"),
-]
-
-METHOD_NAMES = (
-    "full",
-    "lora",
-    "dora",
-    "rslora",
-    "ia3",
-    "prefix",
-    "prompt",
-    "houlsby",
-    "pfeiffer",
-    "bitfit",
-)
+        return coerce_source(value)
 
 
 # --------------------------------------------------------------------------- train / eval / output
 
 
-class TrainSection(Section):
+class TrainConfig(Section):
     epochs: int = Field(1, ge=1, le=1000, description="Passes over the training data.")
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
@@ -265,7 +108,7 @@ class TrainSection(Section):
     keep_checkpoints: int = Field(1, ge=1, description="Keep only the newest N checkpoints.")
 
 
-class GenerationSection(Section):
+class DecodingConfig(Section):
     max_new_tokens: int = Field(64, ge=1, le=4096, description="Tokens to generate at most.")
     num_beams: int = Field(1, ge=1, le=64, description="Beam width (1: greedy).")
     length_penalty: float = Field(1.0, description="Beam-search length penalty.")
@@ -273,39 +116,45 @@ class GenerationSection(Section):
     batch_size: int | None = Field(None, ge=1, description="Generation batch; default eval size.")
 
 
-class EvalSection(Section):
+class EvalConfig(Section):
     batch_size: int = Field(64, ge=1, le=65536, description="Examples per device per eval step.")
     generate_during_training: bool = Field(
         False,
         description="Generation tasks: compute ROUGE/BLEU at every eval (slow) instead of loss.",
     )
-    generation: GenerationSection = Field(
-        default_factory=GenerationSection, description="Decoding settings for generation tasks."
+    generation: DecodingConfig = Field(
+        default_factory=DecodingConfig, description="Decoding settings for generation tasks."
     )
 
 
-class OutputSection(Section):
+class OutputConfig(Section):
     dir: str | None = Field(None, description="Run directory; default runs/<recipe file name>.")
 
 
 class Recipe(Section):
     """A whole recipe: one YAML file."""
 
-    model: ModelSection = Field(description="Which pretrained model to start from.")
-    task: TaskSection = Field(description="What to learn and which columns hold it.")
-    data: DataSection = Field(description="Where the examples come from.")
-    method: MethodSection = Field(description="How the model is adapted.")
-    train: TrainSection = Field(default_factory=TrainSection, description="Optimisation.")
-    eval: EvalSection = Field(default_factory=EvalSection, description="Evaluation.")
-    output: OutputSection = Field(default_factory=OutputSection, description="Where to write.")
+    model: ModelConfig = Field(description="Which pretrained model to start from.")
+    task: TaskConfig = Field(description="What to learn and which columns hold it.")
+    data: DataConfig = Field(description="Where the examples come from.")
+    method: MethodConfig = Field(description="How the model is adapted.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Where to write.")
 
 
-SECTIONS: dict[str, Any] = {
-    "model": ModelSection,
-    "task": TaskSection,
-    "data": DataSection,
-    "method": MethodSection,
-    "train": TrainSection,
-    "eval": EvalSection,
-    "output": OutputSection,
-}
+__all__ = [
+    "METHOD_NAMES",
+    "TASK_TYPES",
+    "DataConfig",
+    "DecodingConfig",
+    "EvalConfig",
+    "HubSource",
+    "LocalSource",
+    "MethodConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "Recipe",
+    "TaskConfig",
+    "TrainConfig",
+]

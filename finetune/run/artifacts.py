@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 
 from finetune import __version__
-from finetune.run.card import render_model_card
-from finetune.recipe.schema import Recipe
 from finetune.recipe.io import dump_recipe
+from finetune.recipe.schema import Recipe
+from finetune.run.card import render_model_card
 from finetune.run.files import FINISHED, atomic_dir, atomic_write_json, atomic_write_text
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from finetune.logs import redact
-from finetune.recipe.schema import Recipe
+from finetune.methods import METHODS
 from finetune.recipe.io import dump_recipe
+from finetune.recipe.schema import Recipe
 
 
 def _metric_rows(metrics: dict[str, Any]) -> str:
@@ -21,14 +22,11 @@ def _metric_rows(metrics: dict[str, Any]) -> str:
 
 def render_model_card(recipe: Recipe, info: dict[str, Any], metrics: dict[str, Any]) -> str:
     method = info["method"]
+    entry = METHODS[method]
     library = (
         "transformers"
-        if method == "full"
-        else (
-            "peft"
-            if info["artifact_dir"] == "adapter" and method not in ("houlsby", "pfeiffer", "bitfit")
-            else "finetune"
-        )
+        if entry.trains_backbone
+        else ("peft" if entry.save_format.startswith("peft") else "finetune")
     )
     base = recipe.model.name
     params = info["parameters"]
@@ -47,7 +45,7 @@ tags:
 Fine-tuned with [finetune](https://pypi.org/project/finetune/) {info["finetune_version"]}
 from the recipe below. Method `{method}` trained {params["trainable"]:,} of {params["total"]:,}
 parameters ({share:.3f}%); the base model ({info["family"]} family) stayed frozen
-{"(full fine-tuning: every weight trained)" if method == "full" else ""}.
+{"(full fine-tuning: every weight trained)" if entry.trains_backbone else ""}.
 
 ## Evaluation
 

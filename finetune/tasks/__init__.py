@@ -1,29 +1,18 @@
-"""TASKS: the closed registry of tasks (recipe `task.type` -> Task class)."""
+"""TASKS: the closed registry of tasks (recipe `task.type` -> Task class).
+
+Adding a task is one entry here plus its module (config class + Task subclass); the recipe
+schema, `validate`, `compare`, the model card and the docs read this registry.
+"""
 
 from __future__ import annotations
 
-from finetune.models.architectures import Family
-from finetune.tasks.base import Example, Task
+from finetune.tasks.base import Example, Task, model_kind
 from finetune.tasks.classification import ClassificationTask
 from finetune.tasks.summarization import SummarizationTask
 from finetune.tasks.translation import TranslationTask
 
 TASKS: dict[str, type[Task]] = {
-    "classification": ClassificationTask,
-    "summarization": SummarizationTask,
-    "translation": TranslationTask,
+    t.name: t for t in (ClassificationTask, SummarizationTask, TranslationTask)
 }
 
-
-def task_class(name: str) -> type[Task]:
-    return TASKS[name]
-
-
-def model_kind(task_type: str, family: Family) -> str:
-    """Which head a task needs on a family: 'classification', 'seq2seq' or 'causal'."""
-    if task_type == "classification":
-        return "classification"
-    return "causal" if family.architecture == "decoder" else "seq2seq"
-
-
-__all__ = ["TASKS", "Example", "Task", "model_kind", "task_class"]
+__all__ = ["TASKS", "Example", "Task", "model_kind"]

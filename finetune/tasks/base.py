@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from finetune.errors import DataColumnError, DataValueError
+from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
@@ -46,8 +47,24 @@ class TaskState:
         return cls(labels=list((data or {}).get("labels") or []))
 
 
+def model_kind(task_type: str, family: Family) -> str:
+    """Which head a task needs on a family: 'classification', 'seq2seq' or 'causal'."""
+    if task_type == "classification":
+        return "classification"
+    return "causal" if family.architecture == "decoder" else "seq2seq"
+
+
 class Task(ABC):
+    """One registry entry: behaviour plus the facts `compare`, cards and docs ask about a task.
+
+    `config_class` is the recipe schema for `task:` (the schema's union is built from the
+    registry); `main_metric` is the figure `compare` ranks by and the card reports first.
+    """
+
     name: str = ""
+    config_class: type[Section] = Section
+    main_metric: str = "loss"
+    pipeline_tag: str = ""
     is_generation: bool = False
 
     def __init__(self, recipe: Recipe, family: Family, tokenizer: Any = None) -> None:
@@ -71,8 +88,6 @@ class Task(ABC):
 
     def model_kind(self) -> str:
         """'classification', 'seq2seq' or 'causal': which Auto class and peft task type."""
-        from finetune.tasks import model_kind
-
         return model_kind(self.name, self.family)
 
     # ------------------------------------------------------------------ data

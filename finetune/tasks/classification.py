@@ -8,9 +8,12 @@ comes from the training split and is saved as id2label/label2id.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from finetune.errors import DataValueError, LabelError
+from finetune.recipe.section import Section
 from finetune.tasks.base import (
     Example,
     Task,
@@ -40,8 +43,18 @@ def _label_key(value: Any) -> tuple[str, str]:
         return ("str", text)
 
 
+class ClassificationConfig(Section):
+    type: Literal["classification"] = Field(description="Task kind.")
+    text: str = Field("text", description="Column with the input text.")
+    text_pair: str | None = Field(None, description="Optional second text column (pairs).")
+    label: str = Field("label", description="Column with the label (int or string).")
+
+
 class ClassificationTask(Task):
     name = "classification"
+    config_class = ClassificationConfig
+    main_metric = "accuracy"
+    pipeline_tag = "text-classification"
 
     @classmethod
     def required_columns(cls, recipe: Recipe) -> list[str]:

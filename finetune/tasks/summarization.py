@@ -7,9 +7,12 @@ every example needs at least one. Training uses the first reference; ROUGE uses 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from finetune.errors import DataError
+from finetune.recipe.section import Section
 from finetune.tasks.base import Example, check_columns, require_text
 from finetune.tasks.generation import GenerationTask
 from finetune.tasks.metrics import length_stats, rouge
@@ -43,8 +46,23 @@ def reference_texts(values: list[tuple[str, Any]], where: str) -> list[str]:
     return refs
 
 
+class SummarizationConfig(Section):
+    type: Literal["summarization"] = Field(description="Task kind.")
+    text: str = Field("text", description="Column with the document to summarise.")
+    summary: str | list[str] = Field(
+        "summary",
+        description="Reference column; a list column or several columns give several references.",
+    )
+    prefix: str | None = Field(
+        None, description="Text put before every input; default 'summarize: ' for T5, none else."
+    )
+
+
 class SummarizationTask(GenerationTask):
     name = "summarization"
+    config_class = SummarizationConfig
+    main_metric = "rougeL"
+    pipeline_tag = "summarization"
 
     @classmethod
     def required_columns(cls, recipe: Recipe) -> list[str]:

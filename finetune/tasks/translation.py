@@ -8,13 +8,16 @@ sentence). A target cell may be a list: several references, scored as sacreBLEU 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from finetune.errors import DataError
+from finetune.recipe.section import Section
 from finetune.tasks.base import Example, check_columns, require_text
 from finetune.tasks.generation import GenerationTask
-from finetune.tasks.summarization import reference_texts
 from finetune.tasks.metrics import bleu, chrf, length_stats
+from finetune.tasks.summarization import reference_texts
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
@@ -52,8 +55,27 @@ def language_name(code: str) -> str:
     return LANGUAGE_NAMES.get(code.lower().split("-")[0].split("_")[0], code)
 
 
+class TranslationConfig(Section):
+    type: Literal["translation"] = Field(description="Task kind.")
+    source_lang: str = Field("en", description="Source language code (column name by default).")
+    target_lang: str = Field("de", description="Target language code (column name by default).")
+    source: str | None = Field(None, description="Source column; default source_lang.")
+    target: str | None = Field(None, description="Target column; default target_lang.")
+    translation_column: str | None = Field(
+        None, description="Column holding {lang: text} dicts (Hub WMT/Multi30k layout)."
+    )
+    prefix: str | None = Field(
+        None,
+        description="Text put before every input; default 'translate English to German: ' "
+        "style for T5, none else.",
+    )
+
+
 class TranslationTask(GenerationTask):
     name = "translation"
+    config_class = TranslationConfig
+    main_metric = "bleu"
+    pipeline_tag = "translation"
 
     @classmethod
     def required_columns(cls, recipe: Recipe) -> list[str]:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.train.batching import LengthGroupedBatchSampler, ListDataset
-from finetune.recipe.schema import TrainSection
+from finetune.recipe.schema import TrainConfig
 from finetune.run.files import append_jsonl, atomic_dir, atomic_write_json
+from finetune.train.batching import LengthGroupedBatchSampler, ListDataset
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class LoopResult:
         return self.samples / self.train_seconds if self.train_seconds else 0.0
 
 
-def build_optimizer(model: Any, cfg: TrainSection) -> Any:
+def build_optimizer(model: Any, cfg: TrainConfig) -> Any:
     import torch
 
     decay, no_decay = [], []
@@ -55,7 +55,7 @@ def build_optimizer(model: Any, cfg: TrainSection) -> Any:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
 
 
-def plan_steps(num_batches: int, cfg: TrainSection, num_processes: int) -> tuple[int, int]:
+def plan_steps(num_batches: int, cfg: TrainConfig, num_processes: int) -> tuple[int, int]:
     """(optimizer steps per epoch, total optimizer steps) for this process count."""
     per_process = math.ceil(num_batches / num_processes)
     per_epoch = max(1, math.ceil(per_process / cfg.grad_accum))
@@ -63,7 +63,7 @@ def plan_steps(num_batches: int, cfg: TrainSection, num_processes: int) -> tuple
     return per_epoch, total
 
 
-def build_scheduler(optimizer: Any, cfg: TrainSection, total_steps: int) -> Any:
+def build_scheduler(optimizer: Any, cfg: TrainConfig, total_steps: int) -> Any:
     from transformers import get_scheduler
 
     names = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -167,7 +167,7 @@ def train_loop(
     optimizer: Any,
     train_set: ListDataset,
     collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
-    cfg: TrainSection,
+    cfg: TrainConfig,
     accelerator: Any,
     hooks: LoopHooks,
     resume_from: Path | None = None,

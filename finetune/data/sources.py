@@ -1,0 +1,45 @@
+"""Where examples come from: the recipe's `data.train` / `data.eval` / `data.test` forms."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, Tag
+
+from finetune.recipe.section import Section
+
+
+class LocalSource(Section):
+    path: str = Field(
+        description="csv/tsv/jsonl/json/parquet file, or 'train.{lang}' for aligned text files.",
+        min_length=1,
+    )
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "text"] = Field(
+        "auto", description="File format; auto uses the extension."
+    )
+
+
+class HubSource(Section):
+    hub: str = Field(description="Hub dataset id, e.g. glue.", min_length=1)
+    config: str | None = Field(None, description="Dataset configuration, e.g. sst2.")
+    split: str = Field("train", description="Split to read, e.g. train or validation.")
+    revision: str | None = Field(None, description="Dataset revision to pin.")
+
+
+def _source_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return "hub" if "hub" in value else "local"
+    if isinstance(value, HubSource):
+        return "hub"
+    return "local"
+
+
+def coerce_source(value: Any) -> Any:
+    """A bare string is shorthand for {path: ...}."""
+    return {"path": value} if isinstance(value, str) else value
+
+
+DataSource = Annotated[
+    Union[Annotated[LocalSource, Tag("local")], Annotated[HubSource, Tag("hub")]],
+    Discriminator(_source_tag),
+]
