@@ -20,8 +20,6 @@ import pytest
 from finetune.cli import app
 from finetune.errors import CheckpointError, RunDirError, RunFinishedError, RunLockedError
 from finetune.run.files import (
-    FINISHED,
-    LOCK,
     RunLock,
     append_jsonl,
     atomic_dir,
@@ -29,6 +27,7 @@ from finetune.run.files import (
     check_can_start,
     claim_run_dir,
 )
+from finetune.run.layout import FINISHED, LOCK
 from finetune.train.loop import LoopHooks, save_checkpoint
 from tests.conftest import classification_recipe, write_recipe
 

@@ -27,6 +27,7 @@ from finetune.methods import METHODS
 from finetune.recipe.io import apply_overrides, read_yaml
 from finetune.recipe.schema import METHOD_NAMES
 from finetune.run.files import atomic_write_json, atomic_write_text
+from finetune.run.layout import RunPaths
 from finetune.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def run_one(recipe_file: Path, overwrite: bool) -> tuple[int, str, float]:
 
 
 def row_from_run(method: str, run_dir: Path, wall: float, lr: float | None) -> Row:
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads(RunPaths(run_dir).metrics.read_text(encoding="utf-8"))
     key = next((k for k in QUALITY_KEYS if metrics.get(k) is not None), "loss")
     return Row(
         method=method,

@@ -1,64 +1,23 @@
-"""Reloading a finished run for `eval` and `predict`: no flags, everything is in the run dir."""
+"""`finetune eval` and `finetune predict` on a finished run: everything is in the run dir."""
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.commands.build import load_base_and_method, load_split, make_task
+from finetune.commands.build import load_split
 from finetune.data.readers import read_source
-from finetune.errors import FinetuneError, RunDirError
-from finetune.models.architectures import FAMILIES
-from finetune.models.loading import load_tokenizer
-from finetune.recipe.io import load_recipe
-from finetune.recipe.schema import LocalSource, Recipe
-from finetune.run.files import atomic_write_json, atomic_write_text, is_finished
-from finetune.tasks import Example, Task
-from finetune.tasks.base import TaskState
+from finetune.data.sources import LocalSource
+from finetune.errors import FinetuneError
+from finetune.run.artifacts import write_predictions
+from finetune.run.files import atomic_write_json
+from finetune.run.reload import LoadedRun, load_run
+from finetune.tasks import Example
 from finetune.train.batching import ListDataset
 from finetune.train.evaluation import make_eval_loader, run_eval
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedRun:
-    path: Path
-    recipe: Recipe
-    info: dict[str, Any]
-    task: Task
-    model: Any
-
-
-def open_run(path: Path) -> tuple[Recipe, dict[str, Any]]:
-    if not path.is_dir():
-        raise RunDirError(f"{path}: no such run directory", fix="pass a directory made by `run`")
-    if not (path / "run.json").exists() or not (path / "recipe.yaml").exists():
-        raise RunDirError(
-            f"{path}: not a finetune run directory (no run.json/recipe.yaml)",
-            fix="pass the output.dir of a finished `finetune run`",
-        )
-    if not is_finished(path):
-        raise RunDirError(
-            f"{path}: the run did not finish (no adapter saved yet)",
-            fix="finish it with `finetune run <recipe> --resume`",
-        )
-    return load_recipe(path / "recipe.yaml"), json.loads((path / "run.json").read_text())
-
-
-def load_run(path: Path) -> LoadedRun:
-    recipe, info = open_run(path)
-    family = FAMILIES[info["family"]]
-    task = make_task(recipe, family)
-    task.state = TaskState.from_dict(info.get("task_state"))
-    task.tokenizer = load_tokenizer(str(path / "tokenizer"))
-    loaded, method, ctx = load_base_and_method(recipe, family, task, info.get("new_modules", []))
-    model = method.load(loaded.model, path / info["artifact_dir"], ctx)
-    model.eval()
-    return LoadedRun(path=path, recipe=recipe, info=info, task=task, model=model)
 
 
 def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> dict[str, Any]:
@@ -75,11 +34,7 @@ def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> di
     name = Path(data).stem if data else split
     if accelerator.is_main_process:
         atomic_write_json(path / f"eval_{name}.json", metrics)
-        lines = [
-            json.dumps(run.task.prediction_record(p, e), ensure_ascii=False)
-            for p, e in zip(predictions or [], examples)
-        ]
-        atomic_write_text(path / f"predictions_{name}.jsonl", "\n".join(lines) + "\n")
+        write_predictions(path / f"predictions_{name}.jsonl", run.task, predictions, examples)
     return metrics
 
 

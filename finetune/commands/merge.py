@@ -17,6 +17,7 @@ from typing import Any
 from finetune.errors import FinetuneError, RunDirError
 from finetune.methods import METHODS, mergeable_names
 from finetune.run.files import atomic_dir
+from finetune.run.layout import CARD, RunPaths
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def _logits(model: Any, batch: dict[str, Any]) -> Any:
 def merge_run(
     run_dir: Path, out: Path, overwrite: bool = False, tolerance: float = 1e-4
 ) -> MergeResult:
-    from finetune.commands.evaluate import load_run
+    from finetune.run.reload import load_run
 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise RunDirError(
@@ -85,8 +86,8 @@ def merge_run(
     with atomic_dir(out) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         run.task.tokenizer.save_pretrained(tmp)
-        if (run_dir / "README.md").exists():
-            shutil.copy(run_dir / "README.md", tmp / "README.md")
+        if RunPaths(run_dir).card.exists():
+            shutil.copy(RunPaths(run_dir).card, tmp / CARD)
     log.info(
         "merged %s into %s (max |diff| %.2e on %d inputs)", method.name, out, diff, before.shape[0]
     )

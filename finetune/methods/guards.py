@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from finetune.errors import FinetuneError
 from finetune.methods.base import inside
+from finetune.run.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.methods.base import Method
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def check_trainable(model: Any, method: Method, new_modules: list[str], config: Any = None) -> None:
@@ -72,7 +71,7 @@ def check_saved_adapter(out_dir: Path, method_name: str) -> None:
     from finetune.methods.base import inside
 
     weights = out_dir / ADAPTER_WEIGHTS
-    config_path = out_dir / "adapter_config.json"
+    config_path = out_dir / ADAPTER_CONFIG
     if not weights.exists() or not config_path.exists():
         raise FinetuneError(
             f"method {method_name}: the save wrote no {ADAPTER_WEIGHTS} + adapter_config.json "

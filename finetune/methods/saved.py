@@ -14,9 +14,8 @@ from typing import Any
 
 from finetune import __version__
 from finetune.errors import FinetuneError
-
-WEIGHTS = "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
+from finetune.run.layout import ADAPTER_CONFIG as CONFIG
+from finetune.run.layout import ADAPTER_WEIGHTS as WEIGHTS
 
 
 def save_trained(model: Any, out_dir: Path, plan: dict[str, Any], method_name: str) -> None:

@@ -11,12 +11,14 @@ import datetime as dt
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from finetune import __version__
 from finetune.recipe.io import dump_recipe
 from finetune.recipe.schema import Recipe
 from finetune.run.card import render_model_card
-from finetune.run.files import FINISHED, atomic_dir, atomic_write_json, atomic_write_text
+from finetune.run.files import atomic_dir, atomic_write_json, atomic_write_text
+from finetune.run.layout import RunPaths
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
 
@@ -60,7 +62,8 @@ def write_run_start(
         pinned.model.revision = loaded.revision
     absolute_sources(pinned, base_dir)
     versions = library_versions()
-    atomic_write_text(out / "recipe.yaml", resolved_recipe_text(pinned, versions))
+    paths = RunPaths(out)
+    atomic_write_text(paths.recipe, resolved_recipe_text(pinned, versions))
     info = {
         "finetune_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -74,10 +77,19 @@ def write_run_start(
         "task_state": task.state.to_dict(),
         "parameters": {"trainable": trainable, "total": total},
     }
-    atomic_write_json(out / "run.json", info)
-    if not resume or not (out / "tokenizer").exists():
-        with atomic_dir(out / "tokenizer") as tmp:
+    atomic_write_json(paths.run_info, info)
+    if not resume or not paths.tokenizer.exists():
+        with atomic_dir(paths.tokenizer) as tmp:
             task.tokenizer.save_pretrained(str(tmp))
+
+
+def write_predictions(path: Path, task: Any, predictions: Any, examples: list[Any]) -> None:
+    """One JSON line per example, in example order (what `run` and `eval` both write)."""
+    lines = [
+        json.dumps(task.prediction_record(p, e), ensure_ascii=False)
+        for p, e in zip(predictions or [], examples)
+    ]
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def directory_size(path: Path) -> int:
@@ -87,7 +99,8 @@ def directory_size(path: Path) -> int:
 def save_run_artifacts(
     out, recipe, task, method, model, metrics, predictions, eval_examples, trainable, total
 ) -> None:
-    with atomic_dir(out / method.artifact_dir) as tmp:
+    paths = RunPaths(out)
+    with atomic_dir(paths.artifact(method.artifact_dir)) as tmp:
         method.save(model, tmp)
         if not any(tmp.glob("*.safetensors")) and not any(tmp.glob("*.bin")):
             from finetune.errors import CheckpointError
@@ -96,7 +109,7 @@ def save_run_artifacts(
                 f"method {method.name} saved no weights to {tmp}",
                 fix="this is a bug; please report it",
             )
-    size = directory_size(out / method.artifact_dir)
+    size = directory_size(paths.artifact(method.artifact_dir))
     metrics = {
         **metrics,
         "artifact_bytes": size,
@@ -104,14 +117,10 @@ def save_run_artifacts(
         "total_parameters": total,
     }
     if predictions is not None and eval_examples is not None:
-        lines = [
-            json.dumps(task.prediction_record(p, e), ensure_ascii=False)
-            for p, e in zip(predictions, eval_examples)
-        ]
-        atomic_write_text(out / "predictions.jsonl", "\n".join(lines) + "\n")
-    atomic_write_json(out / "metrics.json", metrics)
-    info = json.loads((out / "run.json").read_text())
-    atomic_write_text(out / "README.md", render_model_card(recipe, info, metrics))
-    atomic_write_text(out / FINISHED, dt.datetime.now(dt.timezone.utc).isoformat() + "\n")
+        write_predictions(paths.predictions, task, predictions, eval_examples)
+    atomic_write_json(paths.metrics, metrics)
+    info = json.loads(paths.run_info.read_text())
+    atomic_write_text(paths.card, render_model_card(recipe, info, metrics))
+    atomic_write_text(paths.finished, dt.datetime.now(dt.timezone.utc).isoformat() + "\n")
     # checkpoints exist to resume an unfinished run; a finished one needs none of them
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    shutil.rmtree(paths.checkpoints, ignore_errors=True)

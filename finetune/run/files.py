@@ -21,19 +21,21 @@ from typing import Any
 
 from finetune.errors import CheckpointError, RunDirError, RunFinishedError, RunLockedError
 from finetune.logs import redact
-
-FINISHED = ".finished"
-LOCK = ".lock"
-RUN_MARKERS = ("recipe.yaml", "log.jsonl", "checkpoints", LOCK, FINISHED)
+from finetune.run.layout import LOCK, RUN_MARKERS, RunPaths
 
 
 def is_finished(path: Path) -> bool:
-    return (path / FINISHED).exists()
+    return RunPaths(path).finished.exists()
 
 
-def has_checkpoint(path: Path) -> bool:
-    ckpt = path / "checkpoints"
-    return ckpt.is_dir() and any(p.name.startswith("step-") for p in ckpt.iterdir())
+def has_training_state(path: Path) -> bool:
+    """Anything under checkpoints/: an interrupted run that `--resume` may continue.
+
+    Deliberately broader than a *complete* checkpoint (`layout.complete_checkpoints`, what resume
+    loads): a run stopped during its first checkpoint write is still somebody's unfinished run.
+    """
+    ckpt = RunPaths(path).checkpoints
+    return ckpt.is_dir() and any(ckpt.iterdir())
 
 
 class RunLock:
@@ -117,7 +119,7 @@ def check_can_start(path: Path, overwrite: bool, resume: bool) -> None:
             f"{path}: holds a finished run; refusing to overwrite it",
             fix="pass --overwrite to replace it, or set output.dir=runs/<new name>",
         )
-    if has_checkpoint(path):
+    if has_training_state(path):
         if resume:
             return
         raise RunFinishedError(
