@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from finetune import __version__
-from finetune.errors import FinetuneError
+from finetune.errors import FinetuneError, first_line
 
 app = typer.Typer(
     name="finetune",
@@ -65,7 +65,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if STATE["debug"]:
                 raise
             path = write_crash_log(exc)
-            cause = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            cause = redact(first_line(exc))
             _err(f"[bold red]unexpected error:[/] {type(exc).__name__}: {_escape(cause)}")
             _err(f"full traceback in {path}; rerun with --debug to see it here")
             raise typer.Exit(1) from None
@@ -303,11 +303,10 @@ def options(
 
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
-    for key, value in metrics.items():
-        if isinstance(value, float):
-            _out(f"  {key}: {value:.4f}")
-        elif value is not None and not isinstance(value, (dict, list)):
-            _out(f"  {key}: {value}")
+    from finetune.console import metric_items
+
+    for key, shown in metric_items(metrics):
+        _out(f"  {key}: {shown}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,3 +18,20 @@ def err_console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True, soft_wrap=True)
+
+
+def metric_items(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, shown value) for the scalar entries of a metrics dict: floats to 4 decimals.
+
+    The one formatting rule for the console summary, the log lines and the model card, so the
+    three never show the same run differently.
+    """
+    items = []
+    for key, value in metrics.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, float):
+            items.append((key, f"{value:.4f}"))
+        elif isinstance(value, (int, str)):
+            items.append((key, str(value)))
+    return items

@@ -23,6 +23,13 @@ def _redact(text: str) -> str:
     return redact(text)
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (or its type name), for one-line
+    messages that wrap a library's multi-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a recipe, its data or its model, found before any weight loads."""

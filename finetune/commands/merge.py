@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.errors import FinetuneError, RunDirError
+from finetune.errors import FinetuneError, RunDirError, first_line
 from finetune.methods import METHODS, mergeable_names
 from finetune.run.files import atomic_dir
 from finetune.run.layout import CARD, RunPaths
@@ -111,7 +111,7 @@ def push_run(run_dir: Path, repo_id: str, private: bool = False, token: str | No
             )
         except Exception as exc:
             raise FinetuneError(
-                f"push to {repo_id} failed: {redact(str(exc).splitlines()[0] if str(exc) else '')}",
+                f"push to {repo_id} failed: {redact(first_line(exc))}",
                 fix="check the repo id, your network and your token (huggingface-cli login "
                 "or HF_TOKEN); the merged model can be written locally with `finetune merge`",
             ) from None

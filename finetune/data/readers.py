@@ -21,6 +21,7 @@ from finetune.errors import (
     DataError,
     DataFileError,
     DataFormatError,
+    first_line,
 )
 
 log = logging.getLogger(__name__)
@@ -453,7 +454,7 @@ def read_hub(source: HubSource, limit: int | None = None) -> Table:
         name = f"{source.hub}" + (f"/{source.config}" if source.config else "")
         raise DataError(
             f"data: cannot load Hub dataset {name} split {source.split} "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            f"({type(exc).__name__}: {first_line(exc)})",
             fix="check the id/config/split, your network (HF_HUB_OFFLINE), or use a local file",
         ) from None
     rows = ds.to_list()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 from pydantic import Field
 
-from finetune.errors import FinetuneError
+from finetune.errors import FinetuneError, first_line
 from finetune.methods.base import Method, MethodContext
 from finetune.recipe.section import Section
 
@@ -91,7 +91,7 @@ def exclude_pattern(new_modules: list[str]) -> str | None:
 
 
 def _targets_error(exc: Exception, ctx: MethodContext) -> FinetuneError:
-    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc)
     return FinetuneError(
         f"method {ctx.config.name}: peft cannot wrap this {ctx.family.name} model: {first}",
         fix="check method.target_modules (and feedforward_modules) against the module names of "

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from finetune.errors import ModelError
+from finetune.errors import ModelError, first_line
 from finetune.models.architectures import Family, ResolvedModel, model_help
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def quiet_transformers() -> None:
 
 
 def load_failure(name: str, exc: Exception) -> ModelError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc)
     return ModelError(
         f"model.name: cannot load {name!r}: {first[:300]}",
         fix="check the hub id (offline? HF_HUB_OFFLINE is set or there is no network: run once "

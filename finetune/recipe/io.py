@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from finetune.errors import Problem, RecipeError
+from finetune.errors import Problem, RecipeError, first_line
 from finetune.recipe.schema import Recipe
 
 MAX_RECIPE_BYTES = 1_000_000
@@ -50,7 +50,7 @@ def parse_yaml_bytes(raw: bytes, where: str) -> tuple[dict[str, Any] | None, lis
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        reason = getattr(exc, "problem", None) or first_line(exc)
         return None, [Problem(loc, f"invalid YAML: {reason}", "fix the YAML syntax there")]
     if data is None:
         return None, [Problem(where, "is empty", "start from `finetune recipes` examples")]

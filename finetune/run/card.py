@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from finetune.console import metric_items
 from finetune.logs import redact
 from finetune.methods import METHODS
 from finetune.recipe.io import dump_recipe
@@ -11,13 +12,7 @@ from finetune.recipe.schema import Recipe
 
 
 def _metric_rows(metrics: dict[str, Any]) -> str:
-    rows = []
-    for key, value in metrics.items():
-        if isinstance(value, float):
-            rows.append(f"| {key} | {value:.4f} |")
-        elif isinstance(value, (int, str)) and not isinstance(value, bool):
-            rows.append(f"| {key} | {value} |")
-    return "\n".join(rows)
+    return "\n".join(f"| {key} | {shown} |" for key, shown in metric_items(metrics))
 
 
 def render_model_card(recipe: Recipe, info: dict[str, Any], metrics: dict[str, Any]) -> str:
