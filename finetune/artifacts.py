@@ -2,7 +2,8 @@
 
 recipe.yaml (resolved: revision pinned, library versions in the header), run.json (labels,
 family, parameter counts: what `eval`/`predict` need without flags), tokenizer/, adapter/ or
-model/, metrics.json, predictions.jsonl, log.jsonl, README.md (model card), .finished.
+model/, metrics.json, predictions.jsonl, classification_report.json (classification tasks),
+log.jsonl, README.md (model card), .finished.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import datetime as dt
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from finetune import __version__
 from finetune.modelcard import render_model_card
 from finetune.recipe import Recipe
 from finetune.recipe_io import dump_recipe
 from finetune.rundir import FINISHED, atomic_dir, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.tasks import Example, Task
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
 
@@ -84,6 +89,16 @@ def directory_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def write_report(
+    out: Path, task: Task, predictions: list[Any], examples: list[Example], suffix: str = ""
+) -> None:
+    """The task's detailed report (classification: per-class scores, confusion matrix)."""
+    report = task.report(predictions, examples)
+    if report is not None and task.report_name:
+        name = Path(task.report_name)
+        atomic_write_json(out / f"{name.stem}{suffix}{name.suffix}", report)
+
+
 def save_run_artifacts(
     out, recipe, task, method, model, metrics, predictions, eval_examples, trainable, total
 ) -> None:
@@ -109,6 +124,7 @@ def save_run_artifacts(
             for p, e in zip(predictions, eval_examples)
         ]
         atomic_write_text(out / "predictions.jsonl", "\n".join(lines) + "\n")
+        write_report(out, task, predictions, eval_examples)
     atomic_write_json(out / "metrics.json", metrics)
     info = json.loads((out / "run.json").read_text())
     atomic_write_text(out / "README.md", render_model_card(recipe, info, metrics))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune.artifacts import write_report
 from finetune.batching import ListDataset
 from finetune.data import read_source
 from finetune.errors import FinetuneError, RunDirError
@@ -80,6 +81,8 @@ def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> di
             for p, e in zip(predictions or [], examples)
         ]
         atomic_write_text(path / f"predictions_{name}.jsonl", "\n".join(lines) + "\n")
+        if predictions is not None:
+            write_report(path, run.task, predictions, examples, suffix=f"_{name}")
     return metrics
 
 
@@ -90,22 +93,35 @@ def _examples_for(run: LoadedRun, split: str, data: str | None) -> list[Example]
     else:
         if split not in ("eval", "test", "train"):
             raise FinetuneError(f"--split {split}: unknown split", fix="use eval, test or train")
-        if getattr(run.recipe.data, split) is None:
-            if split == "eval" and run.recipe.data.eval_fraction:
-                from finetune.session import load_splits
-
-                held = load_splits(run.task, run.recipe, None).eval
-                return held or []
+        source = getattr(run.recipe.data, split)
+        held_out = split == "eval" and source is None and bool(run.recipe.data.eval_fraction)
+        if source is None and not held_out:
             raise FinetuneError(
                 f"the run's recipe has no data.{split}",
                 fix="pass --data FILE to evaluate on a file",
             )
-        examples = load_split(run.task, run.recipe, split, None) or []
+        if held_out:
+            examples = _held_out_eval(run)
+        else:
+            examples = load_split(run.task, run.recipe, split, None) or []
         if split != "train" and run.recipe.data.max_eval_samples:
             examples = examples[: run.recipe.data.max_eval_samples]
     for example in examples:
         run.task.check_example(example)
     return examples
+
+
+def _held_out_eval(run: LoadedRun) -> list[Example]:
+    """The rows `data.eval_fraction` carved out of train, labelled with run.json's labels.
+
+    Not `load_splits`: it re-learns the label set from today's train file (`task.fit`), which
+    may have changed since training; ids would then no longer match the trained head.
+    """
+    from finetune.session import _hold_out
+
+    train = load_split(run.task, run.recipe, "train", None) or []
+    _, held = _hold_out(train, run.recipe.data.eval_fraction, run.recipe.train.seed)
+    return held
 
 
 def predict_texts(path: Path, texts: list[str]) -> list[dict[str, Any]]:
