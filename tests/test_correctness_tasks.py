@@ -107,13 +107,17 @@ def test_t5_and_bert_pairs_keep_the_tokenizers_own_separator(tiny_model_dir):
 def test_pair_run_merge_parity_and_predict_use_segment_ids(
     tmp_path, runner, tiny_model_dir, monkeypatch
 ):
-    """Finding 3: training, merge parity and predict all feed token_type_ids to BERT."""
-    import finetune.merge as merge
+    """Finding 3: training, eval, merge parity and predict all feed token_type_ids to BERT."""
+    import functools
+
+    from transformers.models.bert.modeling_bert import BertForSequenceClassification
+
     from finetune.cli import app
+    from tests.tiny_models import sentiment_rows
 
     rows = [
         {"text": r["text"], "pair": "it is " + r["text"].split()[-1], "label": r["label"]}
-        for r in __import__("tests.tiny_models", fromlist=["x"]).sentiment_rows(32, seed=3)
+        for r in sentiment_rows(32, seed=3)
     ]
     train = write_csv(tmp_path / "train.csv", rows)
     out = tmp_path / "run"
@@ -122,26 +126,29 @@ def test_pair_run_merge_parity_and_predict_use_segment_ids(
     data["train"]["epochs"] = 1
     recipe = write_recipe(tmp_path / "r.yaml", data)
 
-    seen: list[set[str]] = []
-    original = merge._logits
+    calls: list[bool] = []  # one per forward: were segment ids passed?
+    original = BertForSequenceClassification.forward
 
-    def spy(model, batch):
-        seen.append(set(batch))
-        return original(model, batch)
+    @functools.wraps(original)
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("token_type_ids") is not None)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(merge, "_logits", spy)
-    result = runner.invoke(app, ["run", str(recipe), "--no-progress"])
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["merge", str(out), "--out", str(tmp_path / "merged")])
-    assert result.exit_code == 0, result.output
-    assert seen and all("token_type_ids" in keys for keys in seen)
+    monkeypatch.setattr(BertForSequenceClassification, "forward", spy)
 
+    def invoke(*args: str) -> object:
+        calls.clear()
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        assert calls and all(calls), (args[0], calls)
+        return result
+
+    invoke("run", str(recipe), "--no-progress")
+    invoke("eval", str(out))
+    invoke("merge", str(out), "--out", str(tmp_path / "merged"))
     # predict of a pair gives the same probability as the end-of-training predictions
     saved = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])
-    result = runner.invoke(
-        app, ["predict", str(out), "--text", saved["text"] + "\t" + saved["text_pair"]]
-    )
-    assert result.exit_code == 0, result.output
+    result = invoke("predict", str(out), "--text", saved["text"] + "\t" + saved["text_pair"])
     line = next(json.loads(x) for x in result.stdout.splitlines() if x.startswith("{"))
     assert line["probability"] == pytest.approx(saved["probability"], abs=1e-5)
 
