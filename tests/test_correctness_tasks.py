@@ -13,6 +13,8 @@ Issue #9 finding 22: eval.generation.max_new_tokens defaults to train.max_target
 from __future__ import annotations
 
 import json
+import random
+import string
 from pathlib import Path
 
 import pytest
@@ -81,7 +83,7 @@ def test_pair_segment_ids_are_kept_through_collate_and_eval(tiny_model_dir):
     assert torch.equal(seen["token_type_ids"], batch["token_type_ids"])
 
 
-def test_single_texts_and_gpt2_have_no_segment_ids(tiny_model_dir):
+def test_gpt2_pairs_have_no_segment_ids(tiny_model_dir):
     """Finding 3: only tokenizers that return token_type_ids get them (GPT-2 does not)."""
     task = pair_task(tiny_model_dir("gpt2"), "gpt2")
     batch = task.collate(task.encode(PAIRS, training=True))
@@ -222,6 +224,10 @@ def test_rouge_keeps_non_ascii_text():
     default = tokenizers.DefaultTokenizer(use_stemmer=True)
     text = "The dogs were running quickly, weren't they? 3.5 km in 2024!"
     assert rouge_tokens(text) == default.tokenize(text)
+    rng = random.Random(0)
+    for _ in range(500):  # any ASCII text: exactly rouge_score's tokens, so English is unchanged
+        text = "".join(rng.choice(string.printable) for _ in range(rng.randint(0, 60)))
+        assert rouge_tokens(text) == default.tokenize(text), text
 
 
 # --------------------------------------------------------------------------- finding 6
