@@ -50,7 +50,7 @@ def load_splits(task: Task, recipe: Recipe, base_dir: Path | None) -> Splits:
     assert train is not None
     evaluation = load_split(task, recipe, "eval", base_dir)
     if evaluation is None and recipe.data.eval_fraction:
-        train, evaluation = _hold_out(train, recipe.data.eval_fraction, recipe.train.seed)
+        train, evaluation = hold_out(train, recipe.data.eval_fraction, recipe.train.seed)
     if recipe.data.max_eval_samples and evaluation is not None:
         evaluation = evaluation[: recipe.data.max_eval_samples]
     task.fit(train)
@@ -61,7 +61,7 @@ def load_splits(task: Task, recipe: Recipe, base_dir: Path | None) -> Splits:
     return Splits(train=train, eval=evaluation, test=test)
 
 
-def _hold_out(examples: list[Example], fraction: float, seed: int) -> tuple[list, list]:
+def hold_out(examples: list[Example], fraction: float, seed: int) -> tuple[list, list]:
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     n_eval = max(1, round(len(examples) * fraction))

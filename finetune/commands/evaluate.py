@@ -10,7 +10,7 @@ from finetune.commands.build import load_split
 from finetune.data.readers import read_source
 from finetune.data.sources import LocalSource
 from finetune.errors import FinetuneError
-from finetune.run.artifacts import write_predictions
+from finetune.run.artifacts import write_predictions, write_report
 from finetune.run.files import atomic_write_json
 from finetune.run.reload import LoadedRun, load_run
 from finetune.tasks import Example
@@ -35,6 +35,8 @@ def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> di
     if accelerator.is_main_process:
         atomic_write_json(path / f"eval_{name}.json", metrics)
         write_predictions(path / f"predictions_{name}.jsonl", run.task, predictions, examples)
+        if predictions is not None:
+            write_report(path, run.task, predictions, examples, suffix=f"_{name}")
     return metrics
 
 
@@ -45,22 +47,35 @@ def examples_for(run: LoadedRun, split: str, data: str | None) -> list[Example]:
     else:
         if split not in ("eval", "test", "train"):
             raise FinetuneError(f"--split {split}: unknown split", fix="use eval, test or train")
-        if getattr(run.recipe.data, split) is None:
-            if split == "eval" and run.recipe.data.eval_fraction:
-                from finetune.commands.build import load_splits
-
-                held = load_splits(run.task, run.recipe, None).eval
-                return held or []
+        source = getattr(run.recipe.data, split)
+        held_out = split == "eval" and source is None and bool(run.recipe.data.eval_fraction)
+        if source is None and not held_out:
             raise FinetuneError(
                 f"the run's recipe has no data.{split}",
                 fix="pass --data FILE to evaluate on a file",
             )
-        examples = load_split(run.task, run.recipe, split, None) or []
+        if held_out:
+            examples = _held_out_eval(run)
+        else:
+            examples = load_split(run.task, run.recipe, split, None) or []
         if split != "train" and run.recipe.data.max_eval_samples:
             examples = examples[: run.recipe.data.max_eval_samples]
     for example in examples:
         run.task.check_example(example)
     return examples
+
+
+def _held_out_eval(run: LoadedRun) -> list[Example]:
+    """The rows `data.eval_fraction` carved out of train, labelled with run.json's labels.
+
+    Not `load_splits`: it re-learns the label set from today's train file (`task.fit`), which
+    may have changed since training; ids would then no longer match the trained head.
+    """
+    from finetune.commands.build import hold_out
+
+    train = load_split(run.task, run.recipe, "train", None) or []
+    _, held = hold_out(train, run.recipe.data.eval_fraction, run.recipe.train.seed)
+    return held
 
 
 def predict_texts(path: Path, texts: list[str]) -> list[dict[str, Any]]:

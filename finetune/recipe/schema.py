@@ -109,7 +109,12 @@ class TrainConfig(Section):
 
 
 class DecodingConfig(Section):
-    max_new_tokens: int = Field(64, ge=1, le=4096, description="Tokens to generate at most.")
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Tokens to generate at most; default (null): train.max_target_length.",
+    )
     num_beams: int = Field(1, ge=1, le=64, description="Beam width (1: greedy).")
     length_penalty: float = Field(1.0, description="Beam-search length penalty.")
     no_repeat_ngram_size: int = Field(0, ge=0, description="Forbid repeating n-grams (0: off).")

@@ -2,7 +2,8 @@
 
 recipe.yaml (resolved: revision pinned, library versions in the header), run.json (labels,
 family, parameter counts: what `eval`/`predict` need without flags), tokenizer/, adapter/ or
-model/, metrics.json, predictions.jsonl, log.jsonl, README.md (model card), .finished.
+model/, metrics.json, predictions.jsonl, classification_report.json (classification tasks),
+log.jsonl, README.md (model card), .finished.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import datetime as dt
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finetune import __version__
 from finetune.recipe.io import dump_recipe
@@ -19,6 +20,9 @@ from finetune.recipe.schema import Recipe
 from finetune.run.card import render_model_card
 from finetune.run.files import atomic_dir, atomic_write_json, atomic_write_text
 from finetune.run.layout import RunPaths
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.tasks import Example, Task
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
 
@@ -96,6 +100,16 @@ def directory_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def write_report(
+    out: Path, task: Task, predictions: list[Any], examples: list[Example], suffix: str = ""
+) -> None:
+    """The task's detailed report (classification: per-class scores, confusion matrix)."""
+    report = task.report(predictions, examples)
+    if report is not None and task.report_name:
+        name = Path(task.report_name)
+        atomic_write_json(out / f"{name.stem}{suffix}{name.suffix}", report)
+
+
 def save_run_artifacts(
     out, recipe, task, method, model, metrics, predictions, eval_examples, trainable, total
 ) -> None:
@@ -118,6 +132,7 @@ def save_run_artifacts(
     }
     if predictions is not None and eval_examples is not None:
         write_predictions(paths.predictions, task, predictions, eval_examples)
+        write_report(out, task, predictions, eval_examples)
     atomic_write_json(paths.metrics, metrics)
     info = json.loads(paths.run_info.read_text())
     atomic_write_text(paths.card, render_model_card(recipe, info, metrics))

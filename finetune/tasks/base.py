@@ -126,6 +126,12 @@ class Task(ABC):
     def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
         """Standard metrics over the whole split."""
 
+    report_name: str = ""
+
+    def report(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any] | None:
+        """A detailed report written next to metrics.json as `report_name` (None: no file)."""
+        return None
+
     @abstractmethod
     def prediction_record(self, prediction: Any, example: Example) -> dict[str, Any]:
         """One line of predictions.jsonl."""
@@ -176,18 +182,24 @@ def warn_truncated(count: int, total: int, limit: int, what: str) -> None:
 
 def tokenize_counting_truncation(
     tokenizer: Any, texts: list[str], max_length: int, pairs: list[str] | None = None
-) -> tuple[list[list[int]], int]:
-    """Tokenise with truncation and count exactly how many inputs were cut."""
+) -> tuple[dict[str, list[list[int]]], int]:
+    """Tokenise with truncation and count exactly how many inputs were cut.
+
+    Returns `input_ids` and, when the tokenizer gives them (BERT-family text pairs),
+    `token_type_ids`: the model must see the same segment ids in training as at inference.
+    """
     probe = tokenizer(texts, pairs, truncation=True, max_length=max_length + 1)
-    ids = probe["input_ids"]
-    cut = [i for i, seq in enumerate(ids) if len(seq) > max_length]
+    keys = [k for k in ("input_ids", "token_type_ids") if k in probe]
+    encoded = {k: list(probe[k]) for k in keys}
+    cut = [i for i, seq in enumerate(encoded["input_ids"]) if len(seq) > max_length]
     if cut:
         redo = tokenizer(
             [texts[i] for i in cut],
             [pairs[i] for i in cut] if pairs else None,
             truncation=True,
             max_length=max_length,
-        )["input_ids"]
-        for i, seq in zip(cut, redo):
-            ids[i] = seq
-    return ids, len(cut)
+        )
+        for key in keys:
+            for i, seq in zip(cut, redo[key]):
+                encoded[key][i] = seq
+    return encoded, len(cut)

@@ -4,10 +4,15 @@ BERT-like encoders use their pooled [CLS]; GPT-2 classifies from the last non-pa
 a pad token: we reuse EOS and set `pad_token_id`); T5 uses T5ForSequenceClassification (the
 encoder-decoder with a head on the final EOS state). Labels may be ints or strings; the label set
 comes from the training split and is saved as id2label/label2id.
+
+Text pairs are encoded as the tokenizer's own pair (BERT: [SEP] between them and token_type_ids,
+segment B = 1, which the model also gets after `merge`/`push`); tokenizers that put nothing
+between the two texts (GPT-2) get PAIR_SEPARATOR in front of the second text.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -28,8 +33,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.recipe.schema import Recipe
 
 
+PAIR_SEPARATOR = "\n"
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
 def _label_key(value: Any) -> tuple[str, str]:
-    """('int', '3') or ('str', 'positive'): ints written as '3' or 3.0 count as ints."""
+    """(kind, class name): the name is the label as written, surrounding whitespace stripped.
+
+    Only real integers unify (3 and 3.0 from a JSON or Parquet column are '3', as is the text
+    '3'); text is never rewritten, so '007', '01' and '+1' are classes of their own. The kind
+    ('int' for integer-looking labels, else 'str') serves the mixed-types check and the order.
+    """
     if isinstance(value, bool):
         return ("str", str(value).lower())
     if isinstance(value, int):
@@ -37,10 +52,12 @@ def _label_key(value: Any) -> tuple[str, str]:
     if isinstance(value, float) and value.is_integer():
         return ("int", str(int(value)))
     text = str(value).strip()
-    try:
-        return ("int", str(int(text)))
-    except ValueError:
-        return ("str", text)
+    return ("int" if _INTEGER_TEXT.fullmatch(text) else "str", text)
+
+
+def _label_order(value: str) -> tuple[int, str]:
+    """Integer labels sort as numbers ('2' before '10'); equal numbers by their text."""
+    return (int(value), value)
 
 
 class ClassificationConfig(Section):
@@ -55,6 +72,7 @@ class ClassificationTask(Task):
     config_class = ClassificationConfig
     main_metric = "accuracy"
     pipeline_tag = "text-classification"
+    report_name = "classification_report.json"
 
     @classmethod
     def required_columns(cls, recipe: Recipe) -> list[str]:
@@ -99,8 +117,7 @@ class ClassificationTask(Task):
                 f"{next(iter(values))!r}; classification needs at least two classes",
                 fix="check the label column, or add examples of the other classes",
             )
-        key = (lambda v: int(v)) if kinds == {"int"} else (lambda v: v)
-        self.state.labels = sorted(values, key=key)
+        self.state.labels = sorted(values, key=_label_order if kinds == {"int"} else None)
 
     def check_example(self, example: Example) -> None:
         if example.target is not None:
@@ -124,15 +141,28 @@ class ClassificationTask(Task):
             "label2id": {label: i for i, label in enumerate(labels)},
         }
 
+    def pair_texts(self, examples: list[Example]) -> list[str] | None:
+        """Second texts, led by PAIR_SEPARATOR when the tokenizer puts nothing between a pair."""
+        if not self.cfg.text_pair:
+            return None
+        tok = self.tokenizer
+        separated = tok.num_special_tokens_to_add(pair=True) > tok.num_special_tokens_to_add()
+        lead = "" if separated else PAIR_SEPARATOR
+        return [lead + (ex.pair or "") for ex in examples]
+
     def encode(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
         texts = [ex.source for ex in examples]
-        pairs = [ex.pair or "" for ex in examples] if self.cfg.text_pair else None
         limit = self.recipe.train.max_length
-        ids, cut = tokenize_counting_truncation(self.tokenizer, texts, limit, pairs)
+        encoded, cut = tokenize_counting_truncation(
+            self.tokenizer, texts, limit, self.pair_texts(examples)
+        )
         warn_truncated(cut, len(texts), limit, "inputs")
+        segments = encoded.get("token_type_ids")
         features = []
-        for i, (ex, seq) in enumerate(zip(examples, ids)):
+        for i, (ex, seq) in enumerate(zip(examples, encoded["input_ids"])):
             feat: dict[str, Any] = {"input_ids": seq, "idx": i, "length": len(seq)}
+            if segments is not None:
+                feat["token_type_ids"] = segments[i]
             if ex.target is not None:
                 feat["labels"] = self.label_id(ex)
             features.append(feat)
@@ -145,11 +175,17 @@ class ClassificationTask(Task):
         width = max(f["length"] for f in features)
         ids = torch.full((len(features), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(features), width), dtype=torch.long)
+        segments = "token_type_ids" in features[0]
+        types = torch.zeros((len(features), width), dtype=torch.long)  # padding: segment 0
         for row, feat in enumerate(features):
             seq = feat["input_ids"]
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
+            if segments:
+                types[row, : len(seq)] = torch.tensor(feat["token_type_ids"], dtype=torch.long)
         batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if segments:
+            batch["token_type_ids"] = types
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
         batch["idx"] = torch.tensor([f["idx"] for f in features], dtype=torch.long)
@@ -160,7 +196,7 @@ class ClassificationTask(Task):
     ) -> tuple[list[float] | None, list[Any] | None]:
         import torch
 
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
         logits = model(**inputs).logits.float()
         losses = None
         if "labels" in batch:
@@ -171,17 +207,46 @@ class ClassificationTask(Task):
         return losses, [(int(b), probs[i].tolist()) for i, b in enumerate(best)]
 
     def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
+        """Accuracy and macro-F1 over the classes present in the truth or the predictions.
+
+        A training class absent from the eval split (and never predicted) has no defined F1;
+        counting it as 0 would punish perfect predictions, so it is left out (sklearn's default).
+        """
         from sklearn.metrics import accuracy_score, f1_score
 
         y_pred = [p[0] for p in predictions]
         y_true = [self.label_id(ex) for ex in examples]
         return {
             "accuracy": float(accuracy_score(y_true, y_pred)),
-            "f1_macro": float(
-                f1_score(
-                    y_true, y_pred, average="macro", labels=list(range(len(self.state.labels)))
-                )
-            ),
+            "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        }
+
+    def report(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any] | None:
+        """Per-class precision/recall/F1/support and the confusion matrix (rows: truth)."""
+        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+        labels = self.state.labels
+        ids = list(range(len(labels)))
+        y_pred = [p[0] for p in predictions]
+        y_true = [self.label_id(ex) for ex in examples]
+        precision, recall, f1, support = precision_recall_fscore_support(
+            y_true, y_pred, labels=ids, zero_division=0
+        )
+        present = sorted(set(y_true) | set(y_pred))
+        return {
+            "labels": labels,
+            "per_class": {
+                label: {
+                    "precision": float(precision[i]),
+                    "recall": float(recall[i]),
+                    "f1": float(f1[i]),
+                    "support": int(support[i]),
+                }
+                for i, label in enumerate(labels)
+            },
+            "macro_f1_classes": [labels[i] for i in present],
+            "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+            "confusion_matrix_axes": "rows: true label, columns: predicted label (order of labels)",
         }
 
     def prediction_record(self, prediction: Any, example: Example) -> dict[str, Any]:

@@ -89,7 +89,8 @@ class GenerationTask(Task):
     def _encode_seq2seq(self, examples: list[Example]) -> list[dict[str, Any]]:
         limit = self.recipe.train.max_length
         sources = [self.prefix() + ex.source for ex in examples]
-        ids, cut = tokenize_counting_truncation(self.tokenizer, sources, limit)
+        encoded, cut = tokenize_counting_truncation(self.tokenizer, sources, limit)
+        ids = encoded["input_ids"]
         warn_truncated(cut, len(sources), limit, "inputs")
         labelled = [i for i, ex in enumerate(examples) if ex.target is not None]
         targets = self.target_ids([examples[i].target[0] for i in labelled])
@@ -229,12 +230,19 @@ class GenerationTask(Task):
         decoded = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [" ".join(text.split()) for text in decoded]
 
+    def max_new_tokens(self) -> int:
+        """eval.generation.max_new_tokens, by default the length targets were trained to.
+
+        A smaller default would cut long references' predictions at generation time.
+        """
+        return self.recipe.eval.generation.max_new_tokens or self.recipe.train.max_target_length
+
     def generation_config(self, model: Any) -> Any:
         """The model's own generation config with the recipe's decoding settings on top."""
         gen = self.recipe.eval.generation
         config = copy.deepcopy(model.generation_config)
         settings: dict[str, Any] = {
-            "max_new_tokens": gen.max_new_tokens,
+            "max_new_tokens": self.max_new_tokens(),
             "max_length": None,
             "num_beams": gen.num_beams,
             "do_sample": False,

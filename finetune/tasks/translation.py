@@ -1,4 +1,5 @@
-"""Translation: source -> target language, scored with sacreBLEU (signature saved) and chrF.
+"""Translation: source -> target language, scored with sacreBLEU (tokenised for task.target_lang,
+signature saved) and chrF.
 
 Three data layouts: `{source_lang, target_lang}` columns (names overridable with task.source /
 task.target), a column of `{lang: text}` dicts (`task.translation_column`, the Hub WMT/Multi30k
@@ -148,7 +149,7 @@ class TranslationTask(GenerationTask):
     def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
         references = [ex.target for ex in examples]
         return {
-            **bleu(predictions, references),
+            **bleu(predictions, references, target_lang=self.cfg.target_lang),
             **chrf(predictions, references),
             **length_stats(predictions),
         }
