@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 TASK_TYPES = ("classification", "summarization", "translation")
 FAMILY_NAMES = ("bert", "gpt2", "t5")
@@ -188,10 +196,23 @@ class BottleneckMethod(Section):
     bottleneck_size: int | None = Field(
         None, ge=1, description="Bottleneck width; overrides reduction_factor."
     )
-    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = Field(
-        "relu", description="Activation between down- and up-projection."
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] | None = Field(
+        None,
+        description="Activation between down- and up-projection; null: swish for houlsby, relu "
+        "for pfeiffer (as published).",
     )
     layers: list[int] | None = Field(None, description="Layer indices to adapt; default all.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _published_non_linearity(cls, data: Any) -> Any:
+        """Houlsby's reference uses swish, Pfeiffer's relu (the `adapters` library's
+        DoubleSeqBnConfig / SeqBnConfig); filled in here so recipe.yaml shows what ran."""
+        if isinstance(data, dict) and data.get("non_linearity") is None:
+            default = {"houlsby": "swish", "pfeiffer": "relu"}.get(data.get("name"))
+            if default:
+                data = {**data, "non_linearity": default}
+        return data
 
 
 class BitFitMethod(Section):
