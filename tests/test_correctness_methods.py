@@ -208,3 +208,55 @@ def test_bottleneck_non_linearity_defaults_follow_the_papers():
     assert _method_section("houlsby").non_linearity == "swish"
     assert _method_section("pfeiffer").non_linearity == "relu"
     assert _method_section("houlsby", non_linearity="gelu").non_linearity == "gelu"
+
+
+# --------------------------------------------------------------------------- finding 20
+
+
+def _lora_bert(tiny_model_dir, bias: str):
+    from finetune.modeling import load_base_model, load_tokenizer
+    from finetune.models import resolve_name
+
+    resolved = resolve_name(str(tiny_model_dir("bert")))
+    tokenizer = load_tokenizer(resolved.path)
+    loaded = load_base_model(
+        resolved, FAMILIES["bert"], "classification", tokenizer, None, {"num_labels": 2}
+    )
+    config = _method_section("lora", bias=bias)
+    ctx = MethodContext(FAMILIES["bert"], "classification", config, list(loaded.new_modules))
+    return METHODS["lora"].apply(loaded.model, ctx), list(loaded.new_modules)
+
+
+def test_lora_only_bias_guard_catches_a_leaking_untargeted_bias(tiny_model_dir):
+    """Finding 20: with `bias: lora_only` peft trains the biases of LoRA-targeted modules only;
+    a trainable bias of any other backbone module is a leak the guard must refuse."""
+    from finetune.errors import FinetuneError
+    from finetune.guards import check_trainable
+
+    model, new_modules = _lora_bert(tiny_model_dir, "lora_only")
+    trainable_biases = [n for n, p in model.named_parameters() if p.requires_grad and "bias" in n]
+    assert any(n.endswith("query.base_layer.bias") for n in trainable_biases)
+    check_trainable(model, "lora", new_modules)  # as peft applied it: fine
+    leak = next(
+        p for n, p in model.named_parameters() if n.endswith("layer.0.intermediate.dense.bias")
+    )
+    leak.requires_grad_(True)
+    with pytest.raises(FinetuneError, match="backbone parameters would train"):
+        check_trainable(model, "lora", new_modules)
+
+
+def test_all_bias_guard_accepts_every_bias_but_no_weight(tiny_model_dir):
+    """`bias: all` trains every bias on purpose (peft does); a backbone weight still leaks."""
+    from finetune.errors import FinetuneError
+    from finetune.guards import check_trainable
+
+    model, new_modules = _lora_bert(tiny_model_dir, "all")
+    assert next(
+        p for n, p in model.named_parameters() if n.endswith("layer.0.intermediate.dense.bias")
+    ).requires_grad
+    check_trainable(model, "lora", new_modules)
+    next(
+        p for n, p in model.named_parameters() if n.endswith("layer.0.intermediate.dense.weight")
+    ).requires_grad_(True)
+    with pytest.raises(FinetuneError, match="backbone parameters would train"):
+        check_trainable(model, "lora", new_modules)
