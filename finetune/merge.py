@@ -1,8 +1,12 @@
 """`finetune merge` and `finetune push`: fold the adapter into the base weights and publish.
 
 Merging is checked, not trusted: the merged model must give the same outputs as the adapter
-model on real eval inputs, or nothing is written. The result is a plain transformers model
-(`from_pretrained` needs neither peft nor finetune) with its tokenizer and model card.
+model on real eval inputs, or nothing is written. "The same" is relative + absolute, like
+`torch.isclose`: every logit may differ by `tolerance + RELATIVE_TOLERANCE * scale`, where
+`scale` is the largest |logit| at that position. Float noise grows with the size of the logits
+(a big model's ~100 carry noise far above 1e-4), a wrong merge does not hide in it. The result
+is a plain transformers model (`from_pretrained` needs neither peft nor finetune) with its
+tokenizer and model card.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from finetune.rundir import atomic_dir
 log = logging.getLogger(__name__)
 
 PARITY_EXAMPLES = 16
+RELATIVE_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -28,6 +33,31 @@ class MergeResult:
     out: Path
     max_abs_diff: float
     examples: int
+    max_rel_diff: float = 0.0
+
+
+@dataclass
+class Parity:
+    """How far the merged logits are from the adapter model's, and whether that is noise."""
+
+    max_abs_diff: float
+    max_rel_diff: float  # |diff| / largest |logit| at that position
+    ok: bool
+
+
+def parity(before: Any, after: Any, tolerance: float, rtol: float = RELATIVE_TOLERANCE) -> Parity:
+    """Compare logits (float32, same shape) with an absolute + relative tolerance."""
+    import torch
+
+    diff = (before - after).abs()
+    scale = before.abs().amax(dim=-1, keepdim=True)
+    allowed = tolerance + rtol * scale
+    rel = diff / scale.clamp_min(torch.finfo(diff.dtype).tiny)
+    return Parity(
+        max_abs_diff=float(diff.max()),
+        max_rel_diff=float(rel.max()),
+        ok=bool((diff <= allowed).all()),
+    )
 
 
 def _parity_batch(run: Any) -> dict[str, Any]:
@@ -75,11 +105,13 @@ def merge_run(
     before = _logits(run.model, batch)
     merged = method.merge(run.model)
     after = _logits(merged, batch)
-    diff = float((before - after).abs().max())
-    if diff > tolerance:
+    check = parity(before, after, tolerance)
+    if not check.ok:
         raise FinetuneError(
-            f"merged model outputs differ from the adapter model by {diff:.2e} "
-            f"(tolerance {tolerance:.0e}); nothing was written",
+            f"merged model outputs differ from the adapter model by {check.max_abs_diff:.2e} "
+            f"({check.max_rel_diff:.2e} of the largest |logit|; allowed: {tolerance:.0e} + "
+            f"{RELATIVE_TOLERANCE:.0e} x the largest |logit| at each position); nothing was "
+            "written",
             fix="use the adapter directly, or raise --tolerance if the difference is expected",
         )
     with atomic_dir(out) as tmp:
@@ -88,9 +120,19 @@ def merge_run(
         if (run_dir / "README.md").exists():
             shutil.copy(run_dir / "README.md", tmp / "README.md")
     log.info(
-        "merged %s into %s (max |diff| %.2e on %d inputs)", method.name, out, diff, before.shape[0]
+        "merged %s into %s (max |diff| %.2e, relative %.2e, on %d inputs)",
+        method.name,
+        out,
+        check.max_abs_diff,
+        check.max_rel_diff,
+        before.shape[0],
     )
-    return MergeResult(out=out, max_abs_diff=diff, examples=int(before.shape[0]))
+    return MergeResult(
+        out=out,
+        max_abs_diff=check.max_abs_diff,
+        examples=int(before.shape[0]),
+        max_rel_diff=check.max_rel_diff,
+    )
 
 
 def push_run(run_dir: Path, repo_id: str, private: bool = False, token: str | None = None) -> str:

@@ -260,3 +260,68 @@ def test_all_bias_guard_accepts_every_bias_but_no_weight(tiny_model_dir):
     ).requires_grad_(True)
     with pytest.raises(FinetuneError, match="backbone parameters would train"):
         check_trainable(model, "lora", new_modules)
+
+
+# --------------------------------------------------------------------------- finding 21
+
+
+def _scale_saved_head(run_dir, factor: float) -> None:
+    """Multiply the saved classification head (peft modules_to_save) by `factor`: the same
+    model with logits `factor` times larger, as a big model's logits (~100) are."""
+    from safetensors.torch import load_file, save_file
+
+    path = run_dir / "adapter" / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    head = [k for k in tensors if ".score." in k]
+    assert head, sorted(tensors)
+    for key in head:
+        tensors[key] = tensors[key] * factor
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+@pytest.fixture()
+def lora_gpt2_run(tmp_path, runner, tiny_model_dir, sentiment_files):
+    from finetune.cli import app
+    from tests.conftest import classification_recipe, write_recipe
+
+    train, dev = sentiment_files
+    out = tmp_path / "run"
+    recipe = classification_recipe(
+        tiny_model_dir("gpt2"), train, dev, out, {"name": "lora"}, epochs=1
+    )
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    assert runner.invoke(app, ["run", str(path), "--no-progress"]).exit_code == 0
+    return out
+
+
+def test_merge_parity_is_relative_for_large_logits(tmp_path, runner, lora_gpt2_run):
+    """Finding 21: logits in the thousands carry float noise far above 1e-4 absolute but tiny
+    relative to their size; merge must accept them, and still refuse a real difference."""
+    from finetune.cli import app
+    from finetune.merge import merge_run
+
+    _scale_saved_head(lora_gpt2_run, 3e4)
+    result = runner.invoke(app, ["merge", str(lora_gpt2_run), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    merged = merge_run(lora_gpt2_run, tmp_path / "m2")
+    assert merged.max_abs_diff > 1e-4  # the old absolute check would have refused this
+    assert merged.max_rel_diff < 1e-4
+
+
+def test_merge_parity_still_refuses_a_wrong_merge_at_large_logits(
+    tmp_path, runner, lora_gpt2_run, monkeypatch
+):
+    from finetune.cli import app
+    from finetune.methods.peft_methods import PeftMethod
+
+    _scale_saved_head(lora_gpt2_run, 3e4)
+
+    def slightly_wrong_merge(self, model):
+        merged = model.merge_and_unload()
+        merged.score.weight.data *= 1.01  # 1% off: a real bug, not float noise
+        return merged
+
+    monkeypatch.setattr(PeftMethod, "merge", slightly_wrong_merge)
+    result = runner.invoke(app, ["merge", str(lora_gpt2_run), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "differ" in result.output
+    assert not (tmp_path / "m").exists()
