@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +69,26 @@ def _parity_batch(run: Any) -> dict[str, Any]:
     except FinetuneError:
         examples = []
     if not examples:
-        examples = run.task.examples_from_texts(["a short test input", "another one"])
+        examples = _made_up_examples(run.task)
     features = run.task.encode(examples, training=examples[0].target is not None)
     batch = run.task.collate(features)
     batch.pop("idx", None)
     return batch
+
+
+FALLBACK_TEXTS = ("a short test input", "another one")
+
+
+def _made_up_examples(task: Any) -> list[Any]:
+    """Inputs for a run without eval data. A generation model computes logits only for a
+    target (T5 needs decoder inputs, GPT-2 the target tokens after the prompt), so these get
+    one; a classifier's logits need none."""
+    from finetune.tasks.generation import GenerationTask
+
+    examples = task.examples_from_texts(list(FALLBACK_TEXTS))
+    if isinstance(task, GenerationTask):
+        examples = [replace(ex, target=[ex.source]) for ex in examples]
+    return examples
 
 
 def _logits(model: Any, batch: dict[str, Any]) -> Any:

@@ -325,3 +325,57 @@ def test_merge_parity_still_refuses_a_wrong_merge_at_large_logits(
     result = runner.invoke(app, ["merge", str(lora_gpt2_run), "--out", str(tmp_path / "m")])
     assert result.exit_code == 2 and "differ" in result.output
     assert not (tmp_path / "m").exists()
+
+
+# --------------------------------------------------------------------------- finding 13
+
+
+@pytest.mark.parametrize("family", ["t5", "gpt2"])
+def test_merge_and_push_generation_run_without_eval_data(
+    family, tmp_path, runner, tiny_model_dir, monkeypatch
+):
+    """Finding 13: a summarization run without eval data falls back to made-up inputs for the
+    parity check; they had no targets, so T5 (no decoder inputs) and GPT-2 (a prompt-only
+    batch without input_ids) raised ValueError instead of merging."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from finetune.cli import app
+    from tests.conftest import write_recipe
+    from tests.test_generation import generation_recipe
+
+    recipe = generation_recipe(tiny_model_dir(family), "summarization", tmp_path, {"name": "lora"})
+    del recipe["data"]["eval"]
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    result = runner.invoke(app, ["run", str(path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    merged = tmp_path / "merged"
+    result = runner.invoke(app, ["merge", str(tmp_path / "run"), "--out", str(merged)])
+    assert result.exit_code == 0, result.output
+    auto = AutoModelForSeq2SeqLM if family == "t5" else AutoModelForCausalLM
+    model = auto.from_pretrained(merged)
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    # push merges the same way (Hub mocked)
+    import huggingface_hub
+
+    uploaded: list[str] = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, **kwargs):
+            pass
+
+        def upload_folder(self, folder_path, repo_id, commit_message):
+            from pathlib import Path
+
+            uploaded.extend(p.name for p in Path(folder_path).iterdir())
+            return type("Info", (), {"commit_url": "https://hub/x"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    result = runner.invoke(app, ["push", str(tmp_path / "run"), "--repo-id", "me/tiny"])
+    assert result.exit_code == 0, result.output
+    assert "config.json" in uploaded
