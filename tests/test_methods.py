@@ -155,11 +155,16 @@ def test_insertion_points_cover_distilbert_and_skip_bert2bert_cross_attention(ti
         DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=2, hidden_dim=32)
     )
     sites = ("attention_output", "ffn_output")
+    # DistilBERT has no dropout after out_lin; the FFN's dropout follows lin2
     assert insertion_points(distil, bert, sites, None, []) == [
         "distilbert.transformer.layer.0.attention.out_lin",
-        "distilbert.transformer.layer.0.ffn.lin2",
+        "distilbert.transformer.layer.0.ffn.dropout",
         "distilbert.transformer.layer.1.attention.out_lin",
-        "distilbert.transformer.layer.1.ffn.lin2",
+        "distilbert.transformer.layer.1.ffn.dropout",
+    ]
+    assert insertion_points(distil, bert, ("ffn_stream",), None, []) == [
+        "distilbert.transformer.layer.0.output_layer_norm",
+        "distilbert.transformer.layer.1.output_layer_norm",
     ]
     loaded, _ = load(tiny_model_dir, "bert", "seq2seq")
     points = insertion_points(loaded.model, bert, sites, None, loaded.new_modules)

@@ -1,13 +1,22 @@
 """Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020), our own: peft has none.
 
-An adapter is down-projection -> non-linearity -> up-projection plus a residual. The
-up-projection starts at zero, so a freshly adapted model computes exactly what the base model
-computes, and training moves it away from there. Adapters attach to the output of the modules
-the family table's regexes name (`attention_output`, `ffn_output`): the last projection of each
-attention / feed-forward sub-layer, before its residual add. They live as a child module
-`bottleneck` of that projection and run from a forward hook, so no base parameter is renamed
-and there is no family-specific code here. Houlsby adapts both sub-layers, Pfeiffer only the
-feed-forward one.
+An adapter's branch is A(z) = up(act(down(z))); `up` starts at zero, so a freshly adapted model
+computes exactly what the base model computes, and training moves it away from there. Where the
+branch reads and where its result goes follows the papers and the `adapters` library's configs
+(DoubleSeqBnConfig for Houlsby, SeqBnConfig for Pfeiffer), with x the sub-layer's input (its
+residual) and h its output after the sub-layer dropout:
+
+- Houlsby, attention and feed-forward sub-layers: h -> h + A(h), then the model's own
+  residual add (and LayerNorm, post-LN): LN(x + h + A(h)), pre-LN: x + h + A(h).
+- Pfeiffer, feed-forward sub-layer only, reads the stream after the residual add and
+  LayerNorm: post-LN (BERT) with s = x + h: LN(s + A(LN(s))); pre-LN (GPT-2, T5) there is no
+  LayerNorm after the add (the adapters library passes none), so s + A(s).
+
+The family table's regexes in models.py name the modules: `attention_output` / `ffn_output`
+(the dropout after the last projection, or the projection where none follows), `ffn_stream`
+(post-LN: the LayerNorm after the feed-forward add; pre-LN: the module that returns the stream).
+Adapters live as a child module `bottleneck` of that module and run from a forward hook, so no
+base parameter is renamed and there is no family-specific code here.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from finetune.errors import FinetuneError
 from finetune.methods.base import Method, MethodContext, freeze_all_but, inside
@@ -27,6 +36,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.architectures import Family
 
 CHILD = "bottleneck"
+# How an adapter is hooked in (recorded per run in adapter_config.json as "hook"):
+OUTPUT = "output"  # the module's output o becomes o + A(o)
+RENORM = "renormalise"  # a LayerNorm with input s and output LN(s) returns LN(s + A(LN(s)))
+NON_LINEARITY = {"houlsby": "swish", "pfeiffer": "relu"}  # the adapters library's defaults
 
 
 class BottleneckConfig(Section):
@@ -37,10 +50,23 @@ class BottleneckConfig(Section):
     bottleneck_size: int | None = Field(
         None, ge=1, description="Bottleneck width; overrides reduction_factor."
     )
-    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = Field(
-        "relu", description="Activation between down- and up-projection."
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] | None = Field(
+        None,
+        description="Activation between down- and up-projection; null: swish for houlsby, relu "
+        "for pfeiffer (as published).",
     )
     layers: list[int] | None = Field(None, description="Layer indices to adapt; default all.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _published_non_linearity(cls, data: Any) -> Any:
+        """Houlsby's reference uses swish, Pfeiffer's relu (the `adapters` library's
+        DoubleSeqBnConfig / SeqBnConfig); filled in here so recipe.yaml shows what ran."""
+        if isinstance(data, dict) and data.get("non_linearity") is None:
+            default = NON_LINEARITY.get(data.get("name", ""))
+            if default:
+                data = {**data, "non_linearity": default}
+        return data
 
 
 def _run_adapter(module: Any, args: Any, output: Any) -> Any:
@@ -48,9 +74,24 @@ def _run_adapter(module: Any, args: Any, output: Any) -> Any:
     adapter = getattr(module, CHILD, None)
     if adapter is None:
         return output
-    if isinstance(output, tuple):  # no projection in the table returns one, but be safe
+    if isinstance(output, tuple):  # a pre-LN block may return (hidden_states, ...)
         return (adapter(output[0]), *output[1:])
     return adapter(output)
+
+
+def _renormalise(module: Any, args: Any, output: Any) -> Any:
+    """Forward hook on a post-LN LayerNorm: LN(s) -> LN(s + A(LN(s))), s its input (Pfeiffer).
+
+    `module.forward` (not `module(...)`) re-applies the same LayerNorm without re-entering hooks.
+    """
+    adapter = getattr(module, CHILD, None)
+    if adapter is None:
+        return output
+    stream = args[0]
+    return module.forward(stream + adapter.delta(output))
+
+
+HOOKS = {OUTPUT: _run_adapter, RENORM: _renormalise}
 
 
 def output_width(module: Any) -> int | None:
@@ -59,6 +100,27 @@ def output_width(module: Any) -> int | None:
         value = getattr(module, attr, None)
         if isinstance(value, int):
             return value
+    return None
+
+
+def site_width(model: Any, name: str, family: Family | None = None) -> int | None:
+    """Width of the hidden states at a module: a projection's output, a LayerNorm's shape, else
+    the hidden size in the config of the nearest enclosing model (bert2bert has two)."""
+    module = model.get_submodule(name)
+    width = output_width(module)
+    shape = getattr(module, "normalized_shape", None)
+    if width is None and shape:
+        width = int(shape[-1])
+    if width is not None:
+        return width
+    keys = family.hidden_size_keys if family else ("hidden_size", "d_model", "n_embd")
+    parts = name.split(".")
+    for end in range(len(parts), -1, -1):
+        config = getattr(model.get_submodule(".".join(parts[:end])), "config", None)
+        for key in keys:
+            value = getattr(config, key, None)
+            if isinstance(value, int):
+                return value
     return None
 
 
@@ -84,34 +146,41 @@ def insertion_points(
             continue
         for pattern in patterns:
             match = pattern.search(name)
-            if match and (layers is None or int(match.group(1)) in layers):
+            if match and (layers is None or _layer_index(match) in layers):
                 found.append(name)
                 break
     return found
 
 
-def inject(model: Any, targets: list[str], bottleneck: int, non_linearity: str) -> None:
+def _layer_index(match: re.Match[str]) -> int:
+    """The first group that matched (a regex may offer alternatives, e.g. T5 encoder/decoder)."""
+    return int(next(g for g in match.groups() if g is not None))
+
+
+def inject(
+    model: Any, targets: list[str], bottleneck: int, non_linearity: str, hook: str = OUTPUT
+) -> None:
     """Attach one adapter to each target module (as child `bottleneck`) and hook it in."""
     from finetune.methods.bottleneck_layer import BottleneckAdapter
 
+    weight = next(model.parameters())
     for name in targets:
         module = model.get_submodule(name)
-        hidden = output_width(module)
+        hidden = site_width(model, name)
         if hidden is None:
             raise FinetuneError(
                 f"cannot attach a bottleneck adapter to {name} ({type(module).__name__}): "
-                "its output width is unknown",
-                fix="this family's attention_output/ffn_output regexes in models.py must name "
-                "Linear or Conv1D projections",
+                "its hidden width is unknown",
+                fix="this family's bottleneck regexes in models.py must name a projection, a "
+                "LayerNorm or a module inside a model whose config gives hidden_size",
             )
-        weight = next(module.parameters())
         adapter = BottleneckAdapter(hidden, bottleneck, non_linearity)
         module.add_module(CHILD, adapter.to(device=weight.device, dtype=weight.dtype))
-        module.register_forward_hook(_run_adapter)
+        module.register_forward_hook(HOOKS[hook])
 
 
 class BottleneckMethod(Method):
-    """Shared by Houlsby (attention + FFN) and Pfeiffer (FFN only)."""
+    """Shared by Houlsby (attention + FFN) and Pfeiffer (FFN stream)."""
 
     config_class = BottleneckConfig
     # the adapters papers use 1e-4..1e-3 on BERT-base; 2e-3 measured best on our SST-2 budget
@@ -119,6 +188,10 @@ class BottleneckMethod(Method):
     mergeable = False
     save_format = "finetune safetensors (adapter_model.safetensors + adapter_config.json)"
     sites: tuple[str, ...] = ()
+
+    def hook(self, family: Family) -> str:
+        """How this method's adapters are hooked in on this family."""
+        return OUTPUT
 
     def owns_parameter(self, name: str, config: Any = None) -> bool:
         return f".{CHILD}." in f".{name}"
@@ -134,19 +207,20 @@ class BottleneckMethod(Method):
                 f"{ctx.family.name} model matched{where}; no adapter would be added",
                 fix="check method.layers (0-based layer indices of this model)",
             )
-        hidden = output_width(model.get_submodule(targets[0])) or 0
+        hidden = site_width(model, targets[0], ctx.family) or 0
         return {
             "method": self.name,
             "targets": targets,
+            "hook": self.hook(ctx.family),
             "hidden_size": hidden,
             "bottleneck_size": bottleneck_width(hidden, cfg.reduction_factor, cfg.bottleneck_size),
-            "non_linearity": cfg.non_linearity,
+            "non_linearity": cfg.non_linearity or NON_LINEARITY[self.name],
             "new_modules": list(ctx.new_modules),
         }
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         plan = self.plan(model, ctx)
-        inject(model, plan["targets"], plan["bottleneck_size"], plan["non_linearity"])
+        inject(model, plan["targets"], plan["bottleneck_size"], plan["non_linearity"], plan["hook"])
         self.set_trainable(model, plan)
         return model
 
@@ -165,7 +239,9 @@ class BottleneckMethod(Method):
         from finetune.methods.saved import read_adapter_config
 
         plan = read_adapter_config(in_dir, self.name)
-        inject(model, plan["targets"], plan["bottleneck_size"], plan["non_linearity"])
+        # runs saved before "hook" was recorded had every adapter on a projection's output
+        hook = plan.get("hook", OUTPUT)
+        inject(model, plan["targets"], plan["bottleneck_size"], plan["non_linearity"], hook)
         self.set_trainable(model, plan)
         return load_trained(model, in_dir)
 
@@ -178,5 +254,8 @@ class HoulsbyMethod(BottleneckMethod):
 
 class PfeifferMethod(BottleneckMethod):
     name = "pfeiffer"
-    description = "bottleneck adapters after every feed-forward sub-layer"
-    sites = ("ffn_output",)
+    description = "a bottleneck adapter on the stream after every feed-forward sub-layer"
+    sites = ("ffn_stream",)
+
+    def hook(self, family: Family) -> str:
+        return RENORM if family.post_ln else OUTPUT

@@ -14,7 +14,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 class BottleneckAdapter(nn.Module):
-    """h + up(act(down(h))).
+    """h + up(act(down(h))) (`forward`); `delta` is the branch alone, for Pfeiffer's post-LN
+    placement where the residual is not the adapter's own input.
 
     `up` starts at zero, so the adapter is exactly the identity at initialisation and the
     adapted model starts as the base model; `down` starts small and random so that `up`
@@ -31,6 +32,10 @@ class BottleneckAdapter(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    def delta(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """up(act(down(h))), computed in the adapter's dtype, returned in the input's."""
         x = hidden_states.to(self.down.weight.dtype)
-        return hidden_states + self.up(self.act(self.down(x))).to(hidden_states.dtype)
+        return self.up(self.act(self.down(x))).to(hidden_states.dtype)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states + self.delta(hidden_states)

@@ -143,9 +143,14 @@ class LoraMethod(PeftMethod):
     description = "low-rank updates on the attention projections (peft LoraConfig)"
 
     def owns_parameter(self, name: str, config: Any = None) -> bool:
+        """`bias: all` trains every bias on purpose; `bias: lora_only` only those of the
+        LoRA-wrapped modules, which peft keeps as `<target>.base_layer.bias`: any other
+        trainable bias is a leak."""
         bias = getattr(config, "bias", "none")
-        if bias != "none" and name.endswith("bias"):
-            return True  # bias: all / lora_only trains biases on purpose
+        if bias == "all" and (name == "bias" or name.endswith(".bias")):
+            return True
+        if bias == "lora_only" and name.endswith(".base_layer.bias"):
+            return True
         return super().owns_parameter(name, config)
 
     def peft_config(self, model: Any, ctx: MethodContext) -> Any:

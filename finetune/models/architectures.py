@@ -36,9 +36,15 @@ class Family:
     ia3_targets: tuple[str, ...]
     ia3_feedforward: tuple[str, ...]
     head_modules: tuple[str, ...]
-    # regexes over module names; a bottleneck adapter wraps each match's output (group 1: layer)
+    # Regexes over module names for the bottleneck adapters (the first group that matched is
+    # the layer index). attention_output / ffn_output: the module whose output is the sub-layer's
+    # output after its dropout and before the residual add (Houlsby's adapters wrap it).
+    # ffn_stream: post-LN (`post_ln`), the LayerNorm after the feed-forward residual add; pre-LN,
+    # the module whose output is the stream after that add (Pfeiffer's adapter reads it).
     attention_output: str
     ffn_output: str
+    ffn_stream: str
+    post_ln: bool = False
     hidden_size_keys: tuple[str, ...] = ("hidden_size", "d_model", "n_embd")
     notes: dict[str, str] = field(default_factory=dict)
 
@@ -54,8 +60,11 @@ FAMILIES: dict[str, Family] = {
         ia3_targets=("key", "value", "output.dense", "k_lin", "v_lin", "lin2"),
         ia3_feedforward=("output.dense", "lin2"),
         head_modules=("classifier", "pre_classifier"),
-        attention_output=r"layer\.(\d+)\.attention\.(?:output\.dense|out_lin)$",
-        ffn_output=r"layer\.(\d+)\.(?:output\.dense|ffn\.lin2)$",
+        # DistilBERT has no dropout after out_lin: its output goes straight to the residual add
+        attention_output=r"layer\.(\d+)\.attention\.(?:output\.dropout|out_lin)$",
+        ffn_output=r"layer\.(\d+)\.(?:output|ffn)\.dropout$",
+        ffn_stream=r"layer\.(\d+)\.(?:output\.LayerNorm|output_layer_norm)$",
+        post_ln=True,
     ),
     "gpt2": Family(
         name="gpt2",
@@ -65,8 +74,9 @@ FAMILIES: dict[str, Family] = {
         ia3_targets=("c_attn", "mlp.c_proj"),
         ia3_feedforward=("mlp.c_proj",),
         head_modules=("score",),
-        attention_output=r"\bh\.(\d+)\.attn\.c_proj$",
-        ffn_output=r"\bh\.(\d+)\.mlp\.c_proj$",
+        attention_output=r"\bh\.(\d+)\.attn\.resid_dropout$",
+        ffn_output=r"\bh\.(\d+)\.mlp\.dropout$",
+        ffn_stream=r"\bh\.(\d+)$",  # the block ends with the feed-forward residual add
     ),
     "t5": Family(
         name="t5",
@@ -76,8 +86,11 @@ FAMILIES: dict[str, Family] = {
         ia3_targets=("k", "v", "wo"),
         ia3_feedforward=("wo",),
         head_modules=("classification_head",),
-        attention_output=r"block\.(\d+)\.layer\.0\.SelfAttention\.o$",
-        ffn_output=r"block\.(\d+)\.layer\.\d+\.DenseReluDense\.wo$",
+        # the feed-forward sub-layer is layer.1 of an encoder block, layer.2 of a decoder block
+        # (layer.1 there is cross-attention)
+        attention_output=r"block\.(\d+)\.layer\.0\.dropout$",
+        ffn_output=r"(?:encoder\.block\.(\d+)\.layer\.1|decoder\.block\.(\d+)\.layer\.2)\.dropout$",
+        ffn_stream=r"(?:encoder\.block\.(\d+)\.layer\.1|decoder\.block\.(\d+)\.layer\.2)$",
     ),
 }
 
