@@ -196,7 +196,12 @@ def merge(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     out: Annotated[Path, typer.Option(help="Where to write the merged model.")],
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
-    tolerance: Annotated[float, typer.Option(help="Max |logit difference| allowed.")] = 1e-4,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            help="Absolute part of the parity tolerance (plus 1e-3 x the largest |logit|)."
+        ),
+    ] = 1e-4,
 ) -> None:
     """Fold the adapter into the base weights; refuses if merged outputs differ."""
     from finetune.commands.merge import merge_run
