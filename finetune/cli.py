@@ -128,15 +128,18 @@ def validate(
     overrides: Annotated[
         Optional[list[str]], typer.Option("--set", help="Override, e.g. --set train.lr=1e-4.")
     ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Read only the data files' headers, not every row.")
+    ] = False,
 ) -> None:
-    """Check recipes (schema, files, columns, model family, method support) without loading
-    any weights; reports every problem at once."""
+    """Check recipes (schema, files, columns, every data row, model family, method support)
+    without loading any weights; reports every problem at once."""
     from finetune.commands.validate import check_recipe
 
     files = _expand_recipes(paths)
     failed = 0
     for path in files:
-        _, problems = check_recipe(path, overrides or [])
+        _, problems = check_recipe(path, overrides or [], scan_rows=not quick)
         if problems:
             failed += 1
             _err(f"[bold red]✗[/] {_escape(str(path))}: {len(problems)} problem(s)")

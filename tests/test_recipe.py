@@ -73,11 +73,13 @@ def test_override_on_shorthand_data_path():
 
 def test_unknown_key_gets_did_you_mean(tmp_path, tiny_model_dir, sentiment_files):
     path = _base(tmp_path, tiny_model_dir, sentiment_files)
-    _, problems = check_recipe(path, ["train.learning_rate=0.1", "method.rank=4"])
-    text = "\n".join(p.render() for p in problems)
-    assert "train.learning_rate: unknown key" in text
-    assert "method.rank: unknown key" in text
-    assert "did you mean 'r'" in text or "allowed keys" in text
+    _, problems = check_recipe(path, ["train.epoch=2", "method.rank=4"])
+    fixes = {p.where.rsplit(": ", 1)[1]: (p.message, p.fix) for p in problems}
+    assert fixes["train.epoch"] == ("unknown key", "did you mean 'epochs'?")
+    # no close match: every allowed key of the method is listed instead
+    message, fix = fixes["method.rank"]
+    assert message == "unknown key" and fix.startswith("allowed keys: ")
+    assert {"r", "alpha", "dropout", "target_modules"} <= set(fix.split(": ", 1)[1].split(", "))
 
 
 def test_every_problem_reported_at_once(tmp_path, tiny_model_dir, sentiment_files):

@@ -117,7 +117,7 @@ def problems_for(root: Path, content: dict[str, Any] | str | bytes) -> tuple[Pat
     path = write(root, content)
     recipe, problems = check_recipe(path)  # must never raise for a user mistake
     assert problems, f"accepted a malformed recipe: {content!r}"
-    assert recipe is None or problems
+    assert recipe is None, f"a malformed recipe came back as a Recipe: {content!r}"
     for problem in problems:
         assert "Traceback" not in problem.render()
         assert problem.where.startswith(str(path)), problem.where

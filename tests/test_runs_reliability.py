@@ -100,10 +100,22 @@ def test_output_path_that_is_a_file(tmp_path):
 
 
 def test_stale_lock_file_alone_counts_as_empty(tmp_path):
-    """A crashed run leaves `.lock` behind (unlocked): the directory is still usable."""
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / LOCK).write_text("pid 1 on gone\n")
-    claim_run_dir(tmp_path / "run", overwrite=False, resume=False).release()
+    """A crashed run leaves `.lock` behind (unlocked): the directory is still usable.
+
+    The claim must really hold the lock (it names this process and refuses a second claim),
+    and releasing it removes the stale file (issue #9 finding 24: this test asserted nothing).
+    """
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text("pid 1 on gone\n")
+    lock = claim_run_dir(out, overwrite=False, resume=False)
+    try:
+        assert (out / LOCK).read_text().startswith(f"pid {os.getpid()} on ")
+        with pytest.raises(RunLockedError):
+            claim_run_dir(out, overwrite=False, resume=False)
+    finally:
+        lock.release()
+    assert not (out / LOCK).exists()
 
 
 def test_run_finished_between_check_and_lock_is_still_refused(tmp_path, monkeypatch):

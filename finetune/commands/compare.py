@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -50,6 +51,7 @@ class Row:
     wall_seconds: float | None = None
     artifact_bytes: int | None = None
     lr: float | None = None
+    log: str | None = None  # the method's `finetune run` output: why it failed, in full
 
 
 def parse_methods(text: str) -> list[str]:
@@ -87,11 +89,11 @@ def run_one(recipe_file: Path, overwrite: bool) -> tuple[int, str, float]:
 
 def row_from_run(method: str, run_dir: Path, wall: float, lr: float | None) -> Row:
     metrics = json.loads(RunPaths(run_dir).metrics.read_text(encoding="utf-8"))
-    key = next((k for k in QUALITY_KEYS if metrics.get(k) is not None), "loss")
+    key = next((k for k in (*QUALITY_KEYS, "loss") if metrics.get(k) is not None), "")
     return Row(
         method=method,
         status="ok",
-        quality_metric=key,
+        quality_metric=key,  # "" and quality None: the recipe has no eval data
         quality=metrics.get(key),
         trainable=metrics.get("trainable_parameters"),
         total=metrics.get("total_parameters"),
@@ -153,11 +155,27 @@ def _compare_one(base: dict, method: str, recipe_path: Path, out: Path, overwrit
         return Row(method=method, status=f"not run: {reason}")
     log.info("compare: running %s", method)
     code, stderr, wall = run_one(recipe_file, overwrite)
+    log_file = out / f"{method}.log"
+    atomic_write_text(log_file, stderr)
     if code != 0:
-        last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["?"]
-        log.warning("%s: failed (%s)", method, last[0])
-        return Row(method=method, status=f"failed: {last[0].strip()[:200]}")
-    return row_from_run(method, out / method, wall, lr)
+        reason = error_line(stderr)
+        log.warning("%s: failed: %s (full output: %s)", method, reason, log_file)
+        return Row(method=method, status=f"failed: {reason}", lr=lr, log=str(log_file))
+    row = row_from_run(method, out / method, wall, lr)
+    row.log = str(log_file)
+    return row
+
+
+def error_line(stderr: str) -> str:
+    """The first line of the error `finetune run` printed, with its code: the reason, not the
+    catalogue pointer that ends the message ("(E202; see docs/errors.md)")."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith(("error:", "unexpected error:"))]
+    if not starts:
+        return lines[-1] if lines else "no output"
+    first = lines[starts[-1]].removeprefix("error:").strip()
+    code = next((c for c in lines[starts[-1] :] if re.fullmatch(r"\(E\d{3};.*\)", c)), "")
+    return f"{first} {code.split(';')[0]})" if code else first
 
 
 # --------------------------------------------------------------------------- report
@@ -180,15 +198,29 @@ def markdown(rows: list[Row]) -> str:
     ]
     for r in rows:
         if r.status != "ok":
-            lines.append(f"| `{r.method}` | {r.status} | | | | |")
+            why = r.status + (f" (log: {r.log})" if r.log else "")
+            lines.append(f"| `{r.method}` | {_cell(why)} | | | | |")
             continue
         share = 100 * (r.trainable or 0) / max(r.total or 1, 1)
         memory, size = human_size(r.peak_memory_bytes), human_size(r.artifact_bytes)
+        seconds = "–" if r.train_seconds is None else f"{r.train_seconds:.0f} s"
         lines.append(
-            f"| `{r.method}` | {r.quality_metric} {r.quality:.4f} | {r.trainable:,} ({share:.2f}%) "
-            f"| {memory} | {r.train_seconds:.0f} s | {size} |"
+            f"| `{r.method}` | {quality_cell(r)} | {r.trainable or 0:,} ({share:.2f}%) "
+            f"| {memory} | {seconds} | {size} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def quality_cell(row: Row) -> str:
+    """A run without eval data has no quality to show: say so instead of a number."""
+    if row.quality is None:
+        return "no eval data"
+    return f"{row.quality_metric} {row.quality:.4f}"
+
+
+def _cell(text: str) -> str:
+    """One markdown table cell: a '|' or line break in an error message would split the row."""
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def write_report(rows: list[Row], out: Path, recipe_path: Path) -> None:
@@ -214,7 +246,7 @@ def plot(rows: list[Row], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in done:
         ax.scatter(r.trainable, r.quality, s=60)
-        label = f"{r.method}\n{r.train_seconds:.0f} s, {human_size(r.artifact_bytes)}"
+        label = f"{r.method}\n{r.train_seconds or 0:.0f} s, {human_size(r.artifact_bytes)}"
         ax.annotate(
             label, (r.trainable, r.quality), textcoords="offset points", xytext=(6, 4), fontsize=8
         )

@@ -22,12 +22,10 @@ log = logging.getLogger(__name__)
 
 def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> dict[str, Any]:
     """Metrics of a saved run on its eval/test split or another file; writes eval_<name>.json."""
-    from accelerate import Accelerator
-
     run = load_run(path)
     examples = examples_for(run, split, data)
     dataset = ListDataset(run.task.encode(examples, training=False))
-    accelerator = Accelerator(cpu=not _cuda())
+    accelerator = inference_accelerator()
     model = accelerator.prepare_model(run.model, evaluation_mode=True)
     loader = make_eval_loader(dataset, run.task, run.recipe.eval.batch_size, accelerator)
     metrics, predictions = run_eval(model, run.task, loader, examples, accelerator)
@@ -79,20 +77,32 @@ def _held_out_eval(run: LoadedRun) -> list[Example]:
 
 
 def predict_texts(path: Path, texts: list[str]) -> list[dict[str, Any]]:
+    """Predictions on the device `eval` uses (the GPU when there is one)."""
     import torch
+    from accelerate.utils import send_to_device
 
     run = load_run(path)
     examples = run.task.examples_from_texts(texts)
     features = run.task.encode(examples, training=False)
+    accelerator = inference_accelerator()
+    model = accelerator.prepare_model(run.model, evaluation_mode=True)
     records = []
     batch_size = run.recipe.eval.batch_size
     with torch.inference_mode():
         for start in range(0, len(features), batch_size):
             chunk = features[start : start + batch_size]
-            _, preds = run.task.eval_batch(run.model, run.task.collate(chunk), predict=True)
+            batch = send_to_device(run.task.collate(chunk), accelerator.device)
+            _, preds = run.task.eval_batch(model, batch, predict=True)
             for feat, pred in zip(chunk, preds or []):
                 records.append(run.task.prediction_record(pred, examples[feat["idx"]]))
     return records
+
+
+def inference_accelerator() -> Any:
+    """The one device choice of `eval` and `predict`: the GPU when there is one, else CPU."""
+    import accelerate
+
+    return accelerate.Accelerator(cpu=not _cuda())
 
 
 def _cuda() -> bool:

@@ -2,13 +2,16 @@
 
 Schema problems come from pydantic; then files, columns, model family and method support are
 checked from headers and config.json alone, so a typo costs a second, not a model load.
+`validate` also parses every data row (`scan_rows`: streamed, every bad row listed), so a bad
+row deep in a file is found before training, not by `run` after minutes; `run` itself reads
+every row anyway and skips that pass, as does `validate --quick`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.data.readers import detect_format, peek_columns, resolve_path
+from finetune.data.readers import detect_format, peek_columns, resolve_path, scan_local
 from finetune.errors import DataError, FinetuneError, ModelError, Problem
 from finetune.methods import METHODS
 from finetune.models.architectures import Family, detect_family
@@ -17,15 +20,16 @@ from finetune.recipe.schema import HubSource, LocalSource, Recipe
 
 
 def check_recipe(
-    path: Path, overrides: list[str] | None = None
+    path: Path, overrides: list[str] | None = None, scan_rows: bool = False
 ) -> tuple[Recipe | None, list[Problem]]:
+    """Every problem of a recipe; `scan_rows` also parses every row of its local data files."""
     data, problems = read_yaml(path)
     if data is None:
         return None, problems
     recipe, problems = build_recipe(data, str(path), overrides)
     if recipe is None:
         return None, problems + _missing_files(data, path)
-    return recipe, check_semantics(recipe, path)
+    return recipe, check_semantics(recipe, path, scan_rows)
 
 
 def _missing_files(data: dict, path: Path) -> list[Problem]:
@@ -49,7 +53,7 @@ def _missing_files(data: dict, path: Path) -> list[Problem]:
     return problems
 
 
-def check_semantics(recipe: Recipe, path: Path) -> list[Problem]:
+def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list[Problem]:
     from finetune.tasks import TASKS, model_kind
 
     where = str(path)
@@ -74,20 +78,41 @@ def check_semantics(recipe: Recipe, path: Path) -> list[Problem]:
         reason = method.unsupported_reason(family, model_kind(recipe.task.type, family))
         if reason:
             problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
-    problems.extend(
-        _check_data(recipe, path, task.required_columns(recipe), task.languages(recipe))
-    )
+    columns, langs = task.required_columns(recipe), task.languages(recipe)
+    problems.extend(_check_data(recipe, path, columns, langs, scan_rows))
     return problems
 
 
-def _check_data(recipe: Recipe, path: Path, columns: list[str], langs: list[str]) -> list[Problem]:
+def _check_data(
+    recipe: Recipe, path: Path, columns: list[str], langs: list[str], scan_rows: bool
+) -> list[Problem]:
     problems: list[Problem] = []
     base = path.parent
     for split in ("train", "eval", "test"):
         source = getattr(recipe.data, split)
         if source is None or isinstance(source, HubSource):
             continue  # Hub datasets are checked when they are loaded
-        problems.extend(_check_local(source, base, f"{path}: data.{split}", columns, langs))
+        key = f"{path}: data.{split}"
+        found = _check_local(source, base, key, columns, langs)
+        if not found and scan_rows:
+            found = _scan_local(source, base, key, columns, langs)
+        problems.extend(found)
+    return problems
+
+
+def _scan_local(
+    source: LocalSource, base: Path, key: str, columns: list[str], langs: list[str]
+) -> list[Problem]:
+    """Every row parsed, none kept; each bad row (up to a cap, then a count) is a problem."""
+    try:
+        scan = scan_local(source, base, langs, columns)
+    except DataError as exc:
+        return [Problem(key, exc.message, exc.fix)]
+    except OSError as exc:
+        return [Problem(key, f"cannot read {source.path} ({exc.strerror})", "check permissions")]
+    problems = [Problem(key, exc.message, exc.fix) for exc in scan.problems]
+    if not problems and not scan.rows:
+        problems.append(Problem(key, f"{source.path} has no rows", "add examples to the file"))
     return problems
 
 

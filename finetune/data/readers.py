@@ -8,16 +8,19 @@ module only knows file formats.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from finetune.data.sources import HubSource, LocalSource
 from finetune.errors import (
     AlignmentError,
+    DataColumnError,
     DataError,
     DataFileError,
     DataFormatError,
@@ -98,8 +101,9 @@ def detect_format(source: LocalSource, path: Path) -> str:
 
 # --------------------------------------------------------------------------- readers
 #
-# Files are streamed line by line: `max_train_samples` stops reading early, and `validate` reads
-# only the header, so a multi-GB file costs neither the memory of its text nor a full read.
+# Files are streamed line by line: `max_train_samples` stops reading early, `validate` parses
+# every row but keeps none (`scan_local`), and `validate --quick` reads only the header, so a
+# multi-GB file never costs the memory of its text.
 
 MAX_LINE_BYTES = 64 * 1024 * 1024  # longer "lines" are binary files or a missing newline
 CSV_FIELD_LIMIT = MAX_LINE_BYTES
@@ -164,37 +168,135 @@ def _open_text(path: Path) -> str:
 
 
 class _LineTracker:
-    """Feeds csv.reader and remembers the line each record started on."""
+    """Feeds csv.reader and keeps the raw lines of the record being read (its first line and
+    its text), so a record can be checked against RFC 4180 and named by line."""
 
     def __init__(self, lines: Iterator[tuple[int, str]]) -> None:
         self._lines = lines
         self.current = 0
+        self._pending: list[str] = []
+        self._start = 0
 
     def __iter__(self) -> Iterator[str]:
         for lineno, text in self._lines:
             self.current = lineno
+            if not self._pending:
+                self._start = lineno
+            self._pending.append(text)
             yield text
 
+    def take(self) -> tuple[int, str]:
+        """(first line, raw text) of the record just read; starts the next record."""
+        start, text = self._start, "".join(self._pending)
+        self._pending = []
+        return start, text
 
-def _delimited_records(path: Path, delimiter: str, shown: str) -> Iterator[tuple[int, list[str]]]:
-    """(first line of record, fields) for each csv/tsv record, quoting handled by csv."""
+
+# A record is yielded as its fields, or as the error that makes it unusable, so `read_local`
+# can stop at the first bad row and `scan_local` (validate) can list every one of them.
+Record = tuple[int, "list[str] | DataFormatError"]
+Row = tuple[int, "dict[str, Any] | DataFormatError"]
+
+
+def _quoting_fix(quoting: str) -> str:
+    if quoting == "none":
+        return "this file is read with quoting: none (every quote is text): check the delimiter"
+    return (
+        "if quotes in this file are text (GLUE-style), set quoting: none in the data source; "
+        'otherwise quote the whole field and double each quote inside it ("say ""hi""")'
+    )
+
+
+def _closing_quote(text: str, pos: int) -> int:
+    """Index of the quote that closes a quoted field whose text starts at pos; -1 if none."""
+    while True:
+        found = text.find('"', pos)
+        if found < 0 or text[found + 1 : found + 2] != '"':
+            return found
+        pos = found + 2  # a doubled quote is one quote of text
+
+
+@functools.cache
+def _field_end(delimiter: str) -> re.Pattern[str]:
+    """Where an unquoted field ends, or the quote it must not contain."""
+    return re.compile(f'["{re.escape(delimiter)}\\r\\n]')
+
+
+def _quote_problem(text: str, delimiter: str) -> tuple[int, int, str] | None:
+    """(offset, offset of the field, what) of the first quote RFC 4180 does not allow.
+
+    A quote is either a whole field's opening/closing quote or doubled inside such a field;
+    any other quote would silently become text (or silently vanish), so it is an error.
+    """
+    stops = delimiter + "\r\n"
+    pos, end = 0, len(text)
+    while pos < end:
+        field = pos
+        if text[pos] == '"':
+            close = _closing_quote(text, pos + 1)
+            if close < 0:
+                return field, field, "a quote opens a field here, never closed (unclosed quote)"
+            pos = close + 1
+            if pos < end and text[pos] not in stops:
+                return close, field, "text follows the closing quote of a quoted field"
+        else:
+            found = _field_end(delimiter).search(text, pos)
+            pos = found.start() if found else end
+            if pos < end and text[pos] == '"':
+                return pos, field, "a quote inside a field that does not start with one"
+        if pos >= end or text[pos] in "\r\n":
+            return None
+        pos += 1
+    return None
+
+
+def _quote_error(shown: str, start: int, text: str, found: tuple[int, int, str]) -> DataFormatError:
+    offset, field, what = found
+    line = start + text.count("\n", 0, offset)
+    opened = start + text.count("\n", 0, field)
+    where = f" (the field starts on line {opened})" if opened != line else ""
+    return DataFormatError(f"{shown} line {line}: {what}{where}", fix=_quoting_fix("rfc4180"))
+
+
+def _delimited_records(path: Path, delimiter: str, quoting: str, shown: str) -> Iterator[Record]:
+    """(first line of record, fields or error) for each csv/tsv record.
+
+    rfc4180: quoted fields as pandas/Excel write them; every quote in a record is checked, so
+    none turns into text or disappears unnoticed. none: quotes are ordinary characters.
+    Unreadable files, bad UTF-8 and binary data raise: no later record can be trusted.
+    """
     csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    mode = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
     tracker = _LineTracker(_lines(path, shown))
-    reader = csv.reader(tracker, delimiter=delimiter, quoting=quoting)
-    start = 1
+    reader = csv.reader(tracker, delimiter=delimiter, quoting=mode)
     while True:
         try:
             values = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raise DataFormatError(
-                f"{shown} line {tracker.current}: {exc}",
-                fix='check quoting (a stray " opens a field) and that this is a text file',
-            ) from None
-        yield start, values
-        start = tracker.current + 1
+            start, _ = tracker.take()
+            yield (
+                start,
+                DataFormatError(
+                    f"{shown} line {tracker.current}: {exc}",
+                    fix=_quoting_fix(quoting) + "; and check that this is a text file",
+                ),
+            )
+            continue
+        start, text = tracker.take()
+        found = _quote_problem(text, delimiter) if quoting != "none" and '"' in text else None
+        yield start, (_quote_error(shown, start, text, found) if found else values)
+
+
+def _header(records: Iterator[Record], delimiter: str, shown: str) -> list[str]:
+    """The checked header (line 1); an empty or unreadable first record stops the read."""
+    first = next(records, None)
+    if first is None or not first[1]:
+        raise DataFormatError(f"{shown}: file is empty", fix="add a header line and rows")
+    if isinstance(first[1], DataFormatError):
+        raise first[1]
+    return _check_header(first[1], delimiter, shown)
 
 
 def _check_header(header: list[str], delimiter: str, shown: str) -> list[str]:
@@ -222,28 +324,47 @@ def _check_header(header: list[str], delimiter: str, shown: str) -> list[str]:
     return header
 
 
+def _delimited_rows(
+    path: Path, delimiter: str, quoting: str, shown: str
+) -> tuple[list[str], Iterator[Row]]:
+    """The header, and (line, row or error) for every later record; blank lines skipped."""
+    records = _delimited_records(path, delimiter, quoting, shown)
+    header = _header(records, delimiter, shown)
+
+    def rows() -> Iterator[Row]:
+        for lineno, values in records:
+            if isinstance(values, DataFormatError):
+                yield lineno, values
+            elif not values or values == [""]:
+                continue
+            elif len(values) != len(header):
+                yield lineno, _field_count_error(shown, lineno, values, header, delimiter)
+            else:
+                yield lineno, dict(zip(header, values))
+
+    return header, rows()
+
+
+def _collect(rows: Iterator[Row], limit: int | None) -> tuple[list[dict], list[int]]:
+    """Rows and their lines up to `limit`; the first bad row is raised (as `run` needs)."""
+    kept: list[dict[str, Any]] = []
+    lines: list[int] = []
+    for lineno, row in rows:
+        if limit is not None and len(kept) >= limit:
+            break
+        if isinstance(row, DataFormatError):
+            raise row
+        kept.append(row)
+        lines.append(lineno)
+    return kept, lines
+
+
 def _iter_delimited(
-    path: Path, delimiter: str, limit: int | None, shown: str | None = None
+    path: Path, delimiter: str, quoting: str, limit: int | None, shown: str | None = None
 ) -> tuple[list[str], list[dict], list[int]]:
     """Header, rows and each row's line number; stops after `limit` rows."""
-    shown = shown or str(path)
-    records = _delimited_records(path, delimiter, shown)
-    first = next(records, None)
-    if first is None or not first[1]:
-        raise DataFormatError(f"{shown}: file is empty", fix="add a header line and rows")
-    header = _check_header(first[1], delimiter, shown)
-    rows: list[dict[str, Any]] = []
-    lines: list[int] = []
-    for lineno, values in records:
-        if limit is not None and len(rows) >= limit:
-            break
-        if not values or values == [""]:
-            continue
-        if len(values) != len(header):
-            raise _field_count_error(shown, lineno, values, header, delimiter)
-        rows.append(dict(zip(header, values)))
-        lines.append(lineno)
-    return header, rows, lines
+    header, rows = _delimited_rows(path, delimiter, quoting, shown or str(path))
+    return (header, *_collect(rows, limit))
 
 
 def _field_count_error(
@@ -270,31 +391,37 @@ def _delimiter_fix(delimiter: str) -> str:
     )
 
 
-def _iter_jsonl(path: Path, limit: int | None, shown: str | None = None) -> tuple[list, list]:
-    """Rows and their line numbers from JSON Lines; stops after `limit` rows."""
-    shown = shown or str(path)
-    rows: list[dict[str, Any]] = []
-    lines: list[int] = []
+def _jsonl_rows(path: Path, shown: str) -> Iterator[Row]:
+    """(line, object or error) for every non-blank line of a JSON Lines file."""
     for lineno, line in _lines(path, shown):
-        if limit is not None and len(rows) >= limit:
-            break
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataFormatError(
-                f"{shown} line {lineno} column {exc.colno}: invalid JSON ({exc.msg})",
-                fix="each line must be one JSON object",
-            ) from None
-        if not isinstance(value, dict):
-            raise DataFormatError(
-                f"{shown} line {lineno}: a JSON {type(value).__name__}, not an object",
-                fix='write one object per line: {"text": ..., "label": ...}',
+            yield (
+                lineno,
+                DataFormatError(
+                    f"{shown} line {lineno} column {exc.colno}: invalid JSON ({exc.msg})",
+                    fix="each line must be one JSON object",
+                ),
             )
-        rows.append(value)
-        lines.append(lineno)
-    return rows, lines
+            continue
+        if not isinstance(value, dict):
+            yield (
+                lineno,
+                DataFormatError(
+                    f"{shown} line {lineno}: a JSON {type(value).__name__}, not an object",
+                    fix='write one object per line: {"text": ..., "label": ...}',
+                ),
+            )
+            continue
+        yield lineno, value
+
+
+def _iter_jsonl(path: Path, limit: int | None, shown: str | None = None) -> tuple[list, list]:
+    """Rows and their line numbers from JSON Lines; stops after `limit` rows."""
+    return _collect(_jsonl_rows(path, shown or str(path)), limit)
 
 
 def _read_json(path: Path, limit: int | None, shown: str | None = None) -> list[dict]:
@@ -338,28 +465,41 @@ def _read_parquet(path: Path, limit: int | None, shown: str | None = None) -> li
     return rows
 
 
-def _read_aligned_text(path: Path, langs: list[str], limit: int | None) -> list[dict]:
+def _aligned_rows(path: Path, langs: list[str]) -> Iterator[dict[str, str]]:
     """train.{lang} -> rows {en: ..., de: ...} from line-aligned files, read in lockstep."""
     files = {lang: str(path).replace(LANG_PLACEHOLDER, lang) for lang in langs}
     streams = {lang: _lines(Path(name)) for lang, name in files.items()}
-    rows: list[dict[str, Any]] = []
-    while limit is None or len(rows) < limit:
+    done = 0
+    while True:
         got = {lang: next(stream, None) for lang, stream in streams.items()}
         if all(v is None for v in got.values()):
-            break
+            return
         if any(v is None for v in got.values()):
-            counts = {lang: len(rows) + (got[lang] is not None) for lang in langs}
+            counts = {lang: done + (got[lang] is not None) for lang in langs}
             for lang, stream in streams.items():
                 counts[lang] += sum(1 for _ in stream)
             detail = ", ".join(f"{files[k]}: {n} lines" for k, n in counts.items())
             raise AlignmentError(
                 f"aligned files have different line counts ({detail}); "
-                f"they diverge at line {len(rows) + 1}",
+                f"they diverge at line {done + 1}",
                 fix="line N of each file must translate line N of the other; "
                 "remove the extra lines or the blank line at the end",
             )
-        rows.append({lang: text.rstrip("\r\n") for lang, (_, text) in got.items()})
+        done += 1
+        yield {lang: text.rstrip("\r\n") for lang, (_, text) in got.items()}
+
+
+def _read_aligned_text(path: Path, langs: list[str], limit: int | None) -> list[dict]:
+    rows: list[dict[str, Any]] = []
+    for row in _aligned_rows(path, langs):
+        if limit is not None and len(rows) >= limit:
+            break
+        rows.append(row)
     return rows
+
+
+def _delimiter(fmt: str) -> str:
+    return "," if fmt == "csv" else "\t"
 
 
 def _read_rows(
@@ -367,7 +507,7 @@ def _read_rows(
 ) -> Table:
     shown = str(source.path)
     if fmt in ("csv", "tsv"):
-        columns, rows, lines = _iter_delimited(path, "," if fmt == "csv" else "\t", limit, shown)
+        columns, rows, lines = _iter_delimited(path, _delimiter(fmt), source.quoting, limit, shown)
         return Table(rows=rows, source=shown, first_line=2, columns=columns, lines=lines)
     if fmt == "jsonl":
         rows, lines = _iter_jsonl(path, limit, shown)
@@ -376,12 +516,16 @@ def _read_rows(
         return Table(rows=_read_json(path, limit, shown), source=shown, first_line=0)
     if fmt == "parquet":
         return Table(rows=_read_parquet(path, limit, shown), source=shown, first_line=0)
+    _require_placeholder(path, shown)
+    return Table(rows=_read_aligned_text(path, langs or [], limit), source=shown, first_line=1)
+
+
+def _require_placeholder(path: Path, shown: str) -> None:
     if LANG_PLACEHOLDER not in str(path):
         raise DataFormatError(
             f"{shown}: plain text needs a {LANG_PLACEHOLDER} placeholder",
             fix="write e.g. data/train.{lang} for train.en + train.de",
         )
-    return Table(rows=_read_aligned_text(path, langs or [], limit), source=shown, first_line=1)
 
 
 def read_local(
@@ -478,16 +622,21 @@ def read_source(
 
 
 def peek_columns(source: LocalSource, base_dir: Path | None, langs: list[str]) -> list[str]:
-    """Column names from the header or first row only: `validate` stays instant on huge files."""
+    """Column names from the header or first row only: `validate --quick` stays instant on
+    huge files."""
     path = resolve_path(source.path, base_dir)
     fmt = detect_format(source, path)
     shown = str(source.path)
     if fmt == "text":
         return list(langs)
     if fmt in ("csv", "tsv"):
-        delimiter = "," if fmt == "csv" else "\t"
-        first = next(_delimited_records(path, delimiter, shown), None)
-        return _check_header(first[1], delimiter, shown) if first and first[1] else []
+        delimiter = _delimiter(fmt)
+        first = next(_delimited_records(path, delimiter, source.quoting, shown), None)
+        if first is None or not first[1]:
+            return []
+        if isinstance(first[1], DataFormatError):
+            raise first[1]
+        return _check_header(first[1], delimiter, shown)
     if fmt == "jsonl":
         rows, _ = _iter_jsonl(path, 1, shown)
         return list(rows[0]) if rows else []
@@ -495,3 +644,91 @@ def peek_columns(source: LocalSource, base_dir: Path | None, langs: list[str]) -
         return list(_parquet_file(path, shown).schema_arrow.names)
     table = read_local(source, base_dir, limit=1, langs=langs)
     return table.column_names()
+
+
+# --------------------------------------------------------------------------- full scan
+
+PROBLEMS_SHOWN = 20
+
+
+@dataclass
+class Scan:
+    """What `validate` learns from reading every row of one file, in constant memory."""
+
+    columns: list[str]
+    rows: int = 0  # good rows
+    bad_rows: int = 0
+    problems: list[DataError] = field(default_factory=list)  # the first PROBLEMS_SHOWN, + a tally
+
+    def add(self, error: DataError) -> None:
+        self.bad_rows += 1
+        if len(self.problems) < PROBLEMS_SHOWN:
+            self.problems.append(error)
+
+
+def _missing_in_row(row: dict[str, Any], columns: list[str], where: str) -> DataError | None:
+    missing = [c for c in columns if c not in row]
+    if not missing:
+        return None
+    return DataColumnError(
+        f"{where}: no column {', '.join(repr(c) for c in missing)} "
+        f"(this row has: {', '.join(map(str, row)) or 'nothing'})",
+        fix="give every row every column the task reads",
+    )
+
+
+def _scan_rows(source: LocalSource, path: Path, fmt: str, langs: list[str]) -> Iterator[Row]:
+    """(line or row number, row or error) for every row of any local format, streamed."""
+    shown = str(source.path)
+    if fmt in ("csv", "tsv"):
+        _, rows = _delimited_rows(path, _delimiter(fmt), source.quoting, shown)
+        yield from rows
+    elif fmt == "jsonl":
+        yield from _jsonl_rows(path, shown)
+    elif fmt == "json":  # one JSON document cannot be streamed; it is parsed as `run` does
+        yield from enumerate(_read_json(path, None, shown), start=1)
+    elif fmt == "parquet":
+        number = 0
+        for batch in _parquet_file(path, shown).iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row
+    else:
+        _require_placeholder(path, shown)
+        yield from enumerate(_aligned_rows(path, langs), start=1)
+
+
+def scan_local(
+    source: LocalSource, base_dir: Path | None, langs: list[str], columns: Sequence[str] = ()
+) -> Scan:
+    """Parse every row as `run` will, keeping none of them: every bad row is counted and the
+    first PROBLEMS_SHOWN are kept, so one `validate` lists them all at once. A problem that
+    makes the rest unreadable (not UTF-8, binary, unaligned files) ends the scan."""
+    path = resolve_path(source.path, base_dir)
+    fmt = detect_format(source, path)
+    shown = str(source.path)
+    unit = "line" if fmt in ("csv", "tsv", "jsonl", "text") else "row"
+    scan = Scan(columns=[])
+    try:
+        for number, row in _scan_rows(source, path, fmt, langs):
+            if isinstance(row, DataError):
+                scan.add(row)
+                continue
+            missing = _missing_in_row(row, list(columns), f"{shown} {unit} {number}")
+            if missing is not None:
+                scan.add(missing)
+                continue
+            if not scan.rows:
+                scan.columns = list(row)
+            scan.rows += 1
+    except DataError as exc:
+        scan.add(exc)
+    if scan.bad_rows > len(scan.problems):
+        scan.problems.append(
+            DataFormatError(
+                f"{shown}: {scan.bad_rows} bad rows in all; the first {len(scan.problems)} "
+                "are listed",
+                fix="fix the listed rows and validate again",
+            )
+        )
+    return scan

@@ -17,6 +17,11 @@ class LocalSource(Section):
     format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "text"] = Field(
         "auto", description="File format; auto uses the extension."
     )
+    quoting: Literal["rfc4180", "none"] = Field(
+        "rfc4180",
+        description="csv/tsv quotes: rfc4180 reads quoted fields as pandas writes them and "
+        "refuses a stray quote; none keeps every quote as text (GLUE-style files).",
+    )
 
 
 class HubSource(Section):

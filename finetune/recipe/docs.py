@@ -54,14 +54,10 @@ def _rows(model: type[BaseModel], prefix: str, tag: str | None) -> list[OptionRo
         key = f"{prefix}.{name}"
         nested = models_in(field.annotation)
         if nested and all(m.__name__ in ("LocalSource", "HubSource") for m in nested):
-            rows.append(
-                OptionRow(
-                    key,
-                    "path | {path, format} | {hub, config, split, revision}",
-                    _default(field),
-                    field.description or "",
-                )
-            )
+            forms = " | ".join("{" + ", ".join(m.model_fields) + "}" for m in nested)
+            rows.append(OptionRow(key, f"path | {forms}", _default(field), field.description or ""))
+            if not any(r.key.startswith(f"{prefix}.*.") for r in rows):
+                rows.extend(_source_rows(nested, prefix))
             continue
         if nested and len(nested) == 1 and field.default_factory is not None:
             rows.extend(_rows(nested[0], key, None))
@@ -71,6 +67,16 @@ def _rows(model: type[BaseModel], prefix: str, tag: str | None) -> list[OptionRo
             desc = f"({tag}) {desc}"
         rows.append(OptionRow(key, _type_name(field.annotation), _default(field), desc))
     return rows
+
+
+def _source_rows(models: list[type[BaseModel]], prefix: str) -> list[OptionRow]:
+    """The keys of a local data source (format, quoting), once for train/eval/test."""
+    local = next(m for m in models if m.__name__ == "LocalSource")
+    return [
+        OptionRow(f"{prefix}.*.{name}", _type_name(f.annotation), _default(f), f.description or "")
+        for name, f in local.model_fields.items()
+        if name != "path"
+    ]
 
 
 def option_rows(section: str | None = None) -> list[OptionRow]:
