@@ -129,9 +129,9 @@ def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> None:
     """Resolve local data paths as `run` would, so the per-method recipes run from anywhere."""
     from finetune.data.readers import resolve_path
 
-    section = data.get("data") or {}
+    section: dict[str, Any] = data.get("data") or {}
     for split in ("train", "eval", "test"):
-        source = section.get(split)
+        source: Any = section.get(split)
         path = source if isinstance(source, str) else (source or {}).get("path")
         if not isinstance(path, str):
             continue
@@ -242,10 +242,10 @@ def plot(rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r.status == "ok" and r.quality is not None]
+    done = [r for r in rows if r.status == "ok" and r.quality is not None and r.trainable]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in done:
-        ax.scatter(r.trainable, r.quality, s=60)
+        ax.scatter(float(r.trainable or 0), float(r.quality or 0), s=60)
         label = f"{r.method}\n{r.train_seconds or 0:.0f} s, {human_size(r.artifact_bytes)}"
         ax.annotate(
             label, (r.trainable, r.quality), textcoords="offset points", xytext=(6, 4), fontsize=8

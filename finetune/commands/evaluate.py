@@ -72,7 +72,7 @@ def _held_out_eval(run: LoadedRun) -> list[Example]:
     from finetune.commands.build import hold_out
 
     train = load_split(run.task, run.recipe, "train", None) or []
-    _, held = hold_out(train, run.recipe.data.eval_fraction, run.recipe.train.seed)
+    _, held = hold_out(train, run.recipe.data.eval_fraction or 0.0, run.recipe.train.seed)
     return held
 
 

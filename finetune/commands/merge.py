@@ -119,7 +119,7 @@ def merge_run(
         )
     batch = _parity_batch(run)
     before = _logits(run.model, batch)
-    merged = method.merge(run.model)
+    merged: Any = method.merge(run.model)
     after = _logits(merged, batch)
     check = parity(before, after, tolerance)
     if not check.ok:

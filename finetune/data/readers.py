@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from finetune.data.sources import HubSource, LocalSource
 from finetune.errors import (
@@ -266,7 +266,7 @@ def _delimited_records(path: Path, delimiter: str, quoting: str, shown: str) -> 
     Unreadable files, bad UTF-8 and binary data raise: no later record can be trusted.
     """
     csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-    mode = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
+    mode: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
     tracker = _LineTracker(_lines(path, shown))
     reader = csv.reader(tracker, delimiter=delimiter, quoting=mode)
     while True:
@@ -486,7 +486,7 @@ def _aligned_rows(path: Path, langs: list[str]) -> Iterator[dict[str, str]]:
                 "remove the extra lines or the blank line at the end",
             )
         done += 1
-        yield {lang: text.rstrip("\r\n") for lang, (_, text) in got.items()}
+        yield {lang: line[1].rstrip("\r\n") for lang, line in got.items() if line is not None}
 
 
 def _read_aligned_text(path: Path, langs: list[str], limit: int | None) -> list[dict]:

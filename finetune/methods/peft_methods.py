@@ -213,7 +213,7 @@ def feedforward_for(value: Any, targets: Any, family: Family) -> list[str]:
     return default
 
 
-def prompt_dims(model: Any) -> dict[str, int]:
+def prompt_dims(model: Any) -> dict[str, Any]:
     """num_layers/token_dim/heads for peft prompt learning when it cannot read them itself.
 
     peft reads them from the top-level config; an EncoderDecoderModel (bert2bert) keeps them in

@@ -57,13 +57,14 @@ def load_bert2bert(resolved: ResolvedModel, tokenizer: Any, revision: str | None
         encoder = AutoModel.from_pretrained(
             resolved.path, revision=revision, add_pooling_layer=False
         )
-        decoder, info = AutoModelForCausalLM.from_pretrained(
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
             resolved.path,
             revision=revision,
             is_decoder=True,
             add_cross_attention=True,
             output_loading_info=True,
         )
+        decoder, info = loaded
     except (OSError, ValueError, KeyError) as exc:
         raise load_failure(resolved.name, exc) from None
     model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
@@ -73,7 +74,7 @@ def load_bert2bert(resolved: ResolvedModel, tokenizer: Any, revision: str | None
         config.bos_token_id = start
         config.eos_token_id = end
         config.pad_token_id = tokenizer.pad_token_id
-    model.config.vocab_size = model.config.decoder.vocab_size
+    model.config.vocab_size = decoder.config.vocab_size
     commit = getattr(encoder.config, "_commit_hash", None)
     new = new_decoder_modules(info.get("missing_keys", []))
     return LoadedModel(model=model, new_modules=new, revision=revision or commit)

@@ -87,7 +87,7 @@ def rouge(predictions: list[str], references: list[list[str]]) -> dict[str, floa
     return {key: round(100 * value / n, 4) for key, value in totals.items()}
 
 
-def reference_streams(references: list[list[str]]) -> list[list[str | None]]:
+def reference_streams(references: list[list[str]]) -> list[Any]:
     """Per-example reference lists -> sacreBLEU streams (one per reference position)."""
     width = max((len(refs) for refs in references), default=0)
     return [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
