@@ -143,40 +143,6 @@ def test_unreadable_file(tmp_path, monkeypatch):
     assert "train.csv: cannot be read (Permission denied)" in text and "chmod" in text
 
 
-def test_empty_file(tmp_path):
-    with pytest.raises(DataFormatError) as excinfo:
-        read(write(tmp_path / "train.csv", ""))
-    assert "train.csv: file is empty" in error_text(excinfo)
-
-
-def test_header_only(tmp_path):
-    with pytest.raises(DataFormatError) as excinfo:
-        read(write(tmp_path / "train.csv", "text,label\n"))
-    assert "train.csv: has a header but no rows" in error_text(excinfo)
-    assert "add examples" in error_text(excinfo)
-
-
-def test_empty_jsonl(tmp_path):
-    with pytest.raises(DataFormatError) as excinfo:
-        read(write(tmp_path / "train.jsonl", "\n\n"))
-    assert "train.jsonl: has no rows" in error_text(excinfo)
-
-
-def test_unknown_extension(tmp_path):
-    with pytest.raises(DataFormatError) as excinfo:
-        read(write(tmp_path / "train.xlsx", "x"))
-    assert "cannot tell the format" in error_text(excinfo) and "format:" in error_text(excinfo)
-
-
-def test_non_utf8_bytes_name_line_and_column(tmp_path):
-    path = write(tmp_path / "train.csv", b"text,label\ngood,1\ncaf\xe9 bad,0\n")
-    with pytest.raises(DataFileError) as excinfo:
-        read(path)
-    text = error_text(excinfo)
-    assert "train.csv line 3 column 4: bytes that are not UTF-8" in text
-    assert "iconv" in text
-
-
 def test_utf8_bom_is_accepted(tmp_path):
     table = read(write(tmp_path / "train.csv", b"\xef\xbb\xbf" + GOOD_ROWS.encode()))
     assert table.column_names() == ["text", "label"]
@@ -195,75 +161,11 @@ def test_tab_separated_file_named_csv(tmp_path):
     assert any("looks tab-separated" in p for p in validate_problems(tmp_path, path))
 
 
-def test_comma_separated_file_named_tsv(tmp_path):
-    path = write(tmp_path / "train.tsv", "text,label\ngood,1\n")
-    with pytest.raises(DataFormatError) as excinfo:
-        read(path)
-    assert "looks comma-separated" in error_text(excinfo)
-
-
-def test_semicolon_separated(tmp_path):
-    path = write(tmp_path / "train.csv", "text;label\ngood;1\n")
-    with pytest.raises(DataFormatError) as excinfo:
-        read(path)
-    assert "semicolon-separated" in error_text(excinfo)
-
-
-def test_row_with_wrong_field_count(tmp_path):
-    path = write(tmp_path / "train.csv", "text,label\ngood,1\nbad, really bad,0\n")
-    with pytest.raises(DataFormatError) as excinfo:
-        read(path)
-    text = error_text(excinfo)
-    assert "train.csv line 3: 3 fields, header has 2" in text and "quote fields" in text
-
-
-def test_unclosed_quote(tmp_path):
-    path = write(tmp_path / "train.csv", 'text,label\n"good,1\nbad,0\nfine,1\n')
-    with pytest.raises(DataFormatError) as excinfo:
-        read(path)
-    text = error_text(excinfo)
-    assert "train.csv line 2" in text and "unclosed quote" in text
-
-
-def test_line_numbers_survive_multiline_fields_and_blank_lines(tmp_path):
-    content = 'text,label\n"two\nlines",1\n\nbad,0\n,1\n'
-    with pytest.raises(DataValueError) as excinfo:
-        splits(write(tmp_path / "train.csv", content))
-    assert "train.csv line 6: column 'text' is an empty string" in error_text(excinfo)
-
-
-def test_repeated_column_name(tmp_path):
-    with pytest.raises(DataFormatError) as excinfo:
-        read(write(tmp_path / "train.csv", "text,text,label\na,b,1\n"))
-    assert "line 1 column 2: column name 'text' appears twice" in error_text(excinfo)
-
-
 def test_missing_column_in_validate(tmp_path):
     path = write(tmp_path / "train.csv", "text,sentiment\ngood,1\n")
     (problem,) = validate_problems(tmp_path, path)
     assert "has no column 'label' (found: text, sentiment)" in problem
     assert "task.label" in problem
-
-
-def test_missing_column_at_run_time(tmp_path):
-    path = write(tmp_path / "train.jsonl", '{"text": "good", "sentiment": 1}\n')
-    with pytest.raises(DataColumnError) as excinfo:
-        splits(path)
-    assert "train.jsonl: missing column 'label' (found: text, sentiment)" in error_text(excinfo)
-
-
-def test_invalid_json_line(tmp_path):
-    path = write(tmp_path / "train.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n')
-    with pytest.raises(DataFormatError) as excinfo:
-        read(path)
-    assert "train.jsonl line 2 column 15: invalid JSON" in error_text(excinfo)
-
-
-def test_json_line_that_is_not_an_object(tmp_path):
-    path = write(tmp_path / "train.jsonl", '{"text": "a", "label": 1}\n["b", 0]\n')
-    with pytest.raises(DataFormatError) as excinfo:
-        read(path)
-    assert "train.jsonl line 2: a JSON list, not an object" in error_text(excinfo)
 
 
 def test_parquet_missing_column_found_from_the_schema(tmp_path):
@@ -276,22 +178,7 @@ def test_parquet_missing_column_found_from_the_schema(tmp_path):
     assert "has no column 'label' (found: text, sentiment)" in problem
 
 
-def test_json_array_rows_are_named_by_row(tmp_path):
-    rows = '[{"text": "good", "label": 1}, {"text": "", "label": 0}]'
-    path = write(tmp_path / "train.json", rows)
-    with pytest.raises(DataValueError) as excinfo:
-        splits(path)
-    assert "train.json row 2: column 'text' is an empty string" in error_text(excinfo)
-
-
 # --------------------------------------------------------------------------- values and labels
-
-
-def test_empty_text(tmp_path):
-    with pytest.raises(DataValueError) as excinfo:
-        splits(write(tmp_path / "train.csv", "text,label\ngood,1\n  ,0\n"))
-    text = error_text(excinfo)
-    assert "train.csv line 3: column 'text' is an empty string" in text and "fix:" in text
 
 
 @pytest.mark.parametrize("value", ["null", "NaN"])
@@ -320,20 +207,6 @@ def test_eval_label_not_in_train(tmp_path):
     assert "training labels: neg, pos" in text
 
 
-def test_single_class(tmp_path):
-    with pytest.raises(LabelError) as excinfo:
-        splits(write(tmp_path / "train.csv", "text,label\ngood,1\nfine,1\n"))
-    text = error_text(excinfo)
-    assert "train.csv: every training label is '1'" in text and "at least two classes" in text
-
-
-def test_mixed_label_types(tmp_path):
-    with pytest.raises(LabelError) as excinfo:
-        splits(write(tmp_path / "train.csv", "text,label\ngood,1\nbad,0\nmeh,neutral\n"))
-    text = error_text(excinfo)
-    assert "train.csv line 4: label 'neutral' is text" in text and "mixed label types" in text
-
-
 def test_integer_labels_written_as_floats_are_integers(tmp_path):
     path = write(
         tmp_path / "train.jsonl", '{"text": "a", "label": 1.0}\n{"text": "b", "label": 0}\n'
@@ -356,6 +229,136 @@ def test_no_duplicate_warning_for_distinct_rows(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="finetune.data.readers"):
         read(write(tmp_path / "train.csv", GOOD_ROWS))
     assert not [r for r in caplog.records if "duplicate" in r.getMessage()]
+
+
+# ------------------------------------------------------------------ one bad file, one message
+# (file name, content, error class, substrings the rendered message must hold)
+
+READ_ERRORS = {
+    "empty file": ("train.csv", "", DataFormatError, ["train.csv: file is empty"]),
+    "header only": (
+        "train.csv",
+        "text,label\n",
+        DataFormatError,
+        ["train.csv: has a header but no rows", "add examples"],
+    ),
+    "empty jsonl": ("train.jsonl", "\n\n", DataFormatError, ["train.jsonl: has no rows"]),
+    "unknown extension": (
+        "train.xlsx",
+        "x",
+        DataFormatError,
+        ["cannot tell the format", "format:"],
+    ),
+    "non-UTF-8 bytes": (
+        "train.csv",
+        b"text,label\ngood,1\ncaf\xe9 bad,0\n",
+        DataFileError,
+        ["train.csv line 3 column 4: bytes that are not UTF-8", "iconv"],
+    ),
+    "comma-separated .tsv": (
+        "train.tsv",
+        "text,label\ngood,1\n",
+        DataFormatError,
+        ["looks comma-separated"],
+    ),
+    "semicolon-separated": (
+        "train.csv",
+        "text;label\ngood;1\n",
+        DataFormatError,
+        ["semicolon-separated"],
+    ),
+    "wrong field count": (
+        "train.csv",
+        "text,label\ngood,1\nbad, really bad,0\n",
+        DataFormatError,
+        ["train.csv line 3: 3 fields, header has 2", "quote fields"],
+    ),
+    "unclosed quote": (
+        "train.csv",
+        'text,label\n"good,1\nbad,0\nfine,1\n',
+        DataFormatError,
+        ["train.csv line 2", "unclosed quote"],
+    ),
+    "repeated column name": (
+        "train.csv",
+        "text,text,label\na,b,1\n",
+        DataFormatError,
+        ["line 1 column 2: column name 'text' appears twice"],
+    ),
+    "invalid JSON line": (
+        "train.jsonl",
+        '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n',
+        DataFormatError,
+        ["train.jsonl line 2 column 15: invalid JSON"],
+    ),
+    "JSON line not an object": (
+        "train.jsonl",
+        '{"text": "a", "label": 1}\n["b", 0]\n',
+        DataFormatError,
+        ["train.jsonl line 2: a JSON list, not an object"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(READ_ERRORS))
+def test_bad_file_is_refused_with_its_location(tmp_path, case):
+    name, content, error, expected = READ_ERRORS[case]
+    with pytest.raises(error) as excinfo:
+        read(write(tmp_path / name, content))
+    text = error_text(excinfo)
+    for part in expected:
+        assert part in text
+
+
+# what `run` finds in the rows before any model loads
+SPLIT_ERRORS = {
+    "empty text": (
+        "train.csv",
+        "text,label\ngood,1\n  ,0\n",
+        DataValueError,
+        ["train.csv line 3: column 'text' is an empty string", "fix:"],
+    ),
+    "line numbers survive multi-line fields and blank lines": (
+        "train.csv",
+        'text,label\n"two\nlines",1\n\nbad,0\n,1\n',
+        DataValueError,
+        ["train.csv line 6: column 'text' is an empty string"],
+    ),
+    "JSON array rows are named by row": (
+        "train.json",
+        '[{"text": "good", "label": 1}, {"text": "", "label": 0}]',
+        DataValueError,
+        ["train.json row 2: column 'text' is an empty string"],
+    ),
+    "single class": (
+        "train.csv",
+        "text,label\ngood,1\nfine,1\n",
+        LabelError,
+        ["train.csv: every training label is '1'", "at least two classes"],
+    ),
+    "mixed label types": (
+        "train.csv",
+        "text,label\ngood,1\nbad,0\nmeh,neutral\n",
+        LabelError,
+        ["train.csv line 4: label 'neutral' is text", "mixed label types"],
+    ),
+    "missing column at run time": (
+        "train.jsonl",
+        '{"text": "good", "sentiment": 1}\n',
+        DataColumnError,
+        ["train.jsonl: missing column 'label' (found: text, sentiment)"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SPLIT_ERRORS))
+def test_bad_rows_are_refused_with_their_location(tmp_path, case):
+    name, content, error, expected = SPLIT_ERRORS[case]
+    with pytest.raises(error) as excinfo:
+        splits(write(tmp_path / name, content))
+    text = error_text(excinfo)
+    for part in expected:
+        assert part in text
 
 
 # --------------------------------------------------------------------------- translation files
