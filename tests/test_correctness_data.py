@@ -236,7 +236,7 @@ SCAN_CHECK = textwrap.dedent(
     cap = 1536 * 2**20  # far below the file size: loading it would fail
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     from pathlib import Path
-    from finetune.data.readers import scan_local
+    from finetune.data.scan import scan_local
     from finetune.recipe.schema import LocalSource
 
     scan = scan_local(LocalSource(path=sys.argv[1]), None, [])

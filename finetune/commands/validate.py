@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.data.readers import detect_format, peek_columns, resolve_path, scan_local
+from finetune.data.readers import detect_format, peek_columns, resolve_path
+from finetune.data.scan import scan_local
 from finetune.errors import DataError, FinetuneError, ModelError, Problem
 from finetune.methods import METHODS
 from finetune.models.architectures import Family, detect_family
