@@ -3,9 +3,10 @@
 Each process evaluates its shard of length-sorted batches and keeps (example index, loss, label
 tokens, prediction). The loss is the per-token mean over the split: each example's mean token
 loss weighted by its label tokens, the definition the training loss uses (classification: one
-token per example, so the plain mean). One `gather_object` at the end collects them and duplicates are dropped by index:
-Accelerate pads the last shards with repeated examples, and `gather_for_metrics` can only trim
-those when every batch has the same size, which length-sorted batches do not.
+token per example, so the plain mean). One `gather_object` at the end collects them and
+duplicates are dropped by index: Accelerate pads the last shards with repeated examples, and
+`gather_for_metrics` can only trim those when every batch has the same size, which
+length-sorted batches do not.
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ def train_loop(
     )
     # not prepared by Accelerate: the sampler shards itself (every example once per epoch)
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate)
-    per_epoch, total = plan_steps(len(sampler), cfg)
+    _, total = plan_steps(len(sampler), cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
     accelerator.register_for_checkpointing(scheduler)
     result = LoopResult()

@@ -110,7 +110,13 @@ def _loop(model, optimizer, features, hooks=None, resume_from=None, **train) -> 
     )
     hooks = hooks or LoopHooks(evaluate=lambda step, epoch: {"step": step}, progress=False)
     return train_loop(
-        model, optimizer, ListDataset(features), _collate, cfg, Accelerator(cpu=True), hooks,
+        model,
+        optimizer,
+        ListDataset(features),
+        _collate,
+        cfg,
+        Accelerator(cpu=True),
+        hooks,
         resume_from,
     )
 
@@ -166,8 +172,9 @@ def test_single_process_short_batch_is_last():
 def test_loop_counts_steps_and_samples_exactly():
     """Issue #9 finding 1: a run's steps equal the plan and its samples count each row once."""
     model = _gpt2()
-    result = _loop(model, _recording_optimizer(model), _causal_features([2] * 11), batch_size=4,
-                   epochs=2)
+    result = _loop(
+        model, _recording_optimizer(model), _causal_features([2] * 11), batch_size=4, epochs=2
+    )
     assert result.global_step == 2 * 3
     assert result.samples == 2 * 11
 
@@ -205,8 +212,9 @@ def test_loop_loss_is_token_weighted():
 
     features = _causal_features([1, 30, 2, 29])
     model = _gpt2()
-    result = _loop(model, _recording_optimizer(model), features, batch_size=2, grad_accum=2,
-                   logging_steps=1)
+    result = _loop(
+        model, _recording_optimizer(model), features, batch_size=2, grad_accum=2, logging_steps=1
+    )
     with torch.no_grad():
         want = model(**{k: v for k, v in _collate(features).items() if k != "idx"}).loss
     assert result.last_loss == pytest.approx(float(want), rel=1e-5)
@@ -341,8 +349,17 @@ def test_eval_and_save_once_per_step_on_epoch_ends(tmp_path, monkeypatch):
     )
     model = _gpt2()
     # 8 rows at batch 2: 4 steps an epoch, 3 epochs; every 2nd step lands on each epoch end
-    _loop(model, _recording_optimizer(model), _causal_features([2] * 8), hooks=hooks,
-          batch_size=2, epochs=3, eval_steps=2, save_steps=2, keep_checkpoints=10)
+    _loop(
+        model,
+        _recording_optimizer(model),
+        _causal_features([2] * 8),
+        hooks=hooks,
+        batch_size=2,
+        epochs=3,
+        eval_steps=2,
+        save_steps=2,
+        keep_checkpoints=10,
+    )
     assert len(evaluated) == len(set(evaluated)), evaluated
     assert len(saved) == len(set(saved)), saved
     assert set(evaluated) >= {2, 4, 6, 8, 10}
@@ -403,11 +420,13 @@ def test_non_finite_loss_is_a_user_error_and_keeps_last_good_checkpoint(tmp_path
 
     from finetune.train import train_loop
 
-    cfg = TrainSection(batch_size=1, epochs=1, save_steps=1, lr=0.1, warmup_fraction=0.0,
-                       group_by_length=False)
+    cfg = TrainSection(
+        batch_size=1, epochs=1, save_steps=1, lr=0.1, warmup_fraction=0.0, group_by_length=False
+    )
     with pytest.raises(NonFiniteLossError) as caught:
-        train_loop(model, optimizer, ListDataset(features), collate, cfg, Accelerator(cpu=True),
-                   hooks)
+        train_loop(
+            model, optimizer, ListDataset(features), collate, cfg, Accelerator(cpu=True), hooks
+        )
     error = caught.value
     assert error.exit_code == 2 and error.code != "E000"
     assert "step 4" in error.message and "lr" in error.message
@@ -434,8 +453,15 @@ def test_resume_keeps_the_whole_runs_train_seconds(tmp_path):
     )
     features = _causal_features([2] * 8)
     model = _gpt2()
-    _loop(model, _recording_optimizer(model), features, hooks=hooks, batch_size=2, max_steps=3,
-          save_steps=2)
+    _loop(
+        model,
+        _recording_optimizer(model),
+        features,
+        hooks=hooks,
+        batch_size=2,
+        max_steps=3,
+        save_steps=2,
+    )
     last = latest_checkpoint(tmp_path / "checkpoints")
     state_path = last / "trainer_state.json"
     state = json.loads(state_path.read_text())
@@ -443,8 +469,15 @@ def test_resume_keeps_the_whole_runs_train_seconds(tmp_path):
     state["train_seconds"] = 5000.0  # as if the first part had trained for a long time
     state_path.write_text(json.dumps(state))
     model = _gpt2()
-    result = _loop(model, _recording_optimizer(model), features, hooks=hooks, batch_size=2,
-                   max_steps=4, resume_from=last)
+    result = _loop(
+        model,
+        _recording_optimizer(model),
+        features,
+        hooks=hooks,
+        batch_size=2,
+        max_steps=4,
+        resume_from=last,
+    )
     assert result.samples == 8
     assert result.train_seconds >= 5000.0
     assert result.samples_per_second == pytest.approx(8 / result.train_seconds)
