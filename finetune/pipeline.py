@@ -31,6 +31,8 @@ from finetune.train import LoopHooks, build_optimizer, latest_checkpoint, train_
 
 log = logging.getLogger(__name__)
 
+LOSS = ("loss", "samples")  # what an evaluation without generation computes
+
 
 @dataclass
 class RunSummary:
@@ -178,7 +180,9 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
     predictions = None
     if eval_loader is not None:  # the loop leaves the last step's evaluation to this one
         metrics, predictions = run_eval(model, task, eval_loader, splits.eval, accelerator)
-        log_eval(result.global_step, max(result.epochs_done - 1, 0), metrics)
+        # log.jsonl's eval curve holds what every evaluation during training computes
+        curve = metrics if generate_each_eval else {k: metrics[k] for k in metrics if k in LOSS}
+        log_eval(result.global_step, max(result.epochs_done - 1, 0), curve)
     metrics = {
         **metrics,
         "train_loss": result.last_loss,

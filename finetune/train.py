@@ -214,9 +214,21 @@ def train_loop(
         log.info("resumed from %s (step %d)", resume_from, result.global_step)
     bar = Progress(accelerator, total, hooks.progress)
     bar.update(result.global_step, "")
-    loop = _Loop(model, optimizer, scheduler, loader, sampler, cfg, accelerator, hooks, result, bar)
-    loop.causal = _is_causal(hooks.model_kind, accelerator.unwrap_model(model))
-    loop.total = total
+    causal = _is_causal(hooks.model_kind, accelerator.unwrap_model(model))
+    loop = _Loop(
+        model,
+        optimizer,
+        scheduler,
+        loader,
+        sampler,
+        cfg,
+        accelerator,
+        hooks,
+        result,
+        bar,
+        total,
+        causal,
+    )
     try:
         loop.run(start_epoch, skip_batches)
     finally:
@@ -282,23 +294,30 @@ def _sum_across(accelerator: Any, tensor: Any) -> Any:
     return accelerator.reduce(tensor, reduction="sum")
 
 
+@dataclass
 class _Loop:
-    """The epochs of one run; state lives on `result`, the rest is fixed for the run."""
+    """The epochs of one run: what is fixed for the run, plus the running loss between logs."""
 
-    causal = True
-    total = 0
-
-    def __init__(
-        self, model, optimizer, scheduler, loader, sampler, cfg, accelerator, hooks, result, bar
-    ) -> None:
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.loader, self.sampler, self.cfg = loader, sampler, cfg
-        self.accelerator, self.hooks, self.result, self.bar = accelerator, hooks, result, bar
-        self.params = _trainable(model)
-        self.running_loss, self.running_tokens = 0.0, 0.0
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    sampler: LengthGroupedBatchSampler
+    cfg: TrainSection
+    accelerator: Any
+    hooks: LoopHooks
+    result: LoopResult
+    bar: Progress
+    total: int
+    causal: bool
+    running_loss: float = 0.0
+    running_tokens: float = 0.0
+    started: float = 0.0
+    params: list[Any] = field(default_factory=list)
 
     def run(self, start_epoch: int, skip_batches: int) -> None:
         cfg, result = self.cfg, self.result
+        self.params = _trainable(self.model)
         self.model.train()
         # a resumed run keeps counting from the seconds its checkpoint had trained
         self.started = time.perf_counter() - result.train_seconds
@@ -323,6 +342,8 @@ class _Loop:
         """One optimizer step; a non-finite loss stops before it touches the weights."""
         cfg, result = self.cfg, self.result
         loss_sum, totals = accumulate_step(self.model, window, self.accelerator, self.causal)
+        # one host sync per optimizer step (not per micro-batch): the finiteness check has to
+        # come before the optimizer step, so that no checkpoint ever holds diverged weights
         loss_sum, tokens, samples = float(loss_sum), float(totals[0]), int(totals[1])
         if not math.isfinite(loss_sum):
             raise self.diverged(loss_sum / max(tokens, 1.0), result.global_step + 1)
