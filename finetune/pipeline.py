@@ -67,13 +67,13 @@ def run(
     out = output_dir(recipe, recipe_path)
     accelerator = make_accelerator(recipe)
     lock = RunLock(out)
-    refused: FinetuneError | None = None
+    refused: Exception | None = None
     if accelerator.is_main_process:
         try:
             lock = claim_run_dir(out, overwrite, resume)  # check, lock, re-check under the lock
             if overwrite and not resume:
                 clear_run(out)
-        except FinetuneError as exc:
+        except Exception as exc:  # shared below, then re-raised as it was on the main rank
             refused = exc
     # every rank raises the main rank's refusal; otherwise the others would wait forever
     refused = _share_refusal(accelerator, refused)
@@ -90,14 +90,21 @@ def run(
     return summary
 
 
-def _share_refusal(accelerator: Any, error: FinetuneError | None) -> FinetuneError | None:
-    """The main rank's FinetuneError (or None), rebuilt on every rank from its class, message
-    and fix: the same error, the same exit code, and no rank left at a barrier."""
+def _share_refusal(accelerator: Any, error: Exception | None) -> Exception | None:
+    """The main rank's error (or None) on every rank: a FinetuneError is rebuilt from its
+    class, message and fix (the same message and exit code everywhere), anything else becomes
+    a RunDirError naming it; no rank is left waiting at a barrier."""
     if accelerator.num_processes == 1:
         return error
     from accelerate.utils import broadcast_object_list
 
-    payload = [(type(error), error.message, error.fix) if error is not None else None]
+    from finetune.errors import RunDirError
+
+    payload: list[Any] = [None]
+    if isinstance(error, FinetuneError):
+        payload = [(type(error), error.message, error.fix)]
+    elif error is not None:
+        payload = [(RunDirError, f"main process failed: {type(error).__name__}: {error}", "")]
     broadcast_object_list(payload, from_process=0)
     if payload[0] is None:
         return None
