@@ -187,6 +187,24 @@ class CheckpointError(FinetuneError):
     example = "could not write runs/x/checkpoints/step-00000004: No space left on device"
 
 
+class NonFiniteLossError(FinetuneError):
+    """The training loss became NaN or infinite (learning rate too high, fp16 overflow, bad data).
+
+    The newest checkpoint is kept and is the last good one.
+    """
+
+    # checked before the optimizer step, on the loss summed over every process, so every rank
+    # raises it at the same step and no checkpoint holds diverged weights
+
+    code = "E600"
+    title = "training diverged"
+    hint = (
+        "lower train.lr, keep train.max_grad_norm on, prefer bf16/fp32 to fp16, check the "
+        "targets; rerun with --overwrite or --resume"
+    )
+    example = "training loss became nan at step 412 (lr 3.00e-03); the last good checkpoint is ..."
+
+
 UNEXPECTED = (
     "E900",
     "unexpected error",

@@ -108,11 +108,9 @@ def make_accelerator(recipe: Recipe) -> Any:
     import torch
     from accelerate import Accelerator
 
-    return Accelerator(
-        mixed_precision=precision_for(recipe),
-        gradient_accumulation_steps=recipe.train.grad_accum,
-        cpu=not torch.cuda.is_available(),
-    )
+    # no gradient_accumulation_steps: the loop accumulates itself, weighting micro-batches by
+    # their label tokens (Accelerate would divide every micro-batch by grad_accum)
+    return Accelerator(mixed_precision=precision_for(recipe), cpu=not torch.cuda.is_available())
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

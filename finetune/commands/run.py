@@ -30,6 +30,8 @@ from finetune.train.loop import LoopHooks, build_optimizer, latest_checkpoint, t
 
 log = logging.getLogger(__name__)
 
+LOSS = ("loss", "samples")  # what an evaluation without generation computes
+
 
 @dataclass
 class RunSummary:
@@ -64,18 +66,51 @@ def run(
     out = output_dir(recipe, recipe_path)
     accelerator = make_accelerator(recipe)
     lock = RunLock(out)
+    refused: Exception | None = None
     if accelerator.is_main_process:
-        lock = claim_run_dir(out, overwrite, resume)  # check, lock, re-check under the lock
+        try:
+            lock = claim_run_dir(out, overwrite, resume)  # check, lock, re-check under the lock
+            if overwrite and not resume:
+                clear_run(out)
+        except Exception as exc:  # shared below, then re-raised as it was on the main rank
+            refused = exc
+    # every rank raises the main rank's refusal; otherwise the others would wait forever
+    refused = _share_refusal(accelerator, refused)
+    if refused is not None:
+        if accelerator.is_main_process:
+            lock.release()
+        raise refused
     try:
-        if accelerator.is_main_process and overwrite and not resume:
-            clear_run(out)
-        accelerator.wait_for_everyone()
         summary = _run_locked(recipe, recipe_path, out, accelerator, resume, progress)
     finally:
         if accelerator.is_main_process:
             lock.release()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _share_refusal(accelerator: Any, error: Exception | None) -> Exception | None:
+    """The main rank's error (or None) on every rank: a FinetuneError is rebuilt from its
+    class, message and fix (the same message and exit code everywhere), anything else becomes
+    a RunDirError naming it; no rank is left waiting at a barrier."""
+    if accelerator.num_processes == 1:
+        return error
+    from accelerate.utils import broadcast_object_list
+
+    from finetune.errors import RunDirError
+
+    payload: list[Any] = [None]
+    if isinstance(error, FinetuneError):
+        payload = [(type(error), error.message, error.fix)]
+    elif error is not None:
+        payload = [(RunDirError, f"main process failed: {type(error).__name__}: {error}", "")]
+    broadcast_object_list(payload, from_process=0)
+    if payload[0] is None:
+        return None
+    if error is not None:
+        return error
+    cls, message, fix = payload[0]
+    return cls(message, fix=fix)
 
 
 def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunSummary:
@@ -114,12 +149,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
     )
     generate_each_eval = not task.is_generation or recipe.eval.generate_during_training
 
-    def evaluate(step: int, epoch: int) -> dict[str, Any]:
-        if eval_loader is None:
-            return {"step": step}
-        metrics, _ = run_eval(
-            model, task, eval_loader, splits.eval, accelerator, predict=generate_each_eval
-        )
+    def log_eval(step: int, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
         record = {"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}}
         if accelerator.is_main_process:
             from finetune.run.files import append_jsonl
@@ -128,11 +158,20 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
             log.info("eval at step %d: %s", step, _fmt(metrics))
         return record
 
+    def evaluate(step: int, epoch: int) -> dict[str, Any]:
+        if eval_loader is None:
+            return {"step": step}
+        metrics, _ = run_eval(
+            model, task, eval_loader, splits.eval, accelerator, predict=generate_each_eval
+        )
+        return log_eval(step, epoch, metrics)
+
     hooks = LoopHooks(
         evaluate=evaluate,
         log_path=out / "log.jsonl",
         checkpoint_dir=out / "checkpoints",
         progress=progress,
+        model_kind=task.model_kind(),
     )
     resume_from = latest_checkpoint(out / "checkpoints") if resume else None
     if resume and resume_from is None:
@@ -145,11 +184,15 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
     )
     metrics: dict[str, Any] = {}
     predictions = None
-    if eval_loader is not None:
+    if eval_loader is not None:  # the loop leaves the last step's evaluation to this one
         metrics, predictions = run_eval(model, task, eval_loader, splits.eval, accelerator)
+        # log.jsonl's eval curve holds what every evaluation during training computes
+        curve = metrics if generate_each_eval else {k: metrics[k] for k in metrics if k in LOSS}
+        log_eval(result.global_step, max(result.epochs_done - 1, 0), curve)
     metrics = {
         **metrics,
         "train_loss": result.last_loss,
+        "train_samples": result.samples,
         "train_seconds": round(result.train_seconds, 2),
         "train_samples_per_s": round(result.samples_per_second, 2),
         "peak_memory_bytes": peak_memory_bytes(),

@@ -12,7 +12,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from finetune.models.loading import LoadedModel, load_failure, modules_from_keys, quiet_transformers
+from finetune.models.loading import (
+    LOAD_DTYPE,
+    LoadedModel,
+    load_failure,
+    modules_from_keys,
+    quiet_transformers,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.architectures import ResolvedModel
@@ -55,7 +61,7 @@ def load_bert2bert(resolved: ResolvedModel, tokenizer: Any, revision: str | None
     quiet_transformers()
     try:
         encoder = AutoModel.from_pretrained(
-            resolved.path, revision=revision, add_pooling_layer=False
+            resolved.path, revision=revision, add_pooling_layer=False, dtype=LOAD_DTYPE
         )
         loaded: Any = AutoModelForCausalLM.from_pretrained(
             resolved.path,
@@ -63,6 +69,7 @@ def load_bert2bert(resolved: ResolvedModel, tokenizer: Any, revision: str | None
             is_decoder=True,
             add_cross_attention=True,
             output_loading_info=True,
+            dtype=LOAD_DTYPE,
         )
         decoder, info = loaded
     except (OSError, ValueError, KeyError) as exc:

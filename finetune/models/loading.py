@@ -24,6 +24,12 @@ AUTO_CLASSES = {
 }
 
 
+# transformers 5 loads in the stored dtype: a bf16/fp16 checkpoint would train its parameters
+# in pure half precision under AdamW (and fp16 ones crash the grad scaler). Weights are loaded
+# in fp32 whatever the checkpoint holds; train.precision=bf16/fp16 is autocast on top.
+LOAD_DTYPE = "float32"
+
+
 @dataclass
 class LoadedModel:
     model: Any
@@ -91,7 +97,11 @@ def load_base_model(
     auto = getattr(transformers, AUTO_CLASSES[kind])
     try:
         model, info = auto.from_pretrained(
-            resolved.path, revision=revision, output_loading_info=True, **overrides
+            resolved.path,
+            revision=revision,
+            output_loading_info=True,
+            dtype=LOAD_DTYPE,
+            **overrides,
         )
     except (OSError, ValueError, KeyError) as exc:
         raise load_failure(resolved.name, exc) from None

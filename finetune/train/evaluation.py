@@ -1,9 +1,12 @@
 """Evaluation over a whole split, on one process or many.
 
-Each process evaluates its shard of length-sorted batches and keeps (example index, loss,
-prediction). One `gather_object` at the end collects them and duplicates are dropped by index:
-Accelerate pads the last shards with repeated examples, and `gather_for_metrics` can only trim
-those when every batch has the same size, which length-sorted batches do not.
+Each process evaluates its shard of length-sorted batches and keeps (example index, loss, label
+tokens, prediction). The loss is the per-token mean over the split: each example's mean token
+loss weighted by its label tokens, the definition the training loss uses (classification: one
+token per example, so the plain mean). One `gather_object` at the end collects them and
+duplicates are dropped by index: Accelerate pads the last shards with repeated examples, and
+`gather_for_metrics` can only trim those when every batch has the same size, which
+length-sorted batches do not.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from finetune.train.batching import ListDataset, SortedBatchSampler
+from finetune.train.batching import ListDataset, SortedBatchSampler, label_tokens
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.tasks.base import Example, Task
@@ -46,34 +49,43 @@ def run_eval(
 
     was_training = model.training
     model.eval()
-    local: list[tuple[int, float | None, Any]] = []
+    causal = task.model_kind() == "causal"
+    local: list[tuple[int, float | None, int, Any]] = []
     with torch.inference_mode():
         for batch in loader:
             idx = batch["idx"].tolist()
             losses, preds = task.eval_batch(model, batch, predict)
+            tokens = label_tokens(batch["labels"], causal).tolist() if "labels" in batch else None
             for j, i in enumerate(idx):
                 loss = losses[j] if losses is not None else None
-                local.append((i, loss, preds[j] if preds is not None else None))
+                weight = tokens[j] if tokens is not None else 1
+                local.append((i, loss, weight, preds[j] if preds is not None else None))
             if progress is not None:
                 progress(len(idx) * accelerator.num_processes)
     gathered = gather_object(local) if accelerator.num_processes > 1 else local
     if was_training:
         model.train()
-    by_index: dict[int, tuple[float | None, Any]] = {}
-    for i, loss, pred in gathered:
-        by_index.setdefault(i, (loss, pred))
+    by_index: dict[int, tuple[float | None, int, Any]] = {}
+    for i, loss, weight, pred in gathered:
+        by_index.setdefault(i, (loss, weight, pred))
     missing = len(examples) - len(by_index)
     if missing:
         raise RuntimeError(f"evaluation saw {len(by_index)} of {len(examples)} examples")
     metrics: dict[str, Any] = {}
-    losses = [by_index[i][0] for i in range(len(examples))]
-    if all(v is not None for v in losses):
-        metrics["loss"] = float(sum(losses) / len(losses))  # type: ignore[arg-type]
-        if math.isnan(metrics["loss"]):
-            metrics["loss"] = None
+    rows = [by_index[i] for i in range(len(examples))]
+    if rows and all(loss is not None for loss, _, _ in rows):
+        metrics["loss"] = token_weighted_loss(rows)
     predictions = None
     if predict:
-        predictions = [by_index[i][1] for i in range(len(examples))]
+        predictions = [by_index[i][2] for i in range(len(examples))]
         metrics.update(task.metrics(predictions, examples))
     metrics["samples"] = len(examples)
     return metrics, predictions
+
+
+def token_weighted_loss(rows: list[tuple[Any, int, Any]]) -> float | None:
+    """Sum of (example mean loss x its label tokens) over all label tokens; None when NaN
+    (reported as null, not as a number)."""
+    tokens = sum(weight for _, weight, _ in rows)
+    value = float(sum(loss * weight for loss, weight, _ in rows) / max(tokens, 1))
+    return None if math.isnan(value) else value

@@ -1,29 +1,43 @@
 """The one training loop, for every family, method and task.
 
-AdamW + warm-up/decay schedule from transformers, gradient accumulation through
-`accelerator.accumulate`, clipping, length-grouped batches, evaluation after every epoch and
-every `eval_steps`, atomic checkpoints every `save_steps` and at epoch ends, exact resume.
+AdamW + warm-up/decay schedule from transformers, explicit gradient accumulation weighted by
+label tokens, clipping, length-grouped batches sharded by our own sampler, evaluation after
+every epoch and every `eval_steps`, atomic checkpoints every `save_steps` and at epoch ends,
+exact resume. The final evaluation is the pipeline's, so the loop skips the last step's.
 Tasks only supply batches and metrics; methods only decide which parameters require grad.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.errors import NonFiniteLossError
 from finetune.recipe.schema import TrainConfig
 from finetune.run.files import append_jsonl, atomic_dir, atomic_write_json
-from finetune.train.batching import LengthGroupedBatchSampler, ListDataset
+from finetune.train.batching import LengthGroupedBatchSampler, ListDataset, label_tokens
 
 log = logging.getLogger(__name__)
 
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_", "norm")
+# Weight decay pulls toward zero, so it only suits weights that start there or near it (LoRA
+# A/B, adapters, heads, the backbone's matrices). Biases and norms are the usual exceptions;
+# IA3 vectors start at 1 and DoRA magnitudes at ||W||: decaying them unlearns the identity.
+NO_DECAY = (
+    "bias",
+    "LayerNorm.weight",
+    "layer_norm.weight",
+    "ln_",
+    "norm",
+    "ia3_l",
+    "lora_magnitude_vector",
+)
 
 
 @dataclass
@@ -55,10 +69,9 @@ def build_optimizer(model: Any, cfg: TrainConfig) -> Any:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
 
 
-def plan_steps(num_batches: int, cfg: TrainConfig, num_processes: int) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps) for this process count."""
-    per_process = math.ceil(num_batches / num_processes)
-    per_epoch = max(1, math.ceil(per_process / cfg.grad_accum))
+def plan_steps(batches_per_process: int, cfg: TrainConfig) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps); the last window may be partial."""
+    per_epoch = max(1, math.ceil(batches_per_process / cfg.grad_accum))
     total = cfg.max_steps or per_epoch * cfg.epochs
     return per_epoch, total
 
@@ -120,6 +133,8 @@ class LoopHooks:
     log_path: Path | None = None
     checkpoint_dir: Path | None = None
     progress: bool = True
+    # "causal" shifts labels by one when counting loss tokens; None: read it from the model
+    model_kind: str | None = None
 
 
 def _trainable(model: Any) -> list[Any]:
@@ -175,12 +190,17 @@ def train_loop(
     from torch.utils.data import DataLoader
 
     sampler = LengthGroupedBatchSampler(
-        train_set.lengths, cfg.batch_size, cfg.seed, cfg.group_by_length
+        train_set.lengths,
+        cfg.batch_size,
+        cfg.seed,
+        cfg.group_by_length,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
     )
+    # not prepared by Accelerate: the sampler shards itself (every example once per epoch)
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate)
-    per_epoch, total = plan_steps(len(sampler), cfg, accelerator.num_processes)
+    _, total = plan_steps(len(sampler), cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
-    loader = accelerator.prepare_data_loader(loader)
     accelerator.register_for_checkpointing(scheduler)
     result = LoopResult()
     start_epoch, skip_batches = 0, 0
@@ -190,116 +210,197 @@ def train_loop(
         result.global_step = state["global_step"]
         start_epoch, skip_batches = state["epoch"], state["batches_in_epoch"]
         result.samples = state.get("samples", 0)
+        result.train_seconds = state.get("train_seconds", 0.0)
         log.info("resumed from %s (step %d)", resume_from, result.global_step)
     bar = Progress(accelerator, total, hooks.progress)
     bar.update(result.global_step, "")
+    causal = _is_causal(hooks.model_kind, accelerator.unwrap_model(model))
+    loop = _Loop(
+        model,
+        optimizer,
+        scheduler,
+        loader,
+        sampler,
+        cfg,
+        accelerator,
+        hooks,
+        result,
+        bar,
+        total,
+        causal,
+    )
     try:
-        _epochs(
-            model,
-            optimizer,
-            scheduler,
-            loader,
-            sampler,
-            cfg,
-            accelerator,
-            hooks,
-            result,
-            bar,
-            (start_epoch, skip_batches, per_epoch, total),
-        )
+        loop.run(start_epoch, skip_batches)
     finally:
         bar.close()
     return result
 
 
-def _epochs(
-    model, optimizer, scheduler, loader, sampler, cfg, accelerator, hooks, result, bar, plan
-) -> None:
-    start_epoch, skip_batches, _per_epoch, total = plan
-    params = _trainable(model)
-    model.train()
-    started = time.perf_counter()
-    running, running_n = 0.0, 0
-    for epoch in range(start_epoch, cfg.epochs if not cfg.max_steps else 10**9):
-        sampler.current_epoch = epoch
-        epoch_loader = loader
-        if skip_batches:
-            epoch_loader = accelerator.skip_first_batches(loader, skip_batches)
-        batches_done = skip_batches
-        skip_batches = 0
-        for batch in epoch_loader:
-            batch.pop("idx", None)
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            batches_done += 1
-            result.samples += batch["input_ids"].shape[0] * accelerator.num_processes
-            running += float(loss.detach())
-            running_n += 1
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            result.global_step += 1
-            step = result.global_step
-            result.train_seconds = time.perf_counter() - started
-            if not math.isfinite(running / max(running_n, 1)):
-                raise FloatingPointError(
-                    f"training loss became {running / max(running_n, 1)} at step {step}; "
-                    "lower train.lr or use train.precision=fp32"
-                )
-            if step % cfg.logging_steps == 0 or step == total:
-                mean = _mean_across(accelerator, running, running_n)
-                result.last_loss = mean
-                running, running_n = 0.0, 0
-                _log_step(hooks, accelerator, step, epoch, mean, scheduler, result)
-            lr = scheduler.get_last_lr()[0]
-            bar.update(
-                step,
-                f"loss {result.last_loss or float('nan'):.4f} lr {lr:.2e} "
-                f"{result.samples_per_second:.0f} samples/s",
-            )
-            state = {
-                "global_step": step,
-                "epoch": epoch,
-                "batches_in_epoch": batches_done,
-                "samples": result.samples,
-            }
-            if cfg.eval_steps and step % cfg.eval_steps == 0 and step != total:
-                result.eval_history.append(hooks.evaluate(step, epoch))
-            if cfg.save_steps and step % cfg.save_steps == 0 and step != total:
-                save_checkpoint(accelerator, hooks, state, cfg.keep_checkpoints)
-            if step >= total:
-                break
-        result.epochs_done = epoch + 1
-        result.train_seconds = time.perf_counter() - started
-        result.eval_history.append(hooks.evaluate(result.global_step, epoch))
-        if result.global_step >= total:
-            break
-        state = {
-            "global_step": result.global_step,
-            "epoch": epoch + 1,
-            "batches_in_epoch": 0,
-            "samples": result.samples,
-        }
-        save_checkpoint(accelerator, hooks, state, cfg.keep_checkpoints)
-    result.train_seconds = time.perf_counter() - started
+def _is_causal(kind: str | None, model: Any) -> bool:
+    """Whether labels are shifted by one in the loss (decoder-only LMs)."""
+    if kind is not None:
+        return kind == "causal"
+    return not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
 
 
-def _mean_across(accelerator: Any, total: float, count: int) -> float:
+def micro_batches(loader: Any, size: int, device: Any) -> Iterator[list[dict[str, Any]]]:
+    """This epoch's micro-batches, grouped by optimizer step (the last group may be shorter)."""
+    from accelerate.utils import send_to_device
+
+    window: list[dict[str, Any]] = []
+    for batch in loader:
+        batch.pop("idx", None)
+        window.append(send_to_device(batch, device))
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def accumulate_step(
+    model: Any, window: list[dict[str, Any]], accelerator: Any, causal: bool
+) -> tuple[Any, Any]:
+    """Backward over one optimizer step's micro-batches, weighted by label tokens.
+
+    A model's loss is the mean over its micro-batch's label tokens. Scaling it by
+    (tokens in this micro-batch) / (tokens in the whole step on every process), times the
+    process count that DDP's gradient average divides by, makes the step's gradient the
+    per-token mean over all of it: a micro-batch of 300 target tokens weighs a fifth of one of
+    1,500, and a partial last window is not divided by the full grad_accum (transformers'
+    `num_items_in_batch`). Returns the step's summed token loss and its [tokens, examples],
+    both over all processes.
+    """
     import torch
 
+    counts = [label_tokens(b["labels"], causal).sum().float() for b in window]
+    examples = counts[0].new_tensor(float(sum(b["labels"].shape[0] for b in window)))
+    local = torch.stack([torch.stack(counts).sum(), examples])
+    totals = _sum_across(accelerator, local)
+    scale = accelerator.num_processes / totals[0].clamp(min=1.0)
+    loss_sum = counts[0].new_zeros(())
+    for i, batch in enumerate(window):
+        last = i == len(window) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            loss = model(**batch).loss
+            accelerator.backward(loss * (counts[i] * scale))
+        loss_sum = loss_sum + loss.detach().float() * counts[i]
+    return _sum_across(accelerator, loss_sum), totals
+
+
+def _sum_across(accelerator: Any, tensor: Any) -> Any:
     if accelerator.num_processes == 1:
-        return total / max(count, 1)
-    t = torch.tensor([total, float(count)], device=accelerator.device)
-    t = accelerator.reduce(t, reduction="sum")
-    return float(t[0] / max(float(t[1]), 1.0))
+        return tensor
+    return accelerator.reduce(tensor, reduction="sum")
 
 
-def _log_step(hooks, accelerator, step, epoch, loss, scheduler, result) -> None:
+@dataclass
+class _Loop:
+    """The epochs of one run: what is fixed for the run, plus the running loss between logs."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    sampler: LengthGroupedBatchSampler
+    cfg: TrainConfig
+    accelerator: Any
+    hooks: LoopHooks
+    result: LoopResult
+    bar: Progress
+    total: int
+    causal: bool
+    running_loss: float = 0.0
+    running_tokens: float = 0.0
+    started: float = 0.0
+    params: list[Any] = field(default_factory=list)
+
+    def run(self, start_epoch: int, skip_batches: int) -> None:
+        cfg, result = self.cfg, self.result
+        self.params = _trainable(self.model)
+        self.model.train()
+        # a resumed run keeps counting from the seconds its checkpoint had trained
+        self.started = time.perf_counter() - result.train_seconds
+        last_epoch = cfg.epochs if not cfg.max_steps else 10**9
+        for epoch in range(start_epoch, last_epoch):
+            self.sampler.current_epoch, self.sampler.skip = epoch, skip_batches
+            batches_done, skip_batches = self.sampler.skip, 0
+            windows = micro_batches(self.loader, cfg.grad_accum, self.accelerator.device)
+            for window in windows:
+                batches_done += len(window)
+                self.step(window)
+                epoch_end = batches_done >= len(self.sampler)
+                if result.global_step >= self.total:
+                    break
+                self.after_step(epoch, batches_done, epoch_end)
+            result.epochs_done = epoch + 1
+            if result.global_step >= self.total:
+                break
+        result.train_seconds = time.perf_counter() - self.started
+
+    def step(self, window: list[dict[str, Any]]) -> None:
+        """One optimizer step; a non-finite loss stops before it touches the weights."""
+        cfg, result = self.cfg, self.result
+        loss_sum, totals = accumulate_step(self.model, window, self.accelerator, self.causal)
+        # one host sync per optimizer step (not per micro-batch): the finiteness check has to
+        # come before the optimizer step, so that no checkpoint ever holds diverged weights
+        loss_sum, tokens, samples = float(loss_sum), float(totals[0]), int(totals[1])
+        if not math.isfinite(loss_sum):
+            raise self.diverged(loss_sum / max(tokens, 1.0), result.global_step + 1)
+        if cfg.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        result.global_step += 1
+        result.samples += samples
+        result.train_seconds = time.perf_counter() - self.started
+        self.running_loss += loss_sum
+        self.running_tokens += tokens
+        step = result.global_step
+        lr = self.scheduler.get_last_lr()[0]
+        if step % cfg.logging_steps == 0 or step == self.total:
+            result.last_loss = self.running_loss / max(self.running_tokens, 1.0)
+            self.running_loss, self.running_tokens = 0.0, 0.0
+            _log_step(self.hooks, self.accelerator, step, self.sampler.current_epoch, result, lr)
+        self.bar.update(
+            step,
+            f"loss {result.last_loss or float('nan'):.4f} lr {lr:.2e} "
+            f"{result.samples_per_second:.0f} samples/s",
+        )
+
+    def after_step(self, epoch: int, batches_done: int, epoch_end: bool) -> None:
+        """Evaluate and checkpoint at most once per step (an epoch end may also be a multiple
+        of eval_steps / save_steps); never at the last step, which the pipeline evaluates."""
+        cfg, result = self.cfg, self.result
+        step = result.global_step
+        if epoch_end or (cfg.eval_steps and step % cfg.eval_steps == 0):
+            result.eval_history.append(self.hooks.evaluate(step, epoch))
+        if epoch_end or (cfg.save_steps and step % cfg.save_steps == 0):
+            state = {
+                "global_step": step,
+                "epoch": epoch + 1 if epoch_end else epoch,
+                "batches_in_epoch": 0 if epoch_end else batches_done,
+                "samples": result.samples,
+                "train_seconds": time.perf_counter() - self.started,
+            }
+            save_checkpoint(self.accelerator, self.hooks, state, cfg.keep_checkpoints)
+
+    def diverged(self, loss: float, step: int) -> NonFiniteLossError:
+        directory = self.hooks.checkpoint_dir
+        last = latest_checkpoint(directory) if directory is not None else None
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        return NonFiniteLossError(
+            f"training loss became {loss} at step {step} "
+            f"(lr {self.scheduler.get_last_lr()[0]:.2e}); {kept}",
+            fix="lower train.lr (try 10x lower), keep train.max_grad_norm on, prefer "
+            "train.precision=bf16 or fp32 to fp16 (fp16 overflows), and check the data for "
+            "garbled or empty targets; then rerun with --overwrite, or with --resume to continue "
+            "from the last good checkpoint",
+        )
+
+
+def _log_step(hooks, accelerator, step, epoch, result, lr) -> None:
     if not accelerator.is_main_process or hooks.log_path is None:
         return
     append_jsonl(
@@ -307,8 +408,8 @@ def _log_step(hooks, accelerator, step, epoch, loss, scheduler, result) -> None:
         {
             "step": step,
             "epoch": epoch,
-            "loss": round(loss, 6),
-            "lr": scheduler.get_last_lr()[0],
+            "loss": round(result.last_loss, 6),
+            "lr": lr,
             "samples": result.samples,
             "samples_per_s": round(result.samples_per_second, 2),
             "elapsed_s": round(result.train_seconds, 2),
