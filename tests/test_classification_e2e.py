@@ -70,7 +70,7 @@ def test_lora_backbone_bit_identical_and_head_trains(
     import finetune.commands.run as pipeline
 
     captured = {}
-    original = pipeline.train_loop
+    original = pipeline.fit
 
     def spy(model, *args, **kwargs):
         frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
@@ -82,7 +82,7 @@ def test_lora_backbone_bit_identical_and_head_trains(
         captured["n_frozen"] = len(frozen)
         return result
 
-    monkeypatch.setattr(pipeline, "train_loop", spy)
+    monkeypatch.setattr(pipeline, "fit", spy)
     train, dev = sentiment_files
     recipe = write_recipe(
         tmp_path / "r.yaml",

@@ -1,6 +1,6 @@
 """Issue #9: the training loop's correctness findings (1, 2, 7, 8, 12, 15, 17, 18, 23).
 
-Each test names its finding. They drive `train_loop` and `run_eval` directly with tiny models
+Each test names its finding. They drive `fit` and `run_eval` directly with tiny models
 built here (dropout off, so two trainings can be compared exactly) and a recording optimizer
 whose learning rate is 0: the weights never move, so every step's gradients are comparable.
 """
@@ -103,13 +103,13 @@ def _recording_optimizer(model: Any) -> Any:
 def _loop(model, optimizer, features, hooks=None, resume_from=None, **train) -> Any:
     from accelerate import Accelerator
 
-    from finetune.train.loop import LoopHooks, train_loop
+    from finetune.train.loop import LoopHooks, fit
 
     cfg = TrainConfig(
         **{"max_grad_norm": None, "warmup_fraction": 0.0, "group_by_length": False, **train}
     )
     hooks = hooks or LoopHooks(evaluate=lambda step, epoch: {"step": step}, progress=False)
-    return train_loop(
+    return fit(
         model,
         optimizer,
         ListDataset(features),
@@ -270,7 +270,7 @@ def test_weight_decay_spares_ia3_vectors_and_dora_magnitudes(kind):
     from peft import IA3Config, LoraConfig, get_peft_model
     from transformers import BertForSequenceClassification
 
-    from finetune.train.loop import build_optimizer
+    from finetune.train.optim import build_optimizer
 
     base = BertForSequenceClassification(_bert_config())
     if kind == "ia3":
@@ -332,9 +332,9 @@ def test_eval_and_save_once_per_step_on_epoch_ends(tmp_path, monkeypatch):
     saved: list[int] = []
     original = train.save_checkpoint
 
-    def spy(accelerator, hooks, state, keep):
-        saved.append(state["global_step"])
-        return original(accelerator, hooks, state, keep)
+    def spy(accelerator, directory, state, keep):
+        saved.append(state.global_step)
+        return original(accelerator, directory, state, keep)
 
     monkeypatch.setattr(train, "save_checkpoint", spy)
     evaluated: list[int] = []
@@ -393,7 +393,8 @@ def test_non_finite_loss_is_a_user_error_and_keeps_last_good_checkpoint(tmp_path
     import torch
 
     from finetune.errors import NonFiniteLossError
-    from finetune.train.loop import LoopHooks, latest_checkpoint
+    from finetune.train.checkpoints import latest_checkpoint
+    from finetune.train.loop import LoopHooks
 
     model = _Diverging(bad=4)
     hooks = LoopHooks(
@@ -414,15 +415,13 @@ def test_non_finite_loss_is_a_user_error_and_keeps_last_good_checkpoint(tmp_path
 
     from accelerate import Accelerator
 
-    from finetune.train.loop import train_loop
+    from finetune.train.loop import fit
 
     cfg = TrainConfig(
         batch_size=1, epochs=1, save_steps=1, lr=0.1, warmup_fraction=0.0, group_by_length=False
     )
     with pytest.raises(NonFiniteLossError) as caught:
-        train_loop(
-            model, optimizer, ListDataset(features), collate, cfg, Accelerator(cpu=True), hooks
-        )
+        fit(model, optimizer, ListDataset(features), collate, cfg, Accelerator(cpu=True), hooks)
     error = caught.value
     assert error.exit_code == 2 and error.code != "E000"
     assert "step 4" in error.message and "lr" in error.message
@@ -440,7 +439,8 @@ def test_non_finite_loss_is_a_user_error_and_keeps_last_good_checkpoint(tmp_path
 def test_resume_keeps_the_whole_runs_train_seconds(tmp_path):
     """Issue #9 finding 17: after --resume, train_seconds covers the whole run (stored in the
     checkpoint), so samples/s is not inflated."""
-    from finetune.train.loop import LoopHooks, latest_checkpoint
+    from finetune.train.checkpoints import latest_checkpoint
+    from finetune.train.loop import LoopHooks
 
     hooks = LoopHooks(
         evaluate=lambda step, epoch: {"step": step},

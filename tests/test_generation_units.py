@@ -208,7 +208,7 @@ def test_bert2bert_cross_attention_trains_and_is_saved_under_lora(
     from tests.test_generation import generation_recipe
 
     changed: list[str] = []
-    original = pipeline.train_loop
+    original = pipeline.fit
 
     def spy(model, *args, **kwargs):
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -216,7 +216,7 @@ def test_bert2bert_cross_attention_trains_and_is_saved_under_lora(
         changed.extend(n for n, p in model.named_parameters() if not p.equal(before[n]))
         return result
 
-    monkeypatch.setattr(pipeline, "train_loop", spy)
+    monkeypatch.setattr(pipeline, "fit", spy)
     data = generation_recipe(tiny_model_dir("bert"), "summarization", tmp_path, {"name": "lora"})
     pipeline.run(write_recipe(tmp_path / "r.yaml", data), progress=False)
     for layer in (0, 1):

@@ -28,7 +28,7 @@ from finetune.run.files import (
     claim_run_dir,
 )
 from finetune.run.layout import FINISHED, LOCK
-from finetune.train.loop import LoopHooks, save_checkpoint
+from finetune.train.checkpoints import TrainState, save_checkpoint
 from tests.conftest import classification_recipe, write_recipe
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -236,8 +236,8 @@ class FakeAccelerator:
         Path(directory, "optimizer.bin").write_bytes(b"o" * 100)
 
 
-def state(step: int) -> dict[str, int]:
-    return {"global_step": step, "epoch": 0, "batches_in_epoch": step, "samples": 8 * step}
+def state(step: int) -> TrainState:
+    return TrainState(global_step=step, epoch=0, batches_in_epoch=step, samples=8 * step)
 
 
 @pytest.mark.parametrize(
@@ -255,12 +255,12 @@ def state(step: int) -> dict[str, int]:
     ids=["oserror", "torch-runtimeerror"],
 )
 def test_failed_checkpoint_keeps_the_previous_one(tmp_path, error, reason):
-    hooks = LoopHooks(evaluate=lambda s, e: {}, checkpoint_dir=tmp_path / "checkpoints")
+    checkpoints = tmp_path / "checkpoints"
     accelerator = FakeAccelerator(fail_on=2, error=error)
-    save_checkpoint(accelerator, hooks, state(2), keep=1)
+    save_checkpoint(accelerator, checkpoints, state(2), keep=1)
     good = snapshot(tmp_path / "checkpoints")
     with pytest.raises(CheckpointError) as excinfo:
-        save_checkpoint(accelerator, hooks, state(4), keep=1)
+        save_checkpoint(accelerator, checkpoints, state(4), keep=1)
     text = excinfo.value.render()
     assert "could not write" in text and "step-00000004" in text and reason in text
     assert "previous version (if any) is intact" in text and "--resume" in text

@@ -17,6 +17,7 @@ from finetune.commands.build import (
     make_task,
 )
 from finetune.commands.validate import check_recipe
+from finetune.console import metric_items
 from finetune.errors import FinetuneError, RecipeError
 from finetune.methods.guards import check_trainable
 from finetune.models.architectures import detect_family, resolve_name
@@ -24,9 +25,12 @@ from finetune.models.loading import load_tokenizer
 from finetune.recipe.schema import Recipe
 from finetune.run.artifacts import save_run_artifacts, write_run_start
 from finetune.run.files import RunLock, claim_run_dir, clear_run
+from finetune.run.layout import RunPaths
 from finetune.train.batching import ListDataset
+from finetune.train.checkpoints import latest_checkpoint
 from finetune.train.evaluation import make_eval_loader, run_eval
-from finetune.train.loop import LoopHooks, build_optimizer, latest_checkpoint, train_loop
+from finetune.train.loop import LoopHooks, fit
+from finetune.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +158,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         if accelerator.is_main_process:
             from finetune.run.files import append_jsonl
 
-            append_jsonl(out / "log.jsonl", record)
+            append_jsonl(RunPaths(out).log, record)
             log.info("eval at step %d: %s", step, _fmt(metrics))
         return record
 
@@ -162,30 +166,30 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         if eval_loader is None:
             return {"step": step}
         metrics, _ = run_eval(
-            model, task, eval_loader, splits.eval, accelerator, predict=generate_each_eval
+            model, task, eval_loader, splits.eval or [], accelerator, predict=generate_each_eval
         )
         return log_eval(step, epoch, metrics)
 
     hooks = LoopHooks(
         evaluate=evaluate,
-        log_path=out / "log.jsonl",
-        checkpoint_dir=out / "checkpoints",
+        log_path=RunPaths(out).log,
+        checkpoint_dir=RunPaths(out).checkpoints,
         progress=progress,
         model_kind=task.model_kind(),
     )
-    resume_from = latest_checkpoint(out / "checkpoints") if resume else None
+    resume_from = latest_checkpoint(RunPaths(out).checkpoints) if resume else None
     if resume and resume_from is None:
         raise FinetuneError(
             f"{out}: --resume given but there is no checkpoint to resume from",
             fix="run without --resume",
         )
-    result = train_loop(
+    result = fit(
         model, optimizer, train_set, task.collate, recipe.train, accelerator, hooks, resume_from
     )
     metrics: dict[str, Any] = {}
     predictions = None
     if eval_loader is not None:  # the loop leaves the last step's evaluation to this one
-        metrics, predictions = run_eval(model, task, eval_loader, splits.eval, accelerator)
+        metrics, predictions = run_eval(model, task, eval_loader, splits.eval or [], accelerator)
         # log.jsonl's eval curve holds what every evaluation during training computes
         curve = metrics if generate_each_eval else {k: metrics[k] for k in metrics if k in LOSS}
         log_eval(result.global_step, max(result.epochs_done - 1, 0), curve)
@@ -231,10 +235,4 @@ def peak_memory_bytes() -> int:
 
 
 def _fmt(metrics: dict[str, Any]) -> str:
-    parts = []
-    for key, value in metrics.items():
-        if isinstance(value, float):
-            parts.append(f"{key}={value:.4f}")
-        elif isinstance(value, (int, str)):
-            parts.append(f"{key}={value}")
-    return " ".join(parts)
+    return " ".join(f"{key}={shown}" for key, shown in metric_items(metrics))

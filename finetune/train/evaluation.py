@@ -12,7 +12,7 @@ length-sorted batches do not.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from finetune.train.batching import ListDataset, SortedBatchSampler, label_tokens
 
@@ -25,8 +25,8 @@ def make_eval_loader(dataset: ListDataset, task: Task, batch_size: int, accelera
     from torch.utils.data import DataLoader
 
     sampler = SortedBatchSampler(dataset.lengths, batch_size)
-    loader = DataLoader(
-        dataset,
+    loader: Any = DataLoader(
+        cast(Any, dataset),  # a map-style dataset; ListDataset stays torch-free
         batch_sampler=sampler,
         collate_fn=task.collate,
         generator=torch.Generator().manual_seed(0),

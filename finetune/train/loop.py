@@ -10,34 +10,23 @@ Tasks only supply batches and metrics; methods only decide which parameters requ
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from finetune.errors import NonFiniteLossError
 from finetune.recipe.schema import TrainConfig
-from finetune.run.files import append_jsonl, atomic_dir, atomic_write_json
+from finetune.run.files import append_jsonl
 from finetune.train.batching import LengthGroupedBatchSampler, ListDataset, label_tokens
+from finetune.train.checkpoints import TrainState, latest_checkpoint, save_checkpoint
+from finetune.train.optim import build_scheduler, plan_steps
+from finetune.train.progress import Progress
 
 log = logging.getLogger(__name__)
-
-# Weight decay pulls toward zero, so it only suits weights that start there or near it (LoRA
-# A/B, adapters, heads, the backbone's matrices). Biases and norms are the usual exceptions;
-# IA3 vectors start at 1 and DoRA magnitudes at ||W||: decaying them unlearns the identity.
-NO_DECAY = (
-    "bias",
-    "LayerNorm.weight",
-    "layer_norm.weight",
-    "ln_",
-    "norm",
-    "ia3_l",
-    "lora_magnitude_vector",
-)
 
 
 @dataclass
@@ -52,77 +41,6 @@ class LoopResult:
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.train_seconds if self.train_seconds else 0.0
-
-
-def build_optimizer(model: Any, cfg: TrainConfig) -> Any:
-    import torch
-
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if any(k in name for k in NO_DECAY) else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
-
-
-def plan_steps(batches_per_process: int, cfg: TrainConfig) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps); the last window may be partial."""
-    per_epoch = max(1, math.ceil(batches_per_process / cfg.grad_accum))
-    total = cfg.max_steps or per_epoch * cfg.epochs
-    return per_epoch, total
-
-
-def build_scheduler(optimizer: Any, cfg: TrainConfig, total_steps: int) -> Any:
-    from transformers import get_scheduler
-
-    names = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-    warmup = int(cfg.warmup_fraction * total_steps)
-    return get_scheduler(names[cfg.scheduler], optimizer, warmup, total_steps)
-
-
-class Progress:
-    """rich progress bar on the main process: loss, lr, samples/s, ETA."""
-
-    def __init__(self, accelerator: Any, total: int, enabled: bool = True) -> None:
-        self.bar = None
-        if not (enabled and accelerator.is_main_process):
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as RichProgress
-
-        from finetune.console import err_console
-
-        self.bar = RichProgress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err_console(),
-            transient=False,
-        )
-        self.task = self.bar.add_task("train", total=total, info="")
-        self.bar.start()
-
-    def update(self, step: int, info: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 @dataclass
@@ -141,43 +59,7 @@ def _trainable(model: Any) -> list[Any]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def save_checkpoint(accelerator: Any, hooks: LoopHooks, state: dict[str, Any], keep: int) -> None:
-    """Checkpoint into a temporary dir, then rename: a failed write never harms the last one."""
-    if hooks.checkpoint_dir is None:
-        return
-    dest = hooks.checkpoint_dir / f"step-{state['global_step']:08d}"
-    accelerator.wait_for_everyone()
-    if accelerator.num_processes > 1:
-        # every rank writes its RNG state; a shared temp dir needs a deterministic name
-        dest_tmp = hooks.checkpoint_dir / f".tmp-{dest.name}"
-        accelerator.save_state(str(dest_tmp))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            atomic_write_json(dest_tmp / "trainer_state.json", state)
-            dest_tmp.replace(dest)
-    else:
-        with atomic_dir(dest) as tmp:
-            accelerator.save_state(str(tmp))
-            atomic_write_json(tmp / "trainer_state.json", state)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _prune_checkpoints(hooks.checkpoint_dir, keep)
-
-
-def _prune_checkpoints(directory: Path, keep: int) -> None:
-    import shutil
-
-    done = sorted(p for p in directory.glob("step-*") if (p / "trainer_state.json").exists())
-    for old in done[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def latest_checkpoint(directory: Path) -> Path | None:
-    done = sorted(p for p in directory.glob("step-*") if (p / "trainer_state.json").exists())
-    return done[-1] if done else None
-
-
-def train_loop(
+def fit(
     model: Any,
     optimizer: Any,
     train_set: ListDataset,
@@ -198,7 +80,7 @@ def train_loop(
         process_index=accelerator.process_index,
     )
     # not prepared by Accelerate: the sampler shards itself (every example once per epoch)
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate)
+    loader: Any = DataLoader(cast(Any, train_set), batch_sampler=sampler, collate_fn=collate)
     _, total = plan_steps(len(sampler), cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
     accelerator.register_for_checkpointing(scheduler)
@@ -206,11 +88,10 @@ def train_loop(
     start_epoch, skip_batches = 0, 0
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        state = json.loads((resume_from / "trainer_state.json").read_text())
-        result.global_step = state["global_step"]
-        start_epoch, skip_batches = state["epoch"], state["batches_in_epoch"]
-        result.samples = state.get("samples", 0)
-        result.train_seconds = state.get("train_seconds", 0.0)
+        state = TrainState.read(resume_from)
+        result.global_step, result.samples = state.global_step, state.samples
+        start_epoch, skip_batches = state.epoch, state.batches_in_epoch
+        result.train_seconds = state.train_seconds
         log.info("resumed from %s (step %d)", resume_from, result.global_step)
     bar = Progress(accelerator, total, hooks.progress)
     bar.update(result.global_step, "")
@@ -377,14 +258,16 @@ class _Loop:
         if epoch_end or (cfg.eval_steps and step % cfg.eval_steps == 0):
             result.eval_history.append(self.hooks.evaluate(step, epoch))
         if epoch_end or (cfg.save_steps and step % cfg.save_steps == 0):
-            state = {
-                "global_step": step,
-                "epoch": epoch + 1 if epoch_end else epoch,
-                "batches_in_epoch": 0 if epoch_end else batches_done,
-                "samples": result.samples,
-                "train_seconds": time.perf_counter() - self.started,
-            }
-            save_checkpoint(self.accelerator, self.hooks, state, cfg.keep_checkpoints)
+            state = TrainState(
+                global_step=step,
+                epoch=epoch + 1 if epoch_end else epoch,
+                batches_in_epoch=0 if epoch_end else batches_done,
+                samples=result.samples,
+                train_seconds=time.perf_counter() - self.started,
+            )
+            save_checkpoint(
+                self.accelerator, self.hooks.checkpoint_dir, state, cfg.keep_checkpoints
+            )
 
     def diverged(self, loss: float, step: int) -> NonFiniteLossError:
         directory = self.hooks.checkpoint_dir
