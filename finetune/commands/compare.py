@@ -126,20 +126,21 @@ def compare(
 
 
 def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> None:
-    """Resolve local data paths as `run` would, so the per-method recipes run from anywhere."""
-    from finetune.data.readers import resolve_path
+    """Resolve local data paths as `run` would, so the per-method recipes run from anywhere.
 
-    section: dict[str, Any] = data.get("data") or {}
-    for split in ("train", "eval", "test"):
-        source: Any = section.get(split)
-        path = source if isinstance(source, str) else (source or {}).get("path")
-        if not isinstance(path, str):
-            continue
-        resolved = str(resolve_path(path, base_dir).resolve())
-        if isinstance(source, str):
-            section[split] = resolved
-        else:
-            source["path"] = resolved
+    A `data:` section that does not validate is left as written: the method's run reports it.
+    """
+    from pydantic import ValidationError
+
+    from finetune.recipe.schema import DataConfig
+    from finetune.run.artifacts import absolute_sources
+
+    try:
+        section = DataConfig.model_validate(data.get("data") or {})
+    except ValidationError:
+        return
+    absolute_sources(section, base_dir)
+    data["data"] = section.model_dump(mode="json", exclude_defaults=True)
 
 
 def _compare_one(base: dict, method: str, recipe_path: Path, out: Path, overwrite: bool) -> Row:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune import __version__
+from finetune.data.sources import LocalSource
 from finetune.recipe.io import dump_recipe
-from finetune.recipe.schema import Recipe
+from finetune.recipe.schema import DataConfig, Recipe
 from finetune.run.card import render_model_card
 from finetune.run.files import atomic_dir, atomic_write_json, atomic_write_text
 from finetune.run.layout import RunPaths
@@ -45,13 +46,13 @@ def resolved_recipe_text(recipe: Recipe, versions: dict[str, str]) -> str:
     return header + dump_recipe(recipe)
 
 
-def absolute_sources(recipe: Recipe, base_dir: Path | None) -> None:
-    """Local data paths resolved as the run read them, so `eval` works from any directory."""
+def absolute_sources(data: DataConfig, base_dir: Path | None) -> None:
+    """Local data paths resolved as the run reads them, so a recipe written elsewhere (the run
+    directory's recipe.yaml, compare's per-method recipes) finds the same files."""
     from finetune.data.readers import resolve_path
-    from finetune.recipe.schema import LocalSource
 
     for split in ("train", "eval", "test"):
-        source = getattr(recipe.data, split)
+        source = getattr(data, split)
         if isinstance(source, LocalSource):
             source.path = str(resolve_path(source.path, base_dir).resolve())
 
@@ -64,7 +65,7 @@ def write_run_start(
     pinned = recipe.model_copy(deep=True)
     if loaded.revision and not Path(recipe.model.name).exists() and ":" not in recipe.model.name:
         pinned.model.revision = loaded.revision
-    absolute_sources(pinned, base_dir)
+    absolute_sources(pinned.data, base_dir)
     versions = library_versions()
     paths = RunPaths(out)
     atomic_write_text(paths.recipe, resolved_recipe_text(pinned, versions))
