@@ -342,3 +342,25 @@ def test_predict_chooses_its_device_as_eval_does(tmp_path, runner, tiny_model_di
     runs.evaluate_run(out)
     assert requested == [False, False]
     assert records == baseline
+
+
+def test_hub_max_samples_is_a_seeded_random_sample(monkeypatch):
+    """Issue #12: `data.max_train_samples` on a Hub split takes a seeded random sample, not the
+    first N rows (Hub splits are often sorted by label or source)."""
+    import datasets
+
+    from finetune.data.readers import read_hub
+    from finetune.data.sources import HubSource
+
+    sorted_split = datasets.Dataset.from_dict(
+        {"text": [f"row {i}" for i in range(200)], "label": [0] * 100 + [1] * 100}
+    )
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: sorted_split)
+    source = HubSource(hub="someone/sorted", split="train")
+    first = read_hub(source, limit=40, seed=1)
+    again = read_hub(source, limit=40, seed=1)
+    other = read_hub(source, limit=40, seed=2)
+    assert len(first.rows) == 40 and first.rows == again.rows  # deterministic for a seed
+    assert {r["label"] for r in first.rows} == {0, 1}  # the head would be all label 0
+    assert first.rows != other.rows
+    assert len(read_hub(source).rows) == 200  # no limit: the whole split

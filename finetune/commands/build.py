@@ -40,7 +40,7 @@ def load_split(
     if source is None:
         return None
     limit = recipe.data.max_train_samples if split == "train" else recipe.data.max_eval_samples
-    table = read_source(source, base_dir, limit, task.languages(recipe))
+    table = read_source(source, base_dir, limit, task.languages(recipe), recipe.train.seed)
     return task.examples(table, split)
 
 

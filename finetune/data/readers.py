@@ -194,13 +194,19 @@ def report_duplicates(table: Table) -> int:
     return len(repeats)
 
 
-def read_hub(source: HubSource, limit: int | None = None) -> Table:
-    """Load a Hub dataset split; only reachable with network or a warm HF cache."""
+def read_hub(source: HubSource, limit: int | None = None, seed: int = 0) -> Table:
+    """Load a Hub dataset split; only reachable with network or a warm HF cache.
+
+    `limit` takes a seeded random sample, not the first rows: Hub splits are often sorted by
+    source, label or length, so their head is no sample of the whole. The split is an Arrow
+    file memory-mapped by `datasets`, so only the sampled rows become Python objects.
+    """
     try:
         import datasets
 
-        split = source.split if limit is None else f"{source.split}[:{limit}]"
-        ds = datasets.load_dataset(source.hub, source.config, split=split, revision=source.revision)
+        ds = datasets.load_dataset(
+            source.hub, source.config, split=source.split, revision=source.revision
+        )
     except Exception as exc:
         name = f"{source.hub}" + (f"/{source.config}" if source.config else "")
         raise DataError(
@@ -208,6 +214,8 @@ def read_hub(source: HubSource, limit: int | None = None) -> Table:
             f"({type(exc).__name__}: {first_line(exc)})",
             fix="check the id/config/split, your network (HF_HUB_OFFLINE), or use a local file",
         ) from None
+    if limit is not None and limit < len(ds):
+        ds = ds.shuffle(seed=seed).select(range(limit))
     rows = ds.to_list()
     label = f"hub:{source.hub}:{source.split}"
     if not rows:
@@ -222,9 +230,11 @@ def read_source(
     base_dir: Path | None,
     limit: int | None = None,
     langs: list[str] | None = None,
+    seed: int = 0,
 ) -> Table:
+    """A local file's first `limit` rows (streamed), or a seeded sample of a Hub split."""
     if isinstance(source, HubSource):
-        return read_hub(source, limit)
+        return read_hub(source, limit, seed)
     return read_local(source, base_dir, limit, langs)
 
 

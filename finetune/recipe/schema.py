@@ -63,8 +63,15 @@ class DataConfig(Section):
         lt=1,
         description="Hold out this fraction of train as eval (seeded) when eval is not given.",
     )
-    max_train_samples: int | None = Field(None, ge=1, description="Use at most N training rows.")
-    max_eval_samples: int | None = Field(None, ge=1, description="Use at most N eval rows.")
+    max_train_samples: int | None = Field(
+        None,
+        ge=1,
+        description="Use at most N training rows: a local file's first N (streamed), a seeded "
+        "random sample of a Hub split.",
+    )
+    max_eval_samples: int | None = Field(
+        None, ge=1, description="Use at most N eval rows (chosen as for max_train_samples)."
+    )
 
     @field_validator("train", "eval", "test", mode="before")
     @classmethod
