@@ -224,6 +224,29 @@ def test_help_does_not_import_torch():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_validate_of_every_recipe_does_not_import_torch():
+    """Issue #12: `finetune validate recipes/` stays torch-free (schema, files, rows, family,
+    method support are all checked without the heavy libraries)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from typer.testing import CliRunner; from finetune.cli import app; "
+        "r = CliRunner().invoke(app, ['validate', 'recipes/quickstart.yaml', "
+        "'recipes/bert2bert_lora_multi30k.yaml']); print(r.output); "
+        "assert r.exit_code == 0, r.output; "
+        "bad = [m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_methods_table_in_readme_is_current():
     from finetune.methods.table import render_table
 
