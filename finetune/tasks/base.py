@@ -188,7 +188,11 @@ def tokenize_counting_truncation(
     Returns `input_ids` and, when the tokenizer gives them (BERT-family text pairs),
     `token_type_ids`: the model must see the same segment ids in training as at inference.
     """
-    probe = tokenizer(texts, pairs, truncation=True, max_length=max_length + 1)
+    # no attention mask (collate builds it from the lengths) and, for single texts, no segment
+    # ids (all 0, which is what BERT-family models assume when none are passed): less to convert
+    # from the tokenizer's Rust objects and less to hold per row
+    options = {"return_attention_mask": False, "return_token_type_ids": None if pairs else False}
+    probe = tokenizer(texts, pairs, truncation=True, max_length=max_length + 1, **options)
     keys = [k for k in ("input_ids", "token_type_ids") if k in probe]
     encoded = {k: list(probe[k]) for k in keys}
     cut = [i for i, seq in enumerate(encoded["input_ids"]) if len(seq) > max_length]
@@ -198,6 +202,7 @@ def tokenize_counting_truncation(
             [pairs[i] for i in cut] if pairs else None,
             truncation=True,
             max_length=max_length,
+            **options,
         )
         for key in keys:
             for i, seq in zip(cut, redo[key]):
