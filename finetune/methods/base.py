@@ -34,7 +34,9 @@ class Method(ABC):
     """One registry entry: behaviour plus everything the rest of the tool asks about a method.
 
     `config_class` is the recipe schema for `method:` (the schema's union is built from the
-    registry), `default_lr` is the rate used when a recipe or `compare` does not choose one,
+    registry), `default_lr` is the rate used when a recipe (`train.lr: null`, the default) or
+    `compare` does not choose one, with `lr_source` saying where that value comes from (the
+    README's learning-rate table is generated from both),
     `save_format` says what `artifact_dir` holds, `trains_backbone` marks full fine-tuning for the
     guards and the model card.
     """
@@ -42,6 +44,7 @@ class Method(ABC):
     name: str = ""
     config_class: type[Section] = Section
     default_lr: float = 5e-4
+    lr_source: str = ""
     mergeable: bool = False
     trains_backbone: bool = False
     description: str = ""

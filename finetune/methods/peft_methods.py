@@ -138,8 +138,8 @@ class PeftMethod(Method):
 class LoraMethod(PeftMethod):
     name = "lora"
     config_class = LoraConfig
-    # measured on the quick start: 2e-3 beats the 5e-4 global default by ~1 point (SST-2)
     default_lr = 2e-3
+    lr_source = "measured on the quick start (SST-2): 2e-3 beats 5e-4 by about 1 point of accuracy"
     description = "low-rank updates on the attention projections (peft LoraConfig)"
 
     def owns_parameter(self, name: str, config: Any = None) -> bool:
@@ -179,8 +179,10 @@ class RsLoraMethod(LoraMethod):
 class IA3Method(PeftMethod):
     name = "ia3"
     config_class = IA3Config
-    # IA3 vectors start at 1 and move slowly: Liu et al. 2022 use 3e-3; 5e-3 measured here
     default_lr = 5e-3
+    lr_source = (
+        "IA3 vectors start at 1 and move slowly: Liu et al. 2022 use 3e-3; 5e-3 measured here"
+    )
     description = "learned rescaling of keys, values and feed-forward activations (peft IA3Config)"
 
     def peft_config(self, model: Any, ctx: MethodContext) -> Any:
@@ -237,8 +239,10 @@ class PromptLearningMethod(PeftMethod):
 class PrefixMethod(PromptLearningMethod):
     name = "prefix"
     config_class = PrefixConfig
-    # Li & Liang 2021 use 5e-5..8e-5 with a reparameterisation MLP; raw prefixes want ~1e-2
     default_lr = 1e-2
+    lr_source = (
+        "Li & Liang 2021 use 5e-5..8e-5 with a reparameterisation MLP; raw prefixes want ~1e-2"
+    )
     description = "trainable key/value prefixes in every attention layer (peft PrefixTuningConfig)"
 
     def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
@@ -262,8 +266,10 @@ class PrefixMethod(PromptLearningMethod):
 class PromptMethod(PromptLearningMethod):
     name = "prompt"
     config_class = PromptConfig
-    # Lester et al. 2021 train soft prompts at 0.3 with Adafactor; 3e-2 is the AdamW equivalent
     default_lr = 3e-2
+    lr_source = (
+        "Lester et al. 2021 train soft prompts at 0.3 with Adafactor; 3e-2 is the AdamW equivalent"
+    )
     description = "trainable soft tokens before the input (peft PromptTuningConfig)"
 
     def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
