@@ -283,11 +283,17 @@ def eval_cmd(
 @app.command()
 @handle_errors
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="Finished run directories; several: one base model, one line each."),
+    ],
     text: Annotated[Optional[list[str]], typer.Option(help="Input text (repeatable).")] = None,
     file: Annotated[Optional[Path], typer.Option(help="File with one input per line.")] = None,
 ) -> None:
-    """Predict labels (with probability) or generate text; prints JSON lines."""
+    """Predict labels (with probability) or generate text; prints JSON lines.
+
+    With several runs of one base model, the base loads once and each run's adapter is
+    switched in (peft methods); each line then names its run."""
     from finetune.commands.evaluate import predict_texts
 
     inputs = list(text or [])
@@ -303,7 +309,7 @@ def predict(
             ) from None
     if not inputs:
         raise FinetuneError("nothing to predict", fix='pass --text "..." or --file inputs.txt')
-    for record in predict_texts(run_dir, inputs):
+    for record in predict_texts(list(run_dirs), inputs):
         typer.echo(json.dumps(record, ensure_ascii=False))
 
 

@@ -72,6 +72,21 @@ class Method(ABC):
         """
         return False
 
+    # Several trained adapters on one loaded base (`finetune predict RUN_A RUN_B`): methods
+    # with a multi-adapter API (peft's load_adapter/set_adapter) set this and the two methods
+    # below; the others are loaded on a base model of their own.
+    multi_adapter: bool = False
+
+    def load_named(
+        self, model: torch.nn.Module, in_dir: Path, ctx: MethodContext, adapter_name: str
+    ) -> torch.nn.Module:
+        """Add the saved adapter under `adapter_name` (the first call wraps the bare base)."""
+        raise NotImplementedError(f"{self.name} has no multi-adapter API")
+
+    def activate(self, model: torch.nn.Module, adapter_name: str) -> None:
+        """Make `adapter_name` the adapter the next forward pass uses."""
+        raise NotImplementedError(f"{self.name} has no multi-adapter API")
+
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
         """The plain transformers model with the method folded in (only if mergeable)."""
         raise NotImplementedError(f"{self.name} cannot be merged into the base model")

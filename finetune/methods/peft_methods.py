@@ -131,6 +131,21 @@ class PeftMethod(Method):
 
         return PeftModel.from_pretrained(model, str(in_dir), is_trainable=False)
 
+    multi_adapter = True
+
+    def load_named(self, model: Any, in_dir: Path, ctx: MethodContext, adapter_name: str) -> Any:
+        from peft import PeftModel
+
+        if isinstance(model, PeftModel):
+            model.load_adapter(str(in_dir), adapter_name=adapter_name, is_trainable=False)
+            return model
+        return PeftModel.from_pretrained(
+            model, str(in_dir), adapter_name=adapter_name, is_trainable=False
+        )
+
+    def activate(self, model: Any, adapter_name: str) -> None:
+        model.set_adapter(adapter_name)
+
     def merge(self, model: Any) -> Any:
         return model.merge_and_unload()
 
