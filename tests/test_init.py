@@ -77,6 +77,19 @@ def test_jsonl_language_columns_become_translation_and_test_file_is_eval(here, r
     assert data["data"] == {"train": "corpus/train.jsonl", "eval": "corpus/test.jsonl"}
 
 
+def test_dict_column_becomes_translation_column(here, runner):
+    rows = [{"id": i, "translation": row} for i, row in enumerate(translation_rows(20, seed=1))]
+    write_jsonl(here / "wmt.jsonl", rows)
+    _init(runner, "wmt.jsonl")
+    data = _recipe(here / "wmt.yaml")
+    assert data["task"] == {
+        "type": "translation",
+        "source_lang": "en",
+        "target_lang": "de",
+        "translation_column": "translation",
+    }
+
+
 def test_aligned_text_files_become_translation(here, runner):
     rows = translation_rows(20, seed=1)
     write_aligned(here / "mt", "train", rows)
