@@ -156,6 +156,16 @@ def test_unknown_task_columns_and_flag_columns_are_refused(here, runner):
     assert "--label nope" in result.output and "a, b" in result.output
 
 
+def test_sentence_columns_named_like_labels_are_not_labels(here, runner):
+    rows = [{"source": f"a man walks {i}", "target": f"ein mann geht {i}"} for i in range(20)]
+    write_csv(here / "pairs.csv", rows)
+    result = _init(runner, "pairs.csv", code=2)  # `target` holds sentences: not a label
+    assert "cannot tell the task" in result.output and "--source" in result.output
+    _init(runner, "pairs.csv", "--source", "source", "--target", "target")
+    task = _recipe(here / "pairs.yaml")["task"]
+    assert (task["type"], task["source"], task["target"]) == ("translation", "source", "target")
+
+
 def test_refuses_to_overwrite_without_force(here, runner):
     write_csv(here / "data.csv", sentiment_rows(20, seed=1))
     (here / "data.yaml").write_text("# mine\n")

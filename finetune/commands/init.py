@@ -214,13 +214,19 @@ def _is_text(sample: Sample, column: str) -> bool:
     return sum(len(v.split()) for v in values) / len(values) >= 2
 
 
-def _is_categorical(sample: Sample, column: str) -> bool:
-    """Few distinct short values (ints or words): something a classifier predicts."""
+def _is_label_like(sample: Sample, column: str) -> bool:
+    """Ints or a few words per value: a class name, not a sentence (`target` may be either)."""
     values = _values(sample, column)
     if not values or any(isinstance(v, (dict, list, float)) for v in values):
         return False
-    if any(isinstance(v, str) and len(v.split()) > 3 for v in values):
+    return not any(isinstance(v, str) and len(v.split()) > 3 for v in values)
+
+
+def _is_categorical(sample: Sample, column: str) -> bool:
+    """Label-like with few distinct values: something a classifier predicts, unnamed."""
+    if not _is_label_like(sample, column):
         return False
+    values = _values(sample, column)
     distinct = {str(v).strip() for v in values}
     return 2 <= len(distinct) <= max(2, min(100, len(values) // 2))
 
@@ -298,7 +304,7 @@ def _task_from_columns(sample: Sample) -> str | None:
         return "translation"
     if _named(sample.columns, SUMMARY_NAMES):
         return "summarization"
-    labels = _named(_candidates(sample), LABEL_NAMES)
+    labels = [c for c in _named(_candidates(sample), LABEL_NAMES) if _is_label_like(sample, c)]
     if labels or any(_is_categorical(sample, c) for c in _candidates(sample)):
         return "classification"
     return None
@@ -328,7 +334,7 @@ def _classification(sample: Sample, opts: InitOptions) -> TaskGuess:
 
 def _pick_label(sample: Sample, exclude: set[str | None]) -> str:
     columns = [c for c in _candidates(sample) if c not in exclude]
-    named = _named(columns, LABEL_NAMES)
+    named = [c for c in _named(columns, LABEL_NAMES) if _is_label_like(sample, c)]
     if len(named) == 1 or (named and named[0].lower() == "label"):
         return named[0]
     categorical = [c for c in columns if _is_categorical(sample, c)]
