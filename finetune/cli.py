@@ -123,6 +123,48 @@ def run(
 
 @app.command()
 @handle_errors
+def init(
+    data_file: Annotated[Path, typer.Argument(help="Training data: csv/tsv/jsonl/json/parquet.")],
+    task: Annotated[
+        Optional[str], typer.Option(help="classification, summarization or translation.")
+    ] = None,
+    model: Annotated[Optional[str], typer.Option(help="Default: bundled:minilm-l6.")] = None,
+    method: Annotated[str, typer.Option(help="Any method of `finetune options method`.")] = "lora",
+    out: Annotated[
+        Optional[Path], typer.Option(help="Recipe to write; default <data>.yaml.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing recipe file.")] = False,
+    text: Annotated[Optional[str], typer.Option(help="Column with the input text.")] = None,
+    text_pair: Annotated[Optional[str], typer.Option(help="Second text column (pairs).")] = None,
+    label: Annotated[Optional[str], typer.Option(help="Column with the label.")] = None,
+    summary: Annotated[Optional[str], typer.Option(help="Column with the summary.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Translation source column.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Translation target column.")] = None,
+) -> None:
+    """Write a commented recipe guessed from a data file's columns, checked like `validate`."""
+    from finetune.commands.init import InitOptions, init_recipe
+
+    options = InitOptions(
+        task=task,
+        model=model,
+        method=method,
+        out=out,
+        force=force,
+        text=text,
+        text_pair=text_pair,
+        label=label,
+        summary=summary,
+        source=source,
+        target=target,
+    )
+    result = init_recipe(data_file, options)
+    _out(f"[green]wrote[/] {_escape(str(result.path))}: {result.task} ({_escape(result.summary)})")
+    _out(f"  {_escape(result.eval_note)}")
+    _out(f"next: finetune run {_escape(str(result.path))}")
+
+
+@app.command()
+@handle_errors
 def validate(
     paths: Annotated[list[Path], typer.Argument(help="Recipe files or directories of recipes.")],
     overrides: Annotated[
@@ -249,11 +291,17 @@ def eval_cmd(
 @app.command()
 @handle_errors
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="Finished run directories; several: one base model, one line each."),
+    ],
     text: Annotated[Optional[list[str]], typer.Option(help="Input text (repeatable).")] = None,
     file: Annotated[Optional[Path], typer.Option(help="File with one input per line.")] = None,
 ) -> None:
-    """Predict labels (with probability) or generate text; prints JSON lines."""
+    """Predict labels (with probability) or generate text; prints JSON lines.
+
+    With several runs of one base model, the base loads once and each run's adapter is
+    switched in (peft methods); each line then names its run."""
     from finetune.commands.evaluate import predict_texts
 
     inputs = list(text or [])
@@ -269,7 +317,7 @@ def predict(
             ) from None
     if not inputs:
         raise FinetuneError("nothing to predict", fix='pass --text "..." or --file inputs.txt')
-    for record in predict_texts(run_dir, inputs):
+    for record in predict_texts(list(run_dirs), inputs):
         typer.echo(json.dumps(record, ensure_ascii=False))
 
 

@@ -142,6 +142,16 @@ class AlignmentError(DataError):
     example = "aligned files have different line counts (train.en: 100, train.de: 99)"
 
 
+class ColumnGuessError(DataColumnError):
+    """`finetune init` cannot tell from names and values which column holds the text, label,
+    summary or languages (several candidates, or none)."""
+
+    code = "E207"
+    title = "columns ambiguous"
+    hint = "pass the column flag the message names (--text, --label, --summary, --source, --task)"
+    example = "reviews.csv: cannot tell which column holds the input text (candidates: title, body)"
+
+
 class ModelError(FinetuneError):
     """A model cannot be found, cannot be reached offline, or is of an unsupported family."""
 

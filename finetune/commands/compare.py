@@ -147,7 +147,7 @@ def _compare_one(base: dict, method: str, recipe_path: Path, out: Path, overwrit
     data = method_recipe(base, method, out)
     absolute_data_paths(data, recipe_path.parent)
     recipe_file = out / f"{method}.yaml"
-    lr = (data.get("train") or {}).get("lr")
+    lr = (data.get("train") or {}).get("lr") or METHODS[method].default_lr
     atomic_write_text(recipe_file, yaml.safe_dump(data, sort_keys=False))
     _, problems = check_recipe(recipe_file)
     if problems:

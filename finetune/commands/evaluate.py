@@ -12,7 +12,7 @@ from finetune.data.sources import LocalSource
 from finetune.errors import FinetuneError
 from finetune.run.artifacts import write_predictions, write_report
 from finetune.run.files import atomic_write_json
-from finetune.run.reload import LoadedRun, load_run
+from finetune.run.reload import LoadedRun, load_run, load_runs
 from finetune.tasks import Example
 from finetune.train.batching import ListDataset
 from finetune.train.evaluation import make_eval_loader, run_eval
@@ -76,17 +76,32 @@ def _held_out_eval(run: LoadedRun) -> list[Example]:
     return held
 
 
-def predict_texts(path: Path, texts: list[str]) -> list[dict[str, Any]]:
-    """Predictions on the device `eval` uses (the GPU when there is one)."""
+def predict_texts(paths: Path | list[Path], texts: list[str]) -> list[dict[str, Any]]:
+    """One record per text for one run; for several runs one per run per text, each with the
+    run's directory under "run" (runs of one base model share it: `load_runs`)."""
+    several = isinstance(paths, list) and len(paths) > 1
+    runs = load_runs(paths if isinstance(paths, list) else [paths])
+    per_run = [_predict_one(run, texts) for run in runs]
+    if not several:
+        return per_run[0]
+    return [
+        {"run": str(run.path), **records[i]}
+        for i in range(len(texts))
+        for run, records in zip(runs, per_run)
+    ]
+
+
+def _predict_one(run: LoadedRun, texts: list[str]) -> list[dict[str, Any]]:
+    """The run's records in input order (its adapter activated first on a shared base)."""
     import torch
     from accelerate.utils import send_to_device
 
-    run = load_run(path)
+    run.activate()
     examples = run.task.examples_from_texts(texts)
     features = run.task.encode(examples, training=False)
-    accelerator = inference_accelerator()
+    accelerator = inference_accelerator()  # the device `eval` uses (the GPU when there is one)
     model = accelerator.prepare_model(run.model, evaluation_mode=True)
-    records = []
+    records: list[dict[str, Any]] = [{} for _ in examples]
     batch_size = run.recipe.eval.batch_size
     with torch.inference_mode():
         for start in range(0, len(features), batch_size):
@@ -94,7 +109,7 @@ def predict_texts(path: Path, texts: list[str]) -> list[dict[str, Any]]:
             batch = send_to_device(run.task.collate(chunk), accelerator.device)
             _, preds = run.task.eval_batch(model, batch, predict=True)
             for feat, pred in zip(chunk, preds or []):
-                records.append(run.task.prediction_record(pred, examples[feat["idx"]]))
+                records[feat["idx"]] = run.task.prediction_record(pred, examples[feat["idx"]])
     return records
 
 

@@ -55,7 +55,7 @@ def load_checked(recipe_path: Path, overrides: list[str]) -> Recipe:
     recipe, problems = check_recipe(recipe_path, overrides)
     if problems or recipe is None:
         raise RecipeError(problems)
-    return recipe
+    return recipe.resolved()  # train.lr: null -> the method's default_lr, recorded as run
 
 
 def run(

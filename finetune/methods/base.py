@@ -34,7 +34,9 @@ class Method(ABC):
     """One registry entry: behaviour plus everything the rest of the tool asks about a method.
 
     `config_class` is the recipe schema for `method:` (the schema's union is built from the
-    registry), `default_lr` is the rate used when a recipe or `compare` does not choose one,
+    registry), `default_lr` is the rate used when a recipe (`train.lr: null`, the default) or
+    `compare` does not choose one, with `lr_source` saying where that value comes from (the
+    README's learning-rate table is generated from both),
     `save_format` says what `artifact_dir` holds, `trains_backbone` marks full fine-tuning for the
     guards and the model card.
     """
@@ -42,6 +44,7 @@ class Method(ABC):
     name: str = ""
     config_class: type[Section] = Section
     default_lr: float = 5e-4
+    lr_source: str = ""
     mergeable: bool = False
     trains_backbone: bool = False
     description: str = ""
@@ -68,6 +71,21 @@ class Method(ABC):
         option (LoRA's `bias: all`). The guards ask this to catch a leaking backbone.
         """
         return False
+
+    # Several trained adapters on one loaded base (`finetune predict RUN_A RUN_B`): methods
+    # with a multi-adapter API (peft's load_adapter/set_adapter) set this and the two methods
+    # below; the others are loaded on a base model of their own.
+    multi_adapter: bool = False
+
+    def load_named(
+        self, model: torch.nn.Module, in_dir: Path, ctx: MethodContext, adapter_name: str
+    ) -> torch.nn.Module:
+        """Add the saved adapter under `adapter_name` (the first call wraps the bare base)."""
+        raise NotImplementedError(f"{self.name} has no multi-adapter API")
+
+    def activate(self, model: torch.nn.Module, adapter_name: str) -> None:
+        """Make `adapter_name` the adapter the next forward pass uses."""
+        raise NotImplementedError(f"{self.name} has no multi-adapter API")
 
     def merge(self, model: torch.nn.Module) -> torch.nn.Module:
         """The plain transformers model with the method folded in (only if mergeable)."""

@@ -37,8 +37,10 @@ class BitFitConfig(Section):
 class BitFitMethod(Method):
     name = "bitfit"
     config_class = BitFitConfig
-    # Ben Zaken et al. 2022 searched 1e-4..1e-3 for BERT-base; 1e-3 won on our SST-2 budget
     default_lr = 1e-3
+    lr_source = (
+        "Ben Zaken et al. 2022 searched 1e-4..1e-3 for BERT-base; 1e-3 won on our SST-2 budget"
+    )
     mergeable = True
     save_format = "finetune safetensors (adapter_model.safetensors + adapter_config.json)"
     description = "only the bias terms (and the head) train"

@@ -183,8 +183,10 @@ class BottleneckMethod(Method):
     """Shared by Houlsby (attention + FFN) and Pfeiffer (FFN stream)."""
 
     config_class = BottleneckConfig
-    # the adapters papers use 1e-4..1e-3 on BERT-base; 2e-3 measured best on our SST-2 budget
     default_lr = 2e-3
+    lr_source = (
+        "the adapters papers use 1e-4..1e-3 on BERT-base; 2e-3 measured best on our SST-2 budget"
+    )
     mergeable = False
     save_format = "finetune safetensors (adapter_model.safetensors + adapter_config.json)"
     sites: tuple[str, ...] = ()

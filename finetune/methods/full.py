@@ -18,8 +18,8 @@ class FullConfig(Section):
 class FullMethod(Method):
     name = "full"
     config_class = FullConfig
-    # the usual BERT-size full fine-tuning rate (Devlin et al. 2019 searched 2e-5..5e-5)
     default_lr = 5e-5
+    lr_source = "the usual BERT-size full fine-tuning rate (Devlin et al. 2019 searched 2e-5..5e-5)"
     mergeable = True
     trains_backbone = True
     description = "every weight trains; saves the whole model"

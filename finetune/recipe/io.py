@@ -81,12 +81,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[Problem]:
+    """Apply dotted overrides in order; `method=NAME` swaps the whole method section.
+
+    `method.name=ia3` on a LoRA recipe would keep `r`, `alpha`, ... which IA3 does not have;
+    `method=ia3` replaces the section with `{name: ia3}`, i.e. that method's defaults.
+    """
     problems: list[Problem] = []
     for text in overrides:
         try:
             parts, value = parse_override(text)
         except ValueError as exc:
             problems.append(Problem("override", str(exc), "write key.sub=value"))
+            continue
+        if parts == ["method"] and isinstance(value, str):
+            data["method"] = {"name": value}
             continue
         node = data
         for part in parts[:-1]:
@@ -170,8 +178,28 @@ def _hint_for_unknown(loc: tuple[Any, ...]) -> str:
     options = allowed_keys(loc[:-1])
     close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
     if close:
-        return f"did you mean '{close[0]}'?"
-    return "allowed keys: " + ", ".join(options) if options else "remove it"
+        hint = f"did you mean '{close[0]}'?"
+    else:
+        hint = "allowed keys: " + ", ".join(options) if options else "remove it"
+    switch = _method_switch_hint(loc)
+    return f"{switch} ({hint})" if switch else hint
+
+
+def _method_switch_hint(loc: tuple[Any, ...]) -> str | None:
+    """For `method.r` left over after switching `method.name` to a method without `r`."""
+    if len(loc) != 3 or loc[0] != "method":
+        return None
+    from finetune.methods import METHODS
+
+    name, key = str(loc[1]), str(loc[2])
+    owners = [m for m, entry in METHODS.items() if key in entry.config_class.model_fields]
+    if name not in METHODS or not owners:
+        return None
+    return (
+        f"'{key}' is an option of {'/'.join(owners)}, not of {name}: to switch method on the "
+        f"command line use `method={name}` (replaces the whole section with {name}'s "
+        "defaults) instead of `method.name=...`, or remove the key"
+    )
 
 
 def problems_from_validation(exc: ValidationError, where: str) -> list[Problem]:

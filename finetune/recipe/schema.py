@@ -89,7 +89,13 @@ class TrainConfig(Section):
     )
     batch_size: int = Field(32, ge=1, le=65536, description="Examples per device per step.")
     grad_accum: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
-    lr: float = Field(5e-4, gt=0, le=1, description="Peak learning rate (AdamW).")
+    lr: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Peak learning rate (AdamW); null = the method's default_lr "
+        "(README, Learning rates).",
+    )
     weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
     warmup_fraction: float = Field(
         0.06, ge=0, lt=1, description="Fraction of steps for linear warm-up."
@@ -148,7 +154,11 @@ class OutputConfig(Section):
 
 
 class Recipe(Section):
-    """A whole recipe: one YAML file."""
+    """A whole recipe: one YAML file.
+
+    Some values are left to the method (`train.lr: null`); `resolved()` fills them in once,
+    so the optimizer, the run's recipe.yaml and run.json all see the value that ran.
+    """
 
     model: ModelConfig = Field(description="Which pretrained model to start from.")
     task: TaskConfig = Field(description="What to learn and which columns hold it.")
@@ -157,6 +167,13 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
     output: OutputConfig = Field(default_factory=OutputConfig, description="Where to write.")
+
+    def resolved(self) -> Recipe:
+        """A copy with the method's defaults filled in where the recipe leaves them open."""
+        copy = self.model_copy(deep=True)
+        if copy.train.lr is None:
+            copy.train.lr = METHODS[copy.method.name].default_lr
+        return copy
 
 
 __all__ = [

@@ -77,6 +77,7 @@ def write_run_start(
         "task": recipe.task.type,
         "model_kind": task.model_kind(),
         "method": method.name,
+        "lr": recipe.train.lr,  # resolved: the method's default_lr when the recipe left it null
         "artifact_dir": method.artifact_dir,
         "new_modules": loaded.new_modules,
         "task_state": task.state.to_dict(),

@@ -34,6 +34,8 @@ def build_optimizer(model: Any, cfg: TrainConfig) -> Any:
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if cfg.lr is None:  # a programming error: `Recipe.resolved()` fills in the method's rate
+        raise ValueError("train.lr is unresolved; build the optimizer from recipe.resolved()")
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
 
 

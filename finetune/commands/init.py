@@ -1,0 +1,248 @@
+"""`finetune init DATA_FILE`: a commented recipe guessed from a data file's columns.
+
+A newcomer has a CSV, not a recipe. `init` reads the header and a sample of rows with the same
+readers `run` uses, guesses the task from column names and value types (text + label ->
+classification, document + summary -> summarization, two language-code columns or aligned
+`train.{lang}` files -> translation), finds the eval split beside the file (dev/valid/...) or
+holds out 10%, and writes a recipe whose comments say what each choice was and how to change
+it. The recipe is then checked by `check_recipe`, the function behind `finetune validate`, so
+what `init` writes is what `run` accepts. When the columns do not say which is which, it stops
+and names the flag to pass (`--text`, `--label`, ...) instead of guessing wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetune.commands.guess import (
+    DEFAULT_MODEL,
+    EVAL_FRACTION,
+    EVAL_WORDS,
+    GENERATION_MODEL_HINT,
+    TEST_WORDS,
+    TRAIN_WORDS,
+    InitOptions,
+    Sample,
+    TaskGuess,
+    aligned_lang,
+    guess_task,
+    read_sample,
+)
+from finetune.data.readers import LANG_PLACEHOLDER
+from finetune.errors import (
+    FinetuneError,
+    Problem,
+    RecipeError,
+)
+from finetune.methods import METHODS
+from finetune.tasks import TASKS
+
+COMMENT_COLUMN = 32
+
+
+@dataclass
+class InitResult:
+    path: Path
+    task: str
+    summary: str
+    eval_note: str
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def init_recipe(data_file: Path, opts: InitOptions) -> InitResult:
+    """Read, guess, render, check with `check_recipe`, then write (never half a recipe)."""
+    out = opts.out or default_recipe_path(data_file)
+    if out.exists() and not opts.force:
+        raise FinetuneError(
+            f"{out}: already exists; refusing to overwrite it",
+            fix="pass --force to replace it, or --out another.yaml",
+        )
+    if opts.method not in METHODS:
+        raise FinetuneError(
+            f"--method {opts.method}: unknown method", fix="choose from " + ", ".join(METHODS)
+        )
+    if opts.task is not None and opts.task not in TASKS:
+        raise FinetuneError(
+            f"--task {opts.task}: unknown task", fix="choose from " + ", ".join(TASKS)
+        )
+    sample = read_sample(data_file)
+    guess = guess_task(sample, opts)
+    splits, eval_note = find_splits(sample)
+    text = render_recipe(out, sample, guess, splits, opts)
+    write_checked(out, text)
+    return InitResult(path=out, task=guess.type, summary=guess.summary, eval_note=eval_note)
+
+
+def default_recipe_path(data_file: Path) -> Path:
+    """`data.csv` -> `data.yaml` in the working directory; `sst2/train.tsv` -> `sst2.yaml`."""
+    stem = data_file.name.split(".")[0] if aligned_lang(data_file) else data_file.stem
+    if stem.lower() in TRAIN_WORDS and data_file.resolve().parent.name:
+        stem = data_file.resolve().parent.name
+    return Path(f"{stem}.yaml")
+
+
+# --------------------------------------------------------------------------- eval split
+
+
+def _sibling_names(data_file: Path, word: str) -> list[str]:
+    """dev.csv, or sst2-dev.csv for sst2-train.csv: the names an eval split goes by."""
+    name = data_file.name
+    names = [word + name[len(name.split(".")[0]) :]]
+    for train in TRAIN_WORDS:
+        if train in name.split(".")[0].lower():
+            stem = name.split(".")[0]
+            at = stem.lower().index(train)
+            names.append(stem[:at] + word + stem[at + len(train) :] + name[len(stem) :])
+    return [n for n in dict.fromkeys(names) if n != name]
+
+
+def _sibling(sample: Sample, words: tuple[str, ...]) -> Path | None:
+    folder = sample.path.parent
+    for word in words:
+        for name in _sibling_names(sample.path, word):
+            candidate = folder / name
+            if sample.langs:
+                files = [str(candidate).replace(LANG_PLACEHOLDER, lang) for lang in sample.langs]
+                if all(Path(f).is_file() for f in files):
+                    return candidate
+            elif candidate.is_file():
+                return candidate
+    return None
+
+
+def find_splits(sample: Sample) -> tuple[dict[str, Any], str]:
+    """The data: section's eval/test entries and a one-line note on what was found."""
+    evaluation = _sibling(sample, EVAL_WORDS)
+    test = _sibling(sample, TEST_WORDS)
+    if evaluation is None and test is not None:
+        return {"eval": test}, f"eval: {test.name} (no dev/valid file; test used as eval)"
+    if evaluation is None:
+        return {"eval_fraction": EVAL_FRACTION}, (
+            f"eval: {EVAL_FRACTION:.0%} of the training rows (no dev/valid/test file beside it)"
+        )
+    found: dict[str, Any] = {"eval": evaluation}
+    if test is not None:
+        found["test"] = test
+    note = f"eval: {evaluation.name}" + (f", test: {test.name}" if test else "")
+    return found, note
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _scalar(value: Any) -> str:
+    """One YAML value on one line, quoted only when YAML needs it."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6, allow_unicode=True)
+    return text.strip().removesuffix("...").strip()
+
+
+def _line(indent: int, key: str, value: Any, comment: str = "") -> str:
+    text = " " * indent + f"{key}: {_scalar(value)}"
+    return f"{text.ljust(COMMENT_COLUMN - 1)} # {comment}" if comment else text
+
+
+def _path_for_recipe(path: Path, recipe: Path) -> str:
+    """Relative to the recipe's directory when the data lies under it, else absolute."""
+    absolute = Path(os.path.abspath(path))
+    folder = Path(os.path.abspath(recipe)).parent
+    try:
+        return str(absolute.relative_to(folder))
+    except ValueError:
+        return str(absolute)
+
+
+def _model_lines(guess: TaskGuess, opts: InitOptions) -> list[str]:
+    name = opts.model or DEFAULT_MODEL
+    if TASKS[guess.type].is_generation and name == DEFAULT_MODEL:
+        comment = (
+            "runs offline as bert2bert (new cross-attention: learns slowly); for real output "
+            f"use a seq2seq model id, e.g. --model {GENERATION_MODEL_HINT}"
+        )
+    else:
+        comment = "a hub id, a local directory, or a bundled alias"
+    return ["model:", _line(2, "name", name, comment)]
+
+
+def _method_lines(method: str) -> list[str]:
+    """The method with each of its options commented out at its default and described."""
+    choices = " | ".join(METHODS)
+    lines = ["method:", _line(2, "name", method, choices)]
+    for key, info in METHODS[method].config_class.model_fields.items():
+        if key == "name":
+            continue
+        lines.append(_line(2, f"# {key}", info.default, info.description or ""))
+    return lines
+
+
+def _train_lines(method: str) -> list[str]:
+    from finetune.methods.table import format_lr
+
+    mantissa, _, exponent = format_lr(METHODS[method].default_lr).partition("e")
+    lr = f"{float(mantissa):.1f}e{exponent}" if exponent else mantissa  # YAML reads 2.0e-3
+    text = f"  # lr: {lr}".ljust(COMMENT_COLUMN - 1)
+    return [
+        "train:",
+        _line(2, "epochs", 1, "passes over the training data"),
+        _line(2, "batch_size", 32),
+        _line(2, "max_length", 128, "input tokens; longer is truncated"),
+        f"{text} # unset: {method}'s default_lr (README, Learning rates)",
+        _line(2, "seed", 42),
+    ]
+
+
+def render_recipe(
+    out: Path, sample: Sample, guess: TaskGuess, splits: dict[str, Any], opts: InitOptions
+) -> str:
+    """The recipe text: a description line, the launch line, then each section, commented."""
+    source = Path(sample.recipe_path)
+    lines = [
+        f"# {guess.type.capitalize()} of {source.name} ({guess.summary}), written by "
+        "`finetune init`.",
+        f"# finetune run {out}",
+        "# Edit freely: `finetune options` lists every key; `finetune validate` checks the file.",
+        *_model_lines(guess, opts),
+    ]
+    lines.append("task:")
+    for key, value in guess.keys.items():
+        lines.append(_line(2, key, value, guess.comments.get(key, "")))
+    lines += ["data:", _line(2, "train", _path_for_recipe(source, out))]
+    for key, value in splits.items():
+        if isinstance(value, Path):
+            lines.append(_line(2, key, _path_for_recipe(value, out), "found beside train"))
+        else:
+            lines.append(_line(2, key, value, "held out of train (seeded): no dev file found"))
+    lines += _method_lines(opts.method)
+    lines += _train_lines(opts.method)
+    lines += ["output:", _line(2, "dir", f"runs/{out.stem}")]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def write_checked(out: Path, text: str) -> None:
+    """Check the text as `finetune validate` would, from where it will live, then write it."""
+    from finetune.commands.validate import check_recipe
+    from finetune.run.files import atomic_write_text
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    draft = out.with_name(f".{out.name}.init")
+    draft.write_text(text, encoding="utf-8")
+    try:
+        _, problems = check_recipe(draft)
+    finally:
+        draft.unlink(missing_ok=True)
+    if problems:
+        raise RecipeError([_renamed(p, draft, out) for p in problems])
+    atomic_write_text(out, text)
+
+
+def _renamed(problem: Problem, draft: Path, out: Path) -> Problem:
+    return Problem(problem.where.replace(str(draft), str(out)), problem.message, problem.fix)
