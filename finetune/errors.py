@@ -187,6 +187,15 @@ class CheckpointError(FinetuneError):
     example = "could not write runs/x/checkpoints/step-00000004: No space left on device"
 
 
+class MetricError(FinetuneError):
+    """An `eval.metrics` entry cannot be loaded (offline, missing script) or computed."""
+
+    code = "E600"
+    title = "extra metric unusable"
+    hint = "offline, use a local metric directory; check what inputs the metric expects"
+    example = "eval.metrics: 'bertscore' cannot be loaded: Couldn't find a module script"
+
+
 UNEXPECTED = (
     "E900",
     "unexpected error",

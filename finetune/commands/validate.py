@@ -77,6 +77,10 @@ def check_semantics(recipe: Recipe, path: Path) -> list[Problem]:
     problems.extend(
         _check_data(recipe, path, task.required_columns(recipe), task.languages(recipe))
     )
+    if recipe.eval.metrics:
+        from finetune.tasks.extra_metrics import metric_problems
+
+        problems.extend(metric_problems(recipe, path))
     return problems
 
 
