@@ -36,19 +36,22 @@ from urllib.parse import parse_qs, unquote, urlsplit
 MAX_BODY = 256 * 1024 * 1024
 BINARY_SUFFIXES = (".safetensors", ".bin", ".parquet", ".arrow", ".pt", ".msgpack", ".h5")
 REPO = r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)"
+API = rf"^/api/(?P<type>model|dataset)s/{REPO}"  # /api/models/owner/name
+FILES = rf"^/(?P<prefix>datasets/)?{REPO}"  # /owner/name or /datasets/owner/name
+REV = r"(?P<rev>[^/]+)"
 ROUTES = [
     ("POST", re.compile(r"^/api/repos/create$"), "create_repo"),
     ("POST", re.compile(r"^/api/validate-yaml$"), "validate_yaml"),
-    ("POST", re.compile(rf"^/api/(?P<type>model|dataset)s/{REPO}/preupload/(?P<rev>[^/]+)$"), "preupload"),
-    ("POST", re.compile(rf"^/api/(?P<type>model|dataset)s/{REPO}/commit/(?P<rev>[^/]+)$"), "commit"),
-    ("POST", re.compile(rf"^/(?P<prefix>datasets/)?{REPO}\.git/info/lfs/objects/batch$"), "lfs_batch"),
+    ("POST", re.compile(rf"{API}/preupload/{REV}$"), "preupload"),
+    ("POST", re.compile(rf"{API}/commit/{REV}$"), "commit"),
+    ("POST", re.compile(rf"{FILES}\.git/info/lfs/objects/batch$"), "lfs_batch"),
     ("PUT", re.compile(r"^/lfs-upload/(?P<oid>[0-9a-f]{64})$"), "lfs_put"),
-    ("GET", re.compile(rf"^/api/(?P<type>model|dataset)s/{REPO}(?:/revision/(?P<rev>[^/]+))?$"), "info"),
-    ("GET", re.compile(rf"^/api/(?P<type>model|dataset)s/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$"), "tree"),
-    ("POST", re.compile(rf"^/api/(?P<type>model|dataset)s/{REPO}/paths-info/(?P<rev>[^/]+)$"), "paths_info"),
-    ("HEAD", re.compile(rf"^/(?P<prefix>datasets/)?{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"), "resolve"),
-    ("GET", re.compile(rf"^/(?P<prefix>datasets/)?{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"), "resolve"),
-]  # fmt: skip
+    ("GET", re.compile(rf"{API}(?:/revision/{REV})?$"), "info"),
+    ("GET", re.compile(rf"{API}/tree/{REV}(?:/(?P<path>.*))?$"), "tree"),
+    ("POST", re.compile(rf"{API}/paths-info/{REV}$"), "paths_info"),
+    ("HEAD", re.compile(rf"{FILES}/resolve/{REV}/(?P<path>.+)$"), "resolve"),
+    ("GET", re.compile(rf"{FILES}/resolve/{REV}/(?P<path>.+)$"), "resolve"),
+]
 
 
 def git_blob_oid(content: bytes) -> str:
@@ -295,7 +298,9 @@ class FakeHub:
         return {"type": "directory", "oid": hashlib.sha1(path.encode()).hexdigest(), "path": path}
 
     def folders(self, commit: Commit) -> set[str]:
-        return {"/".join(p.split("/")[:i]) for p in commit.files for i in range(1, p.count("/") + 1)}
+        return {
+            "/".join(p.split("/")[:i]) for p in commit.files for i in range(1, p.count("/") + 1)
+        }
 
     def tree(self, req: Request) -> Reply:
         _, commit = self.find(req.group("type"), req.group("repo"), req.group("rev"))
@@ -359,19 +364,19 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 10  # seconds a connection may sit idle or half-sent
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return  # quiet: tests read hub.requests instead
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib names
+    def do_GET(self) -> None:
         self._handle("GET")
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._handle("HEAD")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._handle("POST")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._handle("PUT")
 
     def _read_body(self) -> bytes:

@@ -296,7 +296,12 @@ def test_pipeline_tag_comes_from_the_task_registry(task_type, tmp_path):
     task["translation"] = {"type": "translation", "source_lang": "en", "target_lang": "de"}
     data = {"train": str(tmp_path / "train.csv"), "eval": str(tmp_path / "dev.csv")}
     recipe = recipe_for("t5-small", task[task_type], data)
-    metrics = {"rougeL": 30.0, "bleu": 20.0, "bleu_signature": "nrefs:1|tok:13a", "gen_len_words": 9}
+    metrics = {
+        "rougeL": 30.0,
+        "bleu": 20.0,
+        "bleu_signature": "nrefs:1|tok:13a",
+        "gen_len_words": 9,
+    }
     text = render_model_card(recipe, fake_info("lora", "t5", "seq2seq"), metrics, "merged", "out")
     card = ModelCard(text)
     assert card.data.pipeline_tag == TASKS[task_type].pipeline_tag

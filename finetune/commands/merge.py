@@ -14,6 +14,8 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,17 +156,22 @@ def stage_adapter(run_dir: Path, folder: Path, repo_id: str) -> None:
     (folder / CARD).write_text(card, encoding="utf-8")
 
 
-def upload_folder(folder: Path, repo_id: str, private: bool, token: str | None) -> str:
-    """One commit holding every file of `folder` (HF_ENDPOINT and HF_TOKEN as the Hub client
-    reads them); returns the commit URL. Errors are redacted: a token never reaches the screen.
-    """
-    from finetune.logs import redact
+def hub_client(repo_id: str, private: bool, token: str | None) -> Any:
+    """An HfApi with the repository created (or already there): a bad token or repo id fails
+    here, before any merging. HF_ENDPOINT and HF_TOKEN are read by huggingface_hub itself."""
+    from huggingface_hub import HfApi
 
-    try:
-        from huggingface_hub import CommitOperationAdd, HfApi
-
+    with _push_errors(repo_id):
         api = HfApi(token=token)
         api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
+    return api
+
+
+def upload_folder(api: Any, folder: Path, repo_id: str) -> str:
+    """One commit holding every file of `folder`; returns the commit URL."""
+    from huggingface_hub import CommitOperationAdd
+
+    with _push_errors(repo_id):
         operations = [
             CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=p)
             for p in sorted(folder.rglob("*"))
@@ -173,13 +180,23 @@ def upload_folder(folder: Path, repo_id: str, private: bool, token: str | None) 
         info = api.create_commit(
             repo_id=repo_id, operations=operations, commit_message=f"finetune push: {repo_id}"
         )
+    return str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
+
+
+@contextmanager
+def _push_errors(repo_id: str) -> Iterator[None]:
+    """Any Hub failure as a FinetuneError whose text is redacted: a token never reaches the
+    screen, even when a server echoes it."""
+    from finetune.logs import redact
+
+    try:
+        yield
     except Exception as exc:
         raise FinetuneError(
             f"push to {repo_id} failed: {redact(first_line(exc))}",
             fix="check the repo id, your network and your token (hf auth login or HF_TOKEN); "
             "the model can be written locally with `finetune merge`",
         ) from None
-    return str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
 
 
 def push_run(
@@ -203,10 +220,11 @@ def push_run(
             "merged model to push",
             fix=f"push the adapter itself: finetune push {run_dir} --repo-id {repo_id} --adapter",
         )
+    api = hub_client(repo_id, private, token)
     with tempfile.TemporaryDirectory(prefix="finetune-push-") as tmp:
         folder = Path(tmp) / "upload"
         if adapter:
             stage_adapter(run_dir, folder, repo_id)
         else:
             merge_run(run_dir, folder, card_ref=repo_id)
-        return upload_folder(folder, repo_id, private, token)
+        return upload_folder(api, folder, repo_id)
