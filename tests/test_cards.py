@@ -326,3 +326,97 @@ def test_local_base_model_hub_id_and_licence_from_its_files(tmp_path):
     assert hub_id(str(anonymous)) is None and model_license(str(anonymous)) is None
     assert hub_id("bundled:minilm-l6") == "sentence-transformers/all-MiniLM-L6-v2"
     assert hub_id("gpt2") == "gpt2"
+
+
+# --------------------------------------------------------------------------- generation
+
+
+TEXT_METRIC_SCRIPT = """
+import datasets
+import evaluate
+
+
+class ExactText(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="share of generated texts equal to their reference",
+            citation="",
+            inputs_description="predictions and references: strings",
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        same = [p.strip() == r.strip() for p, r in zip(predictions, references)]
+        return {"exact_text": sum(same) / len(same)}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["t5", "gpt2"])
+def test_generation_merged_card_snippet_and_text_metric(family, tmp_path, runner, tiny_model_dir):
+    """Seq2seq and causal merged cards: the snippet generates what `finetune predict` does."""
+    from finetune.commands.evaluate import predict_texts
+    from finetune.commands.merge import merge_run
+    from tests.test_generation import generation_recipe
+
+    metric = tmp_path / "metrics" / "exact_text"
+    metric.mkdir(parents=True)
+    (metric / "exact_text.py").write_text(TEXT_METRIC_SCRIPT, encoding="utf-8")
+    data = generation_recipe(tiny_model_dir(family), "summarization", tmp_path, {"name": "lora"})
+    data["eval"]["metrics"] = [str(metric)]
+    result = runner.invoke(app, ["run", str(write_recipe(tmp_path / "g.yaml", data))])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = [json.loads(x) for x in (run / "predictions.jsonl").read_text().splitlines()]
+    same = sum(r["prediction"].strip() == r["reference"].strip() for r in rows) / len(rows)
+    assert metrics["exact_text"] == pytest.approx(same)
+    merge_run(run, tmp_path / "merged")
+    card = load_card(tmp_path / "merged" / "README.md")
+    assert card.data.pipeline_tag == "summarization" and card.data.library_name == "transformers"
+    assert {"rougeL", "exact_text"} <= {r.metric_type for r in card.data.eval_results}
+    printed = run_snippet(python_snippet((tmp_path / "merged" / "README.md").read_text()))
+    expected = predict_texts(run, ["an input text"])[0]["prediction"]
+    assert expected and " ".join(printed.split()) == expected
+
+
+def test_bert2bert_card_points_to_finetune():
+    from huggingface_hub import ModelCard
+
+    from finetune.run.card import render_model_card
+
+    task = {"type": "summarization", "text": "document", "summary": "summary"}
+    recipe = recipe_for("bert-base-uncased", task, HUB_DATA)
+    info = fake_info("lora", "bert", "seq2seq")
+    text = render_model_card(recipe, info, {"rougeL": 1.0}, "adapter", "me/b2b")
+    assert ModelCard(text).data.library_name == "peft"
+    assert "only finetune rebuilds" in text and "finetune predict" in text
+    assert "```python" not in text  # no peft snippet that could not load this model
+
+
+def test_card_without_eval_data_has_no_results():
+    from huggingface_hub import ModelCard
+
+    from finetune.run.card import render_model_card
+
+    recipe = recipe_for("gpt2", CLASSIFY, {"train": HUB_DATA["train"]})
+    text = render_model_card(recipe, fake_info("lora", "gpt2"), {"train_loss": 0.5}, "run", "r")
+    card = ModelCard(text)
+    assert card.data.eval_results is None and "model-index" not in text
+    assert "No evaluation data" in text and card.data.datasets == ["glue"]
+
+
+def test_adapter_stage_names_the_base_hub_id(lora_run, tmp_path, monkeypatch):
+    """A pushed peft adapter's config points AutoPeftModel at the base model's Hub id."""
+    from finetune.commands.merge import stage_adapter
+    from finetune.models import architectures
+
+    monkeypatch.setattr(architectures, "hub_id", lambda name: "org/base")
+    stage_adapter(lora_run, tmp_path / "stage", "me/x")
+    config = json.loads((tmp_path / "stage" / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "org/base"
+    assert load_card(tmp_path / "stage" / "README.md").data.base_model == "org/base"
+    original = json.loads((lora_run / "adapter" / "adapter_config.json").read_text())
+    assert original["base_model_name_or_path"] != "org/base"  # the run itself is untouched

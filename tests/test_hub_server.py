@@ -163,8 +163,11 @@ def test_push_own_format_adapter(hub, online, pfeiffer_run, tmp_path):
     home = tmp_path / "home"
     refused = cli(hub, home, "push", str(pfeiffer_run), "--repo-id", "me/p")
     assert refused.returncode == 2 and "--adapter" in refused.stderr
-    pushed = cli(hub, home, "push", str(pfeiffer_run), "--repo-id", "me/p", "--adapter")
+    pushed = cli(
+        hub, home, "push", str(pfeiffer_run), "--repo-id", "me/p", "--adapter", "--private"
+    )
     check_push(pushed, hub, "me/p")
+    assert hub.repo("me/p").private
     adapter = download(hub, "me/p", tmp_path / "cache")
     check_card(adapter / "README.md", None, "me/p")
     text = (adapter / "README.md").read_text()
