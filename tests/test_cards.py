@@ -305,6 +305,7 @@ def test_pipeline_tag_comes_from_the_task_registry(task_type, tmp_path):
     text = render_model_card(recipe, fake_info("lora", "t5", "seq2seq"), metrics, "merged", "out")
     card = ModelCard(text)
     assert card.data.pipeline_tag == TASKS[task_type].pipeline_tag
+    assert card.data.language == (["en", "de"] if task_type == "translation" else None)
     assert card.data.base_model == "t5-small"
     assert card.data.datasets is None and "data was local" in text
     assert {r.metric_type for r in card.data.eval_results} == {"rougeL", "bleu"}
@@ -420,3 +421,39 @@ def test_adapter_stage_names_the_base_hub_id(lora_run, tmp_path, monkeypatch):
     assert load_card(tmp_path / "stage" / "README.md").data.base_model == "org/base"
     original = json.loads((lora_run / "adapter" / "adapter_config.json").read_text())
     assert original["base_model_name_or_path"] != "org/base"  # the run itself is untouched
+
+
+@pytest.mark.slow
+def test_extra_metric_on_two_processes(tmp_path, tiny_model_dir):
+    """Each process computes the extra metric on the gathered predictions without cache clashes."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    train = write_csv(tmp_path / "data" / "train.csv", sentiment_rows(32, seed=1))
+    dev = write_csv(tmp_path / "data" / "dev.csv", sentiment_rows(20, seed=2))
+    write_metric(tmp_path / "metrics")
+    data = classification_recipe(
+        tiny_model_dir("bert"), train, dev, tmp_path / "run", {"name": "lora"}, epochs=1
+    )
+    data["eval"]["metrics"] = ["./metrics/same_label"]
+    recipe = write_recipe(tmp_path / "r.yaml", data)
+    torchrun = shutil.which("torchrun")
+    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    cmd = [*launcher, "--nproc_per_node", "2", "--master_port", "29541", "-m", "finetune"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [*cmd, "run", str(recipe), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["samples"] == 20
+    assert metrics["same_label"] == pytest.approx(metrics["accuracy"])

@@ -438,6 +438,7 @@ def _card_data(
         library_name=lib,
         license=model_license(recipe.model.name, recipe.model.revision),
         pipeline_tag=task.pipeline_tag,
+        language=task.languages(recipe) or None,  # translation: source and target codes
         datasets=hub_datasets(recipe) or None,
         tags=tags,
         metrics=[r.metric_type for r in results] if results else None,

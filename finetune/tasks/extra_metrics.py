@@ -63,7 +63,8 @@ def load_metric(spec: str) -> Any:
         import evaluate
 
         evaluate.logging.set_verbosity_error()
-        return evaluate.load(str(path) if path is not None else spec)
+        # in memory: no cache files that two processes of a distributed run would fight over
+        return evaluate.load(str(path) if path is not None else spec, keep_in_memory=True)
     except Exception as exc:
         message = first_line(exc)
         fix = LOCAL_FIX if path is None else "check the script: it must define one evaluate.Metric"
