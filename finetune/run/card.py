@@ -232,69 +232,85 @@ def _subfolder(art: Artefact, name: str) -> str:
     return f'"{art.ref}", subfolder="{name}"'
 
 
-def load_snippet(art: Artefact) -> str:
-    """Markdown showing how to load this artefact; every line is runnable as written."""
-    kind = art.model_kind
-    if art.kind == "merged":
-        if kind == "classification":
-            return _python(
-                [
-                    "from transformers import pipeline",
-                    "",
-                    f'classify = pipeline("text-classification", model="{art.ref}")',
-                    'print(classify("an input text"))',
-                ]
-            )
+def _merged_snippet(art: Artefact) -> str:
+    """A plain transformers model: the pipeline for classification, else `generate`
+    (transformers 5 has no summarization / translation pipeline)."""
+    if art.model_kind == "classification":
         return _python(
             [
-                f"from transformers import {AUTO[kind]}, AutoTokenizer",
+                "from transformers import pipeline",
                 "",
-                f'tokenizer = AutoTokenizer.from_pretrained("{art.ref}")',
-                f'model = {AUTO[kind]}.from_pretrained("{art.ref}").eval()',
-                *_use_lines(art, "model", "tokenizer"),
+                f'classify = pipeline("text-classification", model="{art.ref}")',
+                'print(classify("an input text"))',
             ]
         )
-    finetune = _finetune_snippet(art)
-    bert2bert = art.family == "bert" and kind != "classification"
-    if art.library == "transformers" and not bert2bert:
-        code = _python(
-            [
-                f"from transformers import {AUTO[kind]}, AutoTokenizer",
-                "",
-                f"tokenizer = AutoTokenizer.from_pretrained({_subfolder(art, 'tokenizer')})",
-                f"model = {AUTO[kind]}.from_pretrained({_subfolder(art, 'model')}).eval()",
-                *_use_lines(art, "model", "tokenizer"),
-            ]
-        )
-        return f"{code}\n\nor with finetune:\n\n{finetune}"
-    if art.library == "peft" and not bert2bert:
-        extra = ""
-        if kind == "classification":
-            id2label = dict(enumerate(art.labels))
-            label2id = {label: i for i, label in enumerate(art.labels)}
-            extra = (
-                f"    num_labels={len(art.labels)},\n    id2label={id2label!r},\n"
-                f"    label2id={label2id!r},\n"
-            )
-        code = _python(
-            [
-                "from peft import PeftModel",
-                f"from transformers import {AUTO[kind]}, AutoTokenizer",
-                "",
-                f"tokenizer = AutoTokenizer.from_pretrained({_subfolder(art, 'tokenizer')})",
-                f"base = {AUTO[kind]}.from_pretrained(\n    {art.base!r},\n{extra}"
-                "    pad_token_id=tokenizer.pad_token_id,\n)",
-                f"model = PeftModel.from_pretrained(base, {_subfolder(art, 'adapter')}).eval()",
-                *_use_lines(art, "model", "tokenizer"),
-            ]
-        )
-        return f"{code}\n\nor with finetune:\n\n{finetune}"
-    why = (
-        "finetune builds this encoder-decoder from two copies of the BERT model (new "
-        "cross-attention), which only finetune rebuilds"
-        if bert2bert
-        else f"the {art.method} adapter is in finetune's own format (no other library loads it)"
+    auto = AUTO[art.model_kind]
+    return _python(
+        [
+            f"from transformers import {auto}, AutoTokenizer",
+            "",
+            f'tokenizer = AutoTokenizer.from_pretrained("{art.ref}")',
+            f'model = {auto}.from_pretrained("{art.ref}").eval()',
+            *_use_lines(art, "model", "tokenizer"),
+        ]
     )
+
+
+def _full_snippet(art: Artefact) -> str:
+    """`full` as trained: a transformers model in the run layout's model/ folder."""
+    auto = AUTO[art.model_kind]
+    return _python(
+        [
+            f"from transformers import {auto}, AutoTokenizer",
+            "",
+            f"tokenizer = AutoTokenizer.from_pretrained({_subfolder(art, 'tokenizer')})",
+            f"model = {auto}.from_pretrained({_subfolder(art, 'model')}).eval()",
+            *_use_lines(art, "model", "tokenizer"),
+        ]
+    )
+
+
+def _peft_snippet(art: Artefact) -> str:
+    """The base model with the run's head configuration, then peft's adapter on top."""
+    auto = AUTO[art.model_kind]
+    labels = ""
+    if art.model_kind == "classification":
+        id2label = dict(enumerate(art.labels))
+        label2id = {label: i for i, label in enumerate(art.labels)}
+        labels = (
+            f"    num_labels={len(art.labels)},\n    id2label={id2label!r},\n"
+            f"    label2id={label2id!r},\n"
+        )
+    return _python(
+        [
+            "from peft import PeftModel",
+            f"from transformers import {auto}, AutoTokenizer",
+            "",
+            f"tokenizer = AutoTokenizer.from_pretrained({_subfolder(art, 'tokenizer')})",
+            f"base = {auto}.from_pretrained(\n    {art.base!r},\n{labels}"
+            "    pad_token_id=tokenizer.pad_token_id,\n)",
+            f"model = PeftModel.from_pretrained(base, {_subfolder(art, 'adapter')}).eval()",
+            *_use_lines(art, "model", "tokenizer"),
+        ]
+    )
+
+
+def load_snippet(art: Artefact) -> str:
+    """Markdown showing how to load this artefact; every line is runnable as written."""
+    if art.kind == "merged":
+        return _merged_snippet(art)
+    finetune = _finetune_snippet(art)
+    bert2bert = art.family == "bert" and art.model_kind != "classification"
+    if bert2bert:
+        why = (
+            "finetune builds this encoder-decoder from two copies of the BERT model (new "
+            "cross-attention), which only finetune rebuilds"
+        )
+    elif art.library in ("transformers", "peft"):
+        code = _full_snippet(art) if art.library == "transformers" else _peft_snippet(art)
+        return f"{code}\n\nor with finetune:\n\n{finetune}"
+    else:
+        why = f"the {art.method} adapter is in finetune's own format (no other library loads it)"
     return f"Load it with finetune: {why}.\n\n{finetune}"
 
 
