@@ -264,13 +264,21 @@ def push(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     repo_id: Annotated[str, typer.Option(help="Hub repository, e.g. me/bert-sst2-lora.")],
     private: Annotated[bool, typer.Option(help="Create the repository as private.")] = False,
+    adapter: Annotated[
+        bool,
+        typer.Option(
+            "--adapter", help="Upload the adapter as trained (any method), not the merged model."
+        ),
+    ] = False,
 ) -> None:
-    """Merge and upload model + tokenizer + model card to the Hugging Face Hub.
+    """Merge and upload model + tokenizer + model card to the Hugging Face Hub; with
+    --adapter, upload the adapter (or full model) as trained, with its own card.
 
-    The token comes from HF_TOKEN or `huggingface-cli login`; it is never printed."""
+    HF_ENDPOINT picks the Hub; the token comes from HF_TOKEN or `hf auth login` and is
+    never printed."""
     from finetune.commands.merge import push_run
 
-    url = push_run(run_dir, repo_id, private=private)
+    url = push_run(run_dir, repo_id, private=private, adapter=adapter)
     _out(f"[green]pushed[/] {url}")
 
 

@@ -215,6 +215,15 @@ class NonFiniteLossError(FinetuneError):
     example = "training loss became nan at step 412 (lr 3.00e-03); the last good checkpoint is ..."
 
 
+class MetricError(FinetuneError):
+    """An `eval.metrics` entry cannot be loaded (offline, missing script) or computed."""
+
+    code = "E610"
+    title = "extra metric unusable"
+    hint = "offline, use a local metric directory; check what inputs the metric expects"
+    example = "eval.metrics: 'bertscore' cannot be loaded: Couldn't find a module script"
+
+
 UNEXPECTED = (
     "E900",
     "unexpected error",

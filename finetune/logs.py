@@ -110,6 +110,7 @@ def setup_logging(debug: bool = False, quiet: bool = False) -> None:
         "filelock",
         "fsspec",
         "httpx",
+        "httpx2",  # huggingface_hub 2.x's HTTP client: one INFO line per Hub request
         "httpcore",
         "datasets",
         "matplotlib",

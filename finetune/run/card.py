@@ -1,66 +1,391 @@
-"""The model card (README.md) written into every run directory and pushed with the model."""
+"""Model cards, written with huggingface_hub's `ModelCard` / `ModelCardData` / `EvalResult`.
+
+Three kinds, one renderer:
+
+- `run`: README.md of a run directory (the adapter or full model as `run` saved it);
+- `merged`: the card of `finetune merge` / `finetune push` (a plain transformers model);
+- `adapter`: the card of `finetune push --adapter` (the run's artefact without merging).
+
+The YAML metadata is what the Hub indexes, so every key is either right or absent: the Hub id of
+the base model (never a `bundled:` alias or a local path), the library that loads *this*
+artefact, the task's pipeline tag, the Hub datasets it was trained on, the base model's licence,
+and a `model-index` holding the quality metrics (never timings or byte counts). The body says in
+words what the metadata had to leave out, and shows a loading snippet that works for the
+artefact. Reading the card back with `ModelCard.load` gives the same metadata (tested).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from finetune.console import metric_items
 from finetune.logs import redact
 from finetune.methods import METHODS
 from finetune.recipe.io import dump_recipe
-from finetune.recipe.schema import Recipe
+from finetune.recipe.schema import HubSource, LocalSource, Recipe
+from finetune.run.snippets import Artefact, CardKind, load_snippet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from huggingface_hub import EvalResult
+
+    from finetune.tasks.base import Task
 
 
-def _metric_rows(metrics: dict[str, Any]) -> str:
-    return "\n".join(f"| {key} | {shown} |" for key, shown in metric_items(metrics))
+# metrics.json entries that describe the run (time, size, counts), not the model's quality
+FACT_KEYS = frozenset({"samples", "steps", "epoch", "gen_len_words", "effective_batch"})
+FACT_PREFIXES = ("train_", "best_", "peak_", "select_", "stopped_")  # training, not the model
+FACT_SUFFIXES = ("_seconds", "_per_s", "_bytes", "_parameters")
+# quality metrics the model-index leaves out: the eval loss depends on the tokenizer and the task
+# head and is no metric the Hub's evaluation tables compare
+NOT_IN_MODEL_INDEX = frozenset({"loss"})
 
 
-def render_model_card(recipe: Recipe, info: dict[str, Any], metrics: dict[str, Any]) -> str:
-    method = info["method"]
-    entry = METHODS[method]
-    library = (
-        "transformers"
-        if entry.trains_backbone
-        else ("peft" if entry.save_format.startswith("peft") else "finetune")
-    )
-    base = recipe.model.name
+# --------------------------------------------------------------------------- metadata facts
+
+
+def is_run_fact(key: str) -> bool:
+    """Whether a metrics.json key describes the run (timings, sizes, counts), not quality."""
+    return key in FACT_KEYS or key.startswith(FACT_PREFIXES) or key.endswith(FACT_SUFFIXES)
+
+
+def _number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not (isinstance(value, float) and math.isnan(value))
+
+
+def split_metrics(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(quality metrics, run facts): numeric entries only; strings (signatures) go with quality."""
+    quality: dict[str, Any] = {}
+    facts: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if not (_number(value) or isinstance(value, str)):
+            continue  # histories, reports: they live in metrics.json, not in a table
+        (facts if is_run_fact(key) else quality)[key] = value
+    return quality, facts
+
+
+def library_name(method_name: str, kind: CardKind) -> str | None:
+    """The library that loads this artefact; None for finetune's own adapter format.
+
+    A merged model and a fully fine-tuned one are plain transformers models; a peft method's
+    adapter is peft's. Bottleneck and BitFit adapters are in finetune's own format, which no
+    library the Hub knows loads, so the key is left out (the body says how to load them).
+    """
+    method = METHODS[method_name]
+    if kind == "merged" or method.trains_backbone:
+        return "transformers"
+    if method.save_format.startswith("peft"):
+        return "peft"
+    return None
+
+
+def hub_datasets(recipe: Recipe) -> list[str]:
+    """Hub ids of the data the run read, in order, once each."""
+    sources = (recipe.data.train, recipe.data.eval, recipe.data.test)
+    return list(dict.fromkeys(s.hub for s in sources if isinstance(s, HubSource)))
+
+
+def _describe_source(source: HubSource | LocalSource) -> str:
+    if isinstance(source, HubSource):
+        config = f", config `{source.config}`" if source.config else ""
+        return f"the Hub dataset `{source.hub}`{config}, split `{source.split}`"
+    return f"the local file `{Path(source.path).name}`"
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """Where the reported metrics were measured, as the model-index names it."""
+
+    dataset_type: str
+    dataset_name: str
+    config: str | None
+    split: str | None
+    revision: str | None
+    sentence: str
+
+
+def eval_data(recipe: Recipe) -> EvalData | None:
+    data = recipe.data
+    source = data.eval
+    held_out = source is None and data.eval_fraction is not None
+    if held_out:
+        source = data.train
+    if source is None:
+        return None
+    if held_out:
+        sentence = f"a held-out {data.eval_fraction:.0%} of the training data (seeded)"
+    else:
+        sentence = _describe_source(source)
+    if isinstance(source, HubSource):
+        split = f"{source.split} (held out)" if held_out else source.split
+        return EvalData(source.hub, source.hub, source.config, split, source.revision, sentence)
+    name = Path(source.path).name
+    split = "train (held out)" if held_out else "eval"
+    return EvalData("local", f"local file {name}", None, split, None, sentence)
+
+
+def eval_results(
+    recipe: Recipe, task: type[Task], quality: dict[str, Any]
+) -> list[EvalResult] | None:
+    """One EvalResult per numeric quality metric (model-index), None without eval data."""
+    from huggingface_hub import EvalResult
+
+    where = eval_data(recipe)
+    if where is None:
+        return None
+    results = [
+        EvalResult(
+            task_type=task.pipeline_tag,
+            dataset_type=where.dataset_type,
+            dataset_name=where.dataset_name,
+            dataset_config=where.config,
+            dataset_split=where.split,
+            dataset_revision=where.revision,
+            metric_type=key,
+            metric_name=key,
+            metric_value=value,
+        )
+        for key, value in quality.items()
+        if _number(value) and key not in NOT_IN_MODEL_INDEX
+    ]
+    return results or None
+
+
+# --------------------------------------------------------------------------- the card
+
+
+def _title(recipe: Recipe, method: str, kind: CardKind, base_id: str | None) -> str:
+    base = base_id or Path(recipe.model.name).name
+    what = "merged into the base weights" if kind == "merged" else "adapter"
+    if METHODS[method].trains_backbone:
+        what = "full fine-tuning"
+    return f"{base} + {method} ({what}) for {recipe.task.type}"
+
+
+def _summary(
+    recipe: Recipe, info: dict[str, Any], kind: CardKind, base_id: str | None, lib: str | None
+) -> str:
+    method = METHODS[info["method"]]
     params = info["parameters"]
     share = 100 * params["trainable"] / max(params["total"], 1)
-    text = f"""---
-library_name: {library}
-base_model: {base}
-tags:
-- finetune
-- {method}
-- {recipe.task.type}
----
+    trained = (
+        f"Method `{method.name}` trained {params['trainable']:,} of {params['total']:,} "
+        f"parameters ({share:.3f}%)"
+    )
+    if method.trains_backbone:
+        trained += ": every weight of the base model (full fine-tuning)."
+    else:
+        trained += f"; the base model's other weights ({info['family']} family) stayed frozen."
+    if kind == "merged":
+        what = (
+            "The adapter's weights are folded into the base model's, so this is a plain "
+            "transformers model: loading it needs neither peft nor finetune."
+        )
+    elif method.trains_backbone:
+        what = "This is the whole fine-tuned model (a plain transformers model)."
+    elif lib == "peft":
+        what = f"This holds the {method.name} adapter only, in peft's format, plus the tokenizer."
+    else:
+        what = (
+            f"This holds the {method.name} adapter only, in finetune's own format "
+            "(`adapter_model.safetensors` + `adapter_config.json`), so the card names no "
+            "`library_name`."
+        )
+    base = (
+        f"The base model is [`{base_id}`](https://huggingface.co/{base_id})."
+        if base_id
+        else f"The base model `{recipe.model.name}` is a local checkpoint with no Hub id, so "
+        "the card names no `base_model`."
+    )
+    tool = (
+        f"Trained with finetune {info['finetune_version']}, a command-line tool for "
+        "parameter-efficient fine-tuning of Hugging Face models, from the recipe below."
+    )
+    return "\n".join([tool, trained, what, base])
 
-# {base} + {method} for {recipe.task.type}
 
-Fine-tuned with [finetune](https://pypi.org/project/finetune/) {info["finetune_version"]}
-from the recipe below. Method `{method}` trained {params["trainable"]:,} of {params["total"]:,}
-parameters ({share:.3f}%); the base model ({info["family"]} family) stayed frozen
-{"(full fine-tuning: every weight trained)" if entry.trains_backbone else ""}.
+def _data_section(recipe: Recipe) -> str:
+    lines = [f"- train: {_describe_source(recipe.data.train)}"]
+    where = eval_data(recipe)
+    lines.append(f"- evaluation: {where.sentence}" if where else "- evaluation: none")
+    if not hub_datasets(recipe):
+        lines.append(
+            "\nThe data was local (not on the Hugging Face Hub), so the card lists no `datasets`."
+        )
+    return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in rows]
+    return "\n".join(lines)
+
+
+def _evaluation_section(recipe: Recipe, quality: dict[str, Any]) -> str:
+    where = eval_data(recipe)
+    if where is None or not quality:
+        return "No evaluation data was given, so there are no results."
+    numbers = [(k, v) for k, v in metric_items(quality) if _number(quality[k])]
+    notes = [f"- `{k}`: {v}" for k, v in quality.items() if isinstance(v, str)]
+    text = f"On {where.sentence}:\n\n" + _table(numbers, ("metric", "value"))
+    return text + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+FACT_NAMES = {
+    "train_loss": "final training loss",
+    "train_seconds": "training time (s)",
+    "train_samples_per_s": "training throughput (examples/s)",
+    "peak_memory_bytes": "peak memory (bytes)",
+    "steps": "optimizer steps",
+    "samples": "evaluation examples",
+    "artifact_bytes": "saved weights (bytes)",
+    "trainable_parameters": "trainable parameters",
+    "total_parameters": "total parameters",
+    "best_step": "step of the kept weights",
+    "gen_len_words": "mean generated length (words)",
+}
+
+
+def _hyperparameters(recipe: Recipe) -> str:
+    train = recipe.train.model_dump()
+    keep = [
+        "lr",
+        "epochs",
+        "max_steps",
+        "batch_size",
+        "grad_accum",
+        "scheduler",
+        "warmup_fraction",
+        "weight_decay",
+        "max_grad_norm",
+        "max_length",
+        "seed",
+        "precision",
+    ]
+    if recipe.task.type != "classification":
+        keep.append("max_target_length")
+    rows = [(f"train.{k}", str(train[k])) for k in keep if k in train and train[k] is not None]
+    method = recipe.method.model_dump()
+    rows += [(f"method.{k}", str(v)) for k, v in method.items() if k != "name" and v is not None]
+    return _table(rows, ("option", "value"))
+
+
+def _card_data(
+    recipe: Recipe, info: dict[str, Any], metrics: dict[str, Any], kind: CardKind, name: str
+) -> Any:
+    from huggingface_hub import ModelCardData
+
+    from finetune.models.architectures import hub_id, model_license
+    from finetune.tasks import TASKS
+
+    task = TASKS[recipe.task.type]
+    quality, _ = split_metrics(metrics)
+    method = info["method"]
+    lib = library_name(method, kind)
+    tags = ["finetune", method, recipe.task.type]
+    if kind == "merged":
+        tags.append("merged")
+    results = eval_results(recipe, task, quality)
+    return ModelCardData(
+        base_model=hub_id(recipe.model.name),
+        library_name=lib,
+        license=model_license(recipe.model.name, recipe.model.revision),
+        pipeline_tag=task.pipeline_tag,
+        language=task.languages(recipe) or None,  # translation: source and target codes
+        datasets=hub_datasets(recipe) or None,
+        tags=tags,
+        metrics=[r.metric_type for r in results] if results else None,
+        model_name=name if results else None,
+        eval_results=results,
+    )
+
+
+def _artefact(
+    recipe: Recipe, info: dict[str, Any], kind: CardKind, ref: str, lib: str | None
+) -> Artefact:
+    from finetune.models.architectures import FAMILIES, hub_id
+    from finetune.tasks import TASKS
+
+    family = FAMILIES[info["family"]]
+    task = TASKS[recipe.task.type](recipe, family)
+    generation = getattr(recipe.eval, "generation", None)
+    max_new = getattr(generation, "max_new_tokens", None) or recipe.train.max_target_length
+    prefix = task.prefix() if hasattr(task, "prefix") else ""
+    separator = task.causal_separator() if hasattr(task, "causal_separator") else ""
+    return Artefact(
+        kind=kind,
+        ref=ref,
+        base=hub_id(recipe.model.name) or recipe.model.name,
+        library=lib,
+        method=info["method"],
+        model_kind=info.get("model_kind") or task.model_kind(),
+        family=family.name,
+        labels=list((info.get("task_state") or {}).get("labels") or []),
+        prefix=prefix,
+        separator=separator,
+        max_length=recipe.train.max_length,
+        max_new_tokens=int(max_new),
+    )
+
+
+def render_model_card(
+    recipe: Recipe,
+    info: dict[str, Any],
+    metrics: dict[str, Any],
+    kind: CardKind = "run",
+    ref: str = ".",
+) -> str:
+    """The card text: YAML metadata from `ModelCardData`, then the body.
+
+    `ref` is how the artefact is reached in the loading snippet: the Hub repo id for a pushed
+    card, the directory for a local one.
+    """
+    from huggingface_hub import ModelCard
+
+    name = ref.rstrip("/").rsplit("/", 1)[-1] if kind != "adapter" else ref
+    data = _card_data(recipe, info, metrics, kind, name or "model")
+    lib = library_name(info["method"], kind)
+    quality, facts = split_metrics(metrics)
+    fact_rows = [(FACT_NAMES.get(k, k), v) for k, v in metric_items(facts)]
+    versions = "\n".join(f"- {k} {v}" for k, v in info["versions"].items())
+    body = f"""
+# {_title(recipe, info["method"], kind, data.base_model)}
+
+{_summary(recipe, info, kind, data.base_model, lib)}
+
+## How to load
+
+{load_snippet(_artefact(recipe, info, kind, ref, lib))}
 
 ## Evaluation
 
-| metric | value |
-|---|---|
-{_metric_rows(metrics)}
+{_evaluation_section(recipe, quality)}
 
-## Use
+## Training data
 
-```console
-finetune predict <this directory> --text "..."
-finetune eval <this directory>
-```
+{_data_section(recipe)}
+
+## Training
+
+{_hyperparameters(recipe)}
+
+Run facts (time, sizes, counts; they describe the run, not the model's quality):
+
+{_table(fact_rows, ("fact", "value"))}
+
+## Framework versions
+
+{versions}
 
 ## Recipe
 
 ```yaml
 {dump_recipe(recipe).strip()}
 ```
-
-Library versions: {", ".join(f"{k} {v}" for k, v in info["versions"].items())}.
 """
-    return redact(text)
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+    return redact(str(card))
