@@ -496,8 +496,16 @@ def test_final_evaluation_runs_once(tmp_path, tiny_model_dir, sentiment_files, m
 
     monkeypatch.setattr(pipeline, "run_eval", spy)
     train, dev = sentiment_files
+    # select_best off: keeping an earlier evaluation's weights evaluates those once more
+    # (tests/test_best_and_curves.py)
     data = classification_recipe(
-        tiny_model_dir("bert"), train, dev, tmp_path / "run", {"name": "lora"}, epochs=2
+        tiny_model_dir("bert"),
+        train,
+        dev,
+        tmp_path / "run",
+        {"name": "lora"},
+        epochs=2,
+        select_best=False,
     )
     pipeline.run(write_recipe(tmp_path / "r.yaml", data), progress=False)
     records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
