@@ -281,3 +281,70 @@ def test_curves_and_trackers_are_named_in_the_layout_and_the_readme():
 
     readme = (REPO / "README.md").read_text()
     assert f"| `{CURVES}` |" in readme and f"| `{TRACKERS}/` |" in readme
+
+
+@pytest.mark.slow
+def test_two_processes_stop_and_keep_the_same_step(tmp_path):
+    """On 2 processes every rank decides from the gathered metrics: both stop at step 4 (a
+    rank that went on would leave the other waiting in a collective, and the run would hang
+    until the timeout), checkpoints hold the selection on both, and the kept step is 2."""
+    from tests import test_correctness_multiprocess as mp
+    from tests.tiny_models import build_gpt2
+
+    model = build_gpt2(tmp_path / "gpt2")
+    recipe = mp._recipe(
+        tmp_path,
+        model,
+        "two",
+        eval_steps=2,
+        save_steps=2,
+        early_stopping_patience=2,
+        early_stopping_min_delta=10.0,
+    )
+    rc, output = mp._run(tmp_path, recipe, 2, 29547)
+    assert rc == 0, output[-3000:]
+    metrics = _metrics(tmp_path / "two")
+    assert metrics["stopped_early"] is True and metrics["steps"] == 6
+    assert metrics["best_step"] == 2 and metrics["best_metric"] == "eval_loss"
+    assert [r["step"] for r in metrics["eval_history"]] == [2, 4, 6]
+    assert metrics["loss"] == pytest.approx(metrics["eval_history"][0]["eval_loss"], abs=1e-6)
+
+
+def _tracked_run(tmp_path, runner, tiny_model_dir, sentiment_files, tracker: str) -> Path:
+    train, dev = sentiment_files
+    out = tmp_path / "run"
+    data = classification_recipe(
+        tiny_model_dir("bert"), train, dev, out, {"name": "lora"}, epochs=1, report_to=[tracker]
+    )
+    _run_cli(runner, write_recipe(tmp_path / "r.yaml", data))
+    return out
+
+
+@pytest.mark.slow
+def test_mlflow_file_store_holds_the_loss_curve(
+    tmp_path, runner, tiny_model_dir, sentiment_files, monkeypatch
+):
+    """Only where mlflow is installed (it is not in CI: too many dependencies for a test)."""
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3.x: file store opt-in
+    out = _tracked_run(tmp_path, runner, tiny_model_dir, sentiment_files, "mlflow")
+    client = mlflow.tracking.MlflowClient()
+    experiment = client.get_experiment_by_name("run")
+    (found,) = client.search_runs([experiment.experiment_id])
+    logged = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    history = client.get_metric_history(found.info.run_id, "train/loss")
+    assert [m.step for m in history] == [r["step"] for r in logged if "loss" in r]
+    assert found.data.params["method.name"] == "lora"
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_is_written(
+    tmp_path, runner, tiny_model_dir, sentiment_files, monkeypatch
+):
+    """Only where wandb is installed; offline mode, nothing leaves the machine."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    _tracked_run(tmp_path, runner, tiny_model_dir, sentiment_files, "wandb")
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
