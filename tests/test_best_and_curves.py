@@ -236,6 +236,10 @@ def test_tracker_names_are_accelerates():
     from finetune.run.trackers import PACKAGES
 
     assert set(typing.get_args(TrackerName)) == set(LOGGER_TYPE_TO_CLASS) == set(PACKAGES)
+    # the command line's short forms
+    assert _recipe(report_to="tensorboard,mlflow").train.report_to == ["tensorboard", "mlflow"]
+    assert _recipe(report_to="tensorboard").train.report_to == ["tensorboard"]
+    assert _recipe().train.report_to == []
 
 
 def test_missing_tracker_package_fails_validate_with_the_pip_line(

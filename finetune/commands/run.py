@@ -27,7 +27,7 @@ from finetune.run.artifacts import save_run_artifacts, write_run_start
 from finetune.run.curves import eval_history, write_curves
 from finetune.run.files import RunLock, claim_run_dir, clear_run
 from finetune.run.layout import RunPaths
-from finetune.run.trackers import log_record, start_trackers
+from finetune.run.trackers import finish_trackers, log_record, start_trackers
 from finetune.train.batching import ListDataset
 from finetune.train.checkpoints import latest_checkpoint
 from finetune.train.evaluation import make_eval_loader, run_eval
@@ -90,7 +90,7 @@ def run(
     try:
         summary = _run_locked(recipe, recipe_path, out, accelerator, resume, progress)
     finally:
-        accelerator.end_training()  # closes train.report_to trackers (none: a no-op)
+        finish_trackers(accelerator, recipe)
         if accelerator.is_main_process:
             lock.release()
     summary.seconds = time.perf_counter() - started

@@ -142,6 +142,14 @@ class TrainConfig(Section):
         "files under <run>/trackers.",
     )
 
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_comma_list(cls, value: Any) -> Any:
+        """`train.report_to=tensorboard` or `=tensorboard,mlflow` on the command line."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
 
 class DecodingConfig(Section):
     max_new_tokens: int | None = Field(

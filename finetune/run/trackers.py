@@ -65,6 +65,14 @@ def start_trackers(accelerator: Any, recipe: Recipe, run_dir: Path) -> None:
         accelerator.init_trackers(run_dir.resolve().name, config=hyperparameters(recipe))
 
 
+def finish_trackers(accelerator: Any, recipe: Recipe) -> None:
+    """`end_training` closes the trackers (flushes TensorBoard, ends the MLflow run). It also
+    destroys the process group, so a run without trackers does not call it: the process
+    group's lifetime stays the launcher's, as before trackers existed."""
+    if recipe.train.report_to:
+        accelerator.end_training()
+
+
 def hyperparameters(recipe: Recipe) -> dict[str, Any]:
     """The recipe as flat `section.key` scalars: what TensorBoard's hparams and MLflow's params
     accept (None and lists become text)."""
