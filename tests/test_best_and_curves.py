@@ -143,6 +143,7 @@ def test_best_weights_are_kept_evaluated_and_plotted_with_tensorboard(
     assert [r["step"] for r in history] == list(range(2, metrics["steps"] + 1, 2))
     best = min(history, key=lambda r: r["eval_loss"])
     assert metrics["best_step"] == best["step"] != metrics["steps"], history
+    assert metrics["select_best"] is True and metrics["best_mode"] == "min"
     assert metrics["loss"] == pytest.approx(best["eval_loss"], abs=1e-6)
     assert metrics["loss"] < history[-1]["eval_loss"]
     assert evaluate_run(out)["loss"] == pytest.approx(metrics["loss"], abs=1e-6)

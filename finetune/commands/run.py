@@ -232,7 +232,8 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         paths = RunPaths(out)
         if eval_loader is not None:
             metrics["eval_history"] = eval_history(paths.log)  # also the evals before a resume
-        write_curves(paths.log, paths.curves, task.main_metric, selection.best_step)
+        kept = selection.best_step if selection.keep_weights else None
+        write_curves(paths.log, paths.curves, task.main_metric, kept)
         unwrapped = accelerator.unwrap_model(model)
         save_run_artifacts(
             out,

@@ -195,6 +195,7 @@ class Selection:
     def summary(self) -> dict[str, Any]:
         """What metrics.json reports about the choice."""
         return {
+            "select_best": self.keep_weights,  # False: the last weights, best_step for reference
             "best_metric": f"{EVAL_PREFIX}{self.rule.metric}",
             "best_mode": self.rule.mode,
             "best_value": self.best_value,
