@@ -2,8 +2,9 @@
 
 AdamW + warm-up/decay schedule from transformers, explicit gradient accumulation weighted by
 label tokens, clipping, length-grouped batches sharded by our own sampler, evaluation after
-every epoch and every `eval_steps`, atomic checkpoints every `save_steps` and at epoch ends,
-exact resume. The final evaluation is the pipeline's, so the loop skips the last step's.
+every epoch and every `eval_steps` (`hooks.after_eval` may stop there: early stopping),
+atomic checkpoints every `save_steps` and at epoch ends, exact resume. The final evaluation
+is the pipeline's, so the loop skips the last step's.
 Tasks only supply batches and metrics; methods only decide which parameters require grad.
 """
 
