@@ -282,7 +282,7 @@ def test_weight_decay_spares_ia3_vectors_and_dora_magnitudes(kind):
     else:
         config = LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query"], use_dora=True)
     model = get_peft_model(base, config)
-    optimizer = build_optimizer(model, TrainConfig(weight_decay=0.1))
+    optimizer = build_optimizer(model, TrainConfig(weight_decay=0.1, lr=1e-3))
     decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     special = [n for n in named if "ia3_l" in n or "lora_magnitude_vector" in n]
@@ -496,8 +496,16 @@ def test_final_evaluation_runs_once(tmp_path, tiny_model_dir, sentiment_files, m
 
     monkeypatch.setattr(pipeline, "run_eval", spy)
     train, dev = sentiment_files
+    # select_best off: keeping an earlier evaluation's weights evaluates those once more
+    # (tests/test_best_and_curves.py)
     data = classification_recipe(
-        tiny_model_dir("bert"), train, dev, tmp_path / "run", {"name": "lora"}, epochs=2
+        tiny_model_dir("bert"),
+        train,
+        dev,
+        tmp_path / "run",
+        {"name": "lora"},
+        epochs=2,
+        select_best=False,
     )
     pipeline.run(write_recipe(tmp_path / "r.yaml", data), progress=False)
     records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

@@ -104,13 +104,19 @@ def precision_for(recipe: Recipe) -> str:
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[wanted]
 
 
-def make_accelerator(recipe: Recipe) -> Any:
+def make_accelerator(recipe: Recipe, run_dir: Path | None = None) -> Any:
     import torch
     from accelerate import Accelerator
 
+    from finetune.run.trackers import accelerator_kwargs
+
     # no gradient_accumulation_steps: the loop accumulates itself, weighting micro-batches by
     # their label tokens (Accelerate would divide every micro-batch by grad_accum)
-    return Accelerator(mixed_precision=precision_for(recipe), cpu=not torch.cuda.is_available())
+    return Accelerator(
+        mixed_precision=precision_for(recipe),
+        cpu=not torch.cuda.is_available(),
+        **accelerator_kwargs(recipe, run_dir),  # train.report_to: log_with + project_dir
+    )
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

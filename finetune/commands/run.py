@@ -24,13 +24,16 @@ from finetune.models.architectures import detect_family, resolve_name
 from finetune.models.loading import load_tokenizer
 from finetune.recipe.schema import Recipe
 from finetune.run.artifacts import save_run_artifacts, write_run_start
+from finetune.run.curves import eval_history, write_curves
 from finetune.run.files import RunLock, claim_run_dir, clear_run
 from finetune.run.layout import RunPaths
+from finetune.run.trackers import finish_trackers, log_record, start_trackers
 from finetune.train.batching import ListDataset
 from finetune.train.checkpoints import latest_checkpoint
 from finetune.train.evaluation import make_eval_loader, run_eval
 from finetune.train.loop import LoopHooks, fit
 from finetune.train.optim import build_optimizer
+from finetune.train.selection import Selection, best_rule, selection_enabled
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ def run(
     started = time.perf_counter()
     recipe = load_checked(recipe_path, overrides or [])
     out = output_dir(recipe, recipe_path)
-    accelerator = make_accelerator(recipe)
+    accelerator = make_accelerator(recipe, out)
     lock = RunLock(out)
     refused: Exception | None = None
     if accelerator.is_main_process:
@@ -87,6 +90,7 @@ def run(
     try:
         summary = _run_locked(recipe, recipe_path, out, accelerator, resume, progress)
     finally:
+        finish_trackers(accelerator, recipe)
         if accelerator.is_main_process:
             lock.release()
     summary.seconds = time.perf_counter() - started
@@ -148,6 +152,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         write_run_start(
             out, recipe, task, family, loaded, method, trainable, total, resume, recipe_path.parent
         )
+    start_trackers(accelerator, recipe, out)
     eval_loader = (
         make_eval_loader(eval_set, task, recipe.eval.batch_size, accelerator) if eval_set else None
     )
@@ -160,6 +165,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
 
             append_jsonl(RunPaths(out).log, record)
             log.info("eval at step %d: %s", step, _fmt(metrics))
+        log_record(accelerator, record)
         return record
 
     def evaluate(step: int, epoch: int) -> dict[str, Any]:
@@ -170,12 +176,16 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         )
         return log_eval(step, epoch, metrics)
 
+    selection = make_selection(recipe, accelerator, has_eval=eval_loader is not None)
     hooks = LoopHooks(
         evaluate=evaluate,
         log_path=RunPaths(out).log,
         checkpoint_dir=RunPaths(out).checkpoints,
         progress=progress,
         model_kind=task.model_kind(),
+        after_eval=(lambda step, record: selection.update(step, record, model))
+        if selection.active
+        else None,
     )
     resume_from = latest_checkpoint(RunPaths(out).checkpoints) if resume else None
     if resume and resume_from is None:
@@ -190,9 +200,25 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
     predictions = None
     if eval_loader is not None:  # the loop leaves the last step's evaluation to this one
         metrics, predictions = run_eval(model, task, eval_loader, splits.eval or [], accelerator)
-        # log.jsonl's eval curve holds what every evaluation during training computes
-        curve = metrics if generate_each_eval else {k: metrics[k] for k in metrics if k in LOSS}
-        log_eval(result.global_step, max(result.epochs_done - 1, 0), curve)
+        history = result.eval_history
+        # early stopping evaluated this step already: one record and one vote per step
+        if not (history and history[-1].get("step") == result.global_step):
+            # log.jsonl's eval curve holds what every evaluation during training computes
+            curve = metrics if generate_each_eval else {k: metrics[k] for k in metrics if k in LOSS}
+            history.append(log_eval(result.global_step, max(result.epochs_done - 1, 0), curve))
+            selection.update(result.global_step, history[-1], model)
+        if selection.best_step != result.global_step and selection.restore(model):
+            log.info(
+                "keeping the weights of step %s (best eval_%s %s)",
+                selection.best_step,
+                selection.rule.metric,
+                selection.best_value,
+            )
+            metrics, predictions = run_eval(
+                model, task, eval_loader, splits.eval or [], accelerator
+            )
+        if selection.active:
+            metrics.update(selection.summary(), stopped_early=result.stopped_early)
     metrics = {
         **metrics,
         "train_loss": result.last_loss,
@@ -203,6 +229,11 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         "steps": result.global_step,
     }
     if accelerator.is_main_process:
+        paths = RunPaths(out)
+        if eval_loader is not None:
+            metrics["eval_history"] = eval_history(paths.log)  # also the evals before a resume
+        kept = selection.best_step if selection.keep_weights else None
+        write_curves(paths.log, paths.curves, task.main_metric, kept)
         unwrapped = accelerator.unwrap_model(model)
         save_run_artifacts(
             out,
@@ -220,6 +251,21 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         log.info("run saved to %s", out)
     accelerator.wait_for_everyone()
     return RunSummary(out, metrics, trainable, total, 0.0)
+
+
+def make_selection(recipe: Recipe, accelerator: Any, has_eval: bool) -> Selection:
+    """Best-weights selection and early stopping, saved in every checkpoint (so `--resume`
+    keeps the best so far); inactive without eval data."""
+    rule = best_rule(recipe)
+    patience = recipe.train.early_stopping_patience if has_eval else None
+    keep = has_eval and selection_enabled(recipe)
+    selection = Selection(rule, keep, patience, recipe.train.early_stopping_min_delta)
+    # registered before the loop's scheduler, on every run, so checkpoints always hold the same
+    # objects in the same order
+    accelerator.register_for_checkpointing(selection)
+    if selection.active:
+        log.info("best weights by eval_%s (%s; %s)", rule.metric, rule.mode, rule.why)
+    return selection
 
 
 def peak_memory_bytes() -> int:

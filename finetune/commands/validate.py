@@ -79,6 +79,7 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
         reason = method.unsupported_reason(family, model_kind(recipe.task.type, family))
         if reason:
             problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
+    problems.extend(check_training_options(recipe, where))
     columns, langs = task.required_columns(recipe), task.languages(recipe)
     problems.extend(_check_data(recipe, path, columns, langs, scan_rows))
     if recipe.eval.metrics:
@@ -86,6 +87,14 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
 
         problems.extend(metric_problems(recipe, path))
     return problems
+
+
+def check_training_options(recipe: Recipe, where: str) -> list[Problem]:
+    """Best-weights selection, early stopping and trackers (their packages installed)."""
+    from finetune.run.trackers import check_trackers
+    from finetune.train.selection import check_selection
+
+    return check_selection(recipe, where) + check_trackers(recipe, where)
 
 
 def _check_data(

@@ -81,6 +81,12 @@ class DataConfig(Section):
 
 # --------------------------------------------------------------------------- train / eval / output
 
+# Accelerate's built-in trackers (`accelerate.tracking.LOGGER_TYPE_TO_CLASS`; a test keeps the
+# two equal). Spelled out here because importing accelerate would import torch.
+TrackerName = Literal[
+    "tensorboard", "mlflow", "wandb", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio"
+]
+
 
 class TrainConfig(Section):
     epochs: int = Field(1, ge=1, le=1000, description="Passes over the training data.")
@@ -123,6 +129,39 @@ class TrainConfig(Section):
         None, ge=1, description="Checkpoint every N optimizer steps (always after each epoch)."
     )
     keep_checkpoints: int = Field(1, ge=1, description="Keep only the newest N checkpoints.")
+    select_best: bool | None = Field(
+        None,
+        description="Keep the weights of the best evaluation as the run's adapter/model; "
+        "null: on when there is eval data.",
+    )
+    best_metric: str = Field(
+        "auto",
+        min_length=1,
+        description="Eval metric that picks the best weights and drives early stopping; auto: "
+        "the task's main metric, or eval loss where training evals compute loss only.",
+    )
+    best_mode: Literal["auto", "max", "min"] = Field(
+        "auto", description="Whether higher or lower best_metric is better; auto: min for a loss."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after N evaluations without improvement; null: never."
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0, description="Smallest change of best_metric that counts as an improvement."
+    )
+    report_to: list[TrackerName] = Field(
+        [],
+        description="Experiment trackers through Accelerate (tensorboard, mlflow, wandb, ...); "
+        "files under <run>/trackers.",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_comma_list(cls, value: Any) -> Any:
+        """`train.report_to=tensorboard` or `=tensorboard,mlflow` on the command line."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class DecodingConfig(Section):

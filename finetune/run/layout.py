@@ -15,6 +15,8 @@ RUN_INFO = "run.json"  # labels, family, method, parameter counts
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
 LOG = "log.jsonl"
+CURVES = "curves.png"  # train loss, eval loss and the main metric against step, from log.jsonl
+TRACKERS = "trackers"  # project directory of train.report_to trackers (TensorBoard event files)
 CARD = "README.md"
 TOKENIZER = "tokenizer"
 CHECKPOINTS = "checkpoints"
@@ -73,6 +75,14 @@ class RunPaths:
     @property
     def log(self) -> Path:
         return self.root / LOG
+
+    @property
+    def curves(self) -> Path:
+        return self.root / CURVES
+
+    @property
+    def trackers(self) -> Path:
+        return self.root / TRACKERS
 
     @property
     def card(self) -> Path:

@@ -2,8 +2,9 @@
 
 AdamW + warm-up/decay schedule from transformers, explicit gradient accumulation weighted by
 label tokens, clipping, length-grouped batches sharded by our own sampler, evaluation after
-every epoch and every `eval_steps`, atomic checkpoints every `save_steps` and at epoch ends,
-exact resume. The final evaluation is the pipeline's, so the loop skips the last step's.
+every epoch and every `eval_steps` (`hooks.after_eval` may stop there: early stopping),
+atomic checkpoints every `save_steps` and at epoch ends, exact resume. The final evaluation
+is the pipeline's, so the loop skips the last step's.
 Tasks only supply batches and metrics; methods only decide which parameters require grad.
 """
 
@@ -21,6 +22,7 @@ from typing import Any, cast
 from finetune.errors import NonFiniteLossError
 from finetune.recipe.schema import TrainConfig
 from finetune.run.files import append_jsonl
+from finetune.run.trackers import log_record
 from finetune.train.batching import LengthGroupedBatchSampler, ListDataset, label_tokens
 from finetune.train.checkpoints import TrainState, latest_checkpoint, save_checkpoint
 from finetune.train.optim import build_scheduler, plan_steps
@@ -37,6 +39,7 @@ class LoopResult:
     samples: int = 0
     last_loss: float | None = None
     eval_history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False  # hooks.after_eval asked to stop (early stopping)
 
     @property
     def samples_per_second(self) -> float:
@@ -53,6 +56,9 @@ class LoopHooks:
     progress: bool = True
     # "causal" shifts labels by one when counting loss tokens; None: read it from the model
     model_kind: str | None = None
+    # called with (step, eval record) after each evaluation; True stops training there. Fed
+    # with gathered metrics, so every process returns the same answer at the same step.
+    after_eval: Callable[[int, dict[str, Any]], bool] | None = None
 
 
 def _trainable(model: Any) -> list[Any]:
@@ -214,8 +220,10 @@ class _Loop:
                 if result.global_step >= self.total:
                     break
                 self.after_step(epoch, batches_done, epoch_end)
+                if result.stopped_early:
+                    break
             result.epochs_done = epoch + 1
-            if result.global_step >= self.total:
+            if result.global_step >= self.total or result.stopped_early:
                 break
         result.train_seconds = time.perf_counter() - self.started
 
@@ -256,7 +264,11 @@ class _Loop:
         cfg, result = self.cfg, self.result
         step = result.global_step
         if epoch_end or (cfg.eval_steps and step % cfg.eval_steps == 0):
-            result.eval_history.append(self.hooks.evaluate(step, epoch))
+            record = self.hooks.evaluate(step, epoch)
+            result.eval_history.append(record)
+            if self.hooks.after_eval is not None and self.hooks.after_eval(step, record):
+                result.stopped_early = True
+                log.info("early stopping at step %d", step)
         if epoch_end or (cfg.save_steps and step % cfg.save_steps == 0):
             state = TrainState(
                 global_step=step,
@@ -286,15 +298,14 @@ class _Loop:
 def _log_step(hooks, accelerator, step, epoch, result, lr) -> None:
     if not accelerator.is_main_process or hooks.log_path is None:
         return
-    append_jsonl(
-        hooks.log_path,
-        {
-            "step": step,
-            "epoch": epoch,
-            "loss": round(result.last_loss, 6),
-            "lr": lr,
-            "samples": result.samples,
-            "samples_per_s": round(result.samples_per_second, 2),
-            "elapsed_s": round(result.train_seconds, 2),
-        },
-    )
+    record = {
+        "step": step,
+        "epoch": epoch,
+        "loss": round(result.last_loss, 6),
+        "lr": lr,
+        "samples": result.samples,
+        "samples_per_s": round(result.samples_per_second, 2),
+        "elapsed_s": round(result.train_seconds, 2),
+    }
+    append_jsonl(hooks.log_path, record)
+    log_record(accelerator, record)  # train.report_to trackers get the same numbers
