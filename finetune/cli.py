@@ -181,16 +181,83 @@ def compare(
         str, typer.Option(help="Comma-separated methods, or all.")
     ] = "full,lora,houlsby",
     out: Annotated[Optional[Path], typer.Option(help="Default: runs/compare-<recipe>.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace finished runs.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Rerun finished runs.")] = False,
+    tune: Annotated[
+        bool, typer.Option(help="Search each method's learning rate on data held out from train.")
+    ] = False,
+    tune_rates: Annotated[int, typer.Option(help="Rates tried per method: 3 or 5.")] = 5,
+    tune_budget: Annotated[
+        float, typer.Option(help="Fraction of the training steps per search run.")
+    ] = 0.3,
+    seeds: Annotated[int, typer.Option(help="Seeds per method (mean ± std).", min=1)] = 1,
 ) -> None:
     """Run one recipe with several methods; writes report.md/.csv/.json and report.png:
-    quality, trainable parameters, peak memory, time and size on disk."""
+    quality with 95% intervals, trainable parameters, peak memory, time and size on disk."""
     from finetune.commands.compare import compare as run_compare
-    from finetune.commands.compare import markdown, parse_methods
+    from finetune.commands.compare import parse_methods
+    from finetune.commands.report import table
+    from finetune.commands.tune import TuneOptions
 
-    rows, where = run_compare(recipe, parse_methods(methods), overrides or [], out, overwrite)
-    _out(markdown(rows))
+    options = TuneOptions(rates=_tune_rates(tune_rates), budget=_budget(tune_budget))
+    rows, where = run_compare(
+        recipe,
+        parse_methods(methods),
+        overrides or [],
+        out,
+        overwrite,
+        options if tune else None,
+        seeds,
+    )
+    _out(table(rows))
     _out(f"report: {where / 'report.md'} and {where / 'report.png'}")
+
+
+def _tune_rates(count: int) -> int:
+    if count not in (3, 5):
+        raise FinetuneError(f"--tune-rates {count}: must be 3 or 5", fix="use --tune-rates 3 or 5")
+    return count
+
+
+def _budget(fraction: float) -> float:
+    if not 0 < fraction <= 1:
+        raise FinetuneError(
+            f"--tune-budget {fraction}: must be in (0, 1]", fix="e.g. --tune-budget 0.3"
+        )
+    return fraction
+
+
+@app.command()
+@handle_errors
+def sweep(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (the base of every point).")],
+    axes: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="key=v1,v2,... (an axis of the grid) or key=value (every point).",
+            show_default=False,
+        ),
+    ] = None,
+    methods: Annotated[
+        Optional[str], typer.Option(help="Comma-separated methods (default: the recipe's).")
+    ] = None,
+    random: Annotated[
+        Optional[int], typer.Option(help="Run N points sampled from the grid (seeded).", min=1)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --random's sampling.")] = 0,
+    seeds: Annotated[int, typer.Option(help="Seeds per point (mean ± std).", min=1)] = 1,
+    out: Annotated[Optional[Path], typer.Option(help="Default: runs/sweep-<recipe>.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Rerun finished points.")] = False,
+) -> None:
+    """Run a grid (or --random N points of it), one run per point, resumable; writes the
+    compare report files plus best.yaml, the best point's recipe."""
+    from finetune.commands.compare import parse_methods
+    from finetune.commands.report import table
+    from finetune.commands.sweep import sweep as run_sweep
+
+    chosen = parse_methods(methods) if methods else None
+    rows, where, keys = run_sweep(recipe, axes or [], chosen, out, overwrite, random, seed, seeds)
+    _out(table(rows, keys))
+    _out(f"report: {where / 'report.md'}; best point's recipe: {where / 'best.yaml'}")
 
 
 @app.command()

@@ -83,6 +83,13 @@ class TrainConfig(Section):
     batch_size: int = Field(32, ge=1, le=65536, description="Examples per device per step.")
     grad_accum: int = Field(1, ge=1, le=1024, description="Micro-batches per optimizer step.")
     lr: float = Field(5e-4, gt=0, le=1, description="Peak learning rate (AdamW).")
+    new_modules_lr: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Peak rate of newly initialised modules (classification heads, bert2bert "
+        "cross-attention); null: max(train.lr, 1e-3).",
+    )
     weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
     warmup_fraction: float = Field(
         0.06, ge=0, lt=1, description="Fraction of steps for linear warm-up."
