@@ -69,11 +69,6 @@ def best_of(rows: list[Any]) -> tuple[float | None, float | None]:
 
 
 def main() -> None:
-    from finetune.commands.compare import compare
-    from finetune.commands.sweep import sweep
-    from finetune.commands.tune import TuneOptions
-    from finetune.methods import METHODS as REGISTRY
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=("many_class", "sst2"), default="many_class")
     parser.add_argument("--train", type=int, default=1080)
@@ -82,6 +77,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--work", type=Path, default=Path("runs/bench-compare-tune"))
     args = parser.parse_args()
+    from finetune.commands.compare import compare
+    from finetune.commands.sweep import sweep
+    from finetune.commands.tune import TuneOptions
+    from finetune.methods import METHODS as REGISTRY
+
     work = args.work / args.data
     work.mkdir(parents=True, exist_ok=True)
     recipe_path = work / "base.yaml"

@@ -77,11 +77,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller samples (a busy machine)")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--heads", help="comma-separated head-lr labels to run (default: all)")
+    parser.add_argument("--append", action="store_true", help="add to the saved results")
     args = parser.parse_args()
     epochs = args.epochs
-    settings = [SETTINGS[0], SETTINGS[2]] if args.quick else SETTINGS
+    settings = SETTINGS
+    if args.heads:
+        settings = [s for s in SETTINGS if s[0].split(" ")[0].rstrip(":") in args.heads.split(",")]
     max_length = 24 if args.quick else 48
-    results: list[dict[str, Any]] = []
+    saved = RESULTS / f"new_modules_lr{'_quick' if args.quick else ''}.json"
+    results: list[dict[str, Any]] = json.loads(saved.read_text()) if args.append else []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for name, data in datasets(tmp, args.quick).items():

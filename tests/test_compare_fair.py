@@ -247,3 +247,29 @@ def test_bleu_is_recomputed_as_corpus_bleu_on_each_resample():
             [hyps[i] for i in idx], [[refs[i][0] for i in idx]]
         )
         assert scores.value(idx) == pytest.approx(expected.score)
+
+
+@pytest.mark.slow
+def test_compare_tune_real(tmp_path, runner, base_recipe, monkeypatch):
+    """The real subprocesses on a tiny model: the search runs train and score on the train
+    hold-out only (their predictions are held-out train rows, never dev rows)."""
+    recipe, _, dev = base_recipe
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "cmp"
+    args = ["compare", str(recipe), "--methods", "lora", "--tune", "--tune-rates", "3"]
+    result = runner.invoke(app, [*args, "--tune-budget", "0.5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "report.json").read_text())[0]
+    assert row["status"] == "ok" and row["tuned"]
+    assert [s["lr"] for s in row["search"]] == [1e-3, 2e-3, 4e-3]
+    assert all(s["score"] is not None for s in row["search"]) and row["lr"] in (1e-3, 2e-3, 4e-3)
+    held = {r["text"] for r in read_rows(out / "search" / "dev.jsonl")}
+    dev_texts = {r["text"] for r in read_rows(dev)}
+    for s in row["search"]:
+        search_dir = out / "search" / f"lora-lr{s['lr']:g}"
+        assert str(dev) not in (out / "search" / f"lora-lr{s['lr']:g}.yaml").read_text()
+        texts = [r["text"] for r in read_rows(RunPaths(search_dir).predictions)]
+        assert texts and set(texts) <= held and not (set(texts) & (dev_texts - held))
+    final = read_rows(RunPaths(out / "lora").predictions)
+    assert len(final) == len(read_rows(dev))  # the report's figure is on the eval split
+    assert row["quality_low"] <= row["quality"] <= row["quality_high"]

@@ -59,7 +59,8 @@ def search_split(base: dict[str, Any], recipe_dir: Path, out: Path, seed: int) -
         raise RecipeError(problems)
     langs = TASKS[recipe.task.type].languages(recipe)
     table = read_source(recipe.data.train, recipe_dir, recipe.data.max_train_samples, langs)
-    rows = table.rows
+    # hold_out shuffles positions only, so on raw rows it drops exactly the rows `run` holds out
+    rows: Any = table.rows
     if recipe.data.eval is None and recipe.data.eval_fraction:
         rows, _ = hold_out(rows, recipe.data.eval_fraction, recipe.train.seed)
     search_train, dev = hold_out(rows, HOLD_OUT, seed)
