@@ -4,7 +4,8 @@ and on the synthetic 36-intent set (benchmarks/many_class.py).
 
     python benchmarks/new_modules_lr.py            # both sets, 4 head rates (~1 h on a free laptop)
     python benchmarks/new_modules_lr.py --quick    # what ran on the busy 2-core build machine:
-                                                   # 36-intent set only (360 rows), off vs default
+                                                   # 36-intent set only (360 rows)
+    python benchmarks/new_modules_lr.py --quick --heads off,1e-3,default   # some rows only
 
 Each row is one `finetune run` (train.lr 5e-5, full fine-tuning); results go to stdout and to
 benchmarks/results/new_modules_lr.{md,json}.
@@ -30,12 +31,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from many_class import write as write_many_class  # noqa: E402
 
-# "off" = the head at train.lr; None = the default (max(train.lr, 1e-3))
+# "off" = the head at train.lr; None = the default (max(train.lr, 3e-3), chosen from these rows)
 SETTINGS: list[tuple[str, float | None]] = [
     ("off (5e-5)", 5e-5),
     ("3e-4", 3e-4),
-    ("default: max(lr, 1e-3)", None),
-    ("3e-3", 3e-3),
+    ("1e-3", 1e-3),
+    ("default: max(lr, 3e-3)", None),
 ]
 
 

@@ -42,8 +42,8 @@ def test_head_group_gets_new_modules_lr_and_keeps_decay_rule():
     assert sorted(g["lr"] for g in optimizer.param_groups) == [5e-5, 5e-5, 3e-3, 3e-3]
 
 
-def test_default_is_max_of_lr_and_1e3():
-    assert new_modules_lr(TrainConfig(lr=5e-5)) == 1e-3
+def test_default_is_max_of_lr_and_3e3():
+    assert new_modules_lr(TrainConfig(lr=5e-5)) == 3e-3
     assert new_modules_lr(TrainConfig(lr=3e-2)) == 3e-2  # prompt tuning's rate is kept
     assert new_modules_lr(TrainConfig(lr=5e-5, new_modules_lr=5e-5)) == 5e-5  # off
 

@@ -88,7 +88,7 @@ class TrainConfig(Section):
         gt=0,
         le=1,
         description="Peak rate of newly initialised modules (classification heads, bert2bert "
-        "cross-attention); null: max(train.lr, 1e-3).",
+        "cross-attention); null: max(train.lr, 3e-3).",
     )
     weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
     warmup_fraction: float = Field(
