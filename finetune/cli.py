@@ -5,17 +5,19 @@ Imports of torch/transformers happen inside the commands, so `finetune --help` s
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from finetune import __version__
-from finetune.errors import FinetuneError, first_line
+from finetune.console import STATE, handle_errors, print_metrics
+from finetune.console import escape as _escape
+from finetune.console import print_err as _err
+from finetune.console import print_out as _out
+from finetune.errors import FinetuneError
 
 app = typer.Typer(
     name="finetune",
@@ -25,8 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-STATE: dict[str, Any] = {"debug": False}
 
 
 def _version(value: bool) -> None:
@@ -44,51 +44,6 @@ def main(
 ) -> None:
     """Fine-tune BERT, GPT-2 and T5 models with LoRA, adapters or full fine-tuning."""
     STATE["debug"] = debug
-
-
-def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """User mistakes: message + fix, exit 2. Bugs: one line + a log file path, exit 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from finetune.logs import redact, setup_logging, write_crash_log
-
-        setup_logging(debug=STATE["debug"])
-        try:
-            return func(*args, **kwargs)
-        except FinetuneError as exc:
-            _err(f"[bold red]error:[/] {_escape(redact(exc.render()))}")
-            raise typer.Exit(exc.exit_code) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if STATE["debug"]:
-                raise
-            path = write_crash_log(exc)
-            cause = redact(first_line(exc))
-            _err(f"[bold red]unexpected error:[/] {type(exc).__name__}: {_escape(cause)}")
-            _err(f"full traceback in {path}; rerun with --debug to see it here")
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
-
-
-def _err(message: str) -> None:
-    from finetune.console import err_console
-
-    err_console().print(message, highlight=False)
-
-
-def _out(message: str) -> None:
-    from finetune.console import out_console
-
-    out_console().print(message, highlight=False)
 
 
 # --------------------------------------------------------------------------- commands
@@ -118,7 +73,7 @@ def run(
         recipe, overrides or [], overwrite=overwrite, resume=resume, progress=progress
     )
     _out(f"[bold green]done[/] in {summary.seconds:.0f}s: {summary.run_dir}")
-    _print_metrics(summary.metrics)
+    print_metrics(summary.metrics)
 
 
 @app.command()
@@ -223,16 +178,83 @@ def compare(
         str, typer.Option(help="Comma-separated methods, or all.")
     ] = "full,lora,houlsby",
     out: Annotated[Optional[Path], typer.Option(help="Default: runs/compare-<recipe>.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace finished runs.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Rerun finished runs.")] = False,
+    tune: Annotated[
+        bool, typer.Option(help="Search each method's learning rate on data held out from train.")
+    ] = False,
+    tune_rates: Annotated[int, typer.Option(help="Rates tried per method: 3 or 5.")] = 5,
+    tune_budget: Annotated[
+        float, typer.Option(help="Fraction of the training steps per search run.")
+    ] = 0.3,
+    seeds: Annotated[int, typer.Option(help="Seeds per method (mean ± std).", min=1)] = 1,
 ) -> None:
     """Run one recipe with several methods; writes report.md/.csv/.json and report.png:
-    quality, trainable parameters, peak memory, time and size on disk."""
+    quality with 95% intervals, trainable parameters, peak memory, time and size on disk."""
     from finetune.commands.compare import compare as run_compare
-    from finetune.commands.compare import markdown, parse_methods
+    from finetune.commands.compare import parse_methods
+    from finetune.commands.report import table
+    from finetune.commands.tune import TuneOptions
 
-    rows, where = run_compare(recipe, parse_methods(methods), overrides or [], out, overwrite)
-    _out(markdown(rows))
+    options = TuneOptions(rates=_tune_rates(tune_rates), budget=_budget(tune_budget))
+    rows, where = run_compare(
+        recipe,
+        parse_methods(methods),
+        overrides or [],
+        out,
+        overwrite,
+        options if tune else None,
+        seeds,
+    )
+    _out(table(rows))
     _out(f"report: {where / 'report.md'} and {where / 'report.png'}")
+
+
+def _tune_rates(count: int) -> int:
+    if count not in (3, 5):
+        raise FinetuneError(f"--tune-rates {count}: must be 3 or 5", fix="use --tune-rates 3 or 5")
+    return count
+
+
+def _budget(fraction: float) -> float:
+    if not 0 < fraction <= 1:
+        raise FinetuneError(
+            f"--tune-budget {fraction}: must be in (0, 1]", fix="e.g. --tune-budget 0.3"
+        )
+    return fraction
+
+
+@app.command()
+@handle_errors
+def sweep(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (the base of every point).")],
+    axes: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="key=v1,v2,... (an axis of the grid) or key=value (every point).",
+            show_default=False,
+        ),
+    ] = None,
+    methods: Annotated[
+        Optional[str], typer.Option(help="Comma-separated methods (default: the recipe's).")
+    ] = None,
+    random: Annotated[
+        Optional[int], typer.Option(help="Run N points sampled from the grid (seeded).", min=1)
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --random's sampling.")] = 0,
+    seeds: Annotated[int, typer.Option(help="Seeds per point (mean ± std).", min=1)] = 1,
+    out: Annotated[Optional[Path], typer.Option(help="Default: runs/sweep-<recipe>.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Rerun finished points.")] = False,
+) -> None:
+    """Run a grid (or --random N points of it), one run per point, resumable; writes the
+    compare report files plus best.yaml, the best point's recipe."""
+    from finetune.commands.compare import parse_methods
+    from finetune.commands.report import table
+    from finetune.commands.sweep import sweep as run_sweep
+
+    chosen = parse_methods(methods) if methods else None
+    rows, where, keys = run_sweep(recipe, axes or [], chosen, out, overwrite, random, seed, seeds)
+    _out(table(rows, keys))
+    _out(f"report: {where / 'report.md'}; best point's recipe: {where / 'best.yaml'}")
 
 
 @app.command()
@@ -293,7 +315,7 @@ def eval_cmd(
     from finetune.commands.evaluate import evaluate_run
 
     metrics = evaluate_run(run_dir, split=split, data=data)
-    _print_metrics(metrics)
+    print_metrics(metrics)
 
 
 @app.command()
@@ -364,13 +386,6 @@ def options(
             f"[bold]{row.key}[/]  [dim]{_escape(row.type)} = {_escape(row.default)}[/]  "
             f"{_escape(row.description)}"
         )
-
-
-def _print_metrics(metrics: dict[str, Any]) -> None:
-    from finetune.console import metric_items
-
-    for key, shown in metric_items(metrics):
-        _out(f"  {key}: {shown}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,7 +42,11 @@ def test_compare_full_lora_and_unsupported(
     assert rows["lora"]["lr"] == 5e-3  # the recipe's own method keeps the recipe's lr
     assert rows["full"]["lr"] == 5e-5
     table = (out / "report.md").read_text()
-    assert "| `lora` | accuracy" in table and "| `prefix` | not run" in table
+    assert "| `lora` | 0.005 | accuracy" in table and "| `prefix` | 0.01 | not run" in table
+    assert "**Learning rates were not tuned.** Used: full 5e-05 (registry default)" in table
+    for row in (rows["full"], rows["lora"]):  # interval, CPU time and load recorded
+        assert row["quality_low"] <= row["quality"] <= row["quality_high"]
+        assert row["cpu_seconds"] > 0 and row["load_before"] >= 0 and row["cores"] >= 1
     assert [r["method"] for r in csv.DictReader((out / "report.csv").open())] == [
         "full",
         "lora",

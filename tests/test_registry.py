@@ -56,9 +56,7 @@ print(json.dumps({
     "problems": [p.message for p in problems],
     "bad_problems": [p.where + ": " + p.message for p in bad_problems],
     "options": [r.key for r in option_rows("method") if "(dummy)" in r.description],
-    "compare_lr": method_recipe(
-        {"method": {"name": "lora"}}, "dummy", pathlib.Path("o")
-    )["train"]["lr"],
+    "compare_lr": method_recipe({"method": {"name": "lora"}}, "dummy")["train"]["lr"],
     "parsed": parse_methods("dummy,lora"),
     "mergeable": mergeable_names(),
     "table": "`dummy`" in render_table(),

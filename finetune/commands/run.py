@@ -146,7 +146,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         100 * trainable / total,
         ", ".join(loaded.new_modules) or "none",
     )
-    optimizer = build_optimizer(model, recipe.train)
+    optimizer = build_optimizer(model, recipe.train, loaded.new_modules)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.is_main_process:
         write_run_start(

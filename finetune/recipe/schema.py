@@ -102,6 +102,13 @@ class TrainConfig(Section):
         description="Peak learning rate (AdamW); null = the method's default_lr "
         "(README, Learning rates).",
     )
+    new_modules_lr: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Peak rate of newly initialised modules (classification heads, bert2bert "
+        "cross-attention); null: max(train.lr, 3e-3).",
+    )
     weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
     warmup_fraction: float = Field(
         0.06, ge=0, lt=1, description="Fraction of steps for linear warm-up."

@@ -1,0 +1,176 @@
+"""Noise bars for `compare` and `sweep`: 95% bootstrap intervals over eval examples.
+
+A difference of two points on 872 SST-2 sentences is within noise; a report that ranks it
+anyway invites a wrong verdict. Each run's quality is recomputed on resamples of its eval
+examples (the same resampled indices for every run, so differences are paired): accuracy from
+per-example correctness, ROUGE from per-example scores (it is a mean), and BLEU from per-example
+n-gram statistics summed per resample, which is exactly corpus BLEU recomputed on the resample.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESAMPLES = 1000  # enough for a stable 95% interval, fast for thousands of examples
+SEED = 0
+
+
+@dataclass
+class Scores:
+    """One run's eval examples, scored so that any resample's metric is cheap to compute."""
+
+    n: int
+    value: Callable[[Sequence[int]], float]  # the metric on a resample (a list of indices)
+
+
+def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> list[list[int]]:
+    """Seeded bootstrap resamples of range(n); shared by every run of a report (pairing)."""
+    rng = random.Random(seed)
+    return [[rng.randrange(n) for _ in range(n)] for _ in range(resamples)]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    k = (len(ordered) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def interval(values: Sequence[float]) -> tuple[float, float]:
+    """The central 95% of bootstrap values."""
+    return percentile(values, 0.025), percentile(values, 0.975)
+
+
+def mean_scores(per_example: list[float]) -> Scores:
+    """A metric that is the mean of per-example scores (accuracy, ROUGE)."""
+
+    def value(idx: Sequence[int]) -> float:
+        return sum(per_example[i] for i in idx) / max(len(idx), 1)
+
+    return Scores(n=len(per_example), value=value)
+
+
+def bleu_scores(predictions: list[str], references: list[list[str]], lang: str | None) -> Scores:
+    """Corpus BLEU on any resample, from each example's n-gram statistics (sacreBLEU's)."""
+    from finetune.tasks.metrics import bleu_metric, reference_streams
+
+    metric = bleu_metric(lang)
+    stats = metric._extract_corpus_statistics(predictions, reference_streams(references))
+
+    def value(idx: Sequence[int]) -> float:
+        total = [sum(stats[i][k] for i in idx) for k in range(len(stats[0]))]
+        return float(metric._compute_score_from_stats(total).score)
+
+    return Scores(n=len(predictions), value=value)
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def references(record: dict[str, Any]) -> list[str]:
+    return list(record.get("references") or [record.get("reference") or ""])
+
+
+def run_scores(run_dir: Path, metric: str) -> Scores | None:
+    """The run's eval examples scored for `metric`; None without references to score against."""
+    from finetune.run.layout import RunPaths
+
+    paths = RunPaths(run_dir)
+    if not paths.predictions.is_file():
+        return None
+    records = read_predictions(paths.predictions)
+    if not records or "reference" not in records[0]:
+        return None
+    if metric == "accuracy":
+        return mean_scores([float(r["label"] == r["reference"]) for r in records])
+    predictions = [str(r.get("prediction", "")) for r in records]
+    refs = [references(r) for r in records]
+    if metric.startswith("rouge"):
+        from finetune.tasks.metrics import rouge
+
+        return mean_scores([rouge([p], [rs])[metric] for p, rs in zip(predictions, refs)])
+    if metric == "bleu":
+        return bleu_scores(predictions, refs, _target_lang(paths.recipe))
+    return None
+
+
+def _target_lang(recipe_file: Path) -> str | None:
+    import yaml
+
+    if not recipe_file.is_file():
+        return None
+    data = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {}
+    return (data.get("task") or {}).get("target_lang")
+
+
+def bootstrap(scores: list[Scores], samples: list[list[int]]) -> list[float]:
+    """The mean over runs (seeds) of the metric, on each resample."""
+    return [sum(s.value(idx) for s in scores) / len(scores) for idx in samples]
+
+
+def paired_within_noise(a: list[float], b: list[float]) -> bool:
+    """Whether the 95% interval of the paired difference a - b (same resamples) contains 0."""
+    lo, hi = interval([x - y for x, y in zip(a, b)])
+    return lo <= 0.0 <= hi
+
+
+def overlapping(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def add_intervals(rows: list[Any], out: Path) -> None:
+    """Fill each ok row's 95% interval and mark rows within noise of the best one.
+
+    Runs evaluated on the same examples share the resamples, so the comparison with the best
+    row is a paired bootstrap (the interval of the difference); runs on different eval sets
+    (a sweep over data options) fall back to whether the two intervals overlap."""
+    boots: dict[int, list[float]] = {}
+    sizes: dict[int, int] = {}
+    samples: dict[int, list[list[int]]] = {}
+    for i, row in enumerate(rows):
+        if row.status != "ok" or row.quality is None:
+            continue
+        scores = [run_scores(out / name, row.quality_metric) for name in row.runs or [row.name]]
+        if not scores or any(s is None or s.n == 0 for s in scores):
+            continue
+        n = scores[0].n  # type: ignore[union-attr]
+        if n not in samples:
+            samples[n] = resample_indices(n)
+        sizes[i] = n
+        boots[i] = bootstrap([s for s in scores if s is not None], samples[n])
+        row.quality_low, row.quality_high = (round(v, 6) for v in interval(boots[i]))
+    mark_noise(rows, boots, sizes)
+
+
+def mark_noise(rows: list[Any], boots: dict[int, list[float]], sizes: dict[int, int]) -> None:
+    ranked = [i for i, r in enumerate(rows) if r.status == "ok" and r.quality is not None]
+    if len(ranked) < 2:
+        return
+    sign = -1.0 if rows[ranked[0]].quality_metric == "loss" else 1.0
+    best = max(ranked, key=lambda i: sign * rows[i].quality)
+    rows[best].verdict = "best"
+    for i in ranked:
+        if i == best:
+            continue
+        if i in boots and best in boots and sizes[i] == sizes[best]:
+            rows[i].within_noise = paired_within_noise(boots[best], boots[i])
+        elif rows[i].quality_low is not None and rows[best].quality_low is not None:
+            rows[i].within_noise = overlapping(
+                (rows[i].quality_low, rows[i].quality_high),
+                (rows[best].quality_low, rows[best].quality_high),
+            )
+    for i in ranked:
+        if i != best:
+            rows[i].verdict = {True: "within noise of best", False: "below best"}.get(
+                rows[i].within_noise, ""
+            )

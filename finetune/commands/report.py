@@ -1,0 +1,189 @@
+"""The one report writer of `compare` and `sweep`: report.md/.csv/.json and report.png.
+
+How to read it is in the README's compare section. The header says whether learning rates
+were tuned (and which were used when not); every quality figure carries its 95% bootstrap
+interval; rows within noise of the best are marked as such instead of ranked; a warning says
+when the machine was busy enough to stretch the times.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict
+from pathlib import Path
+
+from finetune.commands.runner import Row
+from finetune.run.files import atomic_write_json, atomic_write_text
+
+
+def human_size(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "–"
+
+
+def _num(value: float) -> str:
+    """Accuracy is a fraction (4 decimals); ROUGE/BLEU are x100 (2 decimals)."""
+    return f"{value:.4f}" if abs(value) <= 1 else f"{value:.2f}"
+
+
+def quality_cell(row: Row) -> str:
+    """The figure, ± the seeds' std, [its 95% interval]; a run without eval data says so."""
+    if row.quality is None:
+        return "no eval data"
+    text = f"{row.quality_metric} {_num(row.quality)}"
+    if row.quality_std is not None:
+        text += f" ± {_num(row.quality_std)} (std, {len(row.per_seed)} seeds)"
+    if row.quality_low is not None and row.quality_high is not None:
+        text += f" [{_num(row.quality_low)}, {_num(row.quality_high)}]"
+    return text
+
+
+def verdict_cell(row: Row) -> str:
+    return {"within noise of best": "≈ best (within noise)"}.get(row.verdict, row.verdict)
+
+
+def _cell(text: str) -> str:
+    """One markdown table cell: a '|' or line break in an error message would split the row."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _rate(lr: float | None) -> str:
+    return "–" if lr is None else f"{lr:g}"
+
+
+def _time_cell(row: Row) -> str:
+    if row.train_seconds is None:
+        return "–"
+    text = f"{row.train_seconds:.0f} s"
+    if row.wall_seconds is not None and row.cpu_seconds is not None:
+        text += f" (wall {row.wall_seconds:.0f} s, CPU {row.cpu_seconds:.0f} s)"
+    return text
+
+
+def _load_cell(row: Row) -> str:
+    if row.load_before is None or row.load_after is None:
+        return "–"
+    return f"{row.load_before:.1f} → {row.load_after:.1f} / {row.cores} cores"
+
+
+def table(rows: list[Row], point_keys: list[str] | None = None) -> str:
+    keys = point_keys or []
+    head = ["point"] if keys else ["method"]
+    head += keys + ["lr", "quality [95% CI]", "verdict", "trainable parameters"]
+    head += ["peak memory", "train time", "load", "size on disk"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        first = [f"`{r.name or r.method}`"] + [_cell(str(r.point.get(k, ""))) for k in keys]
+        if r.status != "ok":
+            why = r.status + (f" (log: {r.log})" if r.log else "")
+            cells = first + [_rate(r.lr), _cell(why)] + [""] * (len(head) - len(first) - 2)
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
+        share = 100 * (r.trainable or 0) / max(r.total or 1, 1)
+        cells = first + [
+            _rate(r.lr) + (" (tuned)" if r.tuned else ""),
+            quality_cell(r),
+            verdict_cell(r),
+            f"{r.trainable or 0:,} ({share:.2f}%)",
+            human_size(r.peak_memory_bytes),
+            _time_cell(r),
+            _load_cell(r),
+            human_size(r.artifact_bytes),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def load_warning(rows: list[Row]) -> str:
+    busy = [
+        r.name or r.method
+        for r in rows
+        if r.cores and max(r.load_before or 0, r.load_after or 0) > r.cores
+    ]
+    if not busy:
+        return ""
+    return (
+        f"> **Warning: the machine was busy** during {', '.join(busy)} (load average above "
+        "the number of cores): their training and wall times are stretched by other work "
+        "and do not compare; rerun on an idle machine to compare speed.\n"
+    )
+
+
+def search_tables(rows: list[Row]) -> str:
+    """Per tuned method: each rate tried and its held-out score, the chosen one marked."""
+    parts = []
+    for r in rows:
+        if not r.search:
+            continue
+        lines = [f"### `{r.method}`: learning-rate search", "", "| lr | held-out score | |"]
+        lines.append("|---|---|---|")
+        for s in r.search:
+            score = "failed" if s.get("score") is None else f"{s['metric']} {_num(s['score'])}"
+            lines.append(f"| {s['lr']:g} | {score} | {'chosen' if s['lr'] == r.lr else ''} |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def render(title: str, header: list[str], rows: list[Row], keys: list[str] | None = None) -> str:
+    noise = (
+        "Quality: the task's main metric on the eval split, with its 95% bootstrap interval "
+        "over eval examples; rows marked *within noise* are not distinguishable from the best "
+        "(paired bootstrap), so do not rank them.\n"
+    )
+    body = [f"# {title}\n", *(h + "\n" for h in header), noise, load_warning(rows)]
+    body += [table(rows, keys), search_tables(rows)]
+    return "\n".join(part for part in body if part)
+
+
+def write_report(
+    rows: list[Row], out: Path, title: str, header: list[str], keys: list[str] | None = None
+) -> None:
+    atomic_write_text(out / "report.md", render(title, header, rows, keys))
+    atomic_write_json(out / "report.json", [asdict(r) for r in rows])
+    buffer = io.StringIO()
+    flat = [{k: v for k, v in asdict(r).items() if k not in ("search", "point")} for r in rows]
+    for record, row in zip(flat, rows):
+        record.update({f"point.{k}": v for k, v in row.point.items()})
+    fields = list(dict.fromkeys(k for record in flat for k in record))
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(flat)
+    atomic_write_text(out / "report.csv", buffer.getvalue())
+    plot(rows, out / "report.png", title)
+
+
+def plot(rows: list[Row], path: Path, title: str) -> None:
+    """Quality (with its 95% interval) against trainable parameters (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r.status == "ok" and r.quality is not None and r.trainable]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in done:
+        x, y = float(r.trainable or 0), float(r.quality or 0)
+        err = None
+        if r.quality_low is not None and r.quality_high is not None:
+            err = [[max(y - r.quality_low, 0.0)], [max(r.quality_high - y, 0.0)]]
+        ax.errorbar([x], [y], yerr=err, fmt="o", markersize=7, capsize=4)
+        label = (
+            f"{r.name or r.method}\n{r.train_seconds or 0:.0f} s, {human_size(r.artifact_bytes)}"
+        )
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.margins(x=0.35, y=0.2)  # room for the labels of the outermost points
+    ax.set_xlabel("trainable parameters (log scale)")
+    metric = done[0].quality_metric if done else "quality"
+    ax.set_ylabel(f"{metric} (bars: 95% bootstrap interval)")
+    ax.set_title(f"{title}: quality vs trainable parameters", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

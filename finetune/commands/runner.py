@@ -1,0 +1,240 @@
+"""The one runner behind `compare` and `sweep`: a recipe per point, one `finetune run` each.
+
+Each point runs as its own subprocess, so a crash or an unsupported combination costs one row,
+not the whole report, and each run's peak memory is its own (in-process runs would report the
+high-water mark of every run before it). Finished points are not rerun: a point whose run
+directory is finished and whose recipe is unchanged is read back, so an interrupted comparison
+or sweep resumes where it stopped. Each row records wall and CPU time and the load average
+before and after, because a training time measured on a busy machine says little.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetune.commands.validate import check_recipe
+from finetune.run.files import atomic_write_text
+from finetune.run.layout import RunPaths
+from finetune.tasks import TASKS
+
+log = logging.getLogger(__name__)
+
+QUALITY_KEYS = tuple(task.main_metric for task in TASKS.values())
+
+
+@dataclass
+class Timing:
+    wall_seconds: float
+    cpu_seconds: float
+    load_before: float
+    load_after: float
+    cores: int
+
+    @property
+    def busy(self) -> bool:
+        """The machine ran more work than it has cores: times are stretched by sharing."""
+        return max(self.load_before, self.load_after) > self.cores
+
+
+@dataclass
+class Row:
+    method: str
+    status: str
+    name: str = ""  # the point's run directory under the report's folder
+    point: dict[str, Any] = field(default_factory=dict)  # sweep: the overrides of this point
+    quality_metric: str = ""
+    quality: float | None = None
+    quality_low: float | None = None  # 95% bootstrap interval over eval examples
+    quality_high: float | None = None
+    quality_std: float | None = None  # across seeds (--seeds N > 1)
+    seeds: list[int] = field(default_factory=list)
+    per_seed: list[float] = field(default_factory=list)
+    within_noise: bool | None = None  # of the best row's quality (paired bootstrap)
+    verdict: str = ""  # "best", "within noise of best", "below best"
+    trainable: int | None = None
+    total: int | None = None
+    peak_memory_bytes: int | None = None
+    train_seconds: float | None = None
+    wall_seconds: float | None = None
+    cpu_seconds: float | None = None
+    load_before: float | None = None
+    load_after: float | None = None
+    cores: int | None = None
+    artifact_bytes: int | None = None
+    lr: float | None = None
+    tuned: bool = False
+    search: list[dict[str, Any]] = field(default_factory=list)  # --tune: rate -> held-out score
+    runs: list[str] = field(default_factory=list)  # run directories (one per seed)
+    log: str | None = None  # the point's `finetune run` output: why it failed, in full
+
+
+def cores() -> int:
+    """CPUs this process may use (a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1
+
+
+def timed_run(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], Timing]:
+    load_before = os.getloadavg()[0]
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    timing = Timing(round(wall, 1), round(cpu, 1), load_before, os.getloadavg()[0], cores())
+    return done, timing
+
+
+def error_line(stderr: str) -> str:
+    """The first line of the error `finetune run` printed, with its code: the reason, not the
+    catalogue pointer that ends the message ("(E202; see docs/errors.md)")."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith(("error:", "unexpected error:"))]
+    if not starts:
+        return lines[-1] if lines else "no output"
+    first = lines[starts[-1]].removeprefix("error:").strip()
+    code = next((c for c in lines[starts[-1] :] if re.fullmatch(r"\(E\d{3};.*\)", c)), "")
+    return f"{first} {code.split(';')[0]})" if code else first
+
+
+def recipe_text(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def reusable(recipe_file: Path, run_dir: Path, text: str) -> bool:
+    """A finished run of exactly this recipe: read it back instead of training again."""
+    return (
+        RunPaths(run_dir).finished.is_file()
+        and RunPaths(run_dir).metrics.is_file()
+        and recipe_file.is_file()
+        and recipe_file.read_text(encoding="utf-8") == text
+    )
+
+
+def run_point(data: dict[str, Any], name: str, method: str, out: Path, overwrite: bool) -> Row:
+    """Write `out/<name>.yaml` (output in `out/<name>/`), run it unless it already finished."""
+    run_dir = out / name
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    data = {**data, "output": {**(data.get("output") or {}), "dir": str(run_dir)}}
+    text = recipe_text(data)
+    recipe_file = out / f"{name}.yaml"
+    lr = (data.get("train") or {}).get("lr")
+    log_file = out / f"{name}.log"
+    if not overwrite and reusable(recipe_file, run_dir, text):
+        log.info("%s: finished earlier, reading it back", name)
+        row = row_from_run(method, name, run_dir, lr, _saved_timing(out / f"{name}.timing.json"))
+        row.log = str(log_file)
+        return row
+    atomic_write_text(recipe_file, text)
+    _, problems = check_recipe(recipe_file)
+    if problems:
+        reason = problems[0].message
+        log.warning("%s: skipped (%s)", name, reason)
+        return Row(method=method, name=name, status=f"not run: {reason}", lr=lr)
+    cmd = [sys.executable, "-m", "finetune", "run", str(recipe_file), "--no-progress"]
+    if run_dir.exists():  # this report's own point: replaced (a finished one only if changed)
+        cmd.append("--overwrite")
+    log.info("running %s", name)
+    done, timing = timed_run(cmd)
+    atomic_write_text(log_file, done.stderr)
+    if done.returncode != 0:
+        reason = error_line(done.stderr)
+        log.warning("%s: failed: %s (full output: %s)", name, reason, log_file)
+        return Row(method=method, name=name, status=f"failed: {reason}", lr=lr, log=str(log_file))
+    atomic_write_text(out / f"{name}.timing.json", json.dumps(timing.__dict__) + "\n")
+    row = row_from_run(method, name, run_dir, lr, timing)
+    row.log = str(log_file)
+    return row
+
+
+def _saved_timing(path: Path) -> Timing | None:
+    if not path.is_file():
+        return None
+    return Timing(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def quality_key(metrics: dict[str, Any]) -> str:
+    """The task's main metric, else the eval loss; "" when the run had no eval data."""
+    return next((k for k in (*QUALITY_KEYS, "loss") if metrics.get(k) is not None), "")
+
+
+def row_from_run(
+    method: str, name: str, run_dir: Path, lr: float | None, timing: Timing | None
+) -> Row:
+    metrics = json.loads(RunPaths(run_dir).metrics.read_text(encoding="utf-8"))
+    key = quality_key(metrics)
+    row = Row(
+        method=method,
+        name=name,
+        status="ok",
+        quality_metric=key,  # "" and quality None: the recipe has no eval data
+        quality=metrics.get(key),
+        trainable=metrics.get("trainable_parameters"),
+        total=metrics.get("total_parameters"),
+        peak_memory_bytes=metrics.get("peak_memory_bytes"),
+        train_seconds=metrics.get("train_seconds"),
+        artifact_bytes=metrics.get("artifact_bytes"),
+        lr=lr,
+    )
+    if timing is not None:
+        row.wall_seconds, row.cpu_seconds = timing.wall_seconds, timing.cpu_seconds
+        row.load_before, row.load_after = timing.load_before, timing.load_after
+        row.cores = timing.cores
+    return row
+
+
+def run_seeds(
+    data: dict[str, Any], method: str, name: str, out: Path, overwrite: bool, seeds: list[int]
+) -> Row:
+    """One point at each seed (`name-seedN` when several), folded into one row: mean quality,
+    its standard deviation across seeds, summed times, the highest load seen."""
+    rows = []
+    for seed in seeds:
+        seeded = json.loads(json.dumps(data))
+        if len(seeds) > 1:
+            seeded.setdefault("train", {})["seed"] = seed
+        row = run_point(
+            seeded, name if len(seeds) == 1 else f"{name}-seed{seed}", method, out, overwrite
+        )
+        if row.status != "ok":
+            return row
+        rows.append(row)
+    return fold_seeds(rows, name, seeds if len(seeds) > 1 else [])
+
+
+def fold_seeds(rows: list[Row], name: str, seeds: list[int]) -> Row:
+    first = rows[0]
+    first.runs = [r.name for r in rows]
+    first.name = name
+    if len(rows) == 1:
+        return first
+    values = [r.quality for r in rows if r.quality is not None]
+    if values:
+        mean = sum(values) / len(values)
+        first.quality, first.per_seed, first.seeds = mean, values, seeds
+        first.quality_std = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+    for key in ("train_seconds", "wall_seconds", "cpu_seconds"):
+        times = [getattr(r, key) for r in rows]
+        setattr(first, key, None if None in times else round(sum(times), 1))
+    loads = [x for r in rows for x in (r.load_before, r.load_after) if x is not None]
+    first.load_before, first.load_after = (loads[0], max(loads)) if loads else (None, None)
+    return first
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric != "loss"

@@ -1,0 +1,148 @@
+"""`finetune sweep RECIPE train.lr=1e-4,5e-4,2e-3 method.r=8,16 [--methods ...] [--random N]`.
+
+Every combination of the axes (or N of them, sampled with a seed) runs as one point of the
+runner `compare` uses: one `finetune run` subprocess each, finished points read back instead
+of rerun, so a sweep that was interrupted continues where it stopped. The report is
+`compare`'s (report.md/.csv/.json/.png, intervals and verdicts) with one column per axis, plus
+`best.yaml`: the best point's recipe, ready for `finetune run`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random as random_module
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetune.commands.compare import method_recipe, read_base, seed_list
+from finetune.commands.intervals import add_intervals
+from finetune.commands.report import write_report
+from finetune.commands.runner import Row, higher_is_better, recipe_text, run_seeds
+from finetune.errors import FinetuneError, RecipeError
+from finetune.methods import METHODS
+from finetune.recipe.io import apply_overrides
+from finetune.run.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+BEST = "best.yaml"
+
+
+def parse_axes(args: list[str]) -> tuple[dict[str, list[Any]], list[str]]:
+    """`key=v1,v2` -> an axis (values parsed as YAML scalars); `key=v` -> a fixed override.
+
+    A value in brackets or braces (`method.target_modules=[query,value]`) is one value."""
+    axes: dict[str, list[Any]] = {}
+    fixed: list[str] = []
+    for arg in args:
+        key, sep, text = arg.partition("=")
+        if not sep or not key:
+            raise FinetuneError(f"sweep: {arg!r} is not key=value", fix="e.g. train.lr=1e-4,5e-4")
+        if "," not in text or text.strip().startswith(("[", "{")):
+            fixed.append(arg)
+            continue
+        values = [parse_value(v.strip()) for v in text.split(",") if v.strip()]
+        if key in axes or len(values) < 2:
+            raise FinetuneError(
+                f"sweep: axis {key} given twice or with one value",
+                fix="give each axis once, with comma-separated values",
+            )
+        axes[key] = values
+    return axes, fixed
+
+
+def parse_value(text: str) -> Any:
+    """A YAML scalar, except that `5e-4` is a number (YAML 1.1 reads it as a string)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def grid(axes: dict[str, list[Any]], methods: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(method, point) for every combination; `method.*` axes only for methods that have them."""
+    points: list[tuple[str, dict[str, Any]]] = []
+    for method in methods:
+        fields = METHODS[method].config_class.model_fields
+        keys = [k for k in axes if not k.startswith("method.") or k.split(".")[1] in fields]
+        for combo in itertools.product(*(axes[k] for k in keys)):
+            points.append((method, dict(zip(keys, combo))))
+    return points
+
+
+def sample(points: list[Any], n: int | None, seed: int) -> list[Any]:
+    if n is None or n >= len(points):
+        return points
+    chosen = sorted(random_module.Random(seed).sample(range(len(points)), n))
+    return [points[i] for i in chosen]
+
+
+def point_name(method: str, point: dict[str, Any]) -> str:
+    parts = [method] + [f"{key.split('.')[-1]}{value}" for key, value in point.items()]
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", "-".join(parts))
+
+
+def point_recipe(base: dict[str, Any], method: str, point: dict[str, Any]) -> dict[str, Any]:
+    data = method_recipe(base, method)
+    problems = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in point.items()])
+    if problems:
+        raise RecipeError(problems)
+    return data
+
+
+def sweep(
+    recipe_path: Path,
+    args: list[str],
+    methods: list[str] | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+    random: int | None = None,
+    seed: int = 0,
+    seeds: int = 1,
+) -> tuple[list[Row], Path, list[str]]:
+    axes, fixed = parse_axes(args)
+    base = read_base(recipe_path, fixed)
+    own = (base.get("method") or {}).get("name")
+    methods = methods or [own or "lora"]
+    points = sample(grid(axes, methods), random, seed)
+    out = out or Path("runs") / f"sweep-{recipe_path.stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    rows, recipes = [], {}
+    for method, point in points:
+        name = point_name(method, point)
+        recipes[name] = point_recipe(base, method, point)
+        row = run_seeds(recipes[name], method, name, out, overwrite, seed_list(base, seeds))
+        row.point = point
+        rows.append(row)
+    add_intervals(rows, out)
+    keys = list(axes)
+    header = [
+        f"Sweep of {len(rows)} point(s) over {', '.join(keys) or 'no axis'}"
+        + (f" ({random} sampled with seed {seed})" if random else "")
+        + f"; methods: {', '.join(methods)}. The best point's recipe is {BEST}."
+    ]
+    write_report(rows, out, f"finetune sweep: {recipe_path}", header, keys)
+    write_best(rows, recipes, out)
+    return rows, out, keys
+
+
+def write_best(rows: list[Row], recipes: dict[str, dict[str, Any]], out: Path) -> None:
+    """The best point's recipe, its output directory `best/` beside the sweep's points."""
+    done = [r for r in rows if r.status == "ok" and r.quality is not None]
+    if not done:
+        log.warning("sweep: no point finished with an eval score; no %s written", BEST)
+        return
+    sign = 1.0 if higher_is_better(done[0].quality_metric) else -1.0
+    best = max(done, key=lambda r: sign * (r.quality or 0.0))
+    data = json.loads(json.dumps(recipes[best.name]))
+    data["output"] = {"dir": str(out / "best")}
+    note = f"# best point of the sweep ({best.quality_metric} {best.quality}): {best.name}\n"
+    atomic_write_text(out / BEST, note + recipe_text(data))

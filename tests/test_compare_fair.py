@@ -1,0 +1,275 @@
+"""Fair comparisons (issue #15) and sweeps (issue #17.3): the learning-rate search on a hold-out
+of train, the report header, bootstrap intervals, load warnings, sweep grid/random/resume and
+best.yaml.
+
+Most tests swap the `finetune run` subprocess for a fake whose accuracy depends on the learning
+rate (and which records every recipe it is given), so the search and the report logic are
+tested in seconds; test_compare_tune_real runs the real thing on a tiny model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from finetune.cli import app
+from finetune.commands import runner as runner_module
+from finetune.commands.intervals import (
+    bleu_scores,
+    bootstrap,
+    interval,
+    mean_scores,
+    paired_within_noise,
+    resample_indices,
+)
+from finetune.run.layout import RunPaths
+from tests.conftest import classification_recipe, write_recipe
+
+BEST_LR = {"full": 2e-4, "lora": 2e-3}  # the fake's optimum per method
+
+
+def source_path(source: str | dict) -> str:
+    return source if isinstance(source, str) else source["path"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return list(csv.DictReader(path.open()))
+
+
+class FakeRun:
+    """Stands in for `finetune run`: accuracy falls off with log-distance from BEST_LR."""
+
+    def __init__(self) -> None:
+        self.recipes: list[dict] = []
+
+    def __call__(self, cmd: list[str]):
+        recipe = yaml.safe_load(Path(cmd[4]).read_text())
+        self.recipes.append(recipe)
+        method, lr = recipe["method"]["name"], recipe["train"]["lr"]
+        p = max(0.05, 0.95 - 0.2 * abs(math.log2(lr / BEST_LR[method])))
+        p -= 0.05 * recipe["train"]["seed"]  # seeds 0, 1, 2 differ
+        rows = read_rows(Path(source_path(recipe["data"]["eval"])))
+        limit = recipe["data"].get("max_eval_samples")
+        rows = rows[:limit] if limit else rows
+        paths = RunPaths(Path(recipe["output"]["dir"]))
+        paths.root.mkdir(parents=True, exist_ok=True)
+        records, correct = [], 0
+        for i, row in enumerate(rows):
+            ok = (i * 37 % 100) < 100 * p
+            correct += ok
+            label = row["label"] if ok else "wrong"
+            records.append({"text": row["text"], "label": label, "reference": row["label"]})
+        paths.predictions.write_text("".join(json.dumps(r) + "\n" for r in records))
+        metrics = {
+            "accuracy": correct / len(rows),
+            "trainable_parameters": 10 if method == "lora" else 100,
+            "total_parameters": 100,
+            "train_seconds": 1.0,
+            "artifact_bytes": 1000,
+        }
+        paths.metrics.write_text(json.dumps(metrics))
+        paths.finished.write_text("done\n")
+        timing = runner_module.Timing(2.0, 3.0, 0.5, 9.0, 2)  # load 9 on 2 cores: busy
+        return subprocess.CompletedProcess(cmd, 0, "", ""), timing
+
+
+@pytest.fixture()
+def fake_run(monkeypatch):
+    fake = FakeRun()
+    monkeypatch.setattr(runner_module, "timed_run", fake)
+    return fake
+
+
+@pytest.fixture()
+def base_recipe(tmp_path, tiny_model_dir, sentiment_files):
+    train, dev = sentiment_files
+    data = classification_recipe(
+        tiny_model_dir("bert"), train, dev, tmp_path / "unused", {"name": "lora"}, lr=2e-3
+    )
+    return write_recipe(tmp_path / "r.yaml", data), train, dev
+
+
+def test_compare_tune_searches_on_train_hold_out_only(tmp_path, runner, fake_run, base_recipe):
+    recipe, train, dev = base_recipe
+    out = tmp_path / "cmp"
+    args = ["compare", str(recipe), "--methods", "full,lora", "--tune", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    search = [r for r in fake_run.recipes if "/search/" in r["output"]["dir"]]
+    finals = [r for r in fake_run.recipes if "/search/" not in r["output"]["dir"]]
+    assert len(search) == 10 and len(finals) == 2
+    # the search never names the eval split (nor any file but its own two)
+    for r in search:
+        assert str(dev) not in yaml.safe_dump(r)
+        assert Path(r["data"]["train"]).parent == Path(r["data"]["eval"]).parent == out / "search"
+    search_train = read_rows(out / "search" / "train.jsonl")
+    held = read_rows(out / "search" / "dev.jsonl")
+    train_rows = read_rows(train)
+    key = lambda row: (row["text"], row["label"])  # noqa: E731
+    assert sorted(map(key, search_train + held)) == sorted(map(key, train_rows))
+    assert len(held) == round(0.2 * len(train_rows))
+    # search runs are short: 30% of the full run's steps (2 epochs x 96 rows / 16)
+    assert {r["train"]["max_steps"] for r in search} == {math.ceil(0.3 * 12)}
+    # the final runs use the recipe's eval split, at the chosen rates
+    assert {r["method"]["name"]: r["train"]["lr"] for r in finals} == BEST_LR
+    assert all(source_path(r["data"]["eval"]) == str(dev) for r in finals)
+    rows = {r["method"]: r for r in json.loads((out / "report.json").read_text())}
+    assert rows["full"]["tuned"] and [s["lr"] for s in rows["full"]["search"]] == [
+        1.25e-5,
+        2.5e-5,
+        5e-5,
+        1e-4,
+        2e-4,
+    ]
+    report = (out / "report.md").read_text()
+    assert "Learning rates were tuned per method" in report and "not tuned" not in report
+    assert "### `full`: learning-rate search" in report
+    assert "| 0.0002 | accuracy" in report and "chosen" in report
+
+
+def test_compare_untuned_header_names_rates(tmp_path, runner, fake_run, base_recipe):
+    recipe, _, _ = base_recipe
+    out = tmp_path / "cmp"
+    result = runner.invoke(
+        app, ["compare", str(recipe), "--methods", "full,lora", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    assert "**Learning rates were not tuned.**" in report
+    assert "full 5e-05 (registry default)" in report and "lora 0.002 (the recipe's)" in report
+    assert "learning-rate search" not in report
+    # the fake's loads (9 on 2 cores) make every time suspect: the report says so
+    assert "Warning: the machine was busy" in report
+    rows = json.loads((out / "report.json").read_text())
+    assert all(r["cpu_seconds"] == 3.0 and r["load_after"] == 9.0 for r in rows)
+    # full at 5e-5 (fake accuracy ~0.55) is clearly below LoRA at its optimum (~0.95)
+    verdicts = {r["method"]: r["verdict"] for r in rows}
+    assert verdicts == {"lora": "best", "full": "below best"}
+    for r in rows:
+        assert r["quality_low"] <= r["quality"] <= r["quality_high"]
+
+
+def test_compare_seeds_and_resume(tmp_path, runner, fake_run, base_recipe):
+    recipe, _, _ = base_recipe
+    out = tmp_path / "cmp"
+    args = ["compare", str(recipe), "--methods", "lora", "--seeds", "3", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    assert sorted(r["train"]["seed"] for r in fake_run.recipes) == [0, 1, 2]
+    row = json.loads((out / "report.json").read_text())[0]
+    assert row["seeds"] == [0, 1, 2] and len(row["per_seed"]) == 3
+    assert row["quality_std"] == pytest.approx(statistics.stdev(row["per_seed"]))
+    assert row["quality_std"] > 0 and row["quality"] == pytest.approx(
+        statistics.mean(row["per_seed"])
+    )
+    assert "3 seeds per method" in (out / "report.md").read_text()
+    # finished points are read back, not rerun
+    assert runner.invoke(app, args).exit_code == 0
+    assert len(fake_run.recipes) == 3
+
+
+def test_sweep_grid_random_resume_and_best(tmp_path, runner, fake_run, base_recipe):
+    recipe, _, _ = base_recipe
+    out = tmp_path / "sw"
+    axes = ["train.lr=5e-4,2e-3,8e-3", "method.r=4,8", "train.epochs=1"]
+    args = ["sweep", str(recipe), *axes, "--methods", "lora,full", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    # lora: 3 x 2 points; full has no method.r: 3 points; train.epochs=1 is fixed everywhere
+    assert len(fake_run.recipes) == 9
+    assert all(r["train"]["epochs"] == 1 for r in fake_run.recipes)
+    assert {r["method"].get("r") for r in fake_run.recipes if r["method"]["name"] == "lora"} == {
+        4,
+        8,
+    }
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["method"]["name"] == "lora" and best["train"]["lr"] == 2e-3
+    assert best["output"]["dir"] == str(out / "best")
+    report = (out / "report.md").read_text()
+    assert "| point | train.lr | method.r |" in report
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert len(rows) == 9 and "point.train.lr" in rows[0]
+    # resumable: a second call runs nothing
+    assert runner.invoke(app, args).exit_code == 0
+    assert len(fake_run.recipes) == 9
+    # --random N: N of the grid's points, the same N for the same seed
+    rand = ["sweep", str(recipe), "train.lr=1e-4,5e-4,1e-3,2e-3,4e-3", "--random", "2"]
+    assert runner.invoke(app, [*rand, "--out", str(tmp_path / "r1")]).exit_code == 0
+    assert runner.invoke(app, [*rand, "--out", str(tmp_path / "r2")]).exit_code == 0
+    first, second = fake_run.recipes[9:11], fake_run.recipes[11:13]
+    assert len(fake_run.recipes) == 13
+    assert [r["train"]["lr"] for r in first] == [r["train"]["lr"] for r in second]
+
+
+def test_sweep_rejects_malformed_axis(tmp_path, runner, base_recipe):
+    recipe, _, _ = base_recipe
+    result = runner.invoke(app, ["sweep", str(recipe), "train.lr"])
+    assert result.exit_code == 2 and "key=value" in result.output
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def test_bootstrap_interval_of_known_accuracy():
+    correct = [1.0] * 320 + [0.0] * 80  # accuracy 0.8 on 400 examples
+    values = bootstrap([mean_scores(correct)], resample_indices(400))
+    lo, hi = interval(values)
+    half = 1.96 * math.sqrt(0.8 * 0.2 / 400)  # the normal approximation: 0.039
+    assert lo < 0.8 < hi
+    assert abs((hi - lo) / 2 - half) < 0.01
+
+
+def test_paired_bootstrap_noise_verdicts():
+    samples = resample_indices(200)
+    a = bootstrap([mean_scores([float(i % 10 < 8) for i in range(200)])], samples)
+    near = bootstrap([mean_scores([float(i % 10 < 8 and i != 3) for i in range(200)])], samples)
+    far = bootstrap([mean_scores([float(i % 2 == 0) for i in range(200)])], samples)
+    assert paired_within_noise(a, near)  # one example apart
+    assert not paired_within_noise(a, far)  # 0.8 vs 0.5
+
+
+def test_bleu_is_recomputed_as_corpus_bleu_on_each_resample():
+    from sacrebleu.metrics import BLEU
+
+    hyps = ["the cat sat on the mat", "a dog barked loudly", "it is raining", "hello there"]
+    refs = [["the cat sat on a mat"], ["the dog barked"], ["it rains"], ["hello there friend"]]
+    scores = bleu_scores(hyps, refs, "en")
+    for idx in ([0, 0, 1, 3], [2, 1, 1, 0], [0, 1, 2, 3]):
+        expected = BLEU(trg_lang="en").corpus_score(
+            [hyps[i] for i in idx], [[refs[i][0] for i in idx]]
+        )
+        assert scores.value(idx) == pytest.approx(expected.score)
+
+
+@pytest.mark.slow
+def test_compare_tune_real(tmp_path, runner, base_recipe, monkeypatch):
+    """The real subprocesses on a tiny model: the search runs train and score on the train
+    hold-out only (their predictions are held-out train rows, never dev rows)."""
+    recipe, _, dev = base_recipe
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "cmp"
+    args = ["compare", str(recipe), "--methods", "lora", "--tune", "--tune-rates", "3"]
+    result = runner.invoke(app, [*args, "--tune-budget", "0.5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "report.json").read_text())[0]
+    assert row["status"] == "ok" and row["tuned"]
+    assert [s["lr"] for s in row["search"]] == [1e-3, 2e-3, 4e-3]
+    assert all(s["score"] is not None for s in row["search"]) and row["lr"] in (1e-3, 2e-3, 4e-3)
+    held = {r["text"] for r in read_rows(out / "search" / "dev.jsonl")}
+    dev_texts = {r["text"] for r in read_rows(dev)}
+    for s in row["search"]:
+        search_dir = out / "search" / f"lora-lr{s['lr']:g}"
+        assert str(dev) not in (out / "search" / f"lora-lr{s['lr']:g}.yaml").read_text()
+        texts = [r["text"] for r in read_rows(RunPaths(search_dir).predictions)]
+        assert texts and set(texts) <= held and not (set(texts) & (dev_texts - held))
+    final = read_rows(RunPaths(out / "lora").predictions)
+    assert len(final) == len(read_rows(dev))  # the report's figure is on the eval split
+    assert row["quality_low"] <= row["quality"] <= row["quality_high"]
