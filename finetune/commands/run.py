@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from finetune.commands.build import (
+    apply_method,
     count_parameters,
     load_base_and_method,
     load_splits,
@@ -28,6 +28,7 @@ from finetune.run.files import RunLock, claim_run_dir, clear_run
 from finetune.run.layout import RunPaths
 from finetune.train.batching import ListDataset
 from finetune.train.checkpoints import latest_checkpoint
+from finetune.train.device import device_metrics
 from finetune.train.evaluation import make_eval_loader, run_eval
 from finetune.train.loop import LoopHooks, fit
 from finetune.train.optim import build_optimizer
@@ -129,7 +130,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
     train_set = ListDataset(task.encode(splits.train, training=True))
     eval_set = ListDataset(task.encode(splits.eval, training=False)) if splits.eval else None
     loaded, method, ctx = load_base_and_method(recipe, family, task)
-    model = method.apply(loaded.model, ctx)
+    model = apply_method(recipe, loaded, method, ctx)
     trainable, total = count_parameters(model)
     check_trainable(model, method, loaded.new_modules)
     log.info(
@@ -199,7 +200,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         "train_samples": result.samples,
         "train_seconds": round(result.train_seconds, 2),
         "train_samples_per_s": round(result.samples_per_second, 2),
-        "peak_memory_bytes": peak_memory_bytes(),
+        **device_metrics(accelerator, recipe.train.batch_size, recipe.train.grad_accum),
         "steps": result.global_step,
     }
     if accelerator.is_main_process:
@@ -220,18 +221,6 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         log.info("run saved to %s", out)
     accelerator.wait_for_everyone()
     return RunSummary(out, metrics, trainable, total, 0.0)
-
-
-def peak_memory_bytes() -> int:
-    """Peak GPU memory allocated on a GPU, else this process's peak resident set size."""
-    import resource
-
-    import torch
-
-    if torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _fmt(metrics: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from finetune.data.scan import scan_local
 from finetune.errors import DataError, FinetuneError, ModelError, Problem
 from finetune.methods import METHODS
 from finetune.models.architectures import Family, detect_family
+from finetune.models.memory import quantization_problems
 from finetune.recipe.io import build_recipe, read_yaml
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
 
@@ -79,6 +80,7 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
         reason = method.unsupported_reason(family, model_kind(recipe.task.type, family))
         if reason:
             problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
+    problems.extend(quantization_problems(recipe, where))
     columns, langs = task.required_columns(recipe), task.languages(recipe)
     problems.extend(_check_data(recipe, path, columns, langs, scan_rows))
     return problems

@@ -36,7 +36,7 @@ class Method(ABC):
     `config_class` is the recipe schema for `method:` (the schema's union is built from the
     registry), `default_lr` is the rate used when a recipe or `compare` does not choose one,
     `save_format` says what `artifact_dir` holds, `trains_backbone` marks full fine-tuning for the
-    guards and the model card.
+    guards and the model card, `quantizable` allows a k-bit base (`model.quantization`).
     """
 
     name: str = ""
@@ -44,6 +44,8 @@ class Method(ABC):
     default_lr: float = 5e-4
     mergeable: bool = False
     trains_backbone: bool = False
+    # trains only weights it adds beside frozen base layers, so the base may be k-bit (QLoRA)
+    quantizable: bool = False
     description: str = ""
     artifact_dir: str = "adapter"
     save_format: str = "peft"

@@ -140,6 +140,7 @@ class LoraMethod(PeftMethod):
     config_class = LoraConfig
     # measured on the quick start: 2e-3 beats the 5e-4 global default by ~1 point (SST-2)
     default_lr = 2e-3
+    quantizable = True
     description = "low-rank updates on the attention projections (peft LoraConfig)"
 
     def owns_parameter(self, name: str, config: Any = None) -> bool:
