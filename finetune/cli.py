@@ -155,8 +155,12 @@ def _expand_recipes(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
+            # data/ holds data files, accelerate/ launcher configs (recipes/accelerate/)
+            skipped = {"data", "accelerate"}
             found = sorted(
-                p for p in path.rglob("*.y*ml") if "data" not in p.parts[len(path.parts) :]
+                p
+                for p in path.rglob("*.y*ml")
+                if not skipped.intersection(p.parts[len(path.parts) :])
             )
             if not found:
                 raise FinetuneError(
