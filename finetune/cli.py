@@ -113,10 +113,13 @@ def run(
     Every option is listed by `finetune options`.
     """
     from finetune.commands.run import run as run_recipe
+    from finetune.logs import is_main_rank
 
     summary = run_recipe(
         recipe, overrides or [], overwrite=overwrite, resume=resume, progress=progress
     )
+    if not is_main_rank():  # one summary per run, not one per process
+        return
     _out(f"[bold green]done[/] in {summary.seconds:.0f}s: {summary.run_dir}")
     _print_metrics(summary.metrics)
 

@@ -126,7 +126,15 @@ def new_accelerator(mixed_precision: str) -> Any:
     single = int(os.environ.get("WORLD_SIZE", "1")) == 1
     if current is not None and current != mixed_precision and single:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, cpu=not cuda_available())
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not cuda_available())
+    wanted_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if wanted_fsdp and str(accelerator.distributed_type.value) != "FSDP":
+        log.warning(
+            "an FSDP config was given but accelerate uses FSDP only on GPUs: this run trains "
+            "as %s (every process holds the whole model)",
+            accelerator.distributed_type.value,
+        )
+    return accelerator
 
 
 def cuda_available() -> bool:

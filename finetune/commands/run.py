@@ -32,6 +32,7 @@ from finetune.train.device import device_metrics
 from finetune.train.evaluation import make_eval_loader, run_eval
 from finetune.train.loop import LoopHooks, fit
 from finetune.train.optim import build_optimizer
+from finetune.train.sharded import full_weights
 
 log = logging.getLogger(__name__)
 
@@ -203,22 +204,24 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         **device_metrics(accelerator, recipe.train.batch_size, recipe.train.grad_accum),
         "steps": result.global_step,
     }
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        save_run_artifacts(
-            out,
-            recipe,
-            task,
-            method,
-            unwrapped,
-            metrics,
-            predictions,
-            splits.eval,
-            trainable,
-            total,
-        )
-        log.info("final: %s", _fmt(metrics))
-        log.info("run saved to %s", out)
+    # FSDP / ZeRO-3: every rank gathers the whole weights, then the main rank saves them
+    with full_weights(accelerator, model):
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            save_run_artifacts(
+                out,
+                recipe,
+                task,
+                method,
+                unwrapped,
+                metrics,
+                predictions,
+                splits.eval,
+                trainable,
+                total,
+            )
+            log.info("final: %s", _fmt(metrics))
+            log.info("run saved to %s", out)
     accelerator.wait_for_everyone()
     return RunSummary(out, metrics, trainable, total, 0.0)
 

@@ -32,6 +32,7 @@ def device_metrics(accelerator: Any, batch_size: int, grad_accum: int) -> dict[s
         "effective_batch": batch_size * accelerator.num_processes * grad_accum,
         "num_processes": accelerator.num_processes,
         "mixed_precision": str(accelerator.mixed_precision),
+        "distributed_type": str(getattr(accelerator.distributed_type, "value", "NO")),
     }
     if torch.cuda.is_available():
         metrics["peak_gpu_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
