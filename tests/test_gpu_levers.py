@@ -212,3 +212,28 @@ def test_qlora_loading_settings():
     assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4"
     assert four.bnb_4bit_use_double_quant and four.bnb_4bit_compute_dtype == torch.bfloat16
     assert bitsandbytes_config(8).load_in_8bit
+
+
+def test_merge_of_a_qlora_run_uses_the_full_precision_base(
+    tmp_path, runner, tiny_model_dir, sentiment_files
+):
+    """The merge path of a QLoRA run, on a CPU: its recipe names a 4-bit base, which this
+    machine cannot load; merge loads the base in full precision, says so, and folds the adapter
+    in (the k-bit training itself needs a GPU: benchmarks/gpu_check.py)."""
+    import yaml
+
+    train, dev = sentiment_files
+    data = classification_recipe(
+        tiny_model_dir("bert"), train, dev, tmp_path / "run", {"name": "lora"}, epochs=1
+    )
+    result = runner.invoke(app, ["run", str(write_recipe(tmp_path / "r.yaml", data))])
+    assert result.exit_code == 0, result.output
+    saved = tmp_path / "run" / "recipe.yaml"
+    recipe = yaml.safe_load(saved.read_text())
+    recipe["model"]["quantization"] = {"bits": 4}  # as a QLoRA run's recipe.yaml says
+    saved.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    result = runner.invoke(app, ["merge", str(tmp_path / "run"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())  # the log wraps lines at the console width
+    assert "de-quantised (full-precision) base" in shown, shown
+    assert (tmp_path / "m" / "config.json").exists()

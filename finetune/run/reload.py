@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from finetune.recipe.schema import Recipe
 from finetune.run.files import is_finished
 from finetune.run.layout import RunPaths
 from finetune.tasks import Task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,14 +44,27 @@ def open_run(path: Path) -> tuple[Recipe, dict[str, Any]]:
     return load_recipe(paths.recipe), json.loads(paths.run_info.read_text())
 
 
-def load_run(path: Path) -> LoadedRun:
-    """Base model + trained method + task with the labels it was trained with (run.json)."""
+def load_run(path: Path, full_precision_base: bool = False) -> LoadedRun:
+    """Base model + trained method + task with the labels it was trained with (run.json).
+
+    `full_precision_base` (merge): a QLoRA run's adapter goes onto the base in full precision
+    instead of k-bit, because folding LoRA into 4-bit integers would round the update away;
+    the merged model is then an ordinary full-precision model."""
     from finetune.commands.build import load_base_and_method, make_task
     from finetune.models.architectures import FAMILIES
     from finetune.models.loading import load_tokenizer
     from finetune.tasks.base import TaskState
 
     recipe, info = open_run(path)
+    if full_precision_base and recipe.model.quantization is not None:
+        log.info(
+            "this run trained on a %d-bit base: merging into the de-quantised (full-precision) "
+            "base weights; the merged model is full precision and may differ slightly from the "
+            "quantised run's outputs",
+            recipe.model.quantization.bits,
+        )
+        model_section = recipe.model.model_copy(update={"quantization": None})
+        recipe = recipe.model_copy(update={"model": model_section})
     family = FAMILIES[info["family"]]
     task = make_task(recipe, family)
     task.state = TaskState.from_dict(info.get("task_state"))
