@@ -68,10 +68,13 @@ def run(
     Every option is listed by `finetune options`.
     """
     from finetune.commands.run import run as run_recipe
+    from finetune.logs import is_main_rank
 
     summary = run_recipe(
         recipe, overrides or [], overwrite=overwrite, resume=resume, progress=progress
     )
+    if not is_main_rank():  # one summary per run, not one per process
+        return
     _out(f"[bold green]done[/] in {summary.seconds:.0f}s: {summary.run_dir}")
     print_metrics(summary.metrics)
 
@@ -152,8 +155,12 @@ def _expand_recipes(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
+            # data/ holds data files, accelerate/ launcher configs (recipes/accelerate/)
+            skipped = {"data", "accelerate"}
             found = sorted(
-                p for p in path.rglob("*.y*ml") if "data" not in p.parts[len(path.parts) :]
+                p
+                for p in path.rglob("*.y*ml")
+                if not skipped.intersection(p.parts[len(path.parts) :])
             )
             if not found:
                 raise FinetuneError(

@@ -87,6 +87,13 @@ def crash_log_path() -> Path:
     return base / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
 
+def is_main_rank() -> bool:
+    """Whether this is the main process of a launched run (or not launched at all): the
+    launchers (torchrun, accelerate launch) set RANK before Python starts, so this holds
+    before any Accelerator exists."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
 def setup_logging(debug: bool = False, quiet: bool = False) -> None:
     from rich.logging import RichHandler
 
@@ -96,6 +103,8 @@ def setup_logging(debug: bool = False, quiet: bool = False) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    if not is_main_rank():  # other ranks of a multi-process run: warnings and errors only
+        level = max(level, logging.WARNING)
     handler = RichHandler(
         console=err_console(), show_path=debug, show_time=False, rich_tracebacks=debug
     )

@@ -89,34 +89,77 @@ def get_method(recipe: Recipe) -> Method:
 
 
 def precision_for(recipe: Recipe) -> str:
-    import torch
+    """Accelerate's `mixed_precision` for this recipe on this machine (train.precision.py)."""
+    from finetune.train.precision import ACCELERATE_NAMES, resolve_precision
 
-    wanted = recipe.train.precision
-    cuda = torch.cuda.is_available()
-    if wanted == "auto":
-        if not cuda:
-            return "no"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if wanted == "fp16" and not cuda:
-        raise FinetuneError(
-            "train.precision=fp16 needs a CUDA GPU", fix="use train.precision=auto, fp32 or bf16"
-        )
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[wanted]
+    return ACCELERATE_NAMES[resolve_precision(recipe.train.precision, _family_name(recipe))]
+
+
+def _family_name(recipe: Recipe) -> str | None:
+    from finetune.models.architectures import detect_family
+
+    try:
+        return detect_family(recipe).name
+    except FinetuneError:  # reported by validate; the precision rule then assumes no family
+        return None
 
 
 def make_accelerator(recipe: Recipe, run_dir: Path | None = None) -> Any:
-    import torch
-    from accelerate import Accelerator
-
     from finetune.run.trackers import accelerator_kwargs
 
     # no gradient_accumulation_steps: the loop accumulates itself, weighting micro-batches by
     # their label tokens (Accelerate would divide every micro-batch by grad_accum)
-    return Accelerator(
-        mixed_precision=precision_for(recipe),
-        cpu=not torch.cuda.is_available(),
-        **accelerator_kwargs(recipe, run_dir),  # train.report_to: log_with + project_dir
-    )
+    # train.report_to: log_with + project_dir
+    return new_accelerator(precision_for(recipe), **accelerator_kwargs(recipe, run_dir))
+
+
+def new_accelerator(mixed_precision: str, **kwargs: Any) -> Any:
+    """An Accelerator on the GPU when there is one, with this mixed precision.
+
+    Accelerate keeps one process-wide state and refuses a second Accelerator with another
+    precision; a single process (tests, `compare`, eval after run) may legitimately change it,
+    so the state is reset there. Launched processes (WORLD_SIZE > 1) never reach this twice.
+    """
+    import os
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if current is not None and current != mixed_precision and single:
+        AcceleratorState._reset_state()
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not cuda_available(), **kwargs)
+    wanted_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if wanted_fsdp and str(accelerator.distributed_type.value) != "FSDP":
+        log.warning(
+            "an FSDP config was given but accelerate uses FSDP only on GPUs: this run trains "
+            "as %s (every process holds the whole model)",
+            accelerator.distributed_type.value,
+        )
+    return accelerator
+
+
+def cuda_available() -> bool:
+    """One seam for "is there a GPU" (tests patch it to check which device is asked for)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def apply_method(recipe: Recipe, loaded: Any, method: Method, ctx: MethodContext) -> Any:
+    """The method on the loaded base, with the recipe's memory levers: a k-bit base is
+    prepared (fp32 norms, input grads) before the adapter goes on; gradient checkpointing is
+    switched on after, on the transformers model inside whatever wrapper the method made."""
+    from finetune.models.memory import enable_gradient_checkpointing, prepare_kbit
+
+    base = loaded.model
+    if recipe.model.quantization is not None:
+        base = prepare_kbit(base, recipe.train.gradient_checkpointing)
+    model = method.apply(base, ctx)
+    if recipe.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
@@ -139,6 +182,22 @@ def load_base_and_method(
         task.tokenizer,
         recipe.model.revision,
         task.model_config_overrides(),
+        quantization_bits(recipe),
     )
     new_modules = loaded.new_modules if saved_new_modules is None else saved_new_modules
     return loaded, get_method(recipe), method_context(recipe, family, task, new_modules)
+
+
+def quantization_bits(recipe: Recipe) -> int | None:
+    """4 or 8 for a QLoRA recipe, after the same checks `validate` makes (exit 2, no traceback)."""
+    from finetune.models.memory import quantization_problems
+
+    quant = recipe.model.quantization
+    if quant is None:
+        return None
+    problems = quantization_problems(recipe, "recipe")
+    if problems:
+        from finetune.errors import RecipeError
+
+        raise RecipeError(problems)
+    return int(quant.bits)

@@ -25,7 +25,7 @@ def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> di
     run = load_run(path)
     examples = examples_for(run, split, data)
     dataset = ListDataset(run.task.encode(examples, training=False))
-    accelerator = inference_accelerator()
+    accelerator = inference_accelerator(run.recipe)
     model = accelerator.prepare_model(run.model, evaluation_mode=True)
     loader = make_eval_loader(dataset, run.task, run.recipe.eval.batch_size, accelerator)
     metrics, predictions = run_eval(model, run.task, loader, examples, accelerator)
@@ -99,11 +99,11 @@ def _predict_one(run: LoadedRun, texts: list[str]) -> list[dict[str, Any]]:
     run.activate()
     examples = run.task.examples_from_texts(texts)
     features = run.task.encode(examples, training=False)
-    accelerator = inference_accelerator()  # the device `eval` uses (the GPU when there is one)
+    accelerator = inference_accelerator(run.recipe)
     model = accelerator.prepare_model(run.model, evaluation_mode=True)
     records: list[dict[str, Any]] = [{} for _ in examples]
     batch_size = run.recipe.eval.batch_size
-    with torch.inference_mode():
+    with torch.inference_mode(), accelerator.autocast():
         for start in range(0, len(features), batch_size):
             chunk = features[start : start + batch_size]
             batch = send_to_device(run.task.collate(chunk), accelerator.device)
@@ -113,14 +113,13 @@ def _predict_one(run: LoadedRun, texts: list[str]) -> list[dict[str, Any]]:
     return records
 
 
-def inference_accelerator() -> Any:
-    """The one device choice of `eval` and `predict`: the GPU when there is one, else CPU."""
-    import accelerate
+def inference_accelerator(recipe: Any) -> Any:
+    """The one device choice of `eval` and `predict`: the GPU when there is one, else CPU, with
+    the mixed precision the run trained in (a recipe's fp16 on a machine without CUDA: fp32)."""
+    from finetune.commands.build import new_accelerator, precision_for
 
-    return accelerate.Accelerator(cpu=not _cuda())
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    try:
+        precision = precision_for(recipe)
+    except FinetuneError:
+        precision = "no"
+    return new_accelerator(precision)

@@ -129,7 +129,7 @@ def merge_run(
         raise RunDirError(
             f"{out}: exists and is not empty", fix="pass --overwrite or another --out"
         )
-    run = load_run(run_dir)
+    run = load_run(run_dir, full_precision_base=True)  # QLoRA: into the de-quantised base
     method = METHODS[run.info["method"]]
     if not method.mergeable:
         raise FinetuneError(

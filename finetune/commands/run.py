@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from finetune.commands.build import (
+    apply_method,
     count_parameters,
     load_base_and_method,
     load_splits,
@@ -30,10 +30,12 @@ from finetune.run.layout import RunPaths
 from finetune.run.trackers import finish_trackers, log_record, start_trackers
 from finetune.train.batching import ListDataset
 from finetune.train.checkpoints import latest_checkpoint
+from finetune.train.device import device_metrics
 from finetune.train.evaluation import make_eval_loader, run_eval
 from finetune.train.loop import LoopHooks, fit
 from finetune.train.optim import build_optimizer
 from finetune.train.selection import Selection, best_rule, selection_enabled
+from finetune.train.sharded import full_weights
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
     train_set = ListDataset(task.encode(splits.train, training=True))
     eval_set = ListDataset(task.encode(splits.eval, training=False)) if splits.eval else None
     loaded, method, ctx = load_base_and_method(recipe, family, task)
-    model = method.apply(loaded.model, ctx)
+    model = apply_method(recipe, loaded, method, ctx)
     trainable, total = count_parameters(model)
     check_trainable(model, method, loaded.new_modules)
     log.info(
@@ -225,7 +227,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         "train_samples": result.samples,
         "train_seconds": round(result.train_seconds, 2),
         "train_samples_per_s": round(result.samples_per_second, 2),
-        "peak_memory_bytes": peak_memory_bytes(),
+        **device_metrics(accelerator, recipe.train.batch_size, recipe.train.grad_accum),
         "steps": result.global_step,
     }
     if accelerator.is_main_process:
@@ -234,21 +236,24 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
             metrics["eval_history"] = eval_history(paths.log)  # also the evals before a resume
         kept = selection.best_step if selection.keep_weights else None
         write_curves(paths.log, paths.curves, task.main_metric, kept)
-        unwrapped = accelerator.unwrap_model(model)
-        save_run_artifacts(
-            out,
-            recipe,
-            task,
-            method,
-            unwrapped,
-            metrics,
-            predictions,
-            splits.eval,
-            trainable,
-            total,
-        )
-        log.info("final: %s", _fmt(metrics))
-        log.info("run saved to %s", out)
+    # FSDP / ZeRO-3: every rank gathers the whole weights, then the main rank saves them
+    with full_weights(accelerator, model):
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            save_run_artifacts(
+                out,
+                recipe,
+                task,
+                method,
+                unwrapped,
+                metrics,
+                predictions,
+                splits.eval,
+                trainable,
+                total,
+            )
+            log.info("final: %s", _fmt(metrics))
+            log.info("run saved to %s", out)
     accelerator.wait_for_everyone()
     return RunSummary(out, metrics, trainable, total, 0.0)
 
@@ -266,18 +271,6 @@ def make_selection(recipe: Recipe, accelerator: Any, has_eval: bool) -> Selectio
     if selection.active:
         log.info("best weights by eval_%s (%s; %s)", rule.metric, rule.mode, rule.why)
     return selection
-
-
-def peak_memory_bytes() -> int:
-    """Peak GPU memory allocated on a GPU, else this process's peak resident set size."""
-    import resource
-
-    import torch
-
-    if torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _fmt(metrics: dict[str, Any]) -> str:

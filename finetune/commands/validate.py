@@ -16,6 +16,7 @@ from finetune.data.scan import scan_local
 from finetune.errors import DataError, FinetuneError, ModelError, Problem
 from finetune.methods import METHODS
 from finetune.models.architectures import Family, detect_family
+from finetune.models.memory import quantization_problems
 from finetune.recipe.io import build_recipe, read_yaml
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
 
@@ -80,6 +81,7 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
         if reason:
             problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
     problems.extend(check_training_options(recipe, where))
+    problems.extend(quantization_problems(recipe, where))
     columns, langs = task.required_columns(recipe), task.languages(recipe)
     problems.extend(_check_data(recipe, path, columns, langs, scan_rows))
     if recipe.eval.metrics:

@@ -38,7 +38,7 @@ class Method(ABC):
     `compare` does not choose one, with `lr_source` saying where that value comes from (the
     README's learning-rate table is generated from both),
     `save_format` says what `artifact_dir` holds, `trains_backbone` marks full fine-tuning for the
-    guards and the model card.
+    guards and the model card, `quantizable` allows a k-bit base (`model.quantization`).
     """
 
     name: str = ""
@@ -47,6 +47,8 @@ class Method(ABC):
     lr_source: str = ""
     mergeable: bool = False
     trains_backbone: bool = False
+    # trains only weights it adds beside frozen base layers, so the base may be k-bit (QLoRA)
+    quantizable: bool = False
     description: str = ""
     artifact_dir: str = "adapter"
     save_format: str = "peft"

@@ -85,13 +85,23 @@ def load_base_model(
     tokenizer: Any,
     revision: str | None = None,
     config_overrides: dict[str, Any] | None = None,
+    quantization_bits: int | None = None,
 ) -> LoadedModel:
     import transformers
 
     quiet_transformers()
     overrides = dict(config_overrides or {})
+    if quantization_bits is not None:
+        overrides.update(kbit_loading(quantization_bits))
     if family.architecture == "encoder" and kind != "classification":
         from finetune.models.bert2bert import load_bert2bert
+
+        if quantization_bits is not None:
+            raise ModelError(
+                "model.quantization: a bert2bert model is assembled from two encoders and cannot "
+                "be loaded k-bit",
+                fix="remove model.quantization, or use a T5 or GPT-2 model for generation",
+            )
 
         return load_bert2bert(resolved, tokenizer, revision)
     auto = getattr(transformers, AUTO_CLASSES[kind])
@@ -114,3 +124,14 @@ def load_base_model(
         new = [m for m in new if not any(m.startswith(h + ".") for h in new if h != m)]
     commit = getattr(model.config, "_commit_hash", None)
     return LoadedModel(model=model, new_modules=new, revision=revision or commit)
+
+
+def kbit_loading(bits: int) -> dict[str, Any]:
+    """from_pretrained arguments for a bitsandbytes k-bit base on this process's GPU (each
+    process of a multi-GPU run loads its own copy on its own device)."""
+    import os
+
+    from finetune.models.memory import bitsandbytes_config
+
+    device = int(os.environ.get("LOCAL_RANK", "0"))
+    return {"quantization_config": bitsandbytes_config(bits), "device_map": {"": device}}

@@ -64,6 +64,11 @@ def _rows(model: type[BaseModel], prefix: str, tag: str | None) -> list[OptionRo
         if nested and len(nested) == 1 and field.default_factory is not None:
             rows.extend(_rows(nested[0], key, None))
             continue
+        if nested and len(nested) == 1 and field.default is None:  # an optional section
+            form = "{" + ", ".join(nested[0].model_fields) + "} | null"
+            rows.append(OptionRow(key, form, "null", field.description or ""))
+            rows.extend(_rows(nested[0], key, None))
+            continue
         desc = field.description or ""
         if tag and name not in ("name", "type"):
             desc = f"({tag}) {desc}"

@@ -39,6 +39,13 @@ else:
 # --------------------------------------------------------------------------- model
 
 
+class QuantizationConfig(Section):
+    bits: Literal[4, 8] = Field(
+        description="Load the frozen base in 4-bit NF4 (QLoRA) or 8-bit; LoRA-family methods, "
+        "CUDA and bitsandbytes (the gpu extra) only."
+    )
+
+
 class ModelConfig(Section):
     name: str = Field(
         description="Hub id (gpt2), local directory, or bundled alias (bundled:minilm-l6).",
@@ -47,6 +54,9 @@ class ModelConfig(Section):
     revision: str | None = Field(None, description="Hub branch, tag or commit to pin.")
     family: Literal["auto", "bert", "gpt2", "t5"] = Field(
         "auto", description="Model family; auto reads it from the model config."
+    )
+    quantization: QuantizationConfig | None = Field(
+        None, description="k-bit base model (QLoRA); null: full-precision weights."
     )
 
 
@@ -123,7 +133,13 @@ class TrainConfig(Section):
     )
     seed: int = Field(42, ge=0, description="Seed for weights init, shuffling and dropout.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: fp32 on CPU, bf16 where the GPU has it, else fp16."
+        "auto",
+        description="auto: bf16 on GPUs that have it, fp32 elsewhere (CPUs included); "
+        "fp16 on T5 warns (overflows).",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in backward: less memory, about 30% slower.",
     )
     group_by_length: bool = Field(
         True, description="Batch similar lengths together (less padding, faster)."
@@ -238,6 +254,7 @@ __all__ = [
     "MethodConfig",
     "ModelConfig",
     "OutputConfig",
+    "QuantizationConfig",
     "Recipe",
     "TaskConfig",
     "TrainConfig",

@@ -67,14 +67,27 @@ def open_run(path: Path) -> tuple[Recipe, dict[str, Any]]:
     return load_recipe(paths.recipe), json.loads(paths.run_info.read_text())
 
 
-def open_with_task(path: Path) -> OpenedRun:
-    """The run's task with the labels it was trained with (run.json) and its tokenizer."""
+def open_with_task(path: Path, full_precision_base: bool = False) -> OpenedRun:
+    """The run's task with the labels it was trained with (run.json) and its tokenizer.
+
+    `full_precision_base` (merge): a QLoRA run's adapter goes onto the base in full precision
+    instead of k-bit, because folding LoRA into 4-bit integers would round the update away;
+    the merged model is then an ordinary full-precision model."""
     from finetune.commands.build import make_task
     from finetune.models.architectures import FAMILIES
     from finetune.models.loading import load_tokenizer
     from finetune.tasks.base import TaskState
 
     recipe, info = open_run(path)
+    if full_precision_base and recipe.model.quantization is not None:
+        log.info(
+            "this run trained on a %d-bit base: merging into the de-quantised (full-precision) "
+            "base weights; the merged model is full precision and may differ slightly from the "
+            "quantised run's outputs",
+            recipe.model.quantization.bits,
+        )
+        model_section = recipe.model.model_copy(update={"quantization": None})
+        recipe = recipe.model_copy(update={"model": model_section})
     task = make_task(recipe, FAMILIES[info["family"]])
     task.state = TaskState.from_dict(info.get("task_state"))
     task.tokenizer = load_tokenizer(str(RunPaths(path).tokenizer))
@@ -89,9 +102,9 @@ def _base_and_context(run: OpenedRun) -> tuple[Any, Any, Any]:
     return load_base_and_method(run.recipe, family, run.task, run.info.get("new_modules", []))
 
 
-def load_run(path: Path) -> LoadedRun:
+def load_run(path: Path, full_precision_base: bool = False) -> LoadedRun:
     """Base model + trained method + task with the labels it was trained with (run.json)."""
-    return _load_alone(open_with_task(path))
+    return _load_alone(open_with_task(path, full_precision_base))
 
 
 def _load_alone(run: OpenedRun) -> LoadedRun:

@@ -51,7 +51,8 @@ def run_eval(
     model.eval()
     causal = task.model_kind() == "causal"
     local: list[tuple[int, float | None, int, Any]] = []
-    with torch.inference_mode():
+    # the loss pass, the shared encoder pass and generate all run under the training autocast
+    with torch.inference_mode(), accelerator.autocast():
         for batch in loader:
             idx = batch["idx"].tolist()
             losses, preds = task.eval_batch(model, batch, predict)

@@ -1,0 +1,496 @@
+"""One command that proves the GPU path (issue #16): run it on a machine with one CUDA GPU.
+
+    python benchmarks/gpu_check.py                 # on a GPU: < 8 minutes on an H100
+    python benchmarks/gpu_check.py --device cpu    # dry mode: tiny sizes, a minute on a CPU
+
+What it runs, each a few optimizer steps in bf16 (the GPU) or fp32 (the dry mode):
+
+1. every family x {lora, houlsby, full} x {classification, translation} (bert's translation is
+   bert2bert), each run directory reloaded by `finetune eval` to the metrics the run reported;
+2. gradient checkpointing on and off (bert-base, LoRA): the same loss, the peak memory of each;
+3. QLoRA 4-bit on a gpt2-size model (needs bitsandbytes: skipped with the reason without it);
+4. FSDP with one process through `accelerate launch --config_file recipes/accelerate/fsdp.yaml`
+   (wrapping and saving; the adapter reloads with `finetune eval`);
+5. peak memory LoRA / full fine-tuning on bert-base, above the loaded weights (goal <= 0.6);
+6. training throughput, ours / transformers.Trainer + peft with its best settings (bf16,
+   group_by_length), same model, rows, batch and steps, lengths varying as in real text.
+
+Models are random-initialised from configs of real sizes (bert-base, gpt2, t5-small) with
+tokenizers built here: the machine needs no Hub. Needed there beyond torch, transformers, peft
+and accelerate: pydantic (+ pydantic_core, annotated_types, typing_inspection), typer, rich,
+PyYAML, safetensors, scikit-learn and sacrebleu (the translation metric) - carry their wheels
+when the image lacks them; `--check-imports` lists what is missing. Not needed: datasets,
+rouge_score, the Hub, the bundled MiniLM. Results: a markdown table on stdout and, on a GPU,
+in benchmarks/results/gpu_<device>_<date>.md (the device name and date in the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib.util
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "benchmarks" / "results"
+NEEDED = ["torch", "transformers", "peft", "accelerate", "pydantic", "typer", "rich", "yaml",
+          "safetensors", "sklearn", "sacrebleu"]  # fmt: skip
+FAMILIES = ("bert", "gpt2", "t5")
+METHODS = {
+    "lora": {"name": "lora", "r": 8},
+    "houlsby": {"name": "houlsby"},
+    "full": {"name": "full"},
+}
+# real sizes (the published configs) and the dry mode's tiny ones
+REAL = {
+    "bert": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+             "intermediate_size": 3072, "vocab_size": 30522},
+    "gpt2": {"n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257},
+    "t5": {"d_model": 512, "d_ff": 2048, "d_kv": 64, "num_layers": 6, "num_heads": 8,
+           "vocab_size": 32128},
+}  # fmt: skip
+TINY = {
+    "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64},
+    "gpt2": {"n_embd": 32, "n_layer": 2, "n_head": 2},
+    "t5": {"d_model": 32, "d_ff": 64, "d_kv": 16, "num_layers": 2, "num_heads": 2},
+}  # fmt: skip
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Setup:
+    gpu: bool
+    work: Path
+    steps: int
+    batch: int
+    models: dict[str, Path] = field(default_factory=dict)
+    data: dict[str, Path] = field(default_factory=dict)
+    cells: list[str] = field(default_factory=list)  # matrix cells to run; empty: all
+    checks: list[Check] = field(default_factory=list)
+
+    def record(self, check: Check) -> None:
+        self.checks.append(check)
+        mark = "ok " if check.ok else "FAIL"
+        print(f"[{mark}] {check.name}: {check.detail}", flush=True)
+
+
+# --------------------------------------------------------------------------- models and data
+
+
+def build_model(family: str, path: Path, real: bool) -> Path:
+    """A random-initialised model of real (or tiny) size with a word-level tokenizer from
+    tests/tiny_models.py; its vocabulary is padded to the real size so embeddings weigh what
+    they weigh in the published model."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from tests.tiny_models import BUILDERS
+
+    BUILDERS[family](path)  # tokenizer + tiny model; the model is replaced below
+    config = AutoConfig.from_pretrained(path)
+    sizes = dict((REAL if real else TINY)[family])
+    sizes["vocab_size"] = max(sizes.get("vocab_size", 0), config.vocab_size)
+    for key, value in sizes.items():
+        setattr(config, key, value)
+    auto = {"bert": AutoModel, "gpt2": AutoModelForCausalLM, "t5": AutoModelForSeq2SeqLM}[family]
+    model = auto.from_config(config)
+    model.save_pretrained(path)
+    return path
+
+
+def sentence_rows(n: int, seed: int) -> list[dict]:
+    """Sentiment rows of 3 to 60 words: lengths vary as in real text, so batching matters."""
+    from tests.tiny_models import FILLER, NEGATIVE, POSITIVE
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = [rng.choice(FILLER) for _ in range(int(rng.lognormvariate(2.5, 0.6)) % 58 + 2)]
+        words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label else NEGATIVE))
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_data(work: Path) -> dict[str, Path]:
+    from tests.conftest import write_csv
+    from tests.generation_data import translation_rows, write_jsonl
+
+    data = work / "data"
+    return {
+        "cls_train": write_csv(data / "train.csv", sentence_rows(512, 1)),
+        "cls_dev": write_csv(data / "dev.csv", sentence_rows(32, 2)),
+        "mt_train": write_jsonl(data / "train.jsonl", translation_rows(256, 1)),
+        "mt_dev": write_jsonl(data / "dev.jsonl", translation_rows(16, 2)),
+    }
+
+
+def recipe(setup: Setup, family: str, method: str, task: str, out: Path, **train: Any) -> dict:
+    files = setup.data
+    if task == "classification":
+        task_section: dict[str, Any] = {"type": "classification", "text": "text", "label": "label"}
+        data = {"train": str(files["cls_train"]), "eval": str(files["cls_dev"])}
+    else:
+        task_section = {"type": "translation", "source_lang": "en", "target_lang": "de"}
+        data = {"train": str(files["mt_train"]), "eval": str(files["mt_dev"])}
+    return {
+        "model": {"name": str(setup.models[family])},
+        "task": task_section,
+        "data": data,
+        "method": dict(METHODS[method]),
+        "train": {
+            "max_steps": setup.steps,
+            "batch_size": setup.batch,
+            "max_length": 64,
+            "max_target_length": 16,
+            "lr": 1e-4 if method == "full" else 1e-3,
+            "precision": "bf16" if setup.gpu else "fp32",
+            "logging_steps": 1,
+            "seed": 0,
+            **train,
+        },
+        "eval": {"batch_size": 16, "generation": {"max_new_tokens": 8}},
+        "output": {"dir": str(out)},
+    }
+
+
+# --------------------------------------------------------------------------- running
+
+
+def reset_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def run_recipe(setup: Setup, name: str, data: dict) -> dict[str, Any]:
+    """`finetune run` in this process; returns metrics.json."""
+    import yaml
+
+    from finetune.commands.run import run
+
+    path = setup.work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    reset_memory()
+    summary = run(path, overwrite=True, progress=False)
+    return {**summary.metrics, "total_parameters": summary.total}
+
+
+def reload_metrics(run_dir: Path) -> dict[str, Any]:
+    from finetune.commands.evaluate import evaluate_run
+
+    reset_memory()
+    return evaluate_run(run_dir)
+
+
+def same_metrics(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    for key in keys:
+        if key in a and a[key] is not None and abs(float(a[key]) - float(b.get(key, 1e9))) > 2e-2:
+            return False
+    return True
+
+
+def check_matrix(setup: Setup) -> None:
+    for family in FAMILIES:
+        for method in METHODS:
+            for task in ("classification", "translation"):
+                name = f"{family}-{method}-{task}"
+                if setup.cells and name not in setup.cells:
+                    continue
+                out = setup.work / "runs" / name
+                try:
+                    metrics = run_recipe(setup, name, recipe(setup, family, method, task, out))
+                    again = reload_metrics(out)
+                    keys = ("loss", "accuracy") if task == "classification" else ("loss",)
+                    ok = same_metrics(metrics, again, keys)
+                    loss = metrics.get("train_loss")
+                    detail = f"train_loss {loss:.4f}, eval reload {'matches' if ok else 'DIFFERS'}"
+                    setup.record(Check(f"matrix {name}", ok, detail, _peaks(metrics)))
+                except Exception as exc:  # one failing cell must not hide the others
+                    setup.record(Check(f"matrix {name}", False, f"{type(exc).__name__}: {exc}"))
+
+
+def _peaks(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("peak_gpu_allocated_bytes", "peak_gpu_reserved_bytes", "peak_memory_bytes")
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def _peak(metrics: dict[str, Any]) -> int:
+    return int(metrics.get("peak_gpu_allocated_bytes", metrics["peak_memory_bytes"]))
+
+
+def check_gradient_checkpointing(setup: Setup) -> None:
+    found = {}
+    for on in (False, True):
+        out = setup.work / "runs" / f"gc-{on}"
+        data = recipe(setup, "bert", "lora", "classification", out, gradient_checkpointing=on)
+        data["method"]["dropout"] = 0.0
+        found[on] = run_recipe(setup, f"gc-{on}", data)
+    same = abs(found[True]["train_loss"] - found[False]["train_loss"]) < 1e-2
+    off, on_ = _peak(found[False]), _peak(found[True])
+    detail = f"loss equal: {same}; peak memory off {mb(off)}, on {mb(on_)} ({on_ / off:.2f}x)"
+    setup.record(Check("gradient checkpointing", same, detail, {"off": off, "on": on_}))
+
+
+def check_qlora(setup: Setup) -> None:
+    if not setup.gpu or importlib.util.find_spec("bitsandbytes") is None:
+        why = "no CUDA GPU" if not setup.gpu else "bitsandbytes not installed (carry its wheel)"
+        setup.record(Check("QLoRA 4-bit gpt2", True, f"skipped: {why}"))
+        return
+    out = setup.work / "runs" / "qlora"
+    data = recipe(setup, "gpt2", "lora", "translation", out)
+    data["model"]["quantization"] = {"bits": 4}
+    try:
+        metrics = run_recipe(setup, "qlora", data)
+        again = reload_metrics(out)
+        ok = same_metrics(metrics, again, ("loss",))
+        detail = f"train_loss {metrics['train_loss']:.4f}, peak {mb(_peak(metrics))}"
+        setup.record(Check("QLoRA 4-bit gpt2", ok, detail, _peaks(metrics)))
+    except Exception as exc:
+        setup.record(Check("QLoRA 4-bit gpt2", False, f"{type(exc).__name__}: {exc}"))
+
+
+def check_fsdp(setup: Setup) -> None:
+    """FSDP with one process: wrapping and the gathered save (a subprocess: accelerate launch)."""
+    import yaml
+
+    out = setup.work / "runs" / "fsdp"
+    path = setup.work / "fsdp.yaml"
+    path.write_text(yaml.safe_dump(recipe(setup, "bert", "lora", "classification", out)))
+    config = REPO / "recipes" / "accelerate" / "fsdp.yaml"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+           "--num_processes", "1", "-m", "finetune", "run", str(path), "--no-progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr)[-600:].replace("\n", " ")
+        setup.record(Check("FSDP 1 process", False, f"exit {done.returncode}: {tail}"))
+        return
+    metrics = json.loads((out / "metrics.json").read_text())
+    again = reload_metrics(out)
+    ok = same_metrics(metrics, again, ("loss", "accuracy"))
+    kind = metrics.get("distributed_type")
+    detail = f"distributed_type {kind}; adapter reload {'matches' if ok else 'DIFFERS'}"
+    setup.record(Check("FSDP 1 process", ok and (kind == "FSDP" or not setup.gpu), detail))
+
+
+def check_memory_ratio(setup: Setup) -> None:
+    """LoRA's peak above the loaded weights, as a fraction of full fine-tuning's (goal <= 0.6)."""
+    peaks, weights = {}, 0
+    for method in ("lora", "full"):
+        out = setup.work / "runs" / f"mem-{method}"
+        metrics = run_recipe(
+            setup, f"mem-{method}", recipe(setup, "bert", method, "classification", out)
+        )
+        peaks[method] = _peak(metrics)
+        weights = int(metrics["total_parameters"]) * 4  # fp32 weights
+    above = {m: max(p - weights, 1) for m, p in peaks.items()}
+    ratio = above["lora"] / above["full"]
+    detail = (f"above the weights ({mb(weights)}): lora {mb(above['lora'])}, "
+              f"full {mb(above['full'])}, ratio {ratio:.2f} (goal <= 0.6)")  # fmt: skip
+    setup.record(Check("memory LoRA / full (bert-base)", ratio <= 0.6 or not setup.gpu, detail,
+                       {"ratio": round(ratio, 3), **peaks}))  # fmt: skip
+
+
+def check_throughput(setup: Setup) -> None:
+    """Ours vs transformers.Trainer + peft (bf16, group_by_length): same rows, batch, steps."""
+    steps = setup.steps * 6
+    out = setup.work / "runs" / "speed"
+    data = recipe(setup, "bert", "lora", "classification", out, max_steps=steps, batch_size=32)
+    data["data"].pop("eval")
+    ours = run_recipe(setup, "speed", data)["train_samples_per_s"]
+    theirs = trainer_samples_per_s(setup, steps)
+    ratio = ours / theirs if theirs else float("nan")
+    detail = f"ours {ours:.1f} samples/s, Trainer {theirs:.1f}: {ratio:.2f}x (goal >= 1.3)"
+    setup.record(Check("throughput vs Trainer", ratio >= 1.3 or not setup.gpu, detail,
+                       {"ours": ours, "trainer": theirs, "ratio": round(ratio, 3)}))  # fmt: skip
+
+
+def trainer_samples_per_s(setup: Setup, steps: int) -> float:
+    import csv
+
+    import peft
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    reset_memory()
+    path = setup.models["bert"]
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    with open(setup.data["cls_train"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    features = [
+        {**tokenizer(r["text"], truncation=True, max_length=64), "labels": int(r["label"])}
+        for r in rows
+    ]
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    lora = peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.05,
+                           target_modules=["query", "value"])  # fmt: skip
+    model = peft.get_peft_model(model, lora)
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    # transformers 5.x renamed group_by_length=True to train_sampling_strategy="group_by_length"
+    grouping: dict[str, Any] = (
+        {"train_sampling_strategy": "group_by_length"}
+        if "train_sampling_strategy" in names
+        else {"group_by_length": True}
+    )
+    args = TrainingArguments(
+        **grouping,
+        output_dir=str(setup.work / "trainer"),
+        per_device_train_batch_size=32,
+        max_steps=steps,
+        learning_rate=1e-3,
+        bf16=setup.gpu and torch.cuda.is_bf16_supported(),
+        logging_steps=10**6,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=not setup.gpu,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=features,
+                      data_collator=DataCollatorWithPadding(tokenizer))  # fmt: skip
+    result = trainer.train()
+    return float(result.metrics["train_samples_per_second"])
+
+
+def mb(value: float) -> str:
+    return f"{value / 2**20:.0f} MiB"
+
+
+# --------------------------------------------------------------------------- report
+
+
+def device_name(gpu: bool) -> str:
+    if gpu:
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def report(setup: Setup, seconds: float) -> str:
+    import torch
+    import transformers
+
+    lines = [
+        f"# GPU check ({'GPU' if setup.gpu else 'CPU dry mode'})",
+        "",
+        f"- device: {device_name(setup.gpu)}",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- torch {torch.__version__}, transformers {transformers.__version__}",
+        f"- sizes: {'real (bert-base, gpt2, t5-small)' if setup.gpu else 'tiny'}, "
+        f"{setup.steps} steps, batch {setup.batch}; wall {seconds:.0f} s",
+        "",
+        "| check | result | detail |",
+        "|---|---|---|",
+    ]
+    for check in setup.checks:
+        lines.append(f"| {check.name} | {'ok' if check.ok else 'FAIL'} | {check.detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def needed_families(checks: list[str], cells: list[str]) -> list[str]:
+    """Only the models the chosen checks use are built (building bert-base takes seconds)."""
+    if "matrix" in checks and not cells:
+        return list(FAMILIES)
+    wanted = {cell.split("-")[0] for cell in cells} if "matrix" in checks else set()
+    if set(checks) & {"checkpointing", "fsdp", "memory", "throughput"}:
+        wanted.add("bert")
+    if "qlora" in checks:
+        wanted.add("gpt2")
+    return [f for f in FAMILIES if f in wanted]
+
+
+def missing_modules() -> list[str]:
+    return [m for m in NEEDED if importlib.util.find_spec(m) is None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--out", type=Path, help="also write the table here")
+    parser.add_argument("--check-imports", action="store_true", help="list missing modules")
+    parser.add_argument(
+        "--only",
+        default="matrix,checkpointing,qlora,fsdp,memory,throughput",
+        help="comma-separated subset of the checks",
+    )
+    parser.add_argument("--cells", default="", help="matrix cells, e.g. bert-lora-classification")
+    args = parser.parse_args(argv)
+    missing = missing_modules()
+    if args.check_imports or missing:
+        print("missing modules: " + (", ".join(missing) or "none"))
+        return 1 if missing else 0
+    import torch
+
+    gpu = args.device == "cuda"
+    if gpu and not torch.cuda.is_available():
+        print("no CUDA GPU here: use --device cpu for the dry mode")
+        return 2
+    from finetune.logs import setup_logging
+
+    setup_logging(quiet=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        setup = Setup(gpu=gpu, work=Path(tmp), steps=5 if gpu else 2, batch=16 if gpu else 4)
+        setup.cells = [c for c in args.cells.split(",") if c]
+        setup.data = write_data(setup.work)
+        for family in needed_families(args.only.split(","), setup.cells):
+            setup.models[family] = build_model(family, setup.work / "models" / family, real=gpu)
+        checks = {
+            "matrix": check_matrix,
+            "checkpointing": check_gradient_checkpointing,
+            "qlora": check_qlora,
+            "fsdp": check_fsdp,
+            "memory": check_memory_ratio,
+            "throughput": check_throughput,
+        }
+        for name in args.only.split(","):
+            try:
+                checks[name](setup)
+            except Exception as exc:
+                setup.record(Check(name, False, f"{type(exc).__name__}: {exc}"))
+        table = report(setup, time.perf_counter() - started)
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+    if gpu:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        slug = device_name(gpu).replace(" ", "_").replace("/", "_")
+        (RESULTS / f"gpu_{slug}_{time.strftime('%Y%m%d')}.md").write_text(table)
+    with contextlib.suppress(Exception):
+        torch.cuda.empty_cache()
+    return 0 if all(c.ok for c in setup.checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Which mixed precision a run uses: one rule for `run`, `eval`, `predict` and the benchmarks.
+
+`train.precision: auto` picks bf16 where a GPU computes it natively and fp32 elsewhere; never
+fp16 on its own (fp16 needs loss scaling and overflows on long activations) and never fp16 for
+T5, whose feed-forward activations overflow the fp16 range and turn the loss into NaN
+(transformers#10830, #14189). On a CPU, auto stays fp32 even where the CPU computes bf16 natively
+(AVX512-BF16 / AMX): bf16 there is about 1.4x faster (issue #12) but changes every CPU run's
+numerics; the run log says when `train.precision=bf16` would pay off. The rule is a pure
+function of the hardware facts so a test can check every branch without the hardware.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from finetune.errors import FinetuneError
+
+log = logging.getLogger(__name__)
+
+# what accelerate's `mixed_precision` argument calls each recipe value
+ACCELERATE_NAMES = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+FP16_T5 = (
+    "train.precision=fp16 on a T5 model: T5's activations overflow fp16 and the loss becomes "
+    "NaN; use bf16 (or fp32)"
+)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The facts the rule reads; `detect()` fills them from this machine."""
+
+    cuda: bool = False
+    gpu_bf16: bool = False
+    cpu_bf16: bool = False
+
+    @classmethod
+    def detect(cls) -> Hardware:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        return cls(
+            cuda=cuda,
+            gpu_bf16=bool(cuda and torch.cuda.is_bf16_supported()),
+            cpu_bf16=cpu_native_bf16(),
+        )
+
+
+def cpu_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), not by emulation."""
+    try:
+        flags = cpuinfo.read_text(errors="replace")
+    except OSError:
+        flags = ""
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return True
+    try:
+        import torch
+
+        return "AMX" in str(torch.backends.cpu.get_cpu_capability()).upper()
+    except (ImportError, AttributeError):
+        return False
+
+
+def choose_precision(wanted: str, family: str | None, hw: Hardware) -> str:
+    """The recipe's precision resolved to fp32 / bf16 / fp16 for this family on this hardware."""
+    if wanted == "auto":
+        return "bf16" if hw.cuda and hw.gpu_bf16 else "fp32"
+    if wanted == "fp16" and not hw.cuda:
+        raise FinetuneError(
+            "train.precision=fp16 needs a CUDA GPU", fix="use train.precision=auto, fp32 or bf16"
+        )
+    if wanted == "fp16" and family == "t5":
+        log.warning(FP16_T5)
+    return wanted
+
+
+def resolve_precision(wanted: str, family: str | None, hw: Hardware | None = None) -> str:
+    """`choose_precision` on this machine, logging when a CPU run could use native bf16."""
+    hw = hw or Hardware.detect()
+    chosen = choose_precision(wanted, family, hw)
+    if wanted == "auto" and not hw.cuda and hw.cpu_bf16:
+        log.info(
+            "this CPU computes bf16 natively: train.precision=bf16 trains faster "
+            "(auto keeps fp32 on CPUs so results do not depend on the machine)"
+        )
+    return chosen

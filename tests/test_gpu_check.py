@@ -1,0 +1,77 @@
+"""benchmarks/gpu_check.py's dry mode (`--device cpu`): the script a GPU session runs as is.
+
+The fast test runs one matrix cell in this process; the slow one runs every check in the dry
+mode, as the accelerator session will on real sizes (QLoRA reports its skip reason on a CPU).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dry_mode_runs_a_cell_and_reloads_it(tmp_path):
+    gpu_check = _load()
+    out = tmp_path / "table.md"
+    code = gpu_check.main(
+        [
+            "--device",
+            "cpu",
+            "--only",
+            "matrix",
+            "--cells",
+            "gpt2-lora-translation",
+            "--out",
+            str(out),
+        ]
+    )
+    table = out.read_text()
+    assert code == 0, table
+    assert "| matrix gpt2-lora-translation | ok | train_loss" in table
+    assert "eval reload matches" in table
+    assert "device: CPU" in table and "date: " in table
+    assert table.count("| matrix ") == 1  # --cells picks the cells
+
+
+def test_the_script_needs_no_hub_datasets_or_rouge():
+    """The accelerator image has no datasets, rouge_score or Hub: the script must not import
+    them (finetune imports datasets lazily, only for Hub sources)."""
+    text = SCRIPT.read_text()
+    for module in ("import datasets", "from datasets", "import rouge_score", "summarization"):
+        assert module not in text
+    assert "translation" in text  # the generation task whose metric (sacrebleu) is carried
+
+
+@pytest.mark.slow
+def test_full_dry_mode(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "table.md"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
+    table = out.read_text() if out.exists() else done.stdout
+    assert done.returncode == 0, (table + done.stderr)[-3000:]
+    assert table.count("| matrix ") == 18 and "| FAIL |" not in table
+    assert "QLoRA 4-bit gpt2 | ok | skipped: no CUDA GPU" in table
+    assert "FSDP 1 process | ok" in table and "throughput vs Trainer | ok" in table
