@@ -57,7 +57,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except FinetuneError as exc:
-            _err(f"[bold red]error:[/] {_escape(redact(exc.render()))}")
+            _err(f"[bold red]{exc.label}:[/] {_escape(redact(exc.render()))}")
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
