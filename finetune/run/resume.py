@@ -1,10 +1,11 @@
 """`--resume`: which checkpoint to continue from, whether it may be continued, and how to say
 how to continue a stopped run.
 
-Everything here runs on the main process, under the run lock, before any weight loads: the
-checkpoint is verified (`checkpoint_problem`) and compared with this run's fingerprint, and only
-once it is accepted is the run directory tidied (half-written checkpoints removed, bad ones set
-aside, log lines after the checkpoint's step dropped, so log.jsonl reads as one run).
+Everything here runs on the main process, under the run lock, before any weight loads: what a
+killed write left is removed (never read), the newest checkpoint is verified
+(`checkpoint_problem`) and compared with this run's fingerprint, and only once it is accepted
+are bad newer ones set aside, old ones pruned to `keep_checkpoints`, and log lines after the
+checkpoint's step dropped, so log.jsonl reads as one run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 def choose_checkpoint(out: Path, fingerprint: dict[str, Any], keep: int) -> Path:
     """The newest checkpoint that is intact and was trained by this recipe on this data."""
     directory = RunPaths(out).checkpoints
+    clean_partial_checkpoints(directory)  # first: it may put back a checkpoint parked mid-swap
     checkpoint, skipped = usable_checkpoint(directory)
     if checkpoint is None:
         if skipped:
@@ -61,7 +63,6 @@ def choose_checkpoint(out: Path, fingerprint: dict[str, Any], keep: int) -> Path
         log.warning("checkpoint %s is unusable (%s); moved to %s", path.name, problem, moved.name)
     if skipped:
         log.warning("resuming from the previous complete checkpoint, %s", checkpoint.name)
-    clean_partial_checkpoints(directory)
     prune_checkpoints(directory, keep)
     trim_log(RunPaths(out).log, state.global_step)
     return checkpoint
