@@ -239,3 +239,86 @@ def test_kill_9_at_random_moments_ends_with_the_uninterrupted_metrics(
     if not (run / ".finished").exists():
         _cli(recipe, "--resume")
     _assert_same_run(run, tmp_path / "straight")
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def _torchrun(recipe: Path, port: int, *flags: str, stall: float = 0.0) -> subprocess.Popen:
+    import shutil
+
+    exe = shutil.which("torchrun")
+    launcher = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    if stall:
+        env["FINETUNE_TEST_STALL_CHECKPOINT"] = str(stall)
+    output = recipe.parent / f"{recipe.stem}-{time.monotonic_ns()}.out"
+    cmd = [*launcher, "--nproc_per_node", "2", "--master_port", str(port)]
+    cmd += ["-m", "finetune", "run", str(recipe), "--no-progress", *flags]
+    with output.open("w") as handle:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=recipe.parent,
+            env=env,
+            text=True,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    proc.output = output  # type: ignore[attr-defined]
+    return proc
+
+
+def _worker_pid(group: int, rank: int) -> int | None:
+    """The pid of the worker with RANK=rank in a process group, read from /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != group:
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ProcessLookupError):
+            continue
+        if f"RANK={rank}".encode() in environ and b"LOCAL_RANK=" + str(rank).encode() in environ:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc")
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(
+    tmp_path, tiny_model_dir, sentiment_files
+):
+    """torchrun, 2 processes, SIGTERM to rank 1 only: both ranks stop after the same step with
+    one checkpoint holding both ranks' random state; `--resume` on 2 processes ends with the
+    uninterrupted 2-process run's per-step losses and weights."""
+    model = tiny_model_dir("bert")
+    opts = {"epochs": 4, "logging_steps": 1, "batch_size": 8, "save_steps": 2}
+    straight = _recipe(tmp_path, model, sentiment_files, "straight", **opts)
+    code, out = _finish(_torchrun(straight, 29631), timeout=600)
+    assert code == 0, out
+    recipe = _recipe(tmp_path, model, sentiment_files, "run", **opts)
+    run = tmp_path / "run"
+    proc = _torchrun(recipe, 29632, stall=0.3)
+    assert _wait_for(lambda: _steps_logged(run) >= 3, proc)
+    worker = _worker_pid(proc.pid, 1)
+    assert worker is not None
+    os.kill(worker, signal.SIGTERM)
+    code, out = _finish(proc, timeout=600)
+    assert code != 0
+    lines = [line for line in out.splitlines() if "resume with:" in line]
+    assert len(lines) == 2, out  # each rank says it stopped, at the same step
+    steps = {line.split("stopped after step ")[1].split()[0] for line in lines}
+    assert len(steps) == 1, lines
+    step = int(steps.pop())
+    assert "accelerate launch --num_processes 2 -m finetune run" in lines[0]
+    checkpoint = run / "checkpoints" / f"step-{step:08d}"
+    assert [p.name for p in (run / "checkpoints").iterdir()] == [checkpoint.name]
+    assert {p.name for p in checkpoint.glob("random_states_*.pkl")} == {
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    }
+    code, out = _finish(_torchrun(recipe, 29633, "--resume"), timeout=600)
+    assert code == 0, out
+    _assert_same_run(run, tmp_path / "straight")
