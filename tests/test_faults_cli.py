@@ -197,11 +197,17 @@ def test_sigterm_checkpoints_and_the_printed_command_resumes(
     names = [p.name for p in (run / "checkpoints").iterdir()]
     assert names == [f"step-{stopped_at:08d}"]
     assert _steps_logged(run) == stopped_at
+    state = json.loads((run / "checkpoints" / names[0] / "trainer_state.json").read_text())
     argv = shlex.split(command)
     assert argv[:3] == ["finetune", "run", str(recipe)]
     _cli(recipe, *argv[3:])
     _assert_same_run(run, tmp_path / "straight")
-    assert _metrics(run)["train_seconds"] > 0
+    # the clock and the sample count cover the whole run, both parts
+    metrics = _metrics(run)
+    assert metrics["train_seconds"] >= state["train_seconds"] > 0
+    assert metrics["train_samples"] == 4 * 96
+    rate = metrics["train_samples"] / metrics["train_seconds"]
+    assert metrics["train_samples_per_s"] == pytest.approx(rate, rel=0.01)
 
 
 @pytest.mark.slow

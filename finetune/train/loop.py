@@ -3,8 +3,10 @@
 AdamW + warm-up/decay schedule from transformers, explicit gradient accumulation weighted by
 label tokens, clipping, length-grouped batches sharded by our own sampler, evaluation after
 every epoch and every `eval_steps`, atomic checkpoints every `save_steps` and at epoch ends,
-exact resume. The final evaluation is the pipeline's, so the loop skips the last step's.
-Tasks only supply batches and metrics; methods only decide which parameters require grad.
+exact resume (evaluation on its own random state, train/rng.py), and a stop with a checkpoint
+at a step boundary on SIGTERM / Ctrl-C (train/signals.py). The final evaluation is the
+pipeline's, so the loop skips the last step's. Tasks only supply batches and metrics;
+methods only decide which parameters require grad.
 """
 
 from __future__ import annotations
