@@ -8,6 +8,7 @@ the weights, was restored.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -127,8 +128,13 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(proc.pid, signal.SIGTERM)  # torchrun passes it on to its workers
+        try:
+            proc.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         raise AssertionError(f"still running after {timeout} s") from None
     return proc.returncode, proc.output.read_text()  # type: ignore[attr-defined]
 
@@ -211,6 +217,29 @@ def test_sigterm_checkpoints_and_the_printed_command_resumes(
 
 
 @pytest.mark.slow
+def test_a_second_signal_quits_at_once_keeping_the_last_complete_checkpoint(
+    tmp_path, tiny_model_dir, sentiment_files
+):
+    """The first SIGTERM arrives while step 2's checkpoint is written; that write completes,
+    step 3 is trained and its stop checkpoint starts; a second SIGTERM during that write quits
+    at once (exit 143): the stop checkpoint is never renamed into place (its temporary
+    directory is removed), step 2's is the one `--resume` continues from."""
+    recipe = _recipe(tmp_path, tiny_model_dir("bert"), sentiment_files, "run", save_steps=2)
+    run = tmp_path / "run"
+    proc = _start(recipe, "--no-progress", stall=1.5)
+    assert _wait_for(lambda: _writing_checkpoint(run), proc)
+    proc.send_signal(signal.SIGTERM)
+    hidden = run / "checkpoints"
+    assert _wait_for(lambda: any(hidden.glob(".step-00000003.tmp-*/trainer_state.json")), proc)
+    proc.send_signal(signal.SIGTERM)
+    code, out = _finish(proc)
+    assert code == 143, out
+    assert [p.name for p in hidden.iterdir()] == ["step-00000002"]
+    code, out = _finish(_start(recipe, "--no-progress", "--resume"))
+    assert code == 0 and (run / ".finished").exists(), out
+
+
+@pytest.mark.slow
 def test_kill_9_at_random_moments_ends_with_the_uninterrupted_metrics(
     tmp_path, tiny_model_dir, sentiment_files
 ):
@@ -275,19 +304,27 @@ def _torchrun(recipe: Path, port: int, *flags: str, stall: float = 0.0) -> subpr
     return proc
 
 
-def _worker_pid(group: int, rank: int) -> int | None:
-    """The pid of the worker with RANK=rank in a process group, read from /proc."""
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _worker_pid(launcher: int, rank: int) -> int | None:
+    """The pid of the launcher's descendant with RANK=rank, read from /proc (torchrun starts
+    its workers in sessions of their own, so the process group does not find them)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
         try:
-            if os.getpgid(int(entry.name)) != group:
-                continue
             environ = (entry / "environ").read_bytes().split(b"\0")
-        except (OSError, ProcessLookupError):
+            ancestor = pid
+            while ancestor > 1 and ancestor != launcher:
+                ancestor = _parent(ancestor)
+        except (OSError, ValueError, IndexError):
             continue
-        if f"RANK={rank}".encode() in environ and b"LOCAL_RANK=" + str(rank).encode() in environ:
-            return int(entry.name)
+        if ancestor == launcher and f"RANK={rank}".encode() in environ:
+            return pid
     return None
 
 
