@@ -57,7 +57,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except FinetuneError as exc:
-            print_err(f"[bold red]error:[/] {escape(redact(exc.render()))}")
+            print_err(f"[bold red]{exc.label}:[/] {escape(redact(exc.render()))}")
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise

@@ -48,6 +48,7 @@ class FinetuneError(Exception):
     """A usage mistake that fits no narrower class (a flag that cannot apply, nothing to do)."""
 
     exit_code = 2
+    label = "error"  # the word the CLI prints before the message
     code = "E000"
     title = "usage error"
     hint = "read the message: it names the option to change"
@@ -188,6 +189,19 @@ class RunLockedError(RunDirError):
     example = "runs/x: another run is writing here (pid 4242 on host)"
 
 
+class ResumeMismatchError(RunDirError):
+    """`--resume` with a recipe or train data that differ from the ones the checkpoint was
+    trained with (only output, logging, checkpoint and eval-schedule keys may change)."""
+
+    code = "E403"
+    title = "resume does not match the checkpoint"
+    hint = (
+        "undo the listed changes (the run's recipe.yaml holds what it was started with), or "
+        "start a new run with --overwrite or another output.dir"
+    )
+    example = "runs/x: cannot resume from step-00000040: train.lr: 0.0005 -> 0.001"
+
+
 class CheckpointError(FinetuneError):
     """Writing a checkpoint or artefact failed (disk full, permissions); the last one is intact."""
 
@@ -195,6 +209,16 @@ class CheckpointError(FinetuneError):
     title = "could not write"
     hint = "free disk space or fix permissions, then rerun with --resume"
     example = "could not write runs/x/checkpoints/step-00000004: No space left on device"
+
+
+class CheckpointCorruptError(CheckpointError):
+    """`--resume` found checkpoints, but every one is truncated, corrupted or half-written
+    (missing file, size or checksum differing from its manifest, bad safetensors header)."""
+
+    code = "E501"
+    title = "no usable checkpoint"
+    hint = "start again with --overwrite (the listed checkpoints cannot be loaded)"
+    example = "runs/x: no usable checkpoint: step-00000040: model.safetensors is missing"
 
 
 class NonFiniteLossError(FinetuneError):
@@ -222,6 +246,25 @@ class MetricError(FinetuneError):
     title = "extra metric unusable"
     hint = "offline, use a local metric directory; check what inputs the metric expects"
     example = "eval.metrics: 'bertscore' cannot be loaded: Couldn't find a module script"
+
+
+class RunStoppedError(FinetuneError):
+    """Training was stopped by SIGTERM or Ctrl-C (SIGINT): the optimizer step in progress was
+    finished and a checkpoint written; not a mistake, so it exits with its own code, 3.
+
+    A second signal quits at once (exit 130 for Ctrl-C, 143 for SIGTERM) and leaves the last
+    complete checkpoint.
+    """
+
+    exit_code = 3
+    label = "stopped"
+    code = "E700"
+    title = "stopped by a signal"
+    hint = "run the printed command: the same recipe and overrides with --resume"
+    example = (
+        "SIGTERM: stopped after step 40 of 125, checkpoint runs/x/checkpoints/step-00000040; "
+        "resume with: finetune run recipes/quickstart.yaml --resume"
+    )
 
 
 UNEXPECTED = (
@@ -258,9 +301,11 @@ def catalogue_markdown() -> str:
         "",
         "User mistakes exit with code 2 and no traceback: the message names the file, key or row,",
         "says how to fix it and ends with its code (`finetune validate` lists every recipe",
-        "problem, E100, one per line). Unexpected errors exit with code 1 and print one line with",
-        "the cause and the path of a full log (`FINETUNE_LOG_DIR`, default",
-        "`~/.cache/finetune/logs`); `--debug` shows the traceback. Hugging Face tokens are",
+        "problem, E100, one per line). A run stopped by SIGTERM or Ctrl-C after saving a",
+        "checkpoint (E700) exits with code 3 and prints the `--resume` command; a second signal",
+        "quits at once with 130 (Ctrl-C) or 143 (SIGTERM). Unexpected errors exit with code 1",
+        "and print one line with the cause and the path of a full log (`FINETUNE_LOG_DIR`,",
+        "default `~/.cache/finetune/logs`); `--debug` shows the traceback. Hugging Face tokens are",
         "masked as `hf_***` in every message, log and run file.",
         "",
         "| code | error | cause | fix | example message |",

@@ -18,7 +18,7 @@ from finetune.commands.build import (
 )
 from finetune.commands.validate import check_recipe
 from finetune.console import metric_items
-from finetune.errors import FinetuneError, RecipeError
+from finetune.errors import FinetuneError, RecipeError, RunStoppedError
 from finetune.methods.guards import check_trainable
 from finetune.models.architectures import detect_family, resolve_name
 from finetune.models.loading import load_tokenizer
@@ -26,16 +26,18 @@ from finetune.recipe.schema import Recipe
 from finetune.run.artifacts import save_run_artifacts, write_run_start
 from finetune.run.curves import eval_history, write_curves
 from finetune.run.files import RunLock, claim_run_dir, clear_run
+from finetune.run.fingerprint import run_fingerprint
 from finetune.run.layout import RunPaths
+from finetune.run.resume import choose_checkpoint, resume_command, stopped_message
 from finetune.run.trackers import finish_trackers, log_record, start_trackers
 from finetune.train.batching import ListDataset
-from finetune.train.checkpoints import latest_checkpoint
 from finetune.train.device import device_metrics
 from finetune.train.evaluation import make_eval_loader, run_eval
 from finetune.train.loop import LoopHooks, fit
 from finetune.train.optim import build_optimizer
 from finetune.train.selection import Selection, best_rule, selection_enabled
 from finetune.train.sharded import full_weights
+from finetune.train.signals import TrainingStopped, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,16 @@ class RunSummary:
     total: int
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StartPlan:
+    """What the main process decided before any weight loads: the run's fingerprint, the
+    checkpoint to resume from (shared with every process) and the command that resumes."""
+
+    command: str
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Path | None = None
 
 
 def output_dir(recipe: Recipe, recipe_path: Path) -> Path:
@@ -76,11 +88,18 @@ def run(
     accelerator = make_accelerator(recipe, out)
     lock = RunLock(out)
     refused: Exception | None = None
+    n = accelerator.num_processes
+    plan = StartPlan(resume_command(recipe_path, overrides or [], progress, n))
     if accelerator.is_main_process:
         try:
             lock = claim_run_dir(out, overwrite, resume)  # check, lock, re-check under the lock
             if overwrite and not resume:
                 clear_run(out)
+            plan.fingerprint = run_fingerprint(recipe, recipe_path.parent, n)
+            if resume:  # verified and compared before any weight loads
+                plan.checkpoint = choose_checkpoint(
+                    out, plan.fingerprint, recipe.train.keep_checkpoints
+                )
         except Exception as exc:  # shared below, then re-raised as it was on the main rank
             refused = exc
     # every rank raises the main rank's refusal; otherwise the others would wait forever
@@ -89,8 +108,9 @@ def run(
         if accelerator.is_main_process:
             lock.release()
         raise refused
+    plan.checkpoint = _from_main(accelerator, plan.checkpoint)
     try:
-        summary = _run_locked(recipe, recipe_path, out, accelerator, resume, progress)
+        summary = _run_locked(recipe, recipe_path, out, accelerator, plan, progress)
     finally:
         finish_trackers(accelerator, recipe)
         if accelerator.is_main_process:
@@ -123,7 +143,18 @@ def _share_refusal(accelerator: Any, error: Exception | None) -> Exception | Non
     return cls(message, fix=fix)
 
 
-def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunSummary:
+def _from_main(accelerator: Any, value: Any) -> Any:
+    """The main process's value on every process."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    payload = [value]
+    broadcast_object_list(payload, from_process=0)
+    return payload[0]
+
+
+def _run_locked(recipe, recipe_path, out, accelerator, plan, progress) -> RunSummary:
     from accelerate.utils import set_seed
 
     set_seed(recipe.train.seed)
@@ -150,6 +181,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
     )
     optimizer = build_optimizer(model, recipe.train, loaded.new_modules)
     model, optimizer = accelerator.prepare(model, optimizer)
+    resume = plan.checkpoint is not None
     if accelerator.is_main_process:
         write_run_start(
             out, recipe, task, family, loaded, method, trainable, total, resume, recipe_path.parent
@@ -188,16 +220,23 @@ def _run_locked(recipe, recipe_path, out, accelerator, resume, progress) -> RunS
         after_eval=(lambda step, record: selection.update(step, record, model))
         if selection.active
         else None,
+        fingerprint=plan.fingerprint,
     )
-    resume_from = latest_checkpoint(RunPaths(out).checkpoints) if resume else None
-    if resume and resume_from is None:
-        raise FinetuneError(
-            f"{out}: --resume given but there is no checkpoint to resume from",
-            fix="run without --resume",
-        )
-    result = fit(
-        model, optimizer, train_set, task.collate, recipe.train, accelerator, hooks, resume_from
-    )
+    with stop_on_signals() as stop:
+        hooks.stop = stop
+        try:
+            result = fit(
+                model,
+                optimizer,
+                train_set,
+                task.collate,
+                recipe.train,
+                accelerator,
+                hooks,
+                plan.checkpoint,
+            )
+        except TrainingStopped as stopped:
+            raise RunStoppedError(stopped_message(stopped, plan.command)) from None
     metrics: dict[str, Any] = {}
     predictions = None
     if eval_loader is not None:  # the loop leaves the last step's evaluation to this one

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -254,6 +255,15 @@ def _swap_into_place(tmp: Path, dest: Path) -> None:
         raise
     if had_dest:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Streamed: checkpoints and training data can be far larger than memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ LOCK = ".lock"
 # inside a checkpoint
 CHECKPOINT_PREFIX = "step-"
 TRAINER_STATE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
+CORRUPT_PREFIX = "corrupt-"  # a checkpoint that failed verification, moved aside on --resume
 
 # inside adapter/ for our own formats (peft writes the same names for its methods)
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -41,6 +42,12 @@ def checkpoint_name(step: int) -> str:
 
 def is_complete_checkpoint(path: Path) -> bool:
     return path.name.startswith(CHECKPOINT_PREFIX) and (path / TRAINER_STATE).is_file()
+
+
+def is_partial_checkpoint(path: Path) -> bool:
+    """A checkpoint being written, parked or deleted (`.step-N.tmp-*`, `.tmp-step-N`,
+    `.step-N.old`, `.step-N.deleting`): hidden names that are never resumed from."""
+    return path.name.startswith(".") and CHECKPOINT_PREFIX in path.name
 
 
 def complete_checkpoints(directory: Path) -> list[Path]:

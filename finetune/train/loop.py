@@ -3,9 +3,11 @@
 AdamW + warm-up/decay schedule from transformers, explicit gradient accumulation weighted by
 label tokens, clipping, length-grouped batches sharded by our own sampler, evaluation after
 every epoch and every `eval_steps` (`hooks.after_eval` may stop there: early stopping),
-atomic checkpoints every `save_steps` and at epoch ends, exact resume. The final evaluation
-is the pipeline's, so the loop skips the last step's.
-Tasks only supply batches and metrics; methods only decide which parameters require grad.
+atomic checkpoints every `save_steps` and at epoch ends,
+exact resume (evaluation on its own random state, train/rng.py), and a stop with a checkpoint
+at a step boundary on SIGTERM / Ctrl-C (train/signals.py). The final evaluation is the
+pipeline's, so the loop skips the last step's. Tasks only supply batches and metrics;
+methods only decide which parameters require grad.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from finetune.train.batching import LengthGroupedBatchSampler, ListDataset, labe
 from finetune.train.checkpoints import TrainState, latest_checkpoint, save_checkpoint
 from finetune.train.optim import build_scheduler, plan_steps
 from finetune.train.progress import Progress
+from finetune.train.rng import isolated_rng, private_generator
+from finetune.train.signals import StopRequest, TrainingStopped
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,10 @@ class LoopHooks:
     # called with (step, eval record) after each evaluation; True stops training there. Fed
     # with gathered metrics, so every process returns the same answer at the same step.
     after_eval: Callable[[int, dict[str, Any]], bool] | None = None
+    # SIGTERM / Ctrl-C: stop after the current step with a checkpoint (train/signals.py)
+    stop: StopRequest | None = None
+    # recorded in every checkpoint; --resume refuses a run that no longer matches it
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
 def _trainable(model: Any) -> list[Any]:
@@ -86,18 +94,23 @@ def fit(
         process_index=accelerator.process_index,
     )
     # not prepared by Accelerate: the sampler shards itself (every example once per epoch)
-    loader: Any = DataLoader(cast(Any, train_set), batch_sampler=sampler, collate_fn=collate)
+    loader: Any = DataLoader(
+        cast(Any, train_set),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        generator=private_generator(cfg.seed),
+    )
     _, total = plan_steps(len(sampler), cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
     accelerator.register_for_checkpointing(scheduler)
     result = LoopResult()
-    start_epoch, skip_batches = 0, 0
+    state = TrainState()
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         state = TrainState.read(resume_from)
         result.global_step, result.samples = state.global_step, state.samples
-        start_epoch, skip_batches = state.epoch, state.batches_in_epoch
-        result.train_seconds = state.train_seconds
+        result.train_seconds, result.last_loss = state.train_seconds, state.last_loss
+        result.epochs_done = state.epoch
         log.info("resumed from %s (step %d)", resume_from, result.global_step)
     bar = Progress(accelerator, total, hooks.progress)
     bar.update(result.global_step, "")
@@ -115,9 +128,13 @@ def fit(
         bar,
         total,
         causal,
+        state.running_loss,
+        state.running_tokens,
     )
     try:
-        loop.run(start_epoch, skip_batches)
+        if state.eval_pending_epoch is not None:  # stopped before this step's evaluation
+            loop.evaluate(state.eval_pending_epoch)
+        loop.run(state.epoch, state.batches_in_epoch)
     finally:
         bar.close()
     return result
@@ -209,6 +226,8 @@ class _Loop:
         # a resumed run keeps counting from the seconds its checkpoint had trained
         self.started = time.perf_counter() - result.train_seconds
         last_epoch = cfg.epochs if not cfg.max_steps else 10**9
+        if result.global_step >= self.total:  # resumed from a checkpoint of the last step
+            return
         for epoch in range(start_epoch, last_epoch):
             self.sampler.current_epoch, self.sampler.skip = epoch, skip_batches
             batches_done, skip_batches = self.sampler.skip, 0
@@ -217,6 +236,7 @@ class _Loop:
                 batches_done += len(window)
                 self.step(window)
                 epoch_end = batches_done >= len(self.sampler)
+                self.stop_if_asked(epoch, batches_done, epoch_end)
                 if result.global_step >= self.total:
                     break
                 self.after_step(epoch, batches_done, epoch_end)
@@ -261,25 +281,57 @@ class _Loop:
     def after_step(self, epoch: int, batches_done: int, epoch_end: bool) -> None:
         """Evaluate and checkpoint at most once per step (an epoch end may also be a multiple
         of eval_steps / save_steps); never at the last step, which the pipeline evaluates."""
-        cfg, result = self.cfg, self.result
-        step = result.global_step
-        if epoch_end or (cfg.eval_steps and step % cfg.eval_steps == 0):
-            record = self.hooks.evaluate(step, epoch)
-            result.eval_history.append(record)
-            if self.hooks.after_eval is not None and self.hooks.after_eval(step, record):
-                result.stopped_early = True
-                log.info("early stopping at step %d", step)
+        cfg, step = self.cfg, self.result.global_step
+        if self.eval_due(epoch_end):
+            self.evaluate(epoch)
         if epoch_end or (cfg.save_steps and step % cfg.save_steps == 0):
-            state = TrainState(
-                global_step=step,
-                epoch=epoch + 1 if epoch_end else epoch,
-                batches_in_epoch=0 if epoch_end else batches_done,
-                samples=result.samples,
-                train_seconds=time.perf_counter() - self.started,
-            )
-            save_checkpoint(
-                self.accelerator, self.hooks.checkpoint_dir, state, cfg.keep_checkpoints
-            )
+            self.checkpoint(epoch, batches_done, epoch_end)
+
+    def eval_due(self, epoch_end: bool) -> bool:
+        step, every = self.result.global_step, self.cfg.eval_steps
+        return step < self.total and (epoch_end or bool(every and step % every == 0))
+
+    def evaluate(self, epoch: int) -> None:
+        """Under its own copy of the random state: whether and when evaluations run never
+        changes a dropout mask of training (train/rng.py)."""
+        step = self.result.global_step
+        with isolated_rng(self.accelerator.device):
+            record = self.hooks.evaluate(step, epoch)
+        self.result.eval_history.append(record)
+        if self.hooks.after_eval is not None and self.hooks.after_eval(step, record):
+            self.result.stopped_early = True
+            log.info("early stopping at step %d", step)
+
+    def checkpoint(
+        self, epoch: int, batches_done: int, epoch_end: bool, eval_pending: bool = False
+    ) -> Path | None:
+        result = self.result
+        state = TrainState(
+            global_step=result.global_step,
+            epoch=epoch + 1 if epoch_end else epoch,
+            batches_in_epoch=0 if epoch_end else batches_done,
+            samples=result.samples,
+            train_seconds=time.perf_counter() - self.started,
+            running_loss=self.running_loss,
+            running_tokens=self.running_tokens,
+            last_loss=result.last_loss,
+            eval_pending_epoch=epoch if eval_pending else None,
+            fingerprint=self.hooks.fingerprint,
+        )
+        return save_checkpoint(
+            self.accelerator, self.hooks.checkpoint_dir, state, self.cfg.keep_checkpoints
+        )
+
+    def stop_if_asked(self, epoch: int, batches_done: int, epoch_end: bool) -> None:
+        """After a step, once any process got SIGTERM/SIGINT: checkpoint here (the step's
+        evaluation, if one was due, is left to the resumed run) and raise TrainingStopped."""
+        if self.hooks.stop is None:
+            return
+        name = self.hooks.stop.agreed(self.accelerator)
+        if name is None:
+            return
+        path = self.checkpoint(epoch, batches_done, epoch_end, self.eval_due(epoch_end))
+        raise TrainingStopped(name, self.result.global_step, self.total, path)
 
     def diverged(self, loss: float, step: int) -> NonFiniteLossError:
         directory = self.hooks.checkpoint_dir

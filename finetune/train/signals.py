@@ -1,0 +1,88 @@
+"""Stopping at an optimizer-step boundary on SIGTERM (preemption) or Ctrl-C (SIGINT).
+
+The first signal only records itself: the loop finishes the optimizer step in progress, every
+process learns of the request through one small collective per step (so all of them stop after
+the same step, even when only one was signalled), all of them join the checkpoint write, and
+the loop raises `TrainingStopped`. A second signal quits at once (KeyboardInterrupt, exit 130,
+for Ctrl-C; exit 143 for SIGTERM); a checkpoint being written then is never renamed into
+place, so the last complete checkpoint is the one `--resume` finds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingStopped(Exception):
+    """Raised by the loop after the stop checkpoint is written (every process raises it)."""
+
+    def __init__(self, signal_name: str, step: int, total: int, checkpoint: Path | None) -> None:
+        super().__init__(f"{signal_name}: stopped after step {step} of {total}")
+        self.signal_name = signal_name
+        self.step = step
+        self.total = total
+        self.checkpoint = checkpoint
+
+
+class StopRequest:
+    """The first stop signal received (if any), with the handlers that record it."""
+
+    def __init__(self) -> None:
+        self.signum: int = 0
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Python only lets the main thread set handlers; elsewhere the defaults stay."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum:
+            self.uninstall()
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        self.signum = signum
+        log.warning(
+            "%s received: finishing this optimizer step, then saving a checkpoint "
+            "(send it again to quit at once, keeping the last complete checkpoint)",
+            signal.Signals(signum).name,
+        )
+
+    def agreed(self, accelerator: Any) -> str | None:
+        """The stop signal's name once any process has one, on every process; else None."""
+        signum = self.signum
+        if accelerator.num_processes > 1:
+            import torch
+
+            mine = torch.tensor([signum], device=accelerator.device)
+            signum = int(accelerator.gather(mine).max().item())
+        return signal.Signals(signum).name if signum else None
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """SIGTERM and SIGINT handlers for the duration of the block, the previous ones after."""
+    request = StopRequest()
+    request.install()
+    try:
+        yield request
+    finally:
+        request.uninstall()
