@@ -44,12 +44,12 @@ def open_run(path: Path) -> tuple[Recipe, dict[str, Any]]:
 def load_run(path: Path) -> LoadedRun:
     """Base model + trained method + task with the labels it was trained with (run.json)."""
     from finetune.commands.build import load_base_and_method, make_task
-    from finetune.models.architectures import FAMILIES
+    from finetune.models.architectures import architecture_named
     from finetune.models.loading import load_tokenizer
     from finetune.tasks.base import TaskState
 
     recipe, info = open_run(path)
-    family = FAMILIES[info["family"]]
+    family = architecture_named(info["family"])
     task = make_task(recipe, family)
     task.state = TaskState.from_dict(info.get("task_state"))
     task.tokenizer = load_tokenizer(str(RunPaths(path).tokenizer))

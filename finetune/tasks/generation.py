@@ -49,7 +49,7 @@ class GenerationTask(Task):
         """task.prefix when set; else T5's pre-training prefix; else nothing."""
         if self.cfg.prefix is not None:
             return self.cfg.prefix
-        return self.t5_prefix() if self.family.name == "t5" else ""
+        return self.t5_prefix() if self.family.task_prefix else ""
 
     def is_causal(self) -> bool:
         return self.model_kind() == "causal"
