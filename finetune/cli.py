@@ -310,6 +310,16 @@ def options(
         )
 
 
+@app.command()
+@handle_errors
+def models() -> None:
+    """Every supported architecture (config.json model_type): shape, tasks, LoRA targets,
+    LayerNorm placement and refused methods, with the reasons (the README's table)."""
+    from finetune.models.table import render_table
+
+    typer.echo(render_table(), nl=False)
+
+
 def _print_metrics(metrics: dict[str, Any]) -> None:
     from finetune.console import metric_items
 

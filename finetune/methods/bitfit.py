@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.architectures import Family
 
 NO_BIASES = (
-    "{display} layers have no bias terms (bias-free linear layers and RMS layer norm), so BitFit "
-    "would train only the head; use LoRA, IA3 or a bottleneck adapter"
+    "these layers have no bias terms (bias-free linear layers and RMS or bias-free layer norm), "
+    "so BitFit would train only the head; use LoRA, IA3 or a bottleneck adapter"
 )
 
 
@@ -43,9 +43,7 @@ class BitFitMethod(Method):
     description = "only the bias terms (and the head) train"
 
     def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
-        if family.has_biases:
-            return None
-        return NO_BIASES.format(display=family.display.split(" /")[0])
+        return None if family.has_biases else NO_BIASES
 
     def owns_parameter(self, name: str, config: Any = None) -> bool:
         return is_bias(name)

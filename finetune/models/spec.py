@@ -21,12 +21,12 @@ AUTO_CLASSES = {
 }
 
 NO_BERT2BERT = (
-    "transformers has no {display} causal LM with cross-attention, so bert2bert cannot "
+    "transformers has no causal LM with cross-attention for this encoder, so bert2bert cannot "
     "warm-start a decoder from it; use an encoder-decoder (T5, BART) or a decoder"
 )
 NO_SEQUENCE_CLASSIFIER = (
-    "transformers has no sequence-classification head for {display}; use an encoder (DeBERTa-v3, "
-    "RoBERTa) or a decoder for classification"
+    "transformers has no sequence-classification head for this encoder-decoder; use an encoder "
+    "(DeBERTa-v3, RoBERTa) or a decoder for classification"
 )
 
 
@@ -80,8 +80,7 @@ class Architecture:
 
     def kind_reason(self, kind: str) -> str | None:
         """Why this architecture cannot serve a model kind, or None when it can."""
-        reason = self.unsupported_kinds.get(kind)
-        return reason.format(display=self.display.split(" /")[0]) if reason else None
+        return self.unsupported_kinds.get(kind)
 
 
 # Backwards-compatible name: the methods and tasks take "the family entry" of a model.
