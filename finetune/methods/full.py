@@ -41,6 +41,9 @@ class FullMethod(Method):
         for shard in sorted(in_dir.glob("*.safetensors")):
             state.update(load_file(str(shard)))
         missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected:  # saved under a legacy key name (GPT-NeoX: lm_head -> embed_out)
+            state = renamed_state(model, in_dir)
+            missing, unexpected = model.load_state_dict(state, strict=False)
         # tied weights (T5/GPT-2 embeddings <-> lm_head) are saved once; they share storage
         current = model.state_dict()
         loaded_ptrs = {current[k].data_ptr() for k in state if k in current}
@@ -54,3 +57,9 @@ class FullMethod(Method):
 
     def merge(self, model: Any) -> Any:
         return model
+
+
+def renamed_state(model: Any, in_dir: Path) -> dict[str, Any]:
+    """The saved weights under the model's own parameter names: transformers' from_pretrained
+    applies the checkpoint key conversions that save_pretrained applied in reverse."""
+    return type(model).from_pretrained(str(in_dir)).state_dict()
