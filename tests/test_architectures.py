@@ -174,3 +174,161 @@ def test_table_entry_matches_the_real_modules(model_type, tiny_model_dir):
         if n.endswith(".bias") and not any(n.startswith(h + ".") for h in heads)
     ]
     assert bool(biases) == arch.has_biases, (model_type, biases[:3])
+
+
+# --------------------------------------------------------------------------- task behaviour
+
+
+def _task(tiny_model_dir, model_type: str, task: dict, method: str = "lora"):
+    from finetune.commands.build import make_task
+    from finetune.models.loading import load_tokenizer
+    from finetune.recipe.schema import Recipe
+
+    recipe = Recipe.model_validate(
+        {
+            "model": {"name": str(tiny_model_dir(model_type))},
+            "task": task,
+            "data": {"train": "unused.jsonl"},
+            "method": {"name": method},
+            "train": {"max_length": 64, "max_target_length": 16},
+        }
+    )
+    task_obj = make_task(recipe, ARCHITECTURES[model_type])
+    task_obj.tokenizer = load_tokenizer(str(tiny_model_dir(model_type)))
+    return task_obj
+
+
+SUMMARY = {"type": "summarization", "text": "dialogue", "summary": "summary"}
+ROWS = [
+    ("hello how are you doing today a red dog runs in the park", "a dog runs"),
+    ("a cat", "cat"),
+]
+
+
+def _features(task, training: bool = True):
+    from finetune.tasks.base import Example
+
+    examples = [Example(source=s, target=[t], where=f"row {i}") for i, (s, t) in enumerate(ROWS)]
+    return task.encode(examples, training=training)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_decoder_loss_computed_only_where_labels_are_is_the_full_loss(model_type, tiny_model_dir):
+    """Training batches cut logits (and labels) to the window from the first label on; the loss
+    equals the full-sequence loss, and so does evaluation's per-example loss."""
+    import torch
+
+    from finetune.models.architectures import resolve_name
+    from finetune.models.loading import load_base_model
+
+    task = _task(tiny_model_dir, model_type, SUMMARY)
+    model = load_base_model(
+        resolve_name(str(tiny_model_dir(model_type))), task.family, "causal", task.tokenizer
+    ).model.eval()
+    batch = task.collate(_features(task))
+    full_labels = task.collate([{**f} for f in _features(task)])
+    keep = batch.pop("logits_to_keep")
+    full_labels.pop("logits_to_keep")
+    width = batch["input_ids"].shape[1]
+    assert keep < width and batch["labels"].shape[1] == keep  # the prompt's logits are skipped
+    with torch.no_grad():
+        cut = model(**{k: v for k, v in batch.items() if k != "idx"}, logits_to_keep=keep)
+        labels = _features(task)
+        from finetune.tasks.generation import IGNORE, pad_rows
+
+        whole = pad_rows([f["labels"] for f in labels], IGNORE)
+        reference = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=whole
+        )
+    assert cut.logits.shape[1] == keep and reference.logits.shape[1] == width
+    assert torch.allclose(cut.loss, reference.loss, atol=1e-6)
+    eval_batch = task.collate(_features(task, training=False))
+    assert "logits_to_keep" not in eval_batch
+    with torch.no_grad():
+        losses = task.example_losses(model, eval_batch)
+        logits = reference.logits[:, :-1]
+        per_token = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), whole[:, 1:], ignore_index=IGNORE, reduction="none"
+        )
+        expected = per_token.sum(1) / (whole[:, 1:] != IGNORE).sum(1)
+    assert losses == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_prompt_tuning_keeps_full_labels(tiny_model_dir):
+    """peft pads labels for virtual tokens: the training batch must not be cut for it."""
+    task = _task(tiny_model_dir, "gpt2", SUMMARY, method="prompt")
+    batch = task.collate(_features(task))
+    assert "logits_to_keep" not in batch and batch["labels"].shape == batch["input_ids"].shape
+
+
+def test_decoder_prompts_start_with_bos_where_the_tokenizer_adds_one(tiny_model_dir):
+    llama = _task(tiny_model_dir, "llama", SUMMARY)
+    gpt2 = _task(tiny_model_dir, "gpt2", SUMMARY)
+    assert _features(llama)[0]["input_ids"][0] == llama.tokenizer.bos_token_id
+    assert _features(gpt2)[0]["input_ids"][0] != gpt2.tokenizer.bos_token_id
+
+
+def test_t5_alone_gets_task_prefixes(tiny_model_dir):
+    assert _task(tiny_model_dir, "t5", SUMMARY).prefix() == "summarize: "
+    assert _task(tiny_model_dir, "mt5", SUMMARY).prefix() == ""
+    assert _task(tiny_model_dir, "bart", SUMMARY).prefix() == ""
+
+
+def test_seq2seq_targets_use_the_tokenizers_own_special_tokens(tiny_model_dir):
+    """BART's targets start with <s> (its generation starts there); T5's end with </s> only."""
+    bart = _task(tiny_model_dir, "bart", SUMMARY)
+    labels = _features(bart)[0]["labels"]
+    assert labels[0] == bart.tokenizer.bos_token_id and labels[-1] == bart.tokenizer.eos_token_id
+    t5 = _task(tiny_model_dir, "t5", SUMMARY)
+    labels = _features(t5)[0]["labels"]
+    assert labels[-1] == t5.tokenizer.eos_token_id and t5.tokenizer.eos_token_id not in labels[:-1]
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_decoder_classifies_from_the_last_real_token(padding_side, tiny_model_dir):
+    """A Llama tokenizer has no pad token: EOS stands in; a padded row's logits equal the row
+    alone, with right or left padding."""
+    import torch
+
+    from finetune.models.architectures import resolve_name
+    from finetune.models.loading import load_base_model, load_tokenizer
+
+    path = tiny_model_dir("llama")
+    tokenizer = load_tokenizer(str(path))
+    assert tokenizer.pad_token == tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    model = load_base_model(
+        resolve_name(str(path)),
+        ARCHITECTURES["llama"],
+        "classification",
+        tokenizer,
+        None,
+        {"num_labels": 2},
+    ).model.eval()
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    texts = ["a cat", "hello how are you doing today a red dog runs in the park"]
+    with torch.no_grad():
+        batch = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits
+        alone = model(**tokenizer(texts[:1], return_tensors="pt")).logits
+    assert torch.allclose(batch[0], alone[0], atol=1e-5)
+
+
+def test_mbart_language_codes_from_task_languages(tiny_model_dir):
+    """en/de -> the tokenizer's en_XX/de_DE: the source is wrapped in en_XX, the target in
+    de_DE, and generation starts from de_DE (mBART-cc25 convention: decoder_start_token_id)."""
+    task = _task(tiny_model_dir, "mbart", {"type": "translation", "source_lang": "en"})
+    tok = task.tokenizer
+    en, de = tok.convert_tokens_to_ids("en_XX"), tok.convert_tokens_to_ids("de_DE")
+    feature = _features(task)[0]
+    assert feature["input_ids"][-1] == en and feature["labels"][-1] == de
+    assert task.generation_start() == {"decoder_start_token_id": de}
+
+
+def test_mbart_unknown_language_is_a_clear_error(tiny_model_dir):
+    from finetune.errors import ModelError
+
+    with pytest.raises(
+        ModelError, match=r"task\.target_lang: 'xx' maps to no language code"
+    ) as exc:
+        _task(tiny_model_dir, "mbart", {"type": "translation", "target_lang": "xx"})
+    assert "de_DE" in exc.value.fix and "en_XX" in exc.value.fix

@@ -40,8 +40,14 @@ _GQA = {**H, "num_key_value_heads": 1}
 DECODERS: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt_neo": (
         "plain",
-        {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64,
-         "attention_types": [[["global", "local"], 1]], "window_size": 16},
+        {
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 2,
+            "intermediate_size": 64,
+            "attention_types": [[["global", "local"], 1]],
+            "window_size": 16,
+        },
     ),
     "gpt_neox": ("plain", H),
     "opt": ("plain", {**H, "ffn_dim": 64, "word_embed_proj_dim": 32}),

@@ -3,8 +3,8 @@
 The ARCHITECTURES table (models/registry.py) is closed: adding an architecture is one entry
 there. Architecture-specific knowledge (LoRA targets, bottleneck insertion points,
 classification head names, bias availability, language codes, unsupported tasks) lives in the
-table and nowhere else; BERT, GPT-2 and T5 name the three shapes (FAMILIES). torch/transformers are imported inside functions only, so that `validate`
-and `--help` stay fast.
+table and nowhere else; BERT, GPT-2 and T5 name the three shapes (FAMILIES). torch and
+transformers are imported inside functions only, so that `validate` and `--help` stay fast.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ regex must name).
 
 from __future__ import annotations
 
+from typing import Any
+
 from finetune.models.spec import NO_BERT2BERT, NO_SEQUENCE_CLASSIFIER, Architecture
 
 GENERATES_NOT = {"seq2seq": NO_BERT2BERT}  # encoders without a cross-attention causal LM
@@ -16,17 +18,22 @@ GENERATES_NOT = {"seq2seq": NO_BERT2BERT}  # encoders without a cross-attention 
 # --------------------------------------------------------------------------- encoders (BERT)
 
 # BERT's layer: attention.output.{dense,dropout,LayerNorm}, output.{dense,dropout,LayerNorm}
-_BERT_SITES = {
+_BERT_SITES: dict[str, Any] = {
     "attention_output": r"layer\.(\d+)\.attention\.output\.dropout$",
     "ffn_output": r"layer\.(\d+)\.output\.dropout$",
     "ffn_stream": r"layer\.(\d+)\.output\.LayerNorm$",
     "post_ln": True,
 }
-_BERT_IA3 = {"ia3_targets": ("key", "value", "output.dense"), "ia3_feedforward": ("output.dense",)}
+_BERT_IA3: dict[str, Any] = {
+    "ia3_targets": ("key", "value", "output.dense"),
+    "ia3_feedforward": ("output.dense",),
+}
 _BERT_MLP = ("intermediate.dense", "output.dense")
 
 
-def _bert_like(model_type: str, display: str, heads: tuple[str, ...] = ("classifier",)) -> Architecture:
+def _bert_like(
+    model_type: str, display: str, heads: tuple[str, ...] = ("classifier",)
+) -> Architecture:
     """BERT's module layout under another name (RoBERTa, XLM-R, ELECTRA, CamemBERT)."""
     return Architecture(
         model_type=model_type,
@@ -151,7 +158,7 @@ ENCODERS = [
 # --------------------------------------------------------------------------- decoders (GPT-2)
 
 _LLAMA_MLP = ("gate_proj", "up_proj", "down_proj")
-_PRE_LN_DECODER = {
+_PRE_LN_DECODER: dict[str, Any] = {
     "attention_output": r"layers\.(\d+)\.self_attn$",
     "ffn_output": r"layers\.(\d+)\.mlp$",
     "ffn_stream": r"layers\.(\d+)$",
@@ -294,7 +301,7 @@ DECODERS = [
 
 # --------------------------------------------------------------------------- encoder-decoders (T5)
 
-_T5_SITES = {
+_T5_SITES: dict[str, Any] = {
     # the feed-forward sub-layer is layer.1 of an encoder block, layer.2 of a decoder block
     # (layer.1 there is cross-attention)
     "attention_output": r"block\.(\d+)\.layer\.0\.dropout$",
@@ -320,7 +327,7 @@ def _t5_like(model_type: str, display: str, prefix: bool) -> Architecture:
 
 
 def _bart_like(
-    model_type: str, display: str, post_ln: bool, classifies: bool = True, **extra: object
+    model_type: str, display: str, post_ln: bool, classifies: bool = True, **extra: Any
 ) -> Architecture:
     """BART's layout: {encoder,decoder}.layers.N.{self_attn,fc1,fc2,final_layer_norm}; the
     dropout after self_attn / fc2 is functional, so the adapters read those modules."""
@@ -339,7 +346,7 @@ def _bart_like(
         ffn_stream=r"layers\.(\d+)\.final_layer_norm$" if post_ln else r"layers\.(\d+)$",
         post_ln=post_ln,
         unsupported_kinds=unsupported,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # built at run time from the registries: a static checker see
 else:
     TaskConfig = _union([t.config_class for t in TASKS.values()], "type")
     MethodConfig = _union([m.config_class for m in METHODS.values()], "name")
-    ModelType = Literal[("auto", *ARCHITECTURES)]
+    ModelType = Literal[("auto",) + tuple(ARCHITECTURES)]
 
 
 # --------------------------------------------------------------------------- model

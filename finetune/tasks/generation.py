@@ -41,7 +41,7 @@ class GenerationTask(Task):
 
     is_generation = True
 
-    @property  # type: ignore[override]
+    @property
     def tokenizer(self) -> Any:
         return self._tokenizer
 
