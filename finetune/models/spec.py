@@ -13,13 +13,6 @@ from typing import Literal
 Shape = Literal["encoder", "decoder", "encoder-decoder"]
 SHAPE_FAMILY: dict[str, str] = {"encoder": "bert", "decoder": "gpt2", "encoder-decoder": "t5"}
 
-# The Auto class per model kind (tasks.model_kind); encoders generate through bert2bert.
-AUTO_CLASSES = {
-    "classification": "AutoModelForSequenceClassification",
-    "seq2seq": "AutoModelForSeq2SeqLM",
-    "causal": "AutoModelForCausalLM",
-}
-
 NO_BERT2BERT = (
     "transformers has no causal LM with cross-attention for this encoder, so bert2bert cannot "
     "warm-start a decoder from it; use an encoder-decoder (T5, BART) or a decoder"
