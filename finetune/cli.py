@@ -134,9 +134,9 @@ def validate(
 ) -> None:
     """Check recipes (schema, files, columns, every data row, model family, method support)
     without loading any weights; reports every problem at once."""
-    from finetune.commands.validate import check_recipe
+    from finetune.commands.validate import check_recipe, expand_recipes
 
-    files = _expand_recipes(paths)
+    files = expand_recipes(paths)
     failed = 0
     for path in files:
         _, problems = check_recipe(path, overrides or [], scan_rows=not quick)
@@ -149,28 +149,6 @@ def validate(
             _out(f"[green]✓[/] {_escape(str(path))}")
     if failed:
         raise typer.Exit(2)
-
-
-def _expand_recipes(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            # data/ holds data files, accelerate/ launcher configs (recipes/accelerate/)
-            skipped = {"data", "accelerate"}
-            found = sorted(
-                p
-                for p in path.rglob("*.y*ml")
-                if not skipped.intersection(p.parts[len(path.parts) :])
-            )
-            if not found:
-                raise FinetuneError(
-                    f"{path}: no .yaml recipes in this directory",
-                    fix="name recipe files or a directory holding them",
-                )
-            files.extend(found)
-        else:
-            files.append(path)
-    return files
 
 
 @app.command()
@@ -393,6 +371,16 @@ def options(
             f"[bold]{row.key}[/]  [dim]{_escape(row.type)} = {_escape(row.default)}[/]  "
             f"{_escape(row.description)}"
         )
+
+
+@app.command()
+@handle_errors
+def models() -> None:
+    """Every supported architecture (config.json model_type): shape, tasks, LoRA targets,
+    LayerNorm placement and refused methods, with the reasons (the README's table)."""
+    from finetune.models.table import render_table
+
+    typer.echo(render_table(), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

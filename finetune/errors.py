@@ -154,12 +154,15 @@ class ColumnGuessError(DataColumnError):
 
 
 class ModelError(FinetuneError):
-    """A model cannot be found, cannot be reached offline, or is of an unsupported family."""
+    """A model cannot be found, cannot be reached offline, is of an architecture (model_type) not
+    in the table, or cannot run the task."""
 
     code = "E300"
     title = "model not usable"
-    hint = "use a supported family (bert, gpt2, t5) or a local directory from save_pretrained"
-    example = "model.name: ./models/llama is a 'llama' model, which finetune does not support"
+    hint = (
+        "use a supported architecture (`finetune models`) or a local directory from save_pretrained"
+    )
+    example = "model.name: ./models/falcon is a 'falcon' model, which finetune does not support"
 
 
 class RunDirError(FinetuneError):

@@ -13,6 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from tests.tiny_archs import ARCH_BUILDERS
 from tests.tiny_models import BUILDERS, sentiment_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,13 +23,15 @@ FAMILY_NAMES = ("bert", "gpt2", "t5")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """family -> directory of a tiny random model + tokenizer (built once per session)."""
+    """family or model_type -> directory of a tiny random model + tokenizer (built once per
+    session; every model_type of the architecture table has one, tests/tiny_archs.py)."""
     root = tmp_path_factory.mktemp("tiny-models")
     cache: dict[str, Path] = {}
 
     def get(family: str) -> Path:
         if family not in cache:
-            cache[family] = BUILDERS[family](root / family)
+            builder = BUILDERS.get(family) or ARCH_BUILDERS[family]
+            cache[family] = builder(root / family)
         return cache[family]
 
     return get

@@ -73,7 +73,9 @@ def test_gpt2_labels_mask_prompt_and_padding(tiny_model_dir):
         assert "prompt_ids" not in feat  # the training batch holds only model inputs
     batch = task.collate(features)
     short = batch["attention_mask"][1].sum().item()
-    assert (batch["labels"][1, short:] == IGNORE).all()  # right padding never counts
+    labels = batch["labels"]  # cut to the window from the first label on (logits_to_keep)
+    assert batch["logits_to_keep"] == labels.shape[1] < batch["input_ids"].shape[1]
+    assert (labels[1, labels.shape[1] - (batch["input_ids"].shape[1] - short) :] == IGNORE).all()
     assert batch["input_ids"][1, -1].item() == tok.pad_token_id
     # the model's own loss equals cross-entropy over target tokens only
     from transformers import AutoModelForCausalLM

@@ -15,7 +15,12 @@ import pytest
 from finetune.cli import app
 from tests.conftest import classification_recipe, write_recipe
 
-HELP = ("supported families: bert (", "gpt2 (gpt2)", "t5 (t5, mt5)", "save_pretrained")
+HELP = (
+    "supported architectures (config.json model_type): encoder (bert,",
+    "decoder (gpt2,",
+    "encoder-decoder (t5, mt5,",
+    "save_pretrained",
+)
 
 
 def recipe(tmp_path: Path, sentiment_files: Any, model: str) -> Path:
@@ -34,11 +39,11 @@ def assert_clear(result: Any, *needles: str) -> None:
 
 
 def test_unsupported_family_lists_supported_ones(tmp_path, runner, sentiment_files):
-    model = tmp_path / "llama"
+    model = tmp_path / "falcon"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (model / "config.json").write_text(json.dumps({"model_type": "falcon"}))
     result = runner.invoke(app, ["validate", str(recipe(tmp_path, sentiment_files, str(model)))])
-    assert_clear(result, "is a 'llama' model, which finetune does not support", *HELP)
+    assert_clear(result, "is a 'falcon' model, which finetune does not support", *HELP)
 
 
 def test_unknown_hub_id_offline_in_validate(tmp_path, runner, sentiment_files, monkeypatch):

@@ -151,16 +151,16 @@ def test_invalid_yaml_names_line(tmp_path, runner):
 
 
 def test_unsupported_family_rejected(tmp_path, runner, sentiment_files):
-    model = tmp_path / "llama"
+    model = tmp_path / "falcon"
     model.mkdir()
-    (model / "config.json").write_text('{"model_type": "llama"}')
+    (model / "config.json").write_text('{"model_type": "falcon"}')
     train, dev = sentiment_files
     path = write_recipe(
         tmp_path / "r.yaml",
         classification_recipe(model, train, dev, tmp_path / "o", {"name": "lora"}),
     )
     result = runner.invoke(app, ["validate", str(path)])
-    assert result.exit_code == 2 and "'llama'" in result.output and "gpt2" in result.output
+    assert result.exit_code == 2 and "'falcon'" in result.output and "gpt2" in result.output
 
 
 def test_recipe_round_trips_through_yaml(tmp_path, tiny_model_dir, sentiment_files):

@@ -230,3 +230,6 @@ BUILDERS = {
     # dropout-free: for tests that compare two trainings for exact equality
     "bert-nodropout": lambda path: build_bert(path, dropout=0.0),
 }
+
+
+bpe_merges = _merges_for  # public name for tests/tiny_archs.py

@@ -180,3 +180,26 @@ def _check_local(
             )
         ]
     return []
+
+
+def expand_recipes(paths: list[Path]) -> list[Path]:
+    """Recipe files named, or found under named directories (not their data/ or accelerate/)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            # data/ holds data files, accelerate/ launcher configs (recipes/accelerate/)
+            skipped = {"data", "accelerate"}
+            found = sorted(
+                p
+                for p in path.rglob("*.y*ml")
+                if not skipped.intersection(p.parts[len(path.parts) :])
+            )
+            if not found:
+                raise FinetuneError(
+                    f"{path}: no .yaml recipes in this directory",
+                    fix="name recipe files or a directory holding them",
+                )
+            files.extend(found)
+        else:
+            files.append(path)
+    return files

@@ -19,10 +19,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.architectures import Family
 
 NO_BIASES = (
-    "T5 layers have no bias terms (bias-free linear layers and RMS layer norm), so BitFit would "
-    "train only the head; use LoRA, IA3 or a bottleneck adapter"
+    "these layers have no bias terms (bias-free linear layers and RMS or bias-free layer norm), "
+    "so BitFit would train only the head; use LoRA, IA3 or a bottleneck adapter"
 )
-BIAS_FREE_FAMILIES = ("t5",)
 
 
 def is_bias(name: str) -> bool:
@@ -46,7 +45,7 @@ class BitFitMethod(Method):
     description = "only the bias terms (and the head) train"
 
     def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
-        return NO_BIASES if family.name in BIAS_FREE_FAMILIES else None
+        return None if family.has_biases else NO_BIASES
 
     def owns_parameter(self, name: str, config: Any = None) -> bool:
         return is_bias(name)

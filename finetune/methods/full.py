@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,8 +28,9 @@ class FullMethod(Method):
     save_format = "transformers model (save_pretrained, safetensors)"
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        for param in model.parameters():
-            param.requires_grad_(True)
+        fixed = rebuilt_keys(model)
+        for name, param in model.named_parameters():
+            param.requires_grad_(not any(re.search(pattern, name) for pattern in fixed))
         return model
 
     def save(self, model: Any, out_dir: Path) -> None:
@@ -41,10 +43,16 @@ class FullMethod(Method):
         for shard in sorted(in_dir.glob("*.safetensors")):
             state.update(load_file(str(shard)))
         missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected:  # saved under a legacy key name (GPT-NeoX: lm_head -> embed_out)
+            state = renamed_state(model, in_dir)
+            missing, unexpected = model.load_state_dict(state, strict=False)
         # tied weights (T5/GPT-2 embeddings <-> lm_head) are saved once; they share storage
         current = model.state_dict()
         loaded_ptrs = {current[k].data_ptr() for k in state if k in current}
         untied = [k for k in missing if current[k].data_ptr() not in loaded_ptrs]
+        # weights the model rebuilds itself (Marian's sinusoidal positions) are never saved
+        fixed = rebuilt_keys(model)
+        untied = [k for k in untied if not any(re.search(pattern, k) for pattern in fixed)]
         if untied or unexpected:
             raise RuntimeError(
                 f"saved model in {in_dir} does not match the base model: "
@@ -54,3 +62,15 @@ class FullMethod(Method):
 
     def merge(self, model: Any) -> Any:
         return model
+
+
+def rebuilt_keys(model: Any) -> list[str]:
+    """Weights the model computes itself and never saves (Marian's sinusoidal positions): they
+    must not train, or the saved run would not reproduce the trained model."""
+    return list(getattr(model, "_keys_to_ignore_on_load_missing", None) or [])
+
+
+def renamed_state(model: Any, in_dir: Path) -> dict[str, Any]:
+    """The saved weights under the model's own parameter names: transformers' from_pretrained
+    applies the checkpoint key conversions that save_pretrained applied in reverse."""
+    return type(model).from_pretrained(str(in_dir)).state_dict()

@@ -255,6 +255,7 @@ class PromptLearningMethod(PeftMethod):
 
     mergeable = False
     markers = ("modules_to_save", "prompt_encoder")
+    virtual_tokens = True  # peft pads the labels for them: a task must not shorten labels
 
 
 class PrefixMethod(PromptLearningMethod):

@@ -1,9 +1,10 @@
-"""Model families: how each architecture is loaded per task and where methods attach.
+"""Which architecture a recipe's model is, offline, and where its name points.
 
-The FAMILIES table is closed: adding a family is one entry here. Family-specific knowledge (LoRA
-targets, bottleneck insertion points, classification head names, pad handling) lives in the
-table and nowhere else. torch/transformers are imported inside functions only, so that `validate`
-and `--help` stay fast.
+The ARCHITECTURES table (models/registry.py) is closed: adding an architecture is one entry
+there. Architecture-specific knowledge (LoRA targets, bottleneck insertion points,
+classification head names, bias availability, language codes, unsupported tasks) lives in the
+table and nowhere else; BERT, GPT-2 and T5 name the three shapes (FAMILIES). torch and
+transformers are imported inside functions only, so that `validate` and `--help` stay fast.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from finetune.errors import ModelError
+from finetune.models.registry import ARCHITECTURES, FAMILIES
+from finetune.models.spec import Architecture, Family
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.recipe.schema import Recipe
@@ -34,91 +37,37 @@ BUNDLED_HUB_IDS = {
 }
 
 
-@dataclass(frozen=True)
-class Family:
-    name: str
-    model_types: tuple[str, ...]
-    architecture: Literal["encoder", "decoder", "encoder-decoder"]
-    lora_targets: tuple[str, ...]
-    ia3_targets: tuple[str, ...]
-    ia3_feedforward: tuple[str, ...]
-    head_modules: tuple[str, ...]
-    # Regexes over module names for the bottleneck adapters (the first group that matched is
-    # the layer index). attention_output / ffn_output: the module whose output is the sub-layer's
-    # output after its dropout and before the residual add (Houlsby's adapters wrap it).
-    # ffn_stream: post-LN (`post_ln`), the LayerNorm after the feed-forward residual add; pre-LN,
-    # the module whose output is the stream after that add (Pfeiffer's adapter reads it).
-    attention_output: str
-    ffn_output: str
-    ffn_stream: str
-    post_ln: bool = False
-    hidden_size_keys: tuple[str, ...] = ("hidden_size", "d_model", "n_embd")
-    notes: dict[str, str] = field(default_factory=dict)
+def family_for_model_type(model_type: str) -> Architecture | None:
+    """The table entry of a config.json `model_type`, or None when finetune does not know it."""
+    return ARCHITECTURES.get(model_type)
 
 
-BERT_LIKE = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
-
-FAMILIES: dict[str, Family] = {
-    "bert": Family(
-        name="bert",
-        model_types=(*BERT_LIKE, "distilbert"),
-        architecture="encoder",
-        lora_targets=("query", "value", "q_lin", "v_lin"),
-        ia3_targets=("key", "value", "output.dense", "k_lin", "v_lin", "lin2"),
-        ia3_feedforward=("output.dense", "lin2"),
-        head_modules=("classifier", "pre_classifier"),
-        # DistilBERT has no dropout after out_lin: its output goes straight to the residual add
-        attention_output=r"layer\.(\d+)\.attention\.(?:output\.dropout|out_lin)$",
-        ffn_output=r"layer\.(\d+)\.(?:output|ffn)\.dropout$",
-        ffn_stream=r"layer\.(\d+)\.(?:output\.LayerNorm|output_layer_norm)$",
-        post_ln=True,
-    ),
-    "gpt2": Family(
-        name="gpt2",
-        model_types=("gpt2",),
-        architecture="decoder",
-        lora_targets=("c_attn",),
-        ia3_targets=("c_attn", "mlp.c_proj"),
-        ia3_feedforward=("mlp.c_proj",),
-        head_modules=("score",),
-        attention_output=r"\bh\.(\d+)\.attn\.resid_dropout$",
-        ffn_output=r"\bh\.(\d+)\.mlp\.dropout$",
-        ffn_stream=r"\bh\.(\d+)$",  # the block ends with the feed-forward residual add
-    ),
-    "t5": Family(
-        name="t5",
-        model_types=("t5", "mt5"),
-        architecture="encoder-decoder",
-        lora_targets=("q", "v"),
-        ia3_targets=("k", "v", "wo"),
-        ia3_feedforward=("wo",),
-        head_modules=("classification_head",),
-        # the feed-forward sub-layer is layer.1 of an encoder block, layer.2 of a decoder block
-        # (layer.1 there is cross-attention)
-        attention_output=r"block\.(\d+)\.layer\.0\.dropout$",
-        ffn_output=r"(?:encoder\.block\.(\d+)\.layer\.1|decoder\.block\.(\d+)\.layer\.2)\.dropout$",
-        ffn_stream=r"(?:encoder\.block\.(\d+)\.layer\.1|decoder\.block\.(\d+)\.layer\.2)$",
-    ),
-}
-
-
-def family_for_model_type(model_type: str) -> Family | None:
-    for family in FAMILIES.values():
-        if model_type in family.model_types:
-            return family
-    return None
+def architecture_named(name: str) -> Architecture:
+    """The entry a run.json or `model.family` names (a model_type; bert/gpt2/t5 are ones)."""
+    return ARCHITECTURES[name]
 
 
 def supported_text() -> str:
-    parts = [f"{f.name} ({', '.join(f.model_types)})" for f in FAMILIES.values()]
+    """'encoder: bert, roberta, ...; decoder: ...; encoder-decoder: ...' from the table."""
+    parts = []
+    for shape in ("encoder", "decoder", "encoder-decoder"):
+        types = [a.model_type for a in ARCHITECTURES.values() if a.architecture == shape]
+        parts.append(f"{shape} ({', '.join(types)})")
     return "; ".join(parts)
+
+
+ADD_ONE = (
+    "to add an architecture: one Architecture entry in finetune/models/registry.py plus its "
+    "tiny fixture (CONTRIBUTING.md, 'Add a model architecture')"
+)
 
 
 def model_help() -> str:
     """The fix for every model problem: what is supported, and how to use a local copy."""
     return (
-        f"supported families: {supported_text()}; to use a local copy, set model.name to a "
-        "directory written by save_pretrained (config.json, weights, tokenizer files)"
+        f"supported architectures (config.json model_type): {supported_text()}; to use a local "
+        "copy, set model.name to a directory written by save_pretrained (config.json, weights, "
+        "tokenizer files)"
     )
 
 
@@ -238,38 +187,58 @@ def _read_config_json(resolved: ResolvedModel, revision: str | None) -> dict[str
         return None
 
 
-def _guess_from_name(name: str) -> Family | None:
+def _guess_from_name(name: str) -> Architecture | None:
+    """A hub id that is not cached: guess from the name (run fails clearly if the guess is
+    wrong, at the first load)."""
     lowered = name.lower().rsplit("/", 1)[-1]
     if "gpt2" in lowered or "distilgpt2" in lowered:
         return FAMILIES["gpt2"]
     if re.search(r"(^|[-_])(m?t5|flan-t5)", lowered):
-        return FAMILIES["t5"]
+        return ARCHITECTURES["mt5" if lowered.startswith("mt5") else "t5"]
     if any(key in lowered for key in ("bert", "roberta", "electra", "minilm")):
         return FAMILIES["bert"]
     return None
 
 
-def detect_family(recipe: Recipe) -> Family:
-    """The family of the recipe's model, from config.json when available, offline."""
+def detect_family(recipe: Recipe) -> Architecture:
+    """The architecture of the recipe's model (config.json, offline), checked against the task
+    before any weight loads."""
+    from finetune.tasks import model_kind
+
+    arch = _detect(recipe)
+    reason = arch.kind_reason(model_kind(recipe.task.type, arch))
+    if reason:
+        raise ModelError(
+            f"task.type: {arch.display} ({arch.model_type}) cannot run {recipe.task.type}: "
+            f"{reason}",
+            fix="choose another task or model; `finetune models` lists what each supports",
+        )
+    return arch
+
+
+def _detect(recipe: Recipe) -> Architecture:
     if recipe.model.family != "auto":
-        return FAMILIES[recipe.model.family]
+        return architecture_named(recipe.model.family)
     resolved = resolve_name(recipe.model.name)
     config = _read_config_json(resolved, recipe.model.revision)
     if config is not None:
         model_type = str(config.get("model_type", ""))
-        family = family_for_model_type(model_type)
-        if family is None:
+        arch = family_for_model_type(model_type)
+        if arch is None:
             raise ModelError(
                 f"model.name: {recipe.model.name} is a {model_type!r} model, "
                 "which finetune does not support",
-                fix=model_help(),
+                fix=model_help() + "; " + ADD_ONE,
             )
-        return family
-    family = _guess_from_name(recipe.model.name)
-    if family is None:
+        return arch
+    arch = _guess_from_name(recipe.model.name)
+    if arch is None:
         raise ModelError(
             f"model.name: cannot tell the family of {recipe.model.name!r} offline",
-            fix="if it is on the Hub, run once with network (or set model.family: bert, gpt2 or "
-            "t5); " + model_help(),
+            fix="if it is on the Hub, run once with network (or set model.family to its "
+            "model_type, e.g. bert, gpt2, t5, llama); " + model_help(),
         )
-    return family
+    return arch
+
+
+__all__ = ["ARCHITECTURES", "FAMILIES", "Architecture", "Family"]

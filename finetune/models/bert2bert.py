@@ -60,9 +60,7 @@ def load_bert2bert(resolved: ResolvedModel, tokenizer: Any, revision: str | None
 
     quiet_transformers()
     try:
-        encoder = AutoModel.from_pretrained(
-            resolved.path, revision=revision, add_pooling_layer=False, dtype=LOAD_DTYPE
-        )
+        encoder = _encoder(AutoModel, resolved.path, revision)
         loaded: Any = AutoModelForCausalLM.from_pretrained(
             resolved.path,
             revision=revision,
@@ -85,6 +83,17 @@ def load_bert2bert(resolved: ResolvedModel, tokenizer: Any, revision: str | None
     commit = getattr(encoder.config, "_commit_hash", None)
     new = new_decoder_modules(info.get("missing_keys", []))
     return LoadedModel(model=model, new_modules=new, revision=revision or commit)
+
+
+def _encoder(auto: Any, path: str, revision: str | None) -> Any:
+    """The encoder half without its pooler (unused by generation) where it has one: ELECTRA's
+    and XLM-R's constructors differ, and ELECTRA's refuses the argument."""
+    try:
+        return auto.from_pretrained(
+            path, revision=revision, add_pooling_layer=False, dtype=LOAD_DTYPE
+        )
+    except TypeError:
+        return auto.from_pretrained(path, revision=revision, dtype=LOAD_DTYPE)
 
 
 def _special_ids(tokenizer: Any) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 from finetune.data.sources import DataSource, HubSource, LocalSource, coerce_source
 from finetune.methods import METHODS
+from finetune.models.registry import ARCHITECTURES
 from finetune.recipe.section import Section
 from finetune.tasks import TASKS
 
@@ -31,9 +32,11 @@ def _union(classes: list[type[Section]], discriminator: str) -> Any:
 if TYPE_CHECKING:  # built at run time from the registries: a static checker sees "any entry"
     TaskConfig = Any
     MethodConfig = Any
+    ModelType = str
 else:
     TaskConfig = _union([t.config_class for t in TASKS.values()], "type")
     MethodConfig = _union([m.config_class for m in METHODS.values()], "name")
+    ModelType = Literal[("auto",) + tuple(ARCHITECTURES)]
 
 
 # --------------------------------------------------------------------------- model
@@ -52,8 +55,10 @@ class ModelConfig(Section):
         min_length=1,
     )
     revision: str | None = Field(None, description="Hub branch, tag or commit to pin.")
-    family: Literal["auto", "bert", "gpt2", "t5"] = Field(
-        "auto", description="Model family; auto reads it from the model config."
+    family: ModelType = Field(
+        "auto",
+        description="Architecture (a config.json model_type; bert, gpt2 and t5 name the three "
+        "families); auto reads it from the model's config.json. `finetune models` lists them.",
     )
     quantization: QuantizationConfig | None = Field(
         None, description="k-bit base model (QLoRA); null: full-precision weights."

@@ -16,7 +16,6 @@ artefact. Reading the card back with `ModelCard.load` gives the same metadata (t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,46 +25,13 @@ from finetune.logs import redact
 from finetune.methods import METHODS
 from finetune.recipe.io import dump_recipe
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
+from finetune.run.facts import NOT_IN_MODEL_INDEX, is_number, split_metrics
 from finetune.run.snippets import Artefact, CardKind, load_snippet
 
 if TYPE_CHECKING:  # pragma: no cover
     from huggingface_hub import EvalResult
 
     from finetune.tasks.base import Task
-
-
-# metrics.json entries that describe the run (time, size, counts), not the model's quality
-FACT_KEYS = frozenset({"samples", "steps", "epoch", "gen_len_words", "effective_batch"})
-FACT_PREFIXES = ("train_", "best_", "peak_", "select_", "stopped_")  # training, not the model
-FACT_SUFFIXES = ("_seconds", "_per_s", "_bytes", "_parameters")
-# quality metrics the model-index leaves out: the eval loss depends on the tokenizer and the task
-# head and is no metric the Hub's evaluation tables compare
-NOT_IN_MODEL_INDEX = frozenset({"loss"})
-
-
-# --------------------------------------------------------------------------- metadata facts
-
-
-def is_run_fact(key: str) -> bool:
-    """Whether a metrics.json key describes the run (timings, sizes, counts), not quality."""
-    return key in FACT_KEYS or key.startswith(FACT_PREFIXES) or key.endswith(FACT_SUFFIXES)
-
-
-def _number(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return not (isinstance(value, float) and math.isnan(value))
-
-
-def split_metrics(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(quality metrics, run facts): numeric entries only; strings (signatures) go with quality."""
-    quality: dict[str, Any] = {}
-    facts: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if not (_number(value) or isinstance(value, str)):
-            continue  # histories, reports: they live in metrics.json, not in a table
-        (facts if is_run_fact(key) else quality)[key] = value
-    return quality, facts
 
 
 def library_name(method_name: str, kind: CardKind) -> str | None:
@@ -150,7 +116,7 @@ def eval_results(
             metric_value=value,
         )
         for key, value in quality.items()
-        if _number(value) and key not in NOT_IN_MODEL_INDEX
+        if is_number(value) and key not in NOT_IN_MODEL_INDEX
     ]
     return results or None
 
@@ -229,7 +195,7 @@ def _evaluation_section(recipe: Recipe, quality: dict[str, Any]) -> str:
     where = eval_data(recipe)
     if where is None or not quality:
         return "No evaluation data was given, so there are no results."
-    numbers = [(k, v) for k, v in metric_items(quality) if _number(quality[k])]
+    numbers = [(k, v) for k, v in metric_items(quality) if is_number(quality[k])]
     notes = [f"- `{k}`: {v}" for k, v in quality.items() if isinstance(v, str)]
     text = f"On {where.sentence}:\n\n" + _table(numbers, ("metric", "value"))
     return text + ("\n\n" + "\n".join(notes) if notes else "")
@@ -307,10 +273,10 @@ def _card_data(
 def _artefact(
     recipe: Recipe, info: dict[str, Any], kind: CardKind, ref: str, lib: str | None
 ) -> Artefact:
-    from finetune.models.architectures import FAMILIES, hub_id
+    from finetune.models.architectures import architecture_named, hub_id
     from finetune.tasks import TASKS
 
-    family = FAMILIES[info["family"]]
+    family = architecture_named(info["family"])
     task = TASKS[recipe.task.type](recipe, family)
     generation = getattr(recipe.eval, "generation", None)
     max_new = getattr(generation, "max_new_tokens", None) or recipe.train.max_target_length
@@ -323,7 +289,7 @@ def _artefact(
         library=lib,
         method=info["method"],
         model_kind=info.get("model_kind") or task.model_kind(),
-        family=family.name,
+        family=family.family,  # the shape's family: bert / gpt2 / t5
         labels=list((info.get("task_state") or {}).get("labels") or []),
         prefix=prefix,
         separator=separator,

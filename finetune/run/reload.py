@@ -74,7 +74,7 @@ def open_with_task(path: Path, full_precision_base: bool = False) -> OpenedRun:
     instead of k-bit, because folding LoRA into 4-bit integers would round the update away;
     the merged model is then an ordinary full-precision model."""
     from finetune.commands.build import make_task
-    from finetune.models.architectures import FAMILIES
+    from finetune.models.architectures import architecture_named
     from finetune.models.loading import load_tokenizer
     from finetune.tasks.base import TaskState
 
@@ -88,7 +88,7 @@ def open_with_task(path: Path, full_precision_base: bool = False) -> OpenedRun:
         )
         model_section = recipe.model.model_copy(update={"quantization": None})
         recipe = recipe.model_copy(update={"model": model_section})
-    task = make_task(recipe, FAMILIES[info["family"]])
+    task = make_task(recipe, architecture_named(info["family"]))
     task.state = TaskState.from_dict(info.get("task_state"))
     task.tokenizer = load_tokenizer(str(RunPaths(path).tokenizer))
     return OpenedRun(path, recipe, info, task)
@@ -96,9 +96,9 @@ def open_with_task(path: Path, full_precision_base: bool = False) -> OpenedRun:
 
 def _base_and_context(run: OpenedRun) -> tuple[Any, Any, Any]:
     from finetune.commands.build import load_base_and_method
-    from finetune.models.architectures import FAMILIES
+    from finetune.models.architectures import architecture_named
 
-    family = FAMILIES[run.info["family"]]
+    family = architecture_named(run.info["family"])
     return load_base_and_method(run.recipe, family, run.task, run.info.get("new_modules", []))
 
 
@@ -171,13 +171,13 @@ def load_runs(paths: list[Path]) -> list[LoadedRun]:
 def _load_shared(runs: list[OpenedRun]) -> list[LoadedRun]:
     """One base model, one named adapter per run (peft's load_adapter / set_adapter)."""
     from finetune.commands.build import method_context
-    from finetune.models.architectures import FAMILIES
+    from finetune.models.architectures import architecture_named
 
     loaded, method, _ = _base_and_context(runs[0])
     model = loaded.model
     names = [f"run{i}" for i in range(len(runs))]  # module keys: run paths may hold dots
     for run, name in zip(runs, names):
-        family = FAMILIES[run.info["family"]]
+        family = architecture_named(run.info["family"])
         ctx = method_context(run.recipe, family, run.task, run.info.get("new_modules", []))
         artifact = RunPaths(run.path).artifact(run.info["artifact_dir"])
         model = method.load_named(model, artifact, ctx, name)

@@ -1,10 +1,16 @@
 """The generation path shared by summarization and translation, for every family.
 
-Encoder-decoders (T5, bert2bert) see `prefix + source` and learn labels = target + EOS, padded
-with -100. GPT-2 sees one sequence `prefix + source + separator + " " + target + EOS` with the
-loss masked (-100) on the prompt and on padding; at generation time the prompt alone is
+Encoder-decoders see `prefix + source` and learn the target as their tokenizer encodes it
+(`text_target`: T5 `target </s>`, BART `<s> target </s>`, mBART with its language code), padded
+with -100; bert2bert learns target + [SEP]. Decoders (GPT-2, Llama, ...) see one sequence
+`[BOS] prefix + source + separator + " " + target + EOS` (BOS when their tokenizer adds one) with
+the loss masked (-100) on the prompt and on padding; at generation time the prompt alone is
 left-padded (so every row's last token is real and new tokens follow it directly), generation
 stops at EOS and the prompt is cut off the output.
+
+Decoder logits are computed only from the first labelled position on (`logits_to_keep`), in
+training and in evaluation: the prompt's vocab x length logits, the largest tensor of a decoder
+step, are never materialised (benchmarks/decoder_loss_memory.py).
 
 Generation runs batched under the caller's `torch.inference_mode()`; evaluation hands us batches
 sorted by input length, and we trim columns that are padding in the whole (sub-)batch.
@@ -35,6 +41,23 @@ class GenerationTask(Task):
 
     is_generation = True
 
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: Any) -> None:
+        self._tokenizer = value
+        if value is not None:
+            self.configure_tokenizer(value)
+
+    def configure_tokenizer(self, tokenizer: Any) -> None:
+        """Task-specific tokenizer settings (translation: mBART language codes)."""
+
+    def generation_start(self) -> dict[str, Any]:
+        """Settings that start generated text right (translation: the target language code)."""
+        return {}
+
     # ------------------------------------------------------------------ prompts
 
     def t5_prefix(self) -> str:
@@ -49,7 +72,7 @@ class GenerationTask(Task):
         """task.prefix when set; else T5's pre-training prefix; else nothing."""
         if self.cfg.prefix is not None:
             return self.cfg.prefix
-        return self.t5_prefix() if self.family.name == "t5" else ""
+        return self.t5_prefix() if self.family.task_prefix else ""
 
     def is_causal(self) -> bool:
         return self.model_kind() == "causal"
@@ -81,6 +104,23 @@ class GenerationTask(Task):
             )
         return [r[: limit - 1] + [self.end_token_id()] for r in raw]
 
+    def text_target_ids(self, texts: list[str]) -> list[list[int]]:
+        """Targets as the encoder-decoder's own tokenizer encodes them (its special tokens and
+        language code included), cut to train.max_target_length tokens."""
+        if not texts:
+            return []
+        limit = self.recipe.train.max_target_length
+        ids = [list(r) for r in self.tokenizer(text_target=texts)["input_ids"]]
+        cut = [i for i, r in enumerate(ids) if len(r) > limit]
+        if cut:
+            warn_truncated(len(cut), len(ids), limit, "targets")
+            redo = self.tokenizer(
+                text_target=[texts[i] for i in cut], truncation=True, max_length=limit
+            )["input_ids"]
+            for i, row in zip(cut, redo):
+                ids[i] = list(row)
+        return ids
+
     def encode(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
         if self.is_causal():
             return self._encode_causal(examples, training)
@@ -93,7 +133,9 @@ class GenerationTask(Task):
         ids = encoded["input_ids"]
         warn_truncated(cut, len(sources), limit, "inputs")
         labelled = [i for i, ex in enumerate(examples) if ex.target is not None]
-        targets = self.target_ids([examples[i].target[0] for i in labelled])
+        texts = [examples[i].target[0] for i in labelled]
+        bert2bert = self.family.architecture == "encoder"
+        targets = self.target_ids(texts) if bert2bert else self.text_target_ids(texts)
         labels = dict(zip(labelled, targets))
         features = []
         for i, seq in enumerate(ids):
@@ -108,10 +150,21 @@ class GenerationTask(Task):
         tok = self.tokenizer
         sep = tok(self.causal_separator(), add_special_tokens=False)["input_ids"]
         room = max(1, self.recipe.train.max_length - len(sep))
+        lead = self.bos_ids()
+        room = max(1, room - len(lead))
         texts = [self.prefix() + ex.source for ex in examples]
         raw = tok(texts, add_special_tokens=False)["input_ids"]
         warn_truncated(sum(len(r) > room for r in raw), len(raw), room, "inputs")
-        return [r[:room] + sep for r in raw]
+        return [lead + r[:room] + sep for r in raw]
+
+    def bos_ids(self) -> list[int]:
+        """[BOS] when the tokenizer starts every text with it (Llama, Gemma), else nothing:
+        decoders see their prompts the way they saw text in pre-training."""
+        tok = self.tokenizer
+        bos = tok.bos_token_id
+        if bos is None:
+            return []
+        return [int(bos)] if tok("a")["input_ids"][:1] == [bos] else []
 
     def _encode_causal(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
         prompts = self.prompt_ids(examples)
@@ -144,6 +197,10 @@ class GenerationTask(Task):
             batch["attention_mask"] = mask_rows([f["input_ids"] for f in features])
         if "labels" in features[0]:
             batch["labels"] = pad_rows([f["labels"] for f in features], IGNORE)
+            if self.is_causal() and "prompt_ids" not in features[0] and self.can_keep_logits():
+                keep = keep_from_first_label(batch["labels"])
+                batch["labels"] = batch["labels"][:, -keep:]
+                batch["logits_to_keep"] = keep
         if "prompt_ids" in features[0]:
             prompts = [f["prompt_ids"] for f in features]
             batch["prompt_ids"] = pad_rows(prompts, pad, left=True)
@@ -162,6 +219,13 @@ class GenerationTask(Task):
         losses = self.example_losses(model, batch, encoded) if "labels" in batch else None
         predictions = self.generate(model, batch, encoded) if predict else None
         return losses, predictions
+
+    def can_keep_logits(self) -> bool:
+        """Training may cut decoder logits to the labelled positions unless the method prepends
+        virtual tokens (peft then pads the labels for them, and they must stay full length)."""
+        from finetune.methods import METHODS
+
+        return not getattr(METHODS.get(self.recipe.method.name), "virtual_tokens", False)
 
     def can_share_encoder(self, model: Any) -> bool:
         """Encoder-decoders can reuse one encoder pass, unless peft feeds it virtual tokens."""
@@ -182,11 +246,15 @@ class GenerationTask(Task):
         import torch
 
         labels = batch["labels"]
-        inputs: dict[str, Any] = {"attention_mask": batch["attention_mask"], "labels": labels}
-        if encoded is not None:
-            inputs["encoder_outputs"] = encoded
+        inputs: dict[str, Any] = {"attention_mask": batch["attention_mask"]}
+        if self.is_causal():  # our own loss below: no labels, logits only where they are
+            keep = keep_from_first_label(labels)
+            inputs.update(input_ids=batch["input_ids"], logits_to_keep=keep)
+            labels = labels[:, -keep:]
+        elif encoded is not None:
+            inputs.update(encoder_outputs=encoded, labels=labels)
         else:
-            inputs["input_ids"] = batch["input_ids"]
+            inputs.update(input_ids=batch["input_ids"], labels=labels)
         logits = model(**inputs).logits.float()
         logits = logits[:, -labels.shape[1] :]  # prompt tuning prepends virtual positions
         if self.is_causal():
@@ -254,6 +322,7 @@ class GenerationTask(Task):
         }
         if self.is_causal():
             settings["eos_token_id"] = self.end_token_id()
+        settings.update(self.generation_start())
         for key, value in settings.items():
             setattr(config, key, value)
         return config
@@ -287,6 +356,14 @@ def pad_rows(rows: list[list[int]], value: int, left: bool = False) -> torch.Ten
             else:
                 out[i, : len(row)] = values
     return out
+
+
+def keep_from_first_label(labels: torch.Tensor) -> int:
+    """How many trailing positions hold every label of the batch, plus the one before the
+    first label (its logit predicts that label): the `logits_to_keep` of a decoder."""
+    labelled = (labels != IGNORE).any(dim=0).nonzero()
+    first = int(labelled[0]) if labelled.numel() else labels.shape[1] - 1
+    return labels.shape[1] - max(first - 1, 0)
 
 
 def mask_rows(rows: list[list[int]], left: bool = False) -> torch.Tensor:

@@ -96,6 +96,24 @@ class TranslationTask(GenerationTask):
     def causal_separator(self) -> str:
         return f"\n{language_name(self.cfg.target_lang)}:"
 
+    def configure_tokenizer(self, tokenizer: Any) -> None:
+        """mBART-style tokenizers wrap source and target in language codes from the recipe."""
+        if self.family.language_codes:
+            from finetune.models.languages import language_code, set_languages
+
+            self._codes = (
+                language_code(tokenizer, self.cfg.source_lang, "task.source_lang"),
+                language_code(tokenizer, self.cfg.target_lang, "task.target_lang"),
+            )
+            set_languages(tokenizer, *self._codes)
+
+    def generation_start(self) -> dict[str, Any]:
+        if not self.family.language_codes:
+            return {}
+        from finetune.models.languages import generation_start
+
+        return generation_start(self.tokenizer, self._codes[1])
+
     def examples(self, table: Table, split: str) -> list[Example]:
         self._suggest_dict_column(table)
         check_columns(table, self.required_columns(self.recipe))

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 # what accelerate's `mixed_precision` argument calls each recipe value
 ACCELERATE_NAMES = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+T5_TYPES = ("t5", "mt5", "umt5")  # fp16 overflows to NaN in their feed-forward layers
 FP16_T5 = (
     "train.precision=fp16 on a T5 model: T5's activations overflow fp16 and the loss becomes "
     "NaN; use bf16 (or fp32)"
@@ -71,7 +72,7 @@ def choose_precision(wanted: str, family: str | None, hw: Hardware) -> str:
         raise FinetuneError(
             "train.precision=fp16 needs a CUDA GPU", fix="use train.precision=auto, fp32 or bf16"
         )
-    if wanted == "fp16" and family == "t5":
+    if wanted == "fp16" and family in T5_TYPES:
         log.warning(FP16_T5)
     return wanted
 

@@ -1,0 +1,80 @@
+"""What finetune must know about one architecture (one `config.model_type`): the `Architecture`.
+
+An entry is pure data, so the registry (models/registry.py) reads as a table and `finetune models`
+and the README can be generated from it. Three shapes are the product's families, each named by
+its best-known member: encoder (BERT), decoder (GPT-2), encoder-decoder (T5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Shape = Literal["encoder", "decoder", "encoder-decoder"]
+SHAPE_FAMILY: dict[str, str] = {"encoder": "bert", "decoder": "gpt2", "encoder-decoder": "t5"}
+
+NO_BERT2BERT = (
+    "transformers has no causal LM with cross-attention for this encoder, so bert2bert cannot "
+    "warm-start a decoder from it; use an encoder-decoder (T5, BART) or a decoder"
+)
+NO_SEQUENCE_CLASSIFIER = (
+    "transformers has no sequence-classification head for this encoder-decoder; use an encoder "
+    "(DeBERTa-v3, RoBERTa) or a decoder for classification"
+)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One row of the architecture table.
+
+    Module names are suffixes (peft matches `target_modules` by suffix); the bottleneck sites are
+    regexes over full module names whose first matching group is the layer index:
+    `attention_output` / `ffn_output` name the module whose output is the sub-layer's output
+    before the residual add (Houlsby wraps it); `ffn_stream` names, post-LN, the LayerNorm after
+    the feed-forward residual add, pre-LN the module that returns the stream after that add
+    (Pfeiffer reads it). Exactly as docs/methods.md "Bottleneck adapters" describes.
+    """
+
+    model_type: str
+    architecture: Shape
+    display: str
+    lora_targets: tuple[str, ...]
+    mlp_modules: tuple[str, ...]
+    ia3_targets: tuple[str, ...]
+    ia3_feedforward: tuple[str, ...]
+    head_modules: tuple[str, ...]
+    attention_output: str
+    ffn_output: str
+    ffn_stream: str
+    post_ln: bool = False
+    has_biases: bool = True
+    # T5 was pre-trained with task prefixes ("summarize: "); mT5/umT5 were not
+    task_prefix: bool = False
+    # "mbart": the tokenizer wraps text in language-code tokens (src_lang/tgt_lang)
+    language_codes: Literal["mbart"] | None = None
+    # model kind ('classification', 'seq2seq', 'causal'; tasks.model_kind) -> why not
+    unsupported_kinds: dict[str, str] = field(default_factory=dict)
+    bottleneck_note: str = ""
+    hidden_size_keys: tuple[str, ...] = ("hidden_size", "d_model", "n_embd", "dim")
+
+    @property
+    def name(self) -> str:
+        """What run.json records and messages print: the model_type."""
+        return self.model_type
+
+    @property
+    def shape(self) -> Shape:
+        return self.architecture
+
+    @property
+    def family(self) -> str:
+        """The product family of this shape: bert, gpt2 or t5."""
+        return SHAPE_FAMILY[self.architecture]
+
+    def kind_reason(self, kind: str) -> str | None:
+        """Why this architecture cannot serve a model kind, or None when it can."""
+        return self.unsupported_kinds.get(kind)
+
+
+# Backwards-compatible name: the methods and tasks take "the family entry" of a model.
+Family = Architecture
