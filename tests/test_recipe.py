@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from finetune.cli import app
@@ -204,47 +202,37 @@ def test_options_command_comes_from_schema(runner):
         assert f"train.{name}" in result.output
 
 
-def test_help_does_not_import_torch():
+def _assert_cli_stays_light(commands: str) -> None:
+    """Run `commands` (CliRunner calls that must exit 0) in a fresh interpreter and fail if
+    torch, transformers, peft or accelerate got imported."""
     import subprocess
     import sys
 
     code = (
         "import sys; from typer.testing import CliRunner; from finetune.cli import app; "
-        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
-        "r = CliRunner().invoke(app, ['run', '--help']); assert r.exit_code == 0; "
-        "bad = [m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules];"
-        "print(bad); sys.exit(1 if bad else 0)"
+        + commands
+        + "; bad = [m for m in ('torch', 'transformers', 'peft', 'accelerate') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_help_does_not_import_torch():
+    _assert_cli_stays_light(
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+        "r = CliRunner().invoke(app, ['run', '--help']); assert r.exit_code == 0"
+    )
 
 
 def test_validate_of_every_recipe_does_not_import_torch():
     """Issue #12: `finetune validate recipes/` stays torch-free (schema, files, rows, family,
     method support are all checked without the heavy libraries)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; from typer.testing import CliRunner; from finetune.cli import app; "
+    _assert_cli_stays_light(
         "r = CliRunner().invoke(app, ['validate', 'recipes/quickstart.yaml', "
         "'recipes/bert2bert_lora_multi30k.yaml']); print(r.output); "
-        "assert r.exit_code == 0, r.output; "
-        "bad = [m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules];"
-        "print(bad); sys.exit(1 if bad else 0)"
+        "assert r.exit_code == 0, r.output"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parent.parent,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_methods_table_in_readme_is_current():
