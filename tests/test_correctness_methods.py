@@ -369,10 +369,8 @@ def test_merge_and_push_generation_run_without_eval_data(
         def create_repo(self, **kwargs):
             pass
 
-        def upload_folder(self, folder_path, repo_id, commit_message):
-            from pathlib import Path
-
-            uploaded.extend(p.name for p in Path(folder_path).iterdir())
+        def create_commit(self, repo_id, operations, commit_message):
+            uploaded.extend(op.path_in_repo.rsplit("/", 1)[-1] for op in operations)
             return type("Info", (), {"commit_url": "https://hub/x"})()
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
