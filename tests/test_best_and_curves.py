@@ -329,9 +329,8 @@ def _tracked_run(tmp_path, runner, tiny_model_dir, sentiment_files, tracker: str
 def test_mlflow_file_store_holds_the_loss_curve(
     tmp_path, runner, tiny_model_dir, sentiment_files, monkeypatch
 ):
-    """MLflow through Accelerate with a local file store (mlflow-skinny is in the dev extra)."""
-    import mlflow
-
+    """Only where mlflow is installed (it is not in CI: too many dependencies for a test)."""
+    mlflow = pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3.x: file store opt-in
     out = _tracked_run(tmp_path, runner, tiny_model_dir, sentiment_files, "mlflow")
