@@ -21,6 +21,15 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 FAMILY_NAMES = ("bert", "gpt2", "t5")
 
 
+@pytest.fixture(autouse=True)
+def feature_cache(tmp_path_factory, monkeypatch):
+    """Each test its own feature cache: nothing written under ~/.cache, no test depending on
+    what an earlier one tokenised."""
+    root = tmp_path_factory.mktemp("feature-cache")
+    monkeypatch.setenv("FINETUNE_CACHE_DIR", str(root))
+    return root / "features"
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """family or model_type -> directory of a tiny random model + tokenizer (built once per

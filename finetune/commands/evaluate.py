@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.commands.build import load_split
+from finetune.data.encoding import encode_features
 from finetune.data.readers import read_source
 from finetune.data.sources import LocalSource
 from finetune.errors import FinetuneError
@@ -14,7 +15,6 @@ from finetune.run.artifacts import write_predictions, write_report
 from finetune.run.files import atomic_write_json
 from finetune.run.reload import LoadedRun, load_run, load_runs
 from finetune.tasks import Example
-from finetune.train.batching import ListDataset
 from finetune.train.evaluation import make_eval_loader, run_eval
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> di
     """Metrics of a saved run on its eval/test split or another file; writes eval_<name>.json."""
     run = load_run(path)
     examples = examples_for(run, split, data)
-    dataset = ListDataset(run.task.encode(examples, training=False))
+    dataset = encode_features(run.task, examples, training=False, cache=run.recipe.data.cache)
     accelerator = inference_accelerator(run.recipe)
     model = accelerator.prepare_model(run.model, evaluation_mode=True)
     loader = make_eval_loader(dataset, run.task, run.recipe.eval.batch_size, accelerator)

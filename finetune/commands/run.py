@@ -18,6 +18,7 @@ from finetune.commands.build import (
 )
 from finetune.commands.validate import check_recipe
 from finetune.console import metric_items
+from finetune.data.encoding import encode_features
 from finetune.errors import FinetuneError, RecipeError, RunStoppedError
 from finetune.methods.guards import check_trainable
 from finetune.models.architectures import detect_family, resolve_name
@@ -30,7 +31,6 @@ from finetune.run.fingerprint import run_fingerprint
 from finetune.run.layout import RunPaths
 from finetune.run.resume import choose_checkpoint, resume_command, stopped_message
 from finetune.run.trackers import finish_trackers, log_record, start_trackers
-from finetune.train.batching import ListDataset
 from finetune.train.device import device_metrics
 from finetune.train.evaluation import make_eval_loader, run_eval
 from finetune.train.loop import LoopHooks, fit
@@ -163,8 +163,12 @@ def _run_locked(recipe, recipe_path, out, accelerator, plan, progress) -> RunSum
     splits = load_splits(task, recipe, recipe_path.parent)
     resolved = resolve_name(recipe.model.name)
     task.tokenizer = load_tokenizer(resolved.path, recipe.model.revision)
-    train_set = ListDataset(task.encode(splits.train, training=True))
-    eval_set = ListDataset(task.encode(splits.eval, training=False)) if splits.eval else None
+    cache = recipe.data.cache
+    train_set = encode_features(task, splits.train, training=True, cache=cache)
+    splits.train = []  # the features are all training needs; free the examples' strings
+    eval_set = (
+        encode_features(task, splits.eval, training=False, cache=cache) if splits.eval else None
+    )
     loaded, method, ctx = load_base_and_method(recipe, family, task)
     model = apply_method(recipe, loaded, method, ctx)
     trainable, total = count_parameters(model)

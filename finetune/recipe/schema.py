@@ -87,6 +87,11 @@ class DataConfig(Section):
     max_eval_samples: int | None = Field(
         None, ge=1, description="Use at most N eval rows (chosen as for max_train_samples)."
     )
+    cache: bool = Field(
+        True,
+        description="Keep tokenised splits in the feature cache (`FINETUNE_CACHE_DIR`, default "
+        "`~/.cache/finetune`), so reruns, `--resume`, `eval`, `compare` and `sweep` tokenise once.",
+    )
 
     @field_validator("train", "eval", "test", mode="before")
     @classmethod

@@ -19,8 +19,9 @@ from finetune.recipe.schema import Recipe
 from finetune.run.files import file_sha256
 
 # Keys (a dotted key, or a whole section) that may change on --resume: where the run is
-# written, how often it logs, checkpoints and evaluates, and eval batch sizes. Evaluation runs
-# under its own random state, so none of them changes a training step.
+# written, how often it logs, checkpoints and evaluates, eval batch sizes, and whether
+# tokenised data is cached. Evaluation runs under its own random state, so none of them
+# changes a training step.
 RESUMABLE_KEYS = (
     "output",
     "train.logging_steps",
@@ -30,6 +31,7 @@ RESUMABLE_KEYS = (
     "eval.batch_size",
     "eval.generation.batch_size",
     "data.test",
+    "data.cache",
 )
 
 

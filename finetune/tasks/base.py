@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -169,8 +172,17 @@ def check_columns(table: Table, columns: list[str]) -> None:
         )
 
 
+# while a split is encoded in chunks, truncation counts add up here and are logged once
+_TALLY: ContextVar[dict[tuple[int, str], list[int]] | None] = ContextVar("tally", default=None)
+
+
 def warn_truncated(count: int, total: int, limit: int, what: str) -> None:
-    if count:
+    tally = _TALLY.get()
+    if tally is not None:
+        seen = tally.setdefault((limit, what), [0, 0])
+        seen[0] += count
+        seen[1] += total
+    elif count:
         log.warning(
             "%d of %d %s longer than %d tokens were truncated (raise train.max_length)",
             count,
@@ -178,6 +190,23 @@ def warn_truncated(count: int, total: int, limit: int, what: str) -> None:
             what,
             limit,
         )
+
+
+@contextmanager
+def truncation_tally() -> Iterator[list[tuple[int, str, int, int]]]:
+    """One truncation warning per kind for a whole split, however many chunks encode it.
+    Yields a list that holds (limit, what, count, total) per kind once the block ends, so a
+    cached split can repeat the warning each time it is used."""
+    token = _TALLY.set({})
+    summary: list[tuple[int, str, int, int]] = []
+    try:
+        yield summary
+    finally:
+        tally = _TALLY.get() or {}
+        _TALLY.reset(token)
+        for (limit, what), (count, total) in tally.items():
+            summary.append((limit, what, count, total))
+            warn_truncated(count, total, limit, what)
 
 
 def tokenize_counting_truncation(

@@ -10,15 +10,26 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from finetune.errors import FinetuneError
 
 IGNORE_INDEX = -100  # label positions no loss is computed on (prompt, padding)
 
 
+class TokenDataset(Protocol):
+    """What the loaders read: rows as dicts of token lists, and every row's length (samplers).
+    `finetune.data.features.Features` in runs; `ListDataset` for small in-memory sets."""
+
+    lengths: Sequence[int]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+
 class ListDataset:
-    """Pre-tokenised features held in memory; `lengths` drives the samplers."""
+    """Pre-tokenised features held in memory as row dicts (predict, merge checks, tests)."""
 
     def __init__(self, features: list[dict[str, Any]]) -> None:
         self.features = features

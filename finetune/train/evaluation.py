@@ -14,19 +14,19 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, cast
 
-from finetune.train.batching import ListDataset, SortedBatchSampler, label_tokens
+from finetune.train.batching import SortedBatchSampler, TokenDataset, label_tokens
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.tasks.base import Example, Task
 
 
-def make_eval_loader(dataset: ListDataset, task: Task, batch_size: int, accelerator: Any) -> Any:
+def make_eval_loader(dataset: TokenDataset, task: Task, batch_size: int, accelerator: Any) -> Any:
     import torch
     from torch.utils.data import DataLoader
 
     sampler = SortedBatchSampler(dataset.lengths, batch_size)
     loader: Any = DataLoader(
-        cast(Any, dataset),  # a map-style dataset; ListDataset stays torch-free
+        cast(Any, dataset),  # a map-style dataset; ours stay torch-free
         batch_sampler=sampler,
         collate_fn=task.collate,
         generator=torch.Generator().manual_seed(0),

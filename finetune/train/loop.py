@@ -25,7 +25,7 @@ from finetune.errors import NonFiniteLossError
 from finetune.recipe.schema import TrainConfig
 from finetune.run.files import append_jsonl
 from finetune.run.trackers import log_record
-from finetune.train.batching import LengthGroupedBatchSampler, ListDataset, label_tokens
+from finetune.train.batching import LengthGroupedBatchSampler, TokenDataset, label_tokens
 from finetune.train.checkpoints import TrainState, latest_checkpoint, save_checkpoint
 from finetune.train.optim import build_scheduler, plan_steps
 from finetune.train.progress import Progress
@@ -76,7 +76,7 @@ def _trainable(model: Any) -> list[Any]:
 def fit(
     model: Any,
     optimizer: Any,
-    train_set: ListDataset,
+    train_set: TokenDataset,
     collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
     cfg: TrainConfig,
     accelerator: Any,

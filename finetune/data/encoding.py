@@ -1,0 +1,130 @@
+"""Examples -> Features: tokenised in chunks, through an on-disk cache.
+
+Chunks keep the per-row Python objects of tokenisation bounded (one chunk at a time), so a
+million-row split ends as a few flat arrays. The cache (`data.cache`, on by default) keys each
+split by everything its token ids depend on: the examples' content (so any change to a file, a
+sample size or a held-out fraction is a miss), the tokenizer's full definition, the task
+section, the family, the labels and the length limits. `run --resume`, `eval`, `compare` and
+`sweep` (ten methods, one data set) then tokenise each split once and memory-map it after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from finetune import __version__
+from finetune.data.features import FORMAT, Features
+from finetune.tasks.base import truncation_tally, warn_truncated
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.tasks.base import Example, Task
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 16384
+_TRUNCATED = "truncated.json"  # the split's truncation counts, warned again on each use
+
+
+def cache_root() -> Path:
+    base = os.environ.get("FINETUNE_CACHE_DIR") or Path.home() / ".cache" / "finetune"
+    return Path(base) / "features"
+
+
+def encode_features(
+    task: Task, examples: list[Example], training: bool, cache: bool = True
+) -> Features:
+    """The split's features: from the cache when this exact split was tokenised before."""
+    key = cache_key(task, examples, training) if cache and examples else None
+    if key is not None:
+        hit = _load(key)
+        if hit is not None:
+            log.info("tokenised %d rows: from the feature cache (%s)", len(hit), key[:12])
+            return hit
+    with truncation_tally() as truncated:
+        features = Features.concat(_chunks(task, examples, training))
+    if key is not None:
+        _store(key, features, truncated)
+    return features
+
+
+def _chunks(task: Task, examples: list[Example], training: bool) -> Any:
+    for start in range(0, len(examples), CHUNK_ROWS):
+        rows = task.encode(examples[start : start + CHUNK_ROWS], training)
+        for row in rows:
+            row["idx"] += start
+        yield rows
+
+
+def cache_key(task: Task, examples: list[Example], training: bool) -> str:
+    train = task.recipe.train
+    settings = {
+        "format": FORMAT,
+        "finetune": __version__,
+        "task": task.name,
+        "task_section": task.cfg.model_dump(mode="json"),
+        "family": task.family.name,
+        "labels": task.state.labels,
+        "max_length": train.max_length,
+        "max_target_length": getattr(train, "max_target_length", None),
+        "training": training,
+        "tokenizer": tokenizer_fingerprint(task.tokenizer),
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for ex in examples:
+        digest.update(repr((ex.source, ex.pair, ex.target)).encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of what decides the ids: the fast tokenizer's full JSON (vocabulary, merges,
+    normaliser, post-processor) or a slow one's vocabulary, plus its special tokens."""
+    digest = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # less the truncation/padding state, which each call to the tokenizer sets anew
+        definition = json.loads(backend.to_str())
+        definition.pop("truncation", None)
+        definition.pop("padding", None)
+        digest.update(json.dumps(definition, sort_keys=True).encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    specials = getattr(tokenizer, "special_tokens_map", {})
+    digest.update(json.dumps(specials, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _load(key: str) -> Features | None:
+    directory = cache_root() / key
+    if not directory.is_dir():
+        return None
+    try:
+        features = Features.load(directory)
+        for limit, what, count, total in json.loads((directory / _TRUNCATED).read_text()):
+            warn_truncated(count, total, limit, what)  # as the first tokenisation warned
+        return features
+    except (OSError, ValueError, KeyError) as exc:  # a damaged entry is re-made, never trusted
+        log.warning("feature cache entry %s unreadable (%s): tokenising again", directory, exc)
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+
+
+def _store(key: str, features: Features, truncated: list[tuple[int, str, int, int]]) -> None:
+    """Written beside its final name and renamed: readers never see half an entry, and two
+    processes writing the same split keep whichever finished first."""
+    root = cache_root()
+    staging = root / f".{key}.{os.getpid()}"
+    try:
+        features.save(staging)
+        (staging / _TRUNCATED).write_text(json.dumps(truncated), encoding="utf-8")
+        os.rename(staging, root / key)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (root / key).is_dir():
+            log.warning("could not write the feature cache under %s (%s)", root, exc)

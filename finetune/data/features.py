@@ -1,0 +1,172 @@
+"""Tokenised features of one split, held as flat numpy columns instead of Python objects.
+
+A list of per-row dicts of Python int lists costs about 1 KB per short row (dict, list and int
+objects); a million rows would hold a gigabyte before training starts. Here every token column
+is one concatenated array plus row offsets (2-4 bytes a token), every scalar column one array,
+so a million 25-token rows take about 60 MB and can be saved and memory-mapped as they are
+(the feature cache). Rows come back as the dicts of lists that tasks' `collate` expects, one
+batch at a time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = 1
+_META = "features.json"
+
+
+class Features:
+    """Token columns (`input_ids`, `labels` of generation tasks, ...) as values + offsets;
+    scalar columns (`idx`, `length`, class `labels`) as arrays. A row may lack a column (an
+    unlabelled row of a causal eval split): `present` says which rows have it."""
+
+    def __init__(
+        self,
+        count: int,
+        tokens: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+        scalars: dict[str, tuple[np.ndarray, np.ndarray]],
+    ) -> None:
+        self.count = count
+        self.tokens = tokens  # name -> (values, offsets[count + 1], present[count])
+        self.scalars = scalars  # name -> (values[count], present[count])
+        self.lengths = scalars["length"][0].tolist() if "length" in scalars else [0] * count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for name, (values, offsets, present) in self.tokens.items():
+            if present[index]:
+                row[name] = values[offsets[index] : offsets[index + 1]].tolist()
+        for name, (values, present) in self.scalars.items():
+            if present[index]:
+                row[name] = values[index].item()
+        return row
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]]) -> Features:
+        return cls.concat([rows])
+
+    @classmethod
+    def concat(cls, chunks: Iterable[list[dict[str, Any]]]) -> Features:
+        """One store from chunks of row dicts, in order; each chunk is dropped once packed."""
+        builder = _Builder()
+        for rows in chunks:
+            builder.add(rows)
+        return builder.build()
+
+    # ------------------------------------------------------------------ disk
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        meta: dict[str, Any] = {"format": FORMAT, "count": self.count, "tokens": [], "scalars": []}
+        for name, (values, offsets, present) in self.tokens.items():
+            np.save(directory / f"{name}.values.npy", values)
+            np.save(directory / f"{name}.offsets.npy", offsets)
+            np.save(directory / f"{name}.present.npy", present)
+            meta["tokens"].append(name)
+        for name, (values, present) in self.scalars.items():
+            np.save(directory / f"{name}.npy", values)
+            np.save(directory / f"{name}.present.npy", present)
+            meta["scalars"].append(name)
+        (directory / _META).write_text(json.dumps(meta), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> Features:
+        """Memory-mapped: the token arrays stay on disk until a batch reads them."""
+        meta = json.loads((directory / _META).read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{directory}: feature format {meta.get('format')}, need {FORMAT}")
+
+        def arr(name: str) -> np.ndarray:
+            return np.load(directory / name, mmap_mode="r")
+
+        tokens = {
+            n: (arr(f"{n}.values.npy"), arr(f"{n}.offsets.npy"), arr(f"{n}.present.npy"))
+            for n in meta["tokens"]
+        }
+        scalars = {n: (arr(f"{n}.npy"), arr(f"{n}.present.npy")) for n in meta["scalars"]}
+        return cls(int(meta["count"]), tokens, scalars)
+
+
+class _Builder:
+    """Packs chunks of row dicts column by column, so only one chunk is ever held as objects."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.token_parts: dict[str, list[tuple[np.ndarray, ...]]] = {}
+        self.scalar_parts: dict[str, list[tuple[np.ndarray, ...]]] = {}
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        n = len(rows)
+        for name in sorted({k for row in rows for k in row}):
+            sample = next(row[name] for row in rows if name in row)
+            present = np.fromiter((name in row for row in rows), dtype=bool, count=n)
+            if isinstance(sample, list | tuple | np.ndarray):
+                self._absent_before(name, self.token_parts, token=True)
+                seqs = [row.get(name) or [] for row in rows]
+                lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
+                flat = itertools.chain.from_iterable(seqs)
+                values = np.fromiter(flat, np.int64, int(lengths.sum()))
+                self.token_parts[name].append((values, lengths, present))
+            else:
+                self._absent_before(name, self.scalar_parts, token=False)
+                values = np.fromiter((row.get(name, 0) for row in rows), np.int64, n)
+                self.scalar_parts[name].append((values, present))
+        self.count += n
+        for parts in (*self.token_parts.values(), *self.scalar_parts.values()):
+            missing = self.count - sum(len(p[-1]) for p in parts)
+            if missing:  # a column no row of this chunk has
+                parts.append(_absent(missing, token=len(parts[0]) == 3))
+
+    def _absent_before(self, name: str, columns: dict[str, list], token: bool) -> None:
+        """A column first seen after earlier chunks: their rows lack it."""
+        if name not in columns:
+            columns[name] = [_absent(self.count, token)] if self.count else []
+
+    def build(self) -> Features:
+        tokens = {}
+        for name, parts in self.token_parts.items():
+            values = np.concatenate([p[0] for p in parts])
+            lengths = np.concatenate([p[1] for p in parts])
+            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            tokens[name] = (values.astype(_token_dtype(values)), offsets, _joined(parts, 2))
+        scalars = {
+            name: (_joined(parts, 0), _joined(parts, 1))
+            for name, parts in self.scalar_parts.items()
+        }
+        self.token_parts, self.scalar_parts = {}, {}
+        return Features(self.count, tokens, scalars)
+
+
+def _joined(parts: list[tuple[np.ndarray, ...]], column: int) -> np.ndarray:
+    return np.concatenate([p[column] for p in parts])
+
+
+def _absent(count: int, token: bool) -> tuple[np.ndarray, ...]:
+    zeros, nobody = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=bool)
+    return (np.zeros(0, dtype=np.int64), zeros, nobody) if token else (zeros, nobody)
+
+
+def _token_dtype(values: np.ndarray) -> np.dtype:
+    """The narrowest integer type that holds every id (uint16 for vocabularies under 65,536;
+    signed when labels carry the -100 ignore index)."""
+    if not len(values):
+        return np.dtype(np.int32)
+    low, high = int(values.min()), int(values.max())
+    if low >= 0 and high <= np.iinfo(np.uint16).max:
+        return np.dtype(np.uint16)
+    if np.iinfo(np.int32).min <= low and high <= np.iinfo(np.int32).max:
+        return np.dtype(np.int32)
+    return np.dtype(np.int64)
