@@ -92,9 +92,9 @@ def measure_prepare(recipe_path: Path) -> dict[str, Any]:
     """What `finetune run` does with the data before training, after the model is loaded."""
     from finetune.commands.build import load_splits, make_task
     from finetune.commands.validate import check_recipe
+    from finetune.data.encoding import encode_features
     from finetune.models.architectures import detect_family, resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
-    from finetune.data.encoding import encode_features
 
     recipe, _ = check_recipe(recipe_path, [])
     assert recipe is not None

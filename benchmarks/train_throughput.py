@@ -265,7 +265,8 @@ def render(
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''} "
         f"AVX512-BF16/AMX: {'yes' if bf16 else 'no'}; load average at the end: {load:.1f}.",
         f"Matmul ceiling: fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 {ceilings['bf16']:.0f} "
-        f"GFLOP/s (nan: not native here, not measured). Real tokens per train row: {tokens_per_row:.1f}. Train rows: "
+        f"GFLOP/s (nan: not native here, not measured). Real tokens per train row: "
+        f"{tokens_per_row:.1f}. Train rows: "
         f"{recipe['data'].get('max_train_samples') or 'all (10,000)'}; batch "
         f"{recipe['train']['batch_size']}, lr {recipe['train']['lr']}, one epoch.",
         "",
