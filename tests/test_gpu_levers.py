@@ -108,7 +108,8 @@ SAPPHIRE = Hardware(cuda=False, gpu_bf16=False, cpu_bf16=True)
         ("auto", "bert", V100, "fp32"),  # no native bf16: fp32, never fp16 on its own
         ("auto", "t5", V100, "fp32"),  # never fp16 for T5
         ("auto", "gpt2", AVX2, "fp32"),
-        ("auto", "gpt2", SAPPHIRE, "fp32"),  # CPU bf16 is opt-in (see train/precision.py)
+        ("auto", "gpt2", SAPPHIRE, "bf16"),  # native bf16 on the CPU (AVX512-BF16 / AMX)
+        ("auto", "t5", SAPPHIRE, "bf16"),
         ("bf16", "bert", SAPPHIRE, "bf16"),
         ("fp32", "bert", H100, "fp32"),
         ("fp16", "gpt2", V100, "fp16"),

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 16384
+CHUNK_ROWS = 8192
 _TRUNCATED = "truncated.json"  # the split's truncation counts, warned again on each use
 
 

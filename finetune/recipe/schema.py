@@ -144,8 +144,8 @@ class TrainConfig(Section):
     seed: int = Field(42, ge=0, description="Seed for weights init, shuffling and dropout.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
-        description="auto: bf16 on GPUs that have it, fp32 elsewhere (CPUs included); "
-        "fp16 on T5 warns (overflows).",
+        description="auto: bf16 where the hardware computes it natively (GPUs with bf16, CPUs "
+        "with AVX512-BF16/AMX), fp32 elsewhere; fp16 on T5 warns (overflows).",
     )
     gradient_checkpointing: bool = Field(
         False,
