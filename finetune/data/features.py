@@ -118,7 +118,8 @@ class _Builder:
                 lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
                 flat = itertools.chain.from_iterable(seqs)
                 values = np.fromiter(flat, np.int64, int(lengths.sum()))
-                self.token_parts[name].append((values, lengths, present))
+                values = values.astype(_token_dtype(values))  # 2 bytes a token, not 8, while
+                self.token_parts[name].append((values, lengths, present))  # chunks pile up
             else:
                 self._absent_before(name, self.scalar_parts, token=False)
                 values = np.fromiter((row.get(name, 0) for row in rows), np.int64, n)
@@ -137,7 +138,7 @@ class _Builder:
     def build(self) -> Features:
         tokens = {}
         for name, parts in self.token_parts.items():
-            values = np.concatenate([p[0] for p in parts])
+            values = np.concatenate([p[0] for p in parts])  # the widest chunk's type
             lengths = np.concatenate([p[1] for p in parts])
             offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
@@ -156,7 +157,7 @@ def _joined(parts: list[tuple[np.ndarray, ...]], column: int) -> np.ndarray:
 
 def _absent(count: int, token: bool) -> tuple[np.ndarray, ...]:
     zeros, nobody = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=bool)
-    return (np.zeros(0, dtype=np.int64), zeros, nobody) if token else (zeros, nobody)
+    return (np.zeros(0, dtype=np.uint16), zeros, nobody) if token else (zeros, nobody)
 
 
 def _token_dtype(values: np.ndarray) -> np.dtype:
