@@ -84,6 +84,7 @@ class ClassificationTask(Task):
         check_columns(table, self.required_columns(self.recipe))
         cfg = self.cfg
         out = []
+        labels: dict[tuple[str, str], tuple[str, str]] = {}
         for i, row in enumerate(table.rows):
             where = table.where(i)
             text = require_text(row.get(cfg.text), cfg.text, where)
@@ -98,7 +99,9 @@ class ClassificationTask(Task):
                     f"{where}: column '{cfg.label}' (label) is empty (null/NaN)",
                     fix="label the row or remove it",
                 )
-            out.append(Example(source=text, pair=pair, target=_label_key(raw), where=where))
+            key = _label_key(raw)
+            key = labels.setdefault(key, key)  # one tuple per class, not per row
+            out.append(Example(source=text, pair=pair, target=key, where=where))
         return out
 
     def fit(self, train: list[Example]) -> None:
