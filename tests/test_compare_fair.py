@@ -273,3 +273,16 @@ def test_compare_tune_real(tmp_path, runner, base_recipe, monkeypatch):
     final = read_rows(RunPaths(out / "lora").predictions)
     assert len(final) == len(read_rows(dev))  # the report's figure is on the eval split
     assert row["quality_low"] <= row["quality"] <= row["quality_high"]
+
+
+def test_sweep_of_rates_under_1e_4_keeps_them_numbers(tmp_path, runner, fake_run, base_recipe):
+    """Python writes 5e-05 without a dot and YAML 1.1 reads that as a string: a sweep over
+    full fine-tuning's usual rates crashed while writing its report (found by
+    benchmarks/compare_tune.py)."""
+    recipe, _, _ = base_recipe
+    out = tmp_path / "low"
+    args = ["sweep", str(recipe), "train.lr=1.25e-5,5e-5,2e-4", "--methods", "full"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [r["train"]["lr"] for r in fake_run.recipes] == [1.25e-5, 5e-5, 2e-4]
+    assert "| 5e-05 |" in (out / "report.md").read_text()

@@ -17,15 +17,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from finetune.commands.compare import method_recipe, read_base, seed_list
 from finetune.commands.intervals import add_intervals
 from finetune.commands.report import write_report
 from finetune.commands.runner import Row, higher_is_better, recipe_text, run_seeds
 from finetune.errors import FinetuneError, RecipeError
 from finetune.methods import METHODS
-from finetune.recipe.io import apply_overrides
+from finetune.recipe.io import apply_overrides, parse_scalar
 from finetune.run.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -46,7 +44,7 @@ def parse_axes(args: list[str]) -> tuple[dict[str, list[Any]], list[str]]:
         if "," not in text or text.strip().startswith(("[", "{")):
             fixed.append(arg)
             continue
-        values = [parse_value(v.strip()) for v in text.split(",") if v.strip()]
+        values = [parse_scalar(v.strip()) for v in text.split(",") if v.strip()]
         if key in axes or len(values) < 2:
             raise FinetuneError(
                 f"sweep: axis {key} given twice or with one value",
@@ -54,17 +52,6 @@ def parse_axes(args: list[str]) -> tuple[dict[str, list[Any]], list[str]]:
             )
         axes[key] = values
     return axes, fixed
-
-
-def parse_value(text: str) -> Any:
-    """A YAML scalar, except that `5e-4` is a number (YAML 1.1 reads it as a string)."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 def grid(axes: dict[str, list[Any]], methods: list[str]) -> list[tuple[str, dict[str, Any]]]:

@@ -6,6 +6,7 @@ Kept free of torch/transformers so that `finetune validate` answers in well unde
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -74,10 +75,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ValueError(f"override {text!r} has an empty key part")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = parse_scalar(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
     return parts, parsed
+
+
+def parse_scalar(text: str) -> Any:
+    """A YAML scalar, except that `5e-05` is a number: YAML 1.1 reads exponents without a
+    dot as strings, and Python writes every float under 1e-4 that way."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[Problem]:
