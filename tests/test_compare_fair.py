@@ -286,3 +286,26 @@ def test_sweep_of_rates_under_1e_4_keeps_them_numbers(tmp_path, runner, fake_run
     assert result.exit_code == 0, result.output
     assert [r["train"]["lr"] for r in fake_run.recipes] == [1.25e-5, 5e-5, 2e-4]
     assert "| 5e-05 |" in (out / "report.md").read_text()
+
+
+def test_tune_hold_out_keeps_every_held_out_class_trainable(tmp_path, base_recipe):
+    """With many classes and few rows each, the seeded hold-out put a class's only rows in the
+    search's dev file and every search run failed on an unseen label (E205); found by
+    benchmarks/compare_tune.py on its 36-intent set."""
+    from finetune.commands.tune import search_split
+    from tests.conftest import write_csv
+
+    recipe, _, dev = base_recipe
+    rows = [
+        {"text": f"words of intent {c} number {k}", "label": f"intent_{c}"}
+        for c in range(30)
+        for k in range(1 + c % 3)
+    ]  # 1, 2 or 3 rows per class
+    train = write_csv(tmp_path / "many.csv", rows)
+    base = yaml.safe_load(recipe.read_text())
+    base["data"] = {"train": str(train), "eval": str(dev)}
+    split = search_split(base, tmp_path, tmp_path / "cmp", seed=0)
+    search_train, held = read_rows(split.train), read_rows(split.dev)
+    assert held and {r["label"] for r in held} <= {r["label"] for r in search_train}
+    key = lambda row: (row["text"], row["label"])  # noqa: E731
+    assert sorted(map(key, search_train + held)) == sorted(map(key, rows))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.commands.runner import Row, higher_is_better, run_point
-from finetune.errors import RecipeError
+from finetune.errors import FinetuneError, RecipeError
 from finetune.run.files import atomic_write_text
 
 SEARCH_DIR = "search"  # under the report's folder: the split files and the search runs
@@ -64,6 +64,8 @@ def search_split(base: dict[str, Any], recipe_dir: Path, out: Path, seed: int) -
     if recipe.data.eval is None and recipe.data.eval_fraction:
         rows, _ = hold_out(rows, recipe.data.eval_fraction, recipe.train.seed)
     search_train, dev = hold_out(rows, HOLD_OUT, seed)
+    if recipe.task.type == "classification":
+        search_train, dev = trainable_dev(search_train, dev, recipe.task.label)
     folder = out / SEARCH_DIR
     folder.mkdir(parents=True, exist_ok=True)
     files = []
@@ -72,6 +74,26 @@ def search_split(base: dict[str, Any], recipe_dir: Path, out: Path, seed: int) -
         atomic_write_text(folder / name, lines)
         files.append(folder / name)
     return SearchData(train=files[0], dev=files[1], rows=len(rows))
+
+
+def trainable_dev(train: list[Any], dev: list[Any], label: str) -> tuple[list, list]:
+    """Held-out rows whose class the search's training rows lack move to training: with many
+    classes and few rows each, a class seen only in dev fails every search run (E205)."""
+    seen = {json.dumps(row.get(label), default=str) for row in train}
+    kept = []
+    for row in dev:
+        key = json.dumps(row.get(label), default=str)
+        if key in seen:
+            kept.append(row)
+        else:
+            train.append(row)
+            seen.add(key)
+    if not kept:
+        raise FinetuneError(
+            "compare --tune: too few training rows per class to hold out a search split",
+            fix="add training rows, or compare without --tune",
+        )
+    return train, kept
 
 
 def search_steps(train: dict[str, Any], rows: int, budget: float) -> int:
