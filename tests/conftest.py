@@ -12,6 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# precision auto would pick bf16 on a CI host with AVX512-BF16/AMX: tests that compare numbers
+# across processes and resumes must not depend on the host
+os.environ.setdefault("FINETUNE_CPU_BF16", "0")
 
 from tests.tiny_archs import ARCH_BUILDERS
 from tests.tiny_models import BUILDERS, sentiment_rows

@@ -194,3 +194,60 @@ def test_run_then_eval_and_a_second_run_tokenise_each_split_once(
     result = runner.invoke(app, rerun)
     assert result.exit_code == 0, result.output
     assert json.loads((second / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+
+
+def test_the_cache_misses_on_what_else_decides_the_ids(tiny_model_dir, monkeypatch, feature_cache):
+    """Same row count, other text; the tokenizer's settings and added tokens; a task option;
+    and a hit that spans several chunks comes back whole."""
+    task = _task(tiny_model_dir("bert"))
+    calls = []
+    real = task.encode
+    monkeypatch.setattr(
+        task, "encode", lambda ex, training: calls.append(len(ex)) or real(ex, training)
+    )
+    monkeypatch.setattr(encoding, "CHUNK_ROWS", 4)
+    examples = _examples(10, words=12)
+    first = encode_features(task, examples, training=True)
+    assert calls == [4, 4, 2]
+    hit = encode_features(task, examples, training=True)
+    assert calls == [4, 4, 2] and [hit[i] for i in range(10)] == [first[i] for i in range(10)]
+
+    edited = list(examples)
+    edited[3] = Example(source="bad", target=examples[3].target, where="")
+    encode_features(task, edited, training=True)
+    assert len(calls) == 6, "one row's text changed: a miss"
+    task.tokenizer.truncation_side = "left"
+    encode_features(task, examples, training=True)
+    assert len(calls) == 9, "truncation side changed: a miss"
+    task.tokenizer.add_tokens(["zzzunseen"])
+    encode_features(task, examples, training=True)
+    assert len(calls) == 12, "an added token: a miss"
+    task.recipe.task.text = "sentence"
+    encode_features(task, examples, training=True)
+    assert len(calls) == 15, "the task section changed: a miss"
+
+
+def test_generation_cache_misses_on_target_length_and_prefix(tiny_model_dir, feature_cache):
+    from finetune.models.loading import load_tokenizer
+
+    recipe = Recipe.model_validate(
+        {
+            "model": {"name": str(tiny_model_dir("t5"))},
+            "task": {"type": "summarization"},
+            "data": {"train": "unused.jsonl"},
+            "method": {"name": "lora"},
+            "train": {"max_length": 32, "max_target_length": 8},
+        }
+    )
+    task = make_task(recipe, FAMILIES["t5"])
+    task.tokenizer = load_tokenizer(str(tiny_model_dir("t5")))
+    examples = [
+        Example(source=f"dialogue {i}", target=[f"summary {i}"], where="") for i in range(3)
+    ]
+    encode_features(task, examples, training=True)
+    recipe.train.max_target_length = 16
+    encode_features(task, examples, training=True)
+    recipe.task.prefix = "summarise: "
+    features = encode_features(task, examples, training=True)
+    assert len(list(feature_cache.iterdir())) == 3
+    assert [features[i] for i in range(3)] == task.encode(examples, training=True)

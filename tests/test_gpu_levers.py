@@ -238,3 +238,16 @@ def test_merge_of_a_qlora_run_uses_the_full_precision_base(
     shown = " ".join(result.output.split())  # the log wraps lines at the console width
     assert "de-quantised (full-precision) base" in shown, shown
     assert (tmp_path / "m" / "config.json").exists()
+
+
+def test_cpu_bf16_detection_can_be_overridden(monkeypatch):
+    from finetune.train import precision
+
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: False)
+    monkeypatch.setenv("FINETUNE_CPU_BF16", "1")
+    assert precision.Hardware.detect().cpu_bf16
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: True)
+    monkeypatch.setenv("FINETUNE_CPU_BF16", "0")
+    assert not precision.Hardware.detect().cpu_bf16
+    monkeypatch.delenv("FINETUNE_CPU_BF16")
+    assert precision.Hardware.detect().cpu_bf16

@@ -10,11 +10,13 @@ section, the family, the labels and the length limits. `run --resume`, `eval`, `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +68,8 @@ def cache_key(task: Task, examples: list[Example], training: bool) -> str:
     settings = {
         "format": FORMAT,
         "finetune": __version__,
+        "code": encoding_code_hash(),
+        "libraries": _library_versions(),
         "task": task.name,
         "task_section": task.cfg.model_dump(mode="json"),
         "family": task.family.name,
@@ -82,10 +86,56 @@ def cache_key(task: Task, examples: list[Example], training: bool) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
+def encoding_code_hash() -> str:
+    """The source of everything that turns examples into ids (the tasks, the feature store and
+    this module): editing how a task encodes must not meet features made the old way."""
+    import finetune.data.features
+    import finetune.tasks
+
+    package = Path(finetune.tasks.__file__).parent
+    files = sorted(package.glob("*.py")) + [Path(finetune.data.features.__file__), Path(__file__)]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    import tokenizers
+    import transformers
+
+    return {"transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
+
+
+# tokenizer settings outside the backend JSON that change ids; paths, names and the state a
+# saved tokenizer keeps from its last call (every call here passes its own limits) do not
+_TOKENIZER_ATTRIBUTES = ("truncation_side", "padding_side", "model_input_names")
+_NOT_SETTINGS = (
+    "name_or_path",
+    "vocab_file",
+    "merges_file",
+    "tokenizer_file",
+    "cache_dir",
+    "is_local",
+    "local_files_only",
+    "max_length",
+    "stride",
+    "truncation_strategy",
+    "pad_to_multiple_of",
+)
+
+
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """A hash of what decides the ids: the fast tokenizer's full JSON (vocabulary, merges,
-    normaliser, post-processor) or a slow one's vocabulary, plus its special tokens."""
+    normaliser, post-processor) or a slow one's vocabulary, its construction settings
+    (`init_kwargs`: lower-casing, BOS/EOS flags, ...), truncation side and input names, and
+    its special and added tokens."""
     digest = hashlib.sha256(type(tokenizer).__name__.encode())
+    settings = {k: v for k, v in (tokenizer.init_kwargs or {}).items() if k not in _NOT_SETTINGS}
+    settings.update({k: getattr(tokenizer, k, None) for k in _TOKENIZER_ATTRIBUTES})
+    settings["added"] = sorted((str(k), int(v)) for k, v in tokenizer.get_added_vocab().items())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         # less the truncation/padding state, which each call to the tokenizer sets anew
@@ -119,12 +169,16 @@ def _store(key: str, features: Features, truncated: list[tuple[int, str, int, in
     """Written beside its final name and renamed: readers never see half an entry, and two
     processes writing the same split keep whichever finished first."""
     root = cache_root()
-    staging = root / f".{key}.{os.getpid()}"
+    staging: Path | None = None
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        # a fresh name even for processes of two machines that share the cache and a PID
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}."))
         features.save(staging)
         (staging / _TRUNCATED).write_text(json.dumps(truncated), encoding="utf-8")
         os.rename(staging, root / key)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         if not (root / key).is_dir():
             log.warning("could not write the feature cache under %s (%s)", root, exc)

@@ -114,7 +114,7 @@ class _Builder:
             present = np.fromiter((name in row for row in rows), dtype=bool, count=n)
             if isinstance(sample, list | tuple | np.ndarray):
                 self._absent_before(name, self.token_parts, token=True)
-                seqs = [row.get(name) or [] for row in rows]
+                seqs = [row.get(name, []) for row in rows]
                 lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
                 flat = itertools.chain.from_iterable(seqs)
                 values = np.fromiter(flat, np.int64, int(lengths.sum()))

@@ -83,14 +83,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def parse_scalar(text: str) -> Any:
     """A YAML scalar, except that `5e-05` is a number: YAML 1.1 reads exponents without a
-    dot as strings, and Python writes every float under 1e-4 that way."""
+    dot as strings, and Python writes every float under 1e-4 that way. Only a signed exponent
+    counts, so a git revision such as `1234e56` stays text."""
     value = yaml.safe_load(text)
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         return float(value)
     return value
 
 
-_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]\d+")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[Problem]:

@@ -183,12 +183,14 @@ def warn_truncated(count: int, total: int, limit: int, what: str) -> None:
         seen[0] += count
         seen[1] += total
     elif count:
+        option = "train.max_target_length" if what == "targets" else "train.max_length"
         log.warning(
-            "%d of %d %s longer than %d tokens were truncated (raise train.max_length)",
+            "%d of %d %s longer than %d tokens were truncated (raise %s)",
             count,
             total,
             what,
             limit,
+            option,
         )
 
 

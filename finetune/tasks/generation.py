@@ -93,15 +93,7 @@ class GenerationTask(Task):
             return []  # fast tokenizers fail on an empty batch (predict has no targets)
         limit = self.recipe.train.max_target_length
         raw = self.tokenizer([lead + t for t in texts], add_special_tokens=False)["input_ids"]
-        cut = sum(len(r) >= limit for r in raw)
-        if cut:
-            log.warning(
-                "%d of %d targets longer than %d tokens were truncated "
-                "(raise train.max_target_length)",
-                cut,
-                len(raw),
-                limit - 1,
-            )
+        warn_truncated(sum(len(r) >= limit for r in raw), len(raw), limit - 1, "targets")
         return [r[: limit - 1] + [self.end_token_id()] for r in raw]
 
     def text_target_ids(self, texts: list[str]) -> list[list[int]]:

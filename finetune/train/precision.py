@@ -13,6 +13,7 @@ gives bit-for-bit the same numbers on every CPU.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +43,10 @@ class Hardware:
         import torch
 
         cuda = torch.cuda.is_available()
+        override = os.environ.get("FINETUNE_CPU_BF16")  # 0/1: containers whose cpuinfo lies,
+        cpu_bf16 = override == "1" if override in ("0", "1") else cpu_native_bf16()  # tests
         return cls(
-            cuda=cuda,
-            gpu_bf16=bool(cuda and torch.cuda.is_bf16_supported()),
-            cpu_bf16=cpu_native_bf16(),
+            cuda=cuda, gpu_bf16=bool(cuda and torch.cuda.is_bf16_supported()), cpu_bf16=cpu_bf16
         )
 
 
