@@ -154,7 +154,7 @@ def run_trainer(recipe: dict[str, Any], best: bool, bf16: bool, tmp: Path) -> di
         per_device_eval_batch_size=64,
         learning_rate=recipe["train"]["lr"],
         num_train_epochs=recipe["train"]["epochs"],
-        warmup_ratio=0.06,
+        warmup_steps=0.06,  # a float below 1 is a fraction of the steps (transformers 5)
         lr_scheduler_type="linear",
         weight_decay=0.0,
         max_grad_norm=1.0,
