@@ -1,13 +1,16 @@
 """One command that proves the GPU path (issue #16): run it on a machine with one CUDA GPU.
 
     python benchmarks/gpu_check.py                 # on a GPU: < 8 minutes on an H100
+    python benchmarks/gpu_check.py --out table.md --budget 400   # table rewritten per check
     python benchmarks/gpu_check.py --device cpu    # dry mode: tiny sizes, a minute on a CPU
 
 What it runs, each a few optimizer steps in bf16 (the GPU) or fp32 (the dry mode):
 
 1. every family x {lora, houlsby, full} x {classification, translation} (bert's translation is
    bert2bert), each run directory reloaded by `finetune eval` to the metrics the run reported;
+   the LoRA cells also predict (on the GPU) and merge (with the merge's parity check);
 2. gradient checkpointing on and off (bert-base, LoRA): the same loss, the peak memory of each;
+   fp16 with the gradient scaler, and `precision: auto` resolving to bf16 on this GPU;
 3. QLoRA 4-bit on a gpt2-size model (needs bitsandbytes: skipped with the reason without it);
 4. FSDP with one process through `accelerate launch --config_file recipes/accelerate/fsdp.yaml`
    (wrapping and saving; the adapter reloads with `finetune eval`);
@@ -87,11 +90,19 @@ class Setup:
     data: dict[str, Path] = field(default_factory=dict)
     cells: list[str] = field(default_factory=list)  # matrix cells to run; empty: all
     checks: list[Check] = field(default_factory=list)
+    out: Path | None = None  # the table is rewritten here after every check (a run cut off
+    started: float = field(default_factory=time.perf_counter)  # at its limit keeps what it did)
+    deadline: float = float("inf")  # perf_counter time after which no further check starts
 
     def record(self, check: Check) -> None:
         self.checks.append(check)
         mark = "ok " if check.ok else "FAIL"
         print(f"[{mark}] {check.name}: {check.detail}", flush=True)
+        if self.out is not None:
+            self.out.write_text(report(self, time.perf_counter() - self.started))
+
+    def time_left(self) -> bool:
+        return time.perf_counter() < self.deadline
 
 
 # --------------------------------------------------------------------------- models and data
@@ -139,6 +150,7 @@ def write_data(work: Path) -> dict[str, Path]:
     return {
         "cls_train": write_csv(data / "train.csv", sentence_rows(512, 1)),
         "cls_dev": write_csv(data / "dev.csv", sentence_rows(32, 2)),
+        "cls_big": write_csv(data / "big.csv", sentence_rows(4096, 3)),
         "mt_train": write_jsonl(data / "train.jsonl", translation_rows(256, 1)),
         "mt_dev": write_jsonl(data / "dev.jsonl", translation_rows(16, 2)),
     }
@@ -219,7 +231,11 @@ def check_matrix(setup: Setup) -> None:
                 name = f"{family}-{method}-{task}"
                 if setup.cells and name not in setup.cells:
                     continue
+                if not setup.time_left():
+                    setup.record(Check(f"matrix {name}", False, "not run: out of time"))
+                    continue
                 out = setup.work / "runs" / name
+                began = time.perf_counter()
                 try:
                     metrics = run_recipe(setup, name, recipe(setup, family, method, task, out))
                     again = reload_metrics(out)
@@ -227,9 +243,23 @@ def check_matrix(setup: Setup) -> None:
                     ok = same_metrics(metrics, again, keys)
                     loss = metrics.get("train_loss")
                     detail = f"train_loss {loss:.4f}, eval reload {'matches' if ok else 'DIFFERS'}"
+                    if method == "lora":  # predict on the GPU, and merge with its parity check
+                        ok, more = predict_and_merge(setup, out, name, ok)
+                        detail += more
+                    detail += f", peak {mb(_peak(metrics))}, {time.perf_counter() - began:.0f} s"
                     setup.record(Check(f"matrix {name}", ok, detail, _peaks(metrics)))
                 except Exception as exc:  # one failing cell must not hide the others
                     setup.record(Check(f"matrix {name}", False, f"{type(exc).__name__}: {exc}"))
+
+
+def predict_and_merge(setup: Setup, run_dir: Path, name: str, ok: bool) -> tuple[bool, str]:
+    from finetune.commands.evaluate import predict_texts
+    from finetune.commands.merge import merge_run
+
+    records = predict_texts(run_dir, ["a fine film", "a dull film"])
+    merged = merge_run(run_dir, setup.work / "merged" / name, overwrite=True)
+    detail = f", predict {len(records)} records, merge max diff {merged.max_abs_diff:.1e}"
+    return ok and len(records) == 2, detail
 
 
 def _peaks(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -245,13 +275,40 @@ def check_gradient_checkpointing(setup: Setup) -> None:
     found = {}
     for on in (False, True):
         out = setup.work / "runs" / f"gc-{on}"
-        data = recipe(setup, "bert", "lora", "classification", out, gradient_checkpointing=on)
+        data = recipe(
+            setup,
+            "bert",
+            "lora",
+            "classification",
+            out,
+            gradient_checkpointing=on,
+            batch_size=64 if setup.gpu else setup.batch,
+        )  # activations that show
         data["method"]["dropout"] = 0.0
         found[on] = run_recipe(setup, f"gc-{on}", data)
     same = abs(found[True]["train_loss"] - found[False]["train_loss"]) < 1e-2
     off, on_ = _peak(found[False]), _peak(found[True])
     detail = f"loss equal: {same}; peak memory off {mb(off)}, on {mb(on_)} ({on_ / off:.2f}x)"
     setup.record(Check("gradient checkpointing", same, detail, {"off": off, "on": on_}))
+
+
+def check_fp16(setup: Setup) -> None:
+    """fp16 autocast with the gradient scaler (GPUs without bf16), and auto -> bf16 here."""
+    found = {}
+    for precision in ("fp16", "auto"):
+        out = setup.work / "runs" / f"precision-{precision}"
+        data = recipe(setup, "bert", "lora", "classification", out)
+        data["train"]["precision"] = precision if setup.gpu else "fp32"
+        metrics = run_recipe(setup, f"precision-{precision}", data)
+        again = reload_metrics(out)
+        found[precision] = (metrics, same_metrics(metrics, again, ("loss", "accuracy")))
+    (fp16, fp16_ok), (auto, auto_ok) = found["fp16"], found["auto"]
+    resolved = auto.get("mixed_precision", "?")
+    finite = all(v == v for v in (fp16["train_loss"], fp16.get("loss", 0.0)))
+    ok = fp16_ok and auto_ok and finite and (resolved == "bf16" or not setup.gpu)
+    same = "matches" if fp16_ok else "DIFFERS"
+    detail = f"fp16 train_loss {fp16['train_loss']:.4f}, reload {same}; auto ran as {resolved}"
+    setup.record(Check("precision fp16 / auto", ok, detail))
 
 
 def check_qlora(setup: Setup) -> None:
@@ -266,8 +323,10 @@ def check_qlora(setup: Setup) -> None:
         metrics = run_recipe(setup, "qlora", data)
         again = reload_metrics(out)
         ok = same_metrics(metrics, again, ("loss",))
-        detail = f"train_loss {metrics['train_loss']:.4f}, peak {mb(_peak(metrics))}"
-        setup.record(Check("QLoRA 4-bit gpt2", ok, detail, _peaks(metrics)))
+        detail = (f"train_loss {metrics['train_loss']:.4f}, peak {mb(_peak(metrics))}, "
+                  f"eval reload {'matches' if ok else 'DIFFERS'}")  # fmt: skip
+        ok, more = predict_and_merge(setup, out, "qlora", ok)
+        setup.record(Check("QLoRA 4-bit gpt2", ok, detail + more, _peaks(metrics)))
     except Exception as exc:
         setup.record(Check("QLoRA 4-bit gpt2", False, f"{type(exc).__name__}: {exc}"))
 
@@ -282,7 +341,8 @@ def check_fsdp(setup: Setup) -> None:
     config = REPO / "recipes" / "accelerate" / "fsdp.yaml"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--num_processes", "1", "-m", "finetune", "run", str(path), "--no-progress"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr)[-600:].replace("\n", " ")
@@ -316,10 +376,11 @@ def check_memory_ratio(setup: Setup) -> None:
 
 def check_throughput(setup: Setup) -> None:
     """Ours vs transformers.Trainer + peft (bf16, group_by_length): same rows, batch, steps."""
-    steps = setup.steps * 6
+    steps = 150 if setup.gpu else setup.steps * 6
     out = setup.work / "runs" / "speed"
-    data = recipe(setup, "bert", "lora", "classification", out, max_steps=steps, batch_size=32)
-    data["data"].pop("eval")
+    data = recipe(setup, "bert", "lora", "classification", out, max_steps=steps, batch_size=32,
+                  logging_steps=50)  # fmt: skip
+    data["data"] = {"train": str(setup.data["cls_big"])}  # 4,096 rows: one epoch end in 150 steps
     ours = run_recipe(setup, "speed", data)["train_samples_per_s"]
     theirs = trainer_samples_per_s(setup, steps)
     ratio = ours / theirs if theirs else float("nan")
@@ -344,7 +405,7 @@ def trainer_samples_per_s(setup: Setup, steps: int) -> float:
     reset_memory()
     path = setup.models["bert"]
     tokenizer = AutoTokenizer.from_pretrained(path)
-    with open(setup.data["cls_train"], newline="") as handle:
+    with open(setup.data["cls_big"], newline="") as handle:
         rows = list(csv.DictReader(handle))
     features = [
         {**tokenizer(r["text"], truncation=True, max_length=64), "labels": int(r["label"])}
@@ -370,7 +431,7 @@ def trainer_samples_per_s(setup: Setup, steps: int) -> float:
         max_steps=steps,
         learning_rate=1e-3,
         bf16=setup.gpu and torch.cuda.is_bf16_supported(),
-        logging_steps=10**6,
+        logging_steps=50,
         save_strategy="no",
         report_to=[],
         use_cpu=not setup.gpu,
@@ -398,15 +459,20 @@ def device_name(gpu: bool) -> str:
 
 
 def report(setup: Setup, seconds: float) -> str:
+    import accelerate
+    import peft
     import torch
     import transformers
 
+    bnb = importlib.util.find_spec("bitsandbytes") is not None
     lines = [
         f"# GPU check ({'GPU' if setup.gpu else 'CPU dry mode'})",
         "",
         f"- device: {device_name(setup.gpu)}",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- torch {torch.__version__}, transformers {transformers.__version__}",
+        f"- torch {torch.__version__}, transformers {transformers.__version__}, peft "
+        f"{peft.__version__}, accelerate {accelerate.__version__}, bitsandbytes "
+        f"{_version('bitsandbytes') if bnb else 'not installed'}",
         f"- sizes: {'real (bert-base, gpt2, t5-small)' if setup.gpu else 'tiny'}, "
         f"{setup.steps} steps, batch {setup.batch}; wall {seconds:.0f} s",
         "",
@@ -418,12 +484,18 @@ def report(setup: Setup, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
 def needed_families(checks: list[str], cells: list[str]) -> list[str]:
     """Only the models the chosen checks use are built (building bert-base takes seconds)."""
     if "matrix" in checks and not cells:
         return list(FAMILIES)
     wanted = {cell.split("-")[0] for cell in cells} if "matrix" in checks else set()
-    if set(checks) & {"checkpointing", "fsdp", "memory", "throughput"}:
+    if set(checks) & {"checkpointing", "precision", "fsdp", "memory", "throughput"}:
         wanted.add("bert")
     if "qlora" in checks:
         wanted.add("gpt2")
@@ -441,10 +513,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-imports", action="store_true", help="list missing modules")
     parser.add_argument(
         "--only",
-        default="matrix,checkpointing,qlora,fsdp,memory,throughput",
+        default="checkpointing,precision,memory,throughput,qlora,fsdp,matrix",
         help="comma-separated subset of the checks",
     )
     parser.add_argument("--cells", default="", help="matrix cells, e.g. bert-lora-classification")
+    parser.add_argument("--budget", type=float, default=float("inf"),
+                        help="seconds after which no further check starts")  # fmt: skip
     args = parser.parse_args(argv)
     missing = missing_modules()
     if args.check_imports or missing:
@@ -462,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         setup = Setup(gpu=gpu, work=Path(tmp), steps=5 if gpu else 2, batch=16 if gpu else 4)
+        setup.out, setup.deadline = args.out, started + args.budget
         setup.cells = [c for c in args.cells.split(",") if c]
         setup.data = write_data(setup.work)
         for family in needed_families(args.only.split(","), setup.cells):
@@ -469,12 +544,16 @@ def main(argv: list[str] | None = None) -> int:
         checks = {
             "matrix": check_matrix,
             "checkpointing": check_gradient_checkpointing,
+            "precision": check_fp16,
             "qlora": check_qlora,
             "fsdp": check_fsdp,
             "memory": check_memory_ratio,
             "throughput": check_throughput,
         }
         for name in args.only.split(","):
+            if not setup.time_left():
+                setup.record(Check(name, False, "not run: out of time"))
+                continue
             try:
                 checks[name](setup)
             except Exception as exc:
