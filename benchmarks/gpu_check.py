@@ -344,8 +344,10 @@ def check_fsdp(setup: Setup) -> None:
     paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    if setup.out is not None:  # the whole launcher log, beside the table
+        setup.out.with_name("fsdp_log.txt").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
-        tail = (done.stdout + done.stderr)[-600:].replace("\n", " ")
+        tail = _cause(done.stdout + done.stderr)
         setup.record(Check("FSDP 1 process", False, f"exit {done.returncode}: {tail}"))
         return
     metrics = json.loads((out / "metrics.json").read_text())
@@ -354,6 +356,13 @@ def check_fsdp(setup: Setup) -> None:
     kind = metrics.get("distributed_type")
     detail = f"distributed_type {kind}; adapter reload {'matches' if ok else 'DIFFERS'}"
     setup.record(Check("FSDP 1 process", ok and (kind == "FSDP" or not setup.gpu), detail))
+
+
+def _cause(output: str) -> str:
+    """The exception lines of a failed launch (torchrun's own summary hides them)."""
+    lines = [line for line in output.splitlines() if "Error" in line or "error:" in line]
+    lines = [line for line in lines if "ChildFailedError" not in line and "elastic" not in line]
+    return " / ".join(dict.fromkeys(lines))[-800:] or output[-600:].replace("\n", " ")
 
 
 def check_memory_ratio(setup: Setup) -> None:

@@ -387,6 +387,81 @@ class _Diverging:
         return Model()
 
 
+def _diverging_run(tmp_path, cfg: TrainConfig, bad: int, spy: list[int] | None = None):
+    import torch
+    from accelerate import Accelerator
+
+    from finetune.train import loop
+    from finetune.train.loop import LoopHooks, fit
+
+    model = _Diverging(bad=bad)
+    hooks = LoopHooks(
+        evaluate=lambda step, epoch: {"step": step},
+        checkpoint_dir=tmp_path / "checkpoints",
+        progress=False,
+        log_path=tmp_path / "log.jsonl",
+    )
+    features = [{"input_ids": [1, 2], "labels": 0, "idx": i, "length": 2} for i in range(20)]
+
+    def collate(rows):
+        return {
+            "input_ids": torch.tensor([r["input_ids"] for r in rows]),
+            "attention_mask": torch.ones(len(rows), 2, dtype=torch.long),
+            "labels": torch.tensor([r["labels"] for r in rows]),
+            "idx": torch.tensor([r["idx"] for r in rows]),
+        }
+
+    settle = loop._Loop.settle
+
+    def counted(self):
+        if spy is not None and self.pending:
+            spy.append(self.result.global_step)
+        settle(self)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loop._Loop, "settle", counted)
+        return fit(
+            model, optimizer, ListDataset(features), collate, cfg, Accelerator(cpu=True), hooks
+        )
+
+
+def test_losses_are_read_back_only_at_log_eval_and_checkpoint_steps(tmp_path):
+    """A host sync per step leaves a GPU idle while Python queues the next step: the loop
+    reads losses back at log lines (every 5), evaluations (epoch ends, every 10) and the end,
+    in one transfer each, and still logs exact per-step-weighted losses and sample counts."""
+    cfg = TrainConfig(
+        batch_size=1, epochs=2, lr=0.1, warmup_fraction=0.0, group_by_length=False,
+        logging_steps=5,
+    )  # fmt: skip
+    reads: list[int] = []
+    result = _diverging_run(tmp_path, cfg, bad=10**9, spy=reads)
+    assert reads == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert result.samples == 40 and result.global_step == 40
+    logged = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert [r["samples"] for r in logged] == [5, 10, 15, 20, 25, 30, 35, 40]
+
+
+def test_non_finite_loss_between_log_lines_names_its_step_and_writes_no_checkpoint(tmp_path):
+    """Losses read back late still name the step where the loss first became NaN (step 4,
+    with the learning rate it ran at), and the epoch-end checkpoint after it is never
+    written: the read-back comes first."""
+    from finetune.errors import NonFiniteLossError
+    from finetune.train.checkpoints import latest_checkpoint
+
+    cfg = TrainConfig(
+        batch_size=1, epochs=1, lr=0.1, warmup_fraction=0.0, group_by_length=False,
+        logging_steps=50,
+    )  # fmt: skip
+    with pytest.raises(NonFiniteLossError) as caught:
+        _diverging_run(tmp_path, cfg, bad=4)
+    # linear decay over 20 steps: step 4 ran at 0.1 * (1 - 3/20)
+    assert "at step 4 " in caught.value.message and "lr 8.50e-02" in caught.value.message
+    assert "no checkpoint was written yet" in caught.value.message
+    assert latest_checkpoint(tmp_path / "checkpoints") is None
+
+
 def test_non_finite_loss_is_a_user_error_and_keeps_last_good_checkpoint(tmp_path):
     """Issue #9 finding 15: a NaN loss is a user error (its own code, exit 2) naming the step,
     the learning rate and likely causes; the last good checkpoint stays."""

@@ -77,6 +77,25 @@ def _weights(run: Path) -> dict[str, Any]:
     return found
 
 
+def _assert_checkpoint_holds_what_trains(run: Path, method: str) -> None:
+    """An adapter's checkpoint holds the adapter (and new heads), not the frozen base: the
+    resume below then proves the base comes back from the model it names."""
+    from safetensors import safe_open
+
+    from finetune.run.layout import RunPaths
+    from finetune.train.checkpoints import latest_checkpoint
+
+    checkpoint = latest_checkpoint(RunPaths(run).checkpoints)
+    assert checkpoint is not None
+    with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as handle:
+        keys = list(handle.keys())
+    frozen = [k for k in keys if "word_embeddings" in k or k.endswith("attention.self.key.weight")]
+    if method == "full":
+        assert frozen, "full fine-tuning checkpoints every weight"
+    else:
+        assert keys and not frozen, frozen[:3]
+
+
 @pytest.mark.parametrize(
     ("task", "method"),
     [
@@ -111,6 +130,7 @@ def test_sigterm_and_resume_on_minilm_is_exact(tmp_path, runner, monkeypatch, ta
     assert result.exit_code == 3, result.output
     assert "SIGTERM: stopped after step 3 of 10" in result.output, result.output
     assert f"resume with: finetune run {recipe} --resume --no-progress" in result.output
+    _assert_checkpoint_holds_what_trains(tmp_path / "run", method)
     monkeypatch.setattr(loop_module, "save_checkpoint", original)
     result = runner.invoke(app, ["run", str(recipe), "--resume", "--no-progress"])
     assert result.exit_code == 0, result.output

@@ -30,8 +30,8 @@ from tests.tiny_models import sentiment_rows
 pytestmark = pytest.mark.slow
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(extra or {})}
 
 
 def _free_port() -> int:
@@ -45,11 +45,11 @@ def _torchrun() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
 
 
-def _start(cmd: list[str], cwd: Path) -> subprocess.Popen:
+def _start(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         cmd,
         cwd=cwd,
-        env=_env(),
+        env=_env(env),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

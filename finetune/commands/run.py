@@ -31,15 +31,18 @@ from finetune.run.fingerprint import run_fingerprint
 from finetune.run.layout import RunPaths
 from finetune.run.resume import choose_checkpoint, resume_command, stopped_message
 from finetune.run.trackers import finish_trackers, log_record, start_trackers
+from finetune.train.checkpoints import keep_only_trainable
 from finetune.train.device import device_metrics
 from finetune.train.evaluation import make_eval_loader, run_eval
 from finetune.train.loop import LoopHooks, fit
 from finetune.train.optim import build_optimizer
 from finetune.train.selection import Selection, best_rule, selection_enabled
-from finetune.train.sharded import full_weights
+from finetune.train.sharded import fsdp_wrap_blocks, full_weights, gathered_state_dict
 from finetune.train.signals import TrainingStopped, stop_on_signals
 
 log = logging.getLogger(__name__)
+# engines that checkpoint the model their own way (accelerate's save hooks never see it)
+ENGINE_SAVE = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
 
 LOSS = ("loss", "samples")  # what an evaluation without generation computes
 
@@ -184,7 +187,12 @@ def _run_locked(recipe, recipe_path, out, accelerator, plan, progress) -> RunSum
         ", ".join(loaded.new_modules) or "none",
     )
     optimizer = build_optimizer(model, recipe.train, loaded.new_modules)
+    blocks = fsdp_wrap_blocks(accelerator, model)
+    if blocks is not None:
+        log.info("FSDP shards each of: %s", ", ".join(blocks) or "the whole model as one unit")
     model, optimizer = accelerator.prepare(model, optimizer)
+    if not method.trains_backbone and str(accelerator.distributed_type.value) not in ENGINE_SAVE:
+        keep_only_trainable(accelerator, model)
     resume = plan.checkpoint is not None
     if accelerator.is_main_process:
         write_run_start(
@@ -280,6 +288,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, plan, progress) -> RunSum
         kept = selection.best_step if selection.keep_weights else None
         write_curves(paths.log, paths.curves, task.main_metric, kept)
     # FSDP / ZeRO-3: every rank gathers the whole weights, then the main rank saves them
+    whole = gathered_state_dict(accelerator, model, trainable_only=not method.trains_backbone)
     with full_weights(accelerator, model):
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
@@ -294,6 +303,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, plan, progress) -> RunSum
                 splits.eval,
                 trainable,
                 total,
+                whole,
             )
             log.info("final: %s", _fmt(metrics))
             log.info("run saved to %s", out)

@@ -61,7 +61,11 @@ class Method(ABC):
     def apply(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module: ...
 
     @abstractmethod
-    def save(self, model: torch.nn.Module, out_dir: Path) -> None: ...
+    def save(
+        self, model: torch.nn.Module, out_dir: Path, state_dict: dict[str, Any] | None = None
+    ) -> None:
+        """Write the trained weights; `state_dict`, when given, holds the model's whole tensors
+        (FSDP2 shards the model's own, see train/sharded.py) and is read instead of the model."""
 
     @abstractmethod
     def load(self, model: torch.nn.Module, in_dir: Path, ctx: MethodContext) -> torch.nn.Module: ...

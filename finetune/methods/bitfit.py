@@ -62,8 +62,8 @@ class BitFitMethod(Method):
                 param.requires_grad_(True)
         model.finetune_adapter_config = plan
 
-    def save(self, model: Any, out_dir: Path) -> None:
-        save_trained(model, out_dir, model.finetune_adapter_config, self.name)
+    def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
+        save_trained(model, out_dir, model.finetune_adapter_config, self.name, state_dict)
 
     def load(self, model: Any, in_dir: Path, ctx: MethodContext) -> Any:
         self.set_trainable(model, read_adapter_config(in_dir, self.name))

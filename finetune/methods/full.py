@@ -33,8 +33,8 @@ class FullMethod(Method):
             param.requires_grad_(not any(re.search(pattern, name) for pattern in fixed))
         return model
 
-    def save(self, model: Any, out_dir: Path) -> None:
-        model.save_pretrained(out_dir, safe_serialization=True)
+    def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
+        model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
 
     def load(self, model: Any, in_dir: Path, ctx: MethodContext) -> Any:
         from safetensors.torch import load_file

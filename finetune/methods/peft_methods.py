@@ -120,10 +120,10 @@ class PeftMethod(Method):
         except ValueError as exc:  # peft's "Target modules ... not found" and friends
             raise _targets_error(exc, ctx) from None
 
-    def save(self, model: Any, out_dir: Path) -> None:
+    def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
         from finetune.methods.guards import check_saved_adapter
 
-        model.save_pretrained(out_dir, safe_serialization=True)
+        model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
         check_saved_adapter(out_dir, self.name)
 
     def load(self, model: Any, in_dir: Path, ctx: MethodContext) -> Any:

@@ -18,14 +18,21 @@ from finetune.run.layout import ADAPTER_CONFIG as CONFIG
 from finetune.run.layout import ADAPTER_WEIGHTS as WEIGHTS
 
 
-def save_trained(model: Any, out_dir: Path, plan: dict[str, Any], method_name: str) -> None:
-    """Write every trainable parameter (adapter + new modules) and the build plan."""
+def save_trained(
+    model: Any,
+    out_dir: Path,
+    plan: dict[str, Any],
+    method_name: str,
+    state_dict: dict[str, Any] | None = None,
+) -> None:
+    """Write every trainable parameter (adapter + new modules) and the build plan; the values
+    come from `state_dict` when one is given (whole tensors gathered from FSDP2's shards)."""
     from safetensors.torch import save_file
 
     from finetune.methods.guards import check_saved_adapter
 
     tensors = {
-        name: param.detach().to("cpu").contiguous()
+        name: (param if state_dict is None else state_dict[name]).detach().to("cpu").contiguous()
         for name, param in model.named_parameters()
         if param.requires_grad
     }

@@ -113,11 +113,21 @@ def write_report(
 
 
 def save_run_artifacts(
-    out, recipe, task, method, model, metrics, predictions, eval_examples, trainable, total
+    out,
+    recipe,
+    task,
+    method,
+    model,
+    metrics,
+    predictions,
+    eval_examples,
+    trainable,
+    total,
+    state_dict=None,
 ) -> None:
     paths = RunPaths(out)
     with atomic_dir(paths.artifact(method.artifact_dir)) as tmp:
-        method.save(model, tmp)
+        method.save(model, tmp, state_dict)
         if not any(tmp.glob("*.safetensors")) and not any(tmp.glob("*.bin")):
             from finetune.errors import CheckpointError
 

@@ -26,7 +26,12 @@ from finetune.recipe.schema import TrainConfig
 from finetune.run.files import append_jsonl
 from finetune.run.trackers import log_record
 from finetune.train.batching import LengthGroupedBatchSampler, TokenDataset, label_tokens
-from finetune.train.checkpoints import TrainState, latest_checkpoint, save_checkpoint
+from finetune.train.checkpoints import (
+    TrainState,
+    latest_checkpoint,
+    resume_weights,
+    save_checkpoint,
+)
 from finetune.train.optim import build_scheduler, plan_steps
 from finetune.train.progress import Progress
 from finetune.train.rng import isolated_rng, private_generator
@@ -99,6 +104,7 @@ def fit(
         batch_sampler=sampler,
         collate_fn=collate,
         generator=private_generator(cfg.seed),
+        pin_memory=getattr(accelerator.device, "type", "cpu") == "cuda",
     )
     _, total = plan_steps(len(sampler), cfg)
     scheduler = build_scheduler(optimizer, cfg, total)
@@ -106,7 +112,7 @@ def fit(
     result = LoopResult()
     state = TrainState()
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+        resume_weights(accelerator, model, resume_from)
         state = TrainState.read(resume_from)
         result.global_step, result.samples = state.global_step, state.samples
         result.train_seconds, result.last_loss = state.train_seconds, state.last_loss
@@ -148,13 +154,15 @@ def _is_causal(kind: str | None, model: Any) -> bool:
 
 
 def micro_batches(loader: Any, size: int, device: Any) -> Iterator[list[dict[str, Any]]]:
-    """This epoch's micro-batches, grouped by optimizer step (the last group may be shorter)."""
+    """This epoch's micro-batches, grouped by optimizer step (the last group may be shorter).
+    On CUDA the loader pins its batches, so the copies queue behind the running step instead
+    of waiting for it."""
     from accelerate.utils import send_to_device
 
     window: list[dict[str, Any]] = []
     for batch in loader:
         batch.pop("idx", None)
-        window.append(send_to_device(batch, device))
+        window.append(send_to_device(batch, device, non_blocking=bool(loader.pin_memory)))
         if len(window) == size:
             yield window
             window = []
@@ -178,7 +186,9 @@ def accumulate_step(
     import torch
 
     counts = [label_tokens(b["labels"], causal).sum().float() for b in window]
-    examples = counts[0].new_tensor(float(sum(b["labels"].shape[0] for b in window)))
+    # torch.full, not new_tensor: a host -> device copy would wait for the queued work
+    examples = torch.full((), float(sum(b["labels"].shape[0] for b in window)),
+                          device=counts[0].device)  # fmt: skip
     local = torch.stack([torch.stack(counts).sum(), examples])
     totals = _sum_across(accelerator, local)
     scale = accelerator.num_processes / totals[0].clamp(min=1.0)
@@ -196,6 +206,17 @@ def _sum_across(accelerator: Any, tensor: Any) -> Any:
     if accelerator.num_processes == 1:
         return tensor
     return accelerator.reduce(tensor, reduction="sum")
+
+
+@dataclass
+class _Pending:
+    """One optimizer step whose loss (summed over label tokens) and [tokens, examples] are
+    still on the device."""
+
+    step: int
+    lr: float
+    loss_sum: Any
+    totals: Any
 
 
 @dataclass
@@ -218,6 +239,27 @@ class _Loop:
     running_tokens: float = 0.0
     started: float = 0.0
     params: list[Any] = field(default_factory=list)
+    pending: list[_Pending] = field(default_factory=list)  # steps not yet read back
+    bar_info: str = ""
+
+    def settle(self) -> None:
+        """Read the pending steps' losses and counts back in one transfer. A non-finite loss
+        raises here, naming the step it appeared at; every log line, evaluation and checkpoint
+        settles first, so none of them ever sees weights past that step."""
+        if not self.pending:
+            return
+        import torch
+
+        pending, self.pending = self.pending, []
+        rows = torch.stack(
+            [torch.cat([p.loss_sum.reshape(1).float(), p.totals.float()]) for p in pending]
+        ).tolist()  # one device -> host copy for all of them
+        for entry, (loss_sum, tokens, samples) in zip(pending, rows):
+            if not math.isfinite(loss_sum):
+                raise self.diverged(loss_sum / max(tokens, 1.0), entry.step, entry.lr)
+            self.running_loss += loss_sum
+            self.running_tokens += tokens
+            self.result.samples += int(samples)
 
     def run(self, start_epoch: int, skip_batches: int) -> None:
         cfg, result = self.cfg, self.result
@@ -228,6 +270,12 @@ class _Loop:
         last_epoch = cfg.epochs if not cfg.max_steps else 10**9
         if result.global_step >= self.total:  # resumed from a checkpoint of the last step
             return
+        self.epochs(start_epoch, skip_batches, last_epoch)
+        self.settle()  # the device's queued steps are part of the training time
+        result.train_seconds = time.perf_counter() - self.started
+
+    def epochs(self, start_epoch: int, skip_batches: int, last_epoch: int) -> None:
+        cfg, result = self.cfg, self.result
         for epoch in range(start_epoch, last_epoch):
             self.sampler.current_epoch, self.sampler.skip = epoch, skip_batches
             batches_done, skip_batches = self.sampler.skip, 0
@@ -245,38 +293,34 @@ class _Loop:
             result.epochs_done = epoch + 1
             if result.global_step >= self.total or result.stopped_early:
                 break
-        result.train_seconds = time.perf_counter() - self.started
 
     def step(self, window: list[dict[str, Any]]) -> None:
-        """One optimizer step; a non-finite loss stops before it touches the weights."""
+        """One optimizer step, queued without waiting for the device: its loss and counts stay
+        there until `settle` reads every pending step in one transfer (a host sync per step
+        would leave a GPU idle while Python queues the next one)."""
         cfg, result = self.cfg, self.result
         loss_sum, totals = accumulate_step(self.model, window, self.accelerator, self.causal)
-        # one host sync per optimizer step (not per micro-batch): the finiteness check has to
-        # come before the optimizer step, so that no checkpoint ever holds diverged weights
-        loss_sum, tokens, samples = float(loss_sum), float(totals[0]), int(totals[1])
-        if not math.isfinite(loss_sum):
-            raise self.diverged(loss_sum / max(tokens, 1.0), result.global_step + 1)
         if cfg.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        used_lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         result.global_step += 1
-        result.samples += samples
         result.train_seconds = time.perf_counter() - self.started
-        self.running_loss += loss_sum
-        self.running_tokens += tokens
+        self.pending.append(_Pending(result.global_step, used_lr, loss_sum, totals))
         step = result.global_step
         lr = self.scheduler.get_last_lr()[0]
         if step % cfg.logging_steps == 0 or step == self.total:
+            self.settle()
+            result.train_seconds = time.perf_counter() - self.started
             result.last_loss = self.running_loss / max(self.running_tokens, 1.0)
             self.running_loss, self.running_tokens = 0.0, 0.0
             _log_step(self.hooks, self.accelerator, step, self.sampler.current_epoch, result, lr)
-        self.bar.update(
-            step,
-            f"loss {result.last_loss or float('nan'):.4f} lr {lr:.2e} "
-            f"{result.samples_per_second:.0f} samples/s",
-        )
+            self.bar_info = (
+                f"loss {result.last_loss:.4f} lr {lr:.2e} {result.samples_per_second:.0f} samples/s"
+            )
+        self.bar.update(step, self.bar_info)
 
     def after_step(self, epoch: int, batches_done: int, epoch_end: bool) -> None:
         """Evaluate and checkpoint at most once per step (an epoch end may also be a multiple
@@ -294,6 +338,7 @@ class _Loop:
     def evaluate(self, epoch: int) -> None:
         """Under its own copy of the random state: whether and when evaluations run never
         changes a dropout mask of training (train/rng.py)."""
+        self.settle()
         step = self.result.global_step
         with isolated_rng(self.accelerator.device):
             record = self.hooks.evaluate(step, epoch)
@@ -305,6 +350,7 @@ class _Loop:
     def checkpoint(
         self, epoch: int, batches_done: int, epoch_end: bool, eval_pending: bool = False
     ) -> Path | None:
+        self.settle()
         result = self.result
         state = TrainState(
             global_step=result.global_step,
@@ -333,13 +379,12 @@ class _Loop:
         path = self.checkpoint(epoch, batches_done, epoch_end, self.eval_due(epoch_end))
         raise TrainingStopped(name, self.result.global_step, self.total, path)
 
-    def diverged(self, loss: float, step: int) -> NonFiniteLossError:
+    def diverged(self, loss: float, step: int, lr: float) -> NonFiniteLossError:
         directory = self.hooks.checkpoint_dir
         last = latest_checkpoint(directory) if directory is not None else None
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         return NonFiniteLossError(
-            f"training loss became {loss} at step {step} "
-            f"(lr {self.scheduler.get_last_lr()[0]:.2e}); {kept}",
+            f"training loss became {loss} at step {step} (lr {lr:.2e}); {kept}",
             fix="lower train.lr (try 10x lower), keep train.max_grad_norm on, prefer "
             "train.precision=bf16 or fp32 to fp16 (fp16 overflows), and check the data for "
             "garbled or empty targets; then rerun with --overwrite, or with --resume to continue "
