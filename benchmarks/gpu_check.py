@@ -93,6 +93,7 @@ class Setup:
     out: Path | None = None  # the table is rewritten here after every check (a run cut off
     started: float = field(default_factory=time.perf_counter)  # at its limit keeps what it did)
     deadline: float = float("inf")  # perf_counter time after which no further check starts
+    profile: bool = False  # throughput: cProfile both sides (files beside the table)
 
     def record(self, check: Check) -> None:
         self.checks.append(check)
@@ -332,12 +333,20 @@ def check_qlora(setup: Setup) -> None:
 
 
 def check_fsdp(setup: Setup) -> None:
-    """FSDP with one process: wrapping and the gathered save (a subprocess: accelerate launch)."""
+    """FSDP with one process: wrapping and the gathered save (a subprocess: accelerate launch),
+    for an adapter (trainable tensors gathered) and full fine-tuning (the whole model)."""
+    for method in ("lora", "full"):
+        if setup.time_left():
+            _fsdp_one(setup, method)
+
+
+def _fsdp_one(setup: Setup, method: str) -> None:
     import yaml
 
-    out = setup.work / "runs" / "fsdp"
-    path = setup.work / "fsdp.yaml"
-    path.write_text(yaml.safe_dump(recipe(setup, "bert", "lora", "classification", out)))
+    name = f"FSDP 1 process {method}"
+    out = setup.work / "runs" / f"fsdp-{method}"
+    path = setup.work / f"fsdp-{method}.yaml"
+    path.write_text(yaml.safe_dump(recipe(setup, "bert", method, "classification", out)))
     config = REPO / "recipes" / "accelerate" / "fsdp.yaml"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--num_processes", "1", "-m", "finetune", "run", str(path), "--no-progress"]  # fmt: skip
@@ -345,17 +354,18 @@ def check_fsdp(setup: Setup) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     if setup.out is not None:  # the whole launcher log, beside the table
-        setup.out.with_name("fsdp_log.txt").write_text(done.stdout + done.stderr)
+        setup.out.with_name(f"fsdp_{method}_log.txt").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         tail = _cause(done.stdout + done.stderr)
-        setup.record(Check("FSDP 1 process", False, f"exit {done.returncode}: {tail}"))
+        setup.record(Check(name, False, f"exit {done.returncode}: {tail}"))
         return
     metrics = json.loads((out / "metrics.json").read_text())
     again = reload_metrics(out)
     ok = same_metrics(metrics, again, ("loss", "accuracy"))
     kind = metrics.get("distributed_type")
-    detail = f"distributed_type {kind}; adapter reload {'matches' if ok else 'DIFFERS'}"
-    setup.record(Check("FSDP 1 process", ok and (kind == "FSDP" or not setup.gpu), detail))
+    detail = (f"distributed_type {kind}; reload {'matches' if ok else 'DIFFERS'}; "
+              f"train_loss {metrics['train_loss']:.4f}")  # fmt: skip
+    setup.record(Check(name, ok and (kind == "FSDP" or not setup.gpu), detail))
 
 
 def _cause(output: str) -> str:
@@ -390,12 +400,47 @@ def check_throughput(setup: Setup) -> None:
     data = recipe(setup, "bert", "lora", "classification", out, max_steps=steps, batch_size=32,
                   logging_steps=50)  # fmt: skip
     data["data"] = {"train": str(setup.data["cls_big"])}  # 4,096 rows: one epoch end in 150 steps
-    ours = run_recipe(setup, "speed", data)["train_samples_per_s"]
-    theirs = trainer_samples_per_s(setup, steps)
+    with profiled(setup, "profile_ours.txt"):
+        ours = run_recipe(setup, "speed", data)["train_samples_per_s"]
+    with profiled(setup, "profile_trainer.txt"):
+        theirs = trainer_samples_per_s(setup, steps)
     ratio = ours / theirs if theirs else float("nan")
     detail = f"ours {ours:.1f} samples/s, Trainer {theirs:.1f}: {ratio:.2f}x (goal >= 1.3)"
     setup.record(Check("throughput vs Trainer", ratio >= 1.3 or not setup.gpu, detail,
                        {"ours": ours, "trainer": theirs, "ratio": round(ratio, 3)}))  # fmt: skip
+
+
+@contextlib.contextmanager
+def profiled(setup: Setup, name: str) -> Any:
+    """With --profile: where the host's time goes (cProfile, top 25 by own time and by
+    cumulative time), beside the table; a blocking read of the GPU shows up as time in
+    `item`/`tolist`/`synchronize`/`to`. The profiled numbers are a second run's, not the
+    reported throughput."""
+    yield
+    if not setup.profile or setup.out is None:
+        return
+    import cProfile
+    import io
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        if name == "profile_ours.txt":
+            out = setup.work / "runs" / "speed-profiled"
+            data = recipe(setup, "bert", "lora", "classification", out, max_steps=60,
+                          batch_size=32, logging_steps=50)  # fmt: skip
+            data["data"] = {"train": str(setup.data["cls_big"])}
+            run_recipe(setup, "speed-profiled", data)
+        else:
+            trainer_samples_per_s(setup, 60)
+    finally:
+        profile.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(profile, stream=text)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(25)
+    setup.out.with_name(name).write_text(text.getvalue())
 
 
 def trainer_samples_per_s(setup: Setup, steps: int) -> float:
@@ -526,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset of the checks",
     )
     parser.add_argument("--cells", default="", help="matrix cells, e.g. bert-lora-classification")
+    parser.add_argument("--profile", action="store_true", help="cProfile the throughput runs")
     parser.add_argument("--budget", type=float, default=float("inf"),
                         help="seconds after which no further check starts")  # fmt: skip
     args = parser.parse_args(argv)
@@ -546,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         setup = Setup(gpu=gpu, work=Path(tmp), steps=5 if gpu else 2, batch=16 if gpu else 4)
         setup.out, setup.deadline = args.out, started + args.budget
+        setup.profile = args.profile
         setup.cells = [c for c in args.cells.split(",") if c]
         setup.data = write_data(setup.work)
         for family in needed_families(args.only.split(","), setup.cells):
