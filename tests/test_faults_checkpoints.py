@@ -283,3 +283,42 @@ def test_every_process_agrees_on_the_stop():
     assert quiet.agreed(TwoRanks(int(signal.SIGTERM))) == "SIGTERM"
     quiet.signum = int(signal.SIGINT)
     assert quiet.agreed(TwoRanks(0)) == "SIGINT"
+
+
+def test_adapter_checkpoint_keeps_trainable_tensors_and_resume_checks_them(tmp_path):
+    """An adapter run's checkpoint drops the frozen base (it comes back from the model name);
+    loading one into a model with a trainable tensor it lacks is refused, naming the tensor."""
+    import torch
+    from accelerate import Accelerator
+    from safetensors import safe_open
+
+    from finetune.errors import ResumeMismatchError
+    from finetune.train.checkpoints import keep_only_trainable, resume_weights
+
+    def model(extra: bool) -> torch.nn.Module:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+        net[0].requires_grad_(False)  # the frozen "base"
+        if extra:
+            net.add_module("head", torch.nn.Linear(2, 2))
+        return net
+
+    accelerator = Accelerator(cpu=True)
+    trained = accelerator.prepare(model(extra=False))
+    keep_only_trainable(accelerator, trained)
+    with torch.no_grad():
+        trained[1].weight.add_(1.0)
+    accelerator.save_state(str(tmp_path / "ckpt"))
+    with safe_open(str(tmp_path / "ckpt" / "model.safetensors"), framework="pt") as handle:
+        assert sorted(handle.keys()) == ["1.bias", "1.weight"]
+
+    fresh = Accelerator(cpu=True)
+    again = fresh.prepare(model(extra=False))
+    resume_weights(fresh, again, tmp_path / "ckpt")
+    assert torch.equal(again[1].weight, trained[1].weight)  # the trained tensor came back
+    assert torch.equal(again[0].weight, trained[0].weight)  # the base, from the model itself
+
+    other = Accelerator(cpu=True)
+    bigger = other.prepare(model(extra=True))
+    with pytest.raises(ResumeMismatchError, match=r"head\.weight"):
+        resume_weights(other, bigger, tmp_path / "ckpt")

@@ -127,9 +127,9 @@ def resume_weights(accelerator: Any, model: Any, checkpoint: Path) -> None:
     wanted = {n for n, p in model.named_parameters() if p.requires_grad}
     missing = sorted(wanted - saved)
     if missing:
-        from finetune.errors import CheckpointError
+        from finetune.errors import ResumeMismatchError
 
-        raise CheckpointError(
+        raise ResumeMismatchError(
             f"{checkpoint}: holds no value for {len(missing)} trainable tensors "
             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})",
             fix="resume with the recipe (method, targets, number of processes) that wrote the "
