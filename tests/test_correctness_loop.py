@@ -443,6 +443,22 @@ def test_losses_are_read_back_only_at_log_eval_and_checkpoint_steps(tmp_path):
     assert [r["samples"] for r in logged] == [5, 10, 15, 20, 25, 30, 35, 40]
 
 
+def test_pending_losses_are_bounded_whatever_the_logging_interval(tmp_path, monkeypatch):
+    """With logging far apart, at most MAX_PENDING steps wait on the device: a long epoch
+    never piles up device tensors."""
+    from finetune.train import loop
+
+    monkeypatch.setattr(loop, "MAX_PENDING", 3)
+    cfg = TrainConfig(
+        batch_size=1, epochs=1, lr=0.1, warmup_fraction=0.0, group_by_length=False,
+        logging_steps=1000,
+    )  # fmt: skip
+    reads: list[int] = []
+    result = _diverging_run(tmp_path, cfg, bad=10**9, spy=reads)
+    assert reads == [3, 6, 9, 12, 15, 18, 20]
+    assert result.samples == 20
+
+
 def test_non_finite_loss_between_log_lines_names_its_step_and_writes_no_checkpoint(tmp_path):
     """Losses read back late still name the step where the loss first became NaN (step 4,
     with the learning rate it ran at), and the epoch-end checkpoint after it is never

@@ -41,8 +41,6 @@ from finetune.train.sharded import fsdp_wrap_blocks, full_weights, gathered_stat
 from finetune.train.signals import TrainingStopped, stop_on_signals
 
 log = logging.getLogger(__name__)
-# engines that checkpoint the model their own way (accelerate's save hooks never see it)
-ENGINE_SAVE = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
 
 LOSS = ("loss", "samples")  # what an evaluation without generation computes
 
@@ -191,7 +189,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, plan, progress) -> RunSum
     if blocks is not None:
         log.info("FSDP shards each of: %s", ", ".join(blocks) or "the whole model as one unit")
     model, optimizer = accelerator.prepare(model, optimizer)
-    if not method.trains_backbone and str(accelerator.distributed_type.value) not in ENGINE_SAVE:
+    if not method.trains_backbone:
         keep_only_trainable(accelerator, model)
     resume = plan.checkpoint is not None
     if accelerator.is_main_process:

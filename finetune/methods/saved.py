@@ -32,15 +32,22 @@ def save_trained(
     from finetune.methods.guards import check_saved_adapter
 
     tensors = {
-        name: (param if state_dict is None else state_dict[name]).detach().to("cpu").contiguous()
+        name: (param if state_dict is None else _whole(state_dict, name)).detach().cpu()
         for name, param in model.named_parameters()
         if param.requires_grad
     }
+    tensors = {name: tensor.contiguous() for name, tensor in tensors.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_dir / WEIGHTS), metadata={"format": "pt", "method": method_name})
     config = {**plan, "method": method_name, "finetune_version": __version__}
     (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     check_saved_adapter(out_dir, method_name)
+
+
+def _whole(state_dict: dict[str, Any], name: str) -> Any:
+    """The gathered tensor of a parameter; FSDP's activation checkpointing wraps blocks, which
+    puts `_checkpoint_wrapped_module.` in parameter names but not in the gathered keys."""
+    return state_dict[name.replace("_checkpoint_wrapped_module.", "")]
 
 
 def read_adapter_config(in_dir: Path, method_name: str) -> dict[str, Any]:

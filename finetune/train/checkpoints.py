@@ -30,6 +30,8 @@ from finetune.run.layout import (
 
 log = logging.getLogger(__name__)
 
+ENGINE_SAVE = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+
 # seconds to sleep with a checkpoint fully written but not yet renamed into place: lets the
 # kill -9 tests hit the most dangerous moment of a checkpoint write
 STALL_ENV = "FINETUNE_TEST_STALL_CHECKPOINT"
@@ -101,7 +103,10 @@ def keep_only_trainable(accelerator: Any, model: Any) -> None:
     LoRA checkpoint of bert-base was 420 MiB for 1.2 MiB of adapter (a 7B base: 14 GB per
     checkpoint, and seconds of a GPU's time to write and checksum). The base comes back from
     `model.name` on resume; `resume_weights` loads the rest and checks that every trainable
-    tensor was there. Not for engines that save the model themselves (FSDP, DeepSpeed)."""
+    tensor was there. Engines that save the model themselves (FSDP, DeepSpeed) are left alone.
+    """
+    if _engine_saves(accelerator):
+        return
     names = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
 
     def drop_frozen(models: list[Any], weights: list[dict[str, Any]], output_dir: str) -> None:
@@ -112,10 +117,20 @@ def keep_only_trainable(accelerator: Any, model: Any) -> None:
     accelerator.register_save_state_pre_hook(drop_frozen)
 
 
+def _engine_saves(accelerator: Any) -> bool:
+    """FSDP, DeepSpeed and Megatron checkpoint the model their own way: accelerate's save hooks
+    never see it and their loaders take other arguments."""
+    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
+    return kind in ENGINE_SAVE
+
+
 def resume_weights(accelerator: Any, model: Any, checkpoint: Path) -> None:
     """`load_state` without requiring the frozen base in the checkpoint (see
     `keep_only_trainable`), then the check that strict loading did before: every trainable
     tensor of this model was in it."""
+    if _engine_saves(accelerator):  # DeepSpeed's load_checkpoint takes no `strict`
+        accelerator.load_state(str(checkpoint))
+        return
     accelerator.load_state(str(checkpoint), strict=False)
     weights = checkpoint / "model.safetensors"
     if not weights.is_file():  # .bin or an engine's own format: accelerate checked it

@@ -39,6 +39,10 @@ from finetune.train.signals import StopRequest, TrainingStopped
 
 log = logging.getLogger(__name__)
 
+# steps whose loss may wait on the device before it is read back (two scalars each); a read
+# every few hundred steps costs nothing measurable
+MAX_PENDING = 256
+
 
 @dataclass
 class LoopResult:
@@ -309,6 +313,8 @@ class _Loop:
         result.global_step += 1
         result.train_seconds = time.perf_counter() - self.started
         self.pending.append(_Pending(result.global_step, used_lr, loss_sum, totals))
+        if len(self.pending) >= MAX_PENDING:  # bounded device memory whatever logging_steps is
+            self.settle()
         step = result.global_step
         lr = self.scheduler.get_last_lr()[0]
         if step % cfg.logging_steps == 0 or step == self.total:

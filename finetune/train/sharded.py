@@ -64,7 +64,18 @@ def gathered_state_dict(
 @contextlib.contextmanager
 def _fsdp_full(accelerator: Any, model: Any) -> Iterator[None]:
     if getattr(accelerator, "is_fsdp2", False):
-        yield  # the methods save from `gathered_state_dict`
+        # the methods save from `gathered_state_dict`; peft's prompt learning still runs its
+        # prompt encoder, whose weights sit in the root group: unshard that group alone
+        from torch.distributed.fsdp import FSDPModule
+
+        root = model if isinstance(model, FSDPModule) else None
+        if root is not None:
+            root.unshard()
+        try:
+            yield
+        finally:
+            if root is not None:
+                root.reshard()
         return
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
