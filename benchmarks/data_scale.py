@@ -90,9 +90,8 @@ def measure_validate(recipe: Path) -> dict[str, Any]:
 
 def measure_prepare(recipe_path: Path) -> dict[str, Any]:
     """What `finetune run` does with the data before training, after the model is loaded."""
-    from finetune.commands.build import load_splits, make_task
+    from finetune.commands.build import load_splits, make_task, train_features
     from finetune.commands.validate import check_recipe
-    from finetune.data.encoding import encode_features
     from finetune.models.architectures import detect_family, resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
 
@@ -104,15 +103,16 @@ def measure_prepare(recipe_path: Path) -> dict[str, Any]:
     load_base_model(resolve_name(recipe.model.name), family, "classification", task.tokenizer)
     base = rss_mb()
     start = time.perf_counter()
-    splits = load_splits(task, recipe, recipe_path.parent)  # fits the labels too
+    splits = load_splits(task, recipe, recipe_path.parent, stream_train=True)  # pass 1, fit
     read = time.perf_counter() - start
     start = time.perf_counter()
-    dataset = encode_features(task, splits.train, training=True)  # tokenise, then cache
+    dataset = train_features(task, splits, cache=True)  # pass 2: tokenise, then cache
     encode = time.perf_counter() - start
     rows = len(dataset)
     peak = peak_mb() - base
     start = time.perf_counter()
-    cached = encode_features(task, splits.train, training=True)  # what a rerun does
+    again = load_splits(task, recipe, recipe_path.parent, stream_train=True)
+    cached = train_features(task, again, cache=True)  # what a rerun does: scan + memory-map
     assert len(cached) == rows
     return {
         "rows": rows,

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune.data.encoding import encode_chunks, encode_features
+from finetune.data.features import Features
 from finetune.data.readers import read_source
+from finetune.data.sources import LocalSource
+from finetune.data.stream import StreamedSplit, scan_train, streamable
 from finetune.errors import DataError, FinetuneError
 from finetune.methods import METHODS, Method, MethodContext
 from finetune.models.architectures import Family, resolve_name
@@ -24,9 +28,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Splits:
-    train: list[Example]
+    train: list[Example]  # empty when `streamed` holds the train split
     eval: list[Example] | None
     test: list[Example] | None
+    streamed: StreamedSplit | None = None
 
 
 def make_task(recipe: Recipe, family: Family) -> Task:
@@ -44,21 +49,45 @@ def load_split(
     return task.examples(table, split)
 
 
-def load_splits(task: Task, recipe: Recipe, base_dir: Path | None) -> Splits:
-    """Read, normalise and check every split; carve eval out of train when asked."""
-    train = load_split(task, recipe, "train", base_dir)
-    assert train is not None
+def load_splits(
+    task: Task, recipe: Recipe, base_dir: Path | None, stream_train: bool = False
+) -> Splits:
+    """Read, normalise and check every split; carve eval out of train when asked.
+
+    `stream_train`: a local CSV/TSV/JSON Lines train file is checked and fitted in one pass
+    and tokenised later chunk by chunk (`data/stream.py`, `train_features`), never held whole.
+    """
+    streamed, source = None, recipe.data.train
+    if stream_train and streamable(source, base_dir, recipe.data.eval_fraction):
+        assert isinstance(source, LocalSource)
+        limit = recipe.data.max_train_samples
+        streamed = scan_train(task, source, base_dir, limit)  # fits the labels
+        train: list[Example] = []
+    else:
+        train = load_split(task, recipe, "train", base_dir) or []
     evaluation = load_split(task, recipe, "eval", base_dir)
     if evaluation is None and recipe.data.eval_fraction:
         train, evaluation = hold_out(train, recipe.data.eval_fraction, recipe.train.seed)
     if recipe.data.max_eval_samples and evaluation is not None:
         evaluation = evaluation[: recipe.data.max_eval_samples]
-    task.fit(train)
+    if streamed is None:
+        task.fit(train)
     for split in (evaluation or []), (train):
         for example in split:
             task.check_example(example)
     test = load_split(task, recipe, "test", base_dir)
-    return Splits(train=train, eval=evaluation, test=test)
+    return Splits(train=train, eval=evaluation, test=test, streamed=streamed)
+
+
+def train_features(task: Task, splits: Splits, cache: bool) -> Features:
+    """The train split's features (a streamed split is read again only on a cache miss); the
+    examples are released once tokenised."""
+    if splits.streamed is not None:
+        found = splits.streamed
+        return encode_chunks(task, found.chunks, found.content, training=True, cache=cache)
+    features = encode_features(task, splits.train, training=True, cache=cache)
+    splits.train = []  # the features are all training needs; free the examples' strings
+    return features
 
 
 def hold_out(examples: list[Example], fraction: float, seed: int) -> tuple[list, list]:

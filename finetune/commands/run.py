@@ -15,6 +15,7 @@ from finetune.commands.build import (
     load_splits,
     make_accelerator,
     make_task,
+    train_features,
 )
 from finetune.commands.validate import check_recipe
 from finetune.console import metric_items
@@ -161,12 +162,11 @@ def _run_locked(recipe, recipe_path, out, accelerator, plan, progress) -> RunSum
     set_seed(recipe.train.seed)
     family = detect_family(recipe)
     task = make_task(recipe, family)
-    splits = load_splits(task, recipe, recipe_path.parent)
+    splits = load_splits(task, recipe, recipe_path.parent, stream_train=True)
     resolved = resolve_name(recipe.model.name)
     task.tokenizer = load_tokenizer(resolved.path, recipe.model.revision)
     cache = recipe.data.cache
-    train_set = encode_features(task, splits.train, training=True, cache=cache)
-    splits.train = []  # the features are all training needs; free the examples' strings
+    train_set = train_features(task, splits, cache)
     eval_set = (
         encode_features(task, splits.eval, training=False, cache=cache) if splits.eval else None
     )

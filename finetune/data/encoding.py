@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,28 +43,59 @@ def encode_features(
     task: Task, examples: list[Example], training: bool, cache: bool = True
 ) -> Features:
     """The split's features: from the cache when this exact split was tokenised before."""
-    key = cache_key(task, examples, training) if cache and examples else None
+    key = cache_key(task, training, examples_digest([examples])) if cache and examples else None
+    chunks = (examples[i : i + CHUNK_ROWS] for i in range(0, len(examples), CHUNK_ROWS))
+    return _cached(key, lambda: _encoded(task, chunks, training))
+
+
+def encode_chunks(
+    task: Task,
+    chunks: Callable[[], Iterable[list[Example]]],
+    content: str,
+    training: bool,
+    cache: bool = True,
+) -> Features:
+    """The same for a split streamed from its file (`data/stream.py`): `content` is its
+    `examples_digest`, and `chunks` (which reads the file again) runs only on a cache miss."""
+    key = cache_key(task, training, content) if cache else None
+    return _cached(key, lambda: _encoded(task, chunks(), training))
+
+
+def _cached(key: str | None, make: Callable[[], Iterable[list[dict[str, Any]]]]) -> Features:
     if key is not None:
         hit = _load(key)
         if hit is not None:
             log.info("tokenised %d rows: from the feature cache (%s)", len(hit), key[:12])
             return hit
     with truncation_tally() as truncated:
-        features = Features.concat(_chunks(task, examples, training))
+        features = Features.concat(make())
     if key is not None:
         _store(key, features, truncated)
     return features
 
 
-def _chunks(task: Task, examples: list[Example], training: bool) -> Any:
-    for start in range(0, len(examples), CHUNK_ROWS):
-        rows = task.encode(examples[start : start + CHUNK_ROWS], training)
+def _encoded(task: Task, chunks: Iterable[list[Example]], training: bool) -> Any:
+    start = 0
+    for examples in chunks:
+        rows = task.encode(examples, training)
         for row in rows:
             row["idx"] += start
+        start += len(examples)
         yield rows
 
 
-def cache_key(task: Task, examples: list[Example], training: bool) -> str:
+def examples_digest(chunks: Iterable[list[Example]], digest: Any = None) -> str:
+    """SHA-256 of the examples' content, in order (part of the cache key); `digest` lets a
+    streamed read feed it chunk by chunk and read `hexdigest()` at the end."""
+    digest = digest or hashlib.sha256()
+    for examples in chunks:
+        for ex in examples:
+            digest.update(repr((ex.source, ex.pair, ex.target)).encode("utf-8", "surrogatepass"))
+            digest.update(b"\x00")
+    return str(digest.hexdigest())
+
+
+def cache_key(task: Task, training: bool, content: str) -> str:
     train = task.recipe.train
     settings = {
         "format": FORMAT,
@@ -80,9 +112,7 @@ def cache_key(task: Task, examples: list[Example], training: bool) -> str:
         "tokenizer": tokenizer_fingerprint(task.tokenizer),
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for ex in examples:
-        digest.update(repr((ex.source, ex.pair, ex.target)).encode("utf-8", "surrogatepass"))
-        digest.update(b"\x00")
+    digest.update(content.encode())
     return digest.hexdigest()
 
 

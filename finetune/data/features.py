@@ -119,11 +119,12 @@ class _Builder:
                 flat = itertools.chain.from_iterable(seqs)
                 values = np.fromiter(flat, np.int64, int(lengths.sum()))
                 values = values.astype(_token_dtype(values))  # 2 bytes a token, not 8, while
-                self.token_parts[name].append((values, lengths, present))  # chunks pile up
+                lengths = lengths.astype(np.int32)  # chunks pile up
+                self.token_parts[name].append((values, lengths, present))
             else:
                 self._absent_before(name, self.scalar_parts, token=False)
                 values = np.fromiter((row.get(name, 0) for row in rows), np.int64, n)
-                self.scalar_parts[name].append((values, present))
+                self.scalar_parts[name].append((values.astype(_token_dtype(values)), present))
         self.count += n
         for parts in (*self.token_parts.values(), *self.scalar_parts.values()):
             missing = self.count - sum(len(p[-1]) for p in parts)
@@ -136,18 +137,22 @@ class _Builder:
             columns[name] = [_absent(self.count, token)] if self.count else []
 
     def build(self) -> Features:
+        """Joins one column at a time and drops its chunks before the next: the peak is the
+        store plus one column's chunks, not twice the store."""
         tokens = {}
-        for name, parts in self.token_parts.items():
+        for name in list(self.token_parts):
+            parts = self.token_parts.pop(name)
             values = np.concatenate([p[0] for p in parts])  # the widest chunk's type
-            lengths = np.concatenate([p[1] for p in parts])
-            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            tokens[name] = (values.astype(_token_dtype(values)), offsets, _joined(parts, 2))
-        scalars = {
-            name: (_joined(parts, 0), _joined(parts, 1))
-            for name, parts in self.scalar_parts.items()
-        }
-        self.token_parts, self.scalar_parts = {}, {}
+            values = values.astype(_token_dtype(values), copy=False)
+            offsets = np.zeros(self.count + 1, dtype=np.int64)
+            np.cumsum(_joined(parts, 1), out=offsets[1:])
+            tokens[name] = (values, offsets, _joined(parts, 2))
+            del parts
+        scalars = {}
+        for name in list(self.scalar_parts):
+            parts = self.scalar_parts.pop(name)
+            values = _joined(parts, 0)
+            scalars[name] = (values.astype(_token_dtype(values), copy=False), _joined(parts, 1))
         return Features(self.count, tokens, scalars)
 
 

@@ -158,7 +158,7 @@ def duplicate_rows(table: Table) -> list[tuple[int, int]]:
     first_seen: dict[str, int] = {}
     repeats: list[tuple[int, int]] = []
     for index, row in enumerate(table.rows):
-        key = json.dumps(row, sort_keys=True, default=str, ensure_ascii=False)
+        key = row_key(row)
         if key in first_seen:
             repeats.append((index, first_seen[key]))
         else:
@@ -178,20 +178,27 @@ def report_duplicates(table: Table) -> int:
     they weight those rows twice and inflate eval scores when they leak across splits.
     """
     repeats = duplicate_rows(table)
-    if repeats:
-        shown = "; ".join(
-            f"{_position(table, i)} repeats {_position(table, j)}"
-            for i, j in repeats[:DUPLICATES_SHOWN]
-        )
+    shown = [(_position(table, i), _position(table, j)) for i, j in repeats[:DUPLICATES_SHOWN]]
+    warn_duplicates(table.source, len(repeats), shown)
+    return len(repeats)
+
+
+def warn_duplicates(source: str, count: int, shown: list[tuple[str, str]]) -> None:
+    """The warning, given the count and the first few (repeat, original) positions."""
+    if count:
         log.warning(
             "%s: %d duplicate row%s (%s%s); they count twice in training/eval",
-            table.source,
-            len(repeats),
-            "s" if len(repeats) != 1 else "",
-            shown,
-            ", ..." if len(repeats) > DUPLICATES_SHOWN else "",
+            source,
+            count,
+            "s" if count != 1 else "",
+            "; ".join(f"{a} repeats {b}" for a, b in shown),
+            ", ..." if count > DUPLICATES_SHOWN else "",
         )
-    return len(repeats)
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """What makes two rows the same row."""
+    return json.dumps(row, sort_keys=True, default=str, ensure_ascii=False)
 
 
 def read_hub(source: HubSource, limit: int | None = None, seed: int = 0) -> Table:

@@ -107,11 +107,11 @@ def keep_only_trainable(accelerator: Any, model: Any) -> None:
     """
     if _engine_saves(accelerator):
         return
-    names = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+    names = _trainable_names(model, remove_duplicate=False)
 
     def drop_frozen(models: list[Any], weights: list[dict[str, Any]], output_dir: str) -> None:
         for state in weights:
-            for key in [k for k in state if k not in names]:
+            for key in [k for k in state if _plain(k) not in names]:
                 del state[key]
 
     accelerator.register_save_state_pre_hook(drop_frozen)
@@ -122,6 +122,16 @@ def _engine_saves(accelerator: Any) -> bool:
     never see it and their loaders take other arguments."""
     kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
     return kind in ENGINE_SAVE
+
+
+def _trainable_names(model: Any, remove_duplicate: bool = True) -> set[str]:
+    found = model.named_parameters(remove_duplicate=remove_duplicate)
+    return {_plain(name) for name, param in found if param.requires_grad}
+
+
+def _plain(name: str) -> str:
+    """A parameter's name without DDP's `module.` (accelerate writes the unwrapped names)."""
+    return name.removeprefix("module.")
 
 
 def resume_weights(accelerator: Any, model: Any, checkpoint: Path) -> None:
@@ -138,9 +148,8 @@ def resume_weights(accelerator: Any, model: Any, checkpoint: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(weights), framework="pt") as handle:
-        saved = set(handle.keys())
-    wanted = {n for n, p in model.named_parameters() if p.requires_grad}
-    missing = sorted(wanted - saved)
+        saved = {_plain(key) for key in handle.keys()}  # noqa: SIM118 (not iterable)
+    missing = sorted(_trainable_names(model) - saved)
     if missing:
         from finetune.errors import ResumeMismatchError
 

@@ -1,0 +1,144 @@
+"""The training split of a local CSV / TSV / JSON Lines file, read chunk by chunk.
+
+Memory must grow gently with data (issue #12): holding a million rows as row dicts and then
+as examples cost about 800 bytes a row before tokenisation even started. Here no row outlives
+its chunk. The first pass normalises every row with the task's own checks and messages (so a
+bad row is named exactly as before), keeps one example per distinct label for `Task.fit`,
+hashes each row for the duplicate warning (8 bytes a row) and feeds the feature-cache digest.
+The second pass, which runs only when the cache has no entry for this content, reads the file
+again and tokenises each chunk into the feature store. What stays is the features.
+
+Other sources (a Hub split, JSON arrays, parquet, aligned text) and `data.eval_fraction`
+(which shuffles the whole split) are read whole, as before (`commands/build.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finetune.data.delimited import delimited_rows
+from finetune.data.encoding import CHUNK_ROWS, examples_digest
+from finetune.data.readers import (
+    DUPLICATES_SHOWN,
+    Table,
+    delimiter_for,
+    detect_format,
+    resolve_path,
+    row_key,
+    warn_duplicates,
+)
+from finetune.data.records import jsonl_rows
+from finetune.data.sources import LocalSource
+from finetune.errors import DataFileError, DataFormatError
+from finetune.tasks.base import Example, Task
+
+STREAMED_FORMATS = ("csv", "tsv", "jsonl")
+
+
+@dataclass
+class StreamedSplit:
+    """A split read once (checked, labels fitted, hashed); `chunks` reads it again."""
+
+    rows: int
+    content: str  # examples_digest of the whole split: the feature cache's content key
+    chunks: Callable[[], Iterator[list[Example]]]
+
+
+def streamable(source: Any, base_dir: Path | None, eval_fraction: float | None) -> bool:
+    if not isinstance(source, LocalSource) or eval_fraction:
+        return False
+    path = resolve_path(source.path, base_dir)
+    return detect_format(source, path) in STREAMED_FORMATS
+
+
+def scan_train(
+    task: Task, source: LocalSource, base_dir: Path | None, limit: int | None
+) -> StreamedSplit:
+    """Pass one over the train file: every row checked, `task.fit` called, duplicates warned."""
+
+    def chunks() -> Iterator[list[Example]]:
+        for table in row_chunks(source, base_dir, limit):
+            yield task.examples(table, "train")
+
+    digest = hashlib.sha256()
+    firsts: dict[Any, Example] = {}  # one example per distinct label, in order of appearance
+    hashes: list[np.ndarray] = []
+    lines: list[np.ndarray] = []
+    rows = 0
+    for table in row_chunks(source, base_dir, limit):
+        hashes.append(np.fromiter((_hash(row) for row in table.rows), np.uint64, len(table)))
+        lines.append(np.asarray(table.lines, dtype=np.int64))
+        examples = task.examples(table, "train")
+        examples_digest([examples], digest)
+        for example in examples:
+            firsts.setdefault(_label_key(example.target), example)
+        rows += len(examples)
+    _warn_duplicates(str(source.path), np.concatenate(hashes), np.concatenate(lines))
+    task.fit(list(firsts.values()))
+    return StreamedSplit(rows=rows, content=digest.hexdigest(), chunks=chunks)
+
+
+def row_chunks(source: LocalSource, base_dir: Path | None, limit: int | None) -> Iterator[Table]:
+    """The file's rows, CHUNK_ROWS at a time, each chunk a `Table` that names its lines; the
+    first unreadable row is raised, as `read_local` does."""
+    path = resolve_path(source.path, base_dir)
+    fmt = detect_format(source, path)
+    if not path.exists():
+        raise DataFileError(f"{source.path}: file not found", fix="check the path in data:")
+    shown = str(source.path)
+    columns: list[str] | None = None
+    if fmt == "jsonl":
+        found, first_line = jsonl_rows(path, shown), 1
+    else:
+        columns, found = delimited_rows(path, delimiter_for(fmt), source.quoting, shown)
+        first_line = 2
+    kept: list[dict[str, Any]] = []
+    kept_lines: list[int] = []
+    count = 0
+    for lineno, row in found:
+        if limit is not None and count >= limit:
+            break
+        if isinstance(row, DataFormatError):
+            raise row
+        kept.append(row)
+        kept_lines.append(lineno)
+        count += 1
+        if len(kept) == CHUNK_ROWS:
+            yield Table(kept, shown, first_line, columns, kept_lines)
+            kept, kept_lines = [], []
+    if kept:
+        yield Table(kept, shown, first_line, columns, kept_lines)
+    if not count:
+        what = "has a header but no rows" if columns else "has no rows"
+        raise DataFormatError(f"{source.path}: {what}", fix="add examples to the file")
+
+
+def _hash(row: dict[str, Any]) -> int:
+    return int.from_bytes(hashlib.blake2b(row_key(row).encode(), digest_size=8).digest(), "little")
+
+
+def _label_key(target: Any) -> Any:
+    """A classification target (kind, value) as is; a generation target (a list of reference
+    texts) fits nothing, so all of them share one key."""
+    try:
+        hash(target)
+    except TypeError:
+        return None
+    return target
+
+
+def _warn_duplicates(source: str, hashes: np.ndarray, lines: np.ndarray) -> None:
+    """`report_duplicates` from 8-byte row hashes instead of every row's text."""
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    originals = first[inverse]
+    repeats = np.flatnonzero(originals != np.arange(len(hashes)))
+    shown = [
+        (f"line {lines[i]}", f"line {lines[originals[i]]}") for i in repeats[:DUPLICATES_SHOWN]
+    ]
+    warn_duplicates(source, len(repeats), shown)
