@@ -262,27 +262,41 @@ def test_the_second_signal_quits_at_once(sig, second):
     assert signal.getsignal(sig) == before  # the handler it found is back
 
 
-def test_every_process_agrees_on_the_stop():
-    """Only one rank was signalled; the gathered maximum stops them all at the same step."""
+def test_every_process_agrees_on_the_stop(monkeypatch):
+    """Only one rank was signalled; the all-reduced maximum stops them all at the same step.
+    The collective runs on a CPU tensor over a gloo group of its own, made once: a GPU tensor
+    would make every step wait for the GPU (torchrun runs of it: test_faults_cli.py)."""
     import torch
+    import torch.distributed as dist
 
     from finetune.train.signals import StopRequest
 
+    other = {"signum": 0}
+    groups: list[str] = []
+
+    def new_group(backend: str) -> str:
+        groups.append(backend)
+        return "gloo-group"
+
+    def all_reduce(tensor: Any, op: Any, group: Any) -> None:
+        assert tensor.device.type == "cpu" and group == "gloo-group" and op == dist.ReduceOp.MAX
+        tensor.copy_(torch.maximum(tensor, torch.tensor([other["signum"]])))
+
+    monkeypatch.setattr(dist, "new_group", new_group)
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+
     class TwoRanks:
         num_processes = 2
-        device = torch.device("cpu")
-
-        def __init__(self, other: int) -> None:
-            self.other = other
-
-        def gather(self, tensor: Any) -> Any:
-            return torch.cat([tensor, torch.tensor([self.other])])
+        device = torch.device("cuda")  # never touched: the flag stays on the CPU
 
     quiet = StopRequest()
-    assert quiet.agreed(TwoRanks(0)) is None
-    assert quiet.agreed(TwoRanks(int(signal.SIGTERM))) == "SIGTERM"
+    assert quiet.agreed(TwoRanks()) is None
+    other["signum"] = int(signal.SIGTERM)
+    assert quiet.agreed(TwoRanks()) == "SIGTERM"
+    other["signum"] = 0
     quiet.signum = int(signal.SIGINT)
-    assert quiet.agreed(TwoRanks(0)) == "SIGINT"
+    assert quiet.agreed(TwoRanks()) == "SIGINT"
+    assert groups == ["gloo"]
 
 
 def test_adapter_checkpoint_keeps_trainable_tensors_and_resume_checks_them(tmp_path):

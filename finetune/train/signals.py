@@ -40,6 +40,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int = 0
         self._previous: dict[int, Any] = {}
+        self._group: Any = None  # the gloo group of `agreed`, made on first use
 
     def install(self) -> None:
         """Python only lets the main thread set handlers; elsewhere the defaults stay."""
@@ -67,13 +68,21 @@ class StopRequest:
         )
 
     def agreed(self, accelerator: Any) -> str | None:
-        """The stop signal's name once any process has one, on every process; else None."""
+        """The stop signal's name once any process has one, on every process; else None.
+
+        Asked after every step, so on several processes it is a collective on a CPU tensor
+        over its own gloo group: a GPU tensor would make every step wait for the GPU to drain
+        (the loop otherwise reads the device only at log steps)."""
         signum = self.signum
         if accelerator.num_processes > 1:
             import torch
+            import torch.distributed as dist
 
-            mine = torch.tensor([signum], device=accelerator.device)
-            signum = int(accelerator.gather(mine).max().item())
+            if self._group is None:  # every rank gets here at its first step
+                self._group = dist.new_group(backend="gloo")
+            mine = torch.tensor([signum], dtype=torch.int64)
+            dist.all_reduce(mine, op=dist.ReduceOp.MAX, group=self._group)
+            signum = int(mine.item())
         return signal.Signals(signum).name if signum else None
 
 
