@@ -137,17 +137,24 @@ class _Builder:
             columns[name] = [_absent(self.count, token)] if self.count else []
 
     def build(self) -> Features:
-        """Joins one column at a time and drops its chunks before the next: the peak is the
-        store plus one column's chunks, not twice the store."""
+        """Copies each chunk into arrays of the final size and drops it: the peak is the store
+        plus one chunk, not twice the store."""
         tokens = {}
         for name in list(self.token_parts):
             parts = self.token_parts.pop(name)
-            values = np.concatenate([p[0] for p in parts])  # the widest chunk's type
-            values = values.astype(_token_dtype(values), copy=False)
+            kind = np.result_type(*[p[0].dtype for p in parts])  # the widest chunk's type
+            values = np.empty(sum(len(p[0]) for p in parts), dtype=kind)
             offsets = np.zeros(self.count + 1, dtype=np.int64)
-            np.cumsum(_joined(parts, 1), out=offsets[1:])
-            tokens[name] = (values, offsets, _joined(parts, 2))
-            del parts
+            present = np.empty(self.count, dtype=bool)
+            at, row = 0, 0
+            while parts:
+                chunk, lengths, here = parts.pop(0)
+                values[at : at + len(chunk)] = chunk
+                np.cumsum(lengths, out=offsets[row + 1 : row + 1 + len(lengths)])
+                offsets[row + 1 : row + 1 + len(lengths)] += at
+                present[row : row + len(here)] = here
+                at, row = at + len(chunk), row + len(here)
+            tokens[name] = (values, offsets, present)
         scalars = {}
         for name in list(self.scalar_parts):
             parts = self.scalar_parts.pop(name)
