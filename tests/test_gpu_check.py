@@ -74,4 +74,5 @@ def test_full_dry_mode(tmp_path):
     assert done.returncode == 0, (table + done.stderr)[-3000:]
     assert table.count("| matrix ") == 18 and "| FAIL |" not in table
     assert "QLoRA 4-bit gpt2 | ok | skipped: no CUDA GPU" in table
-    assert "FSDP 1 process | ok" in table and "throughput vs Trainer | ok" in table
+    assert "FSDP 1 process lora | ok" in table and "FSDP 1 process full | ok" in table
+    assert "throughput vs Trainer | ok" in table

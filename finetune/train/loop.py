@@ -12,11 +12,10 @@ methods only decide which parameters require grad.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -25,7 +24,7 @@ from finetune.errors import NonFiniteLossError
 from finetune.recipe.schema import TrainConfig
 from finetune.run.files import append_jsonl
 from finetune.run.trackers import log_record
-from finetune.train.batching import LengthGroupedBatchSampler, TokenDataset, label_tokens
+from finetune.train.batching import LengthGroupedBatchSampler, TokenDataset
 from finetune.train.checkpoints import (
     TrainState,
     latest_checkpoint,
@@ -36,6 +35,7 @@ from finetune.train.optim import build_scheduler, plan_steps
 from finetune.train.progress import Progress
 from finetune.train.rng import isolated_rng, private_generator
 from finetune.train.signals import StopRequest, TrainingStopped
+from finetune.train.step import accumulate_step, micro_batches
 
 log = logging.getLogger(__name__)
 
@@ -155,61 +155,6 @@ def _is_causal(kind: str | None, model: Any) -> bool:
     if kind is not None:
         return kind == "causal"
     return not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
-
-
-def micro_batches(loader: Any, size: int, device: Any) -> Iterator[list[dict[str, Any]]]:
-    """This epoch's micro-batches, grouped by optimizer step (the last group may be shorter).
-    On CUDA the loader pins its batches, so the copies queue behind the running step instead
-    of waiting for it."""
-    from accelerate.utils import send_to_device
-
-    window: list[dict[str, Any]] = []
-    for batch in loader:
-        batch.pop("idx", None)
-        window.append(send_to_device(batch, device, non_blocking=bool(loader.pin_memory)))
-        if len(window) == size:
-            yield window
-            window = []
-    if window:
-        yield window
-
-
-def accumulate_step(
-    model: Any, window: list[dict[str, Any]], accelerator: Any, causal: bool
-) -> tuple[Any, Any]:
-    """Backward over one optimizer step's micro-batches, weighted by label tokens.
-
-    A model's loss is the mean over its micro-batch's label tokens. Scaling it by
-    (tokens in this micro-batch) / (tokens in the whole step on every process), times the
-    process count that DDP's gradient average divides by, makes the step's gradient the
-    per-token mean over all of it: a micro-batch of 300 target tokens weighs a fifth of one of
-    1,500, and a partial last window is not divided by the full grad_accum (transformers'
-    `num_items_in_batch`). Returns the step's summed token loss and its [tokens, examples],
-    both over all processes.
-    """
-    import torch
-
-    counts = [label_tokens(b["labels"], causal).sum().float() for b in window]
-    # torch.full, not new_tensor: a host -> device copy would wait for the queued work
-    examples = torch.full((), float(sum(b["labels"].shape[0] for b in window)),
-                          device=counts[0].device)  # fmt: skip
-    local = torch.stack([torch.stack(counts).sum(), examples])
-    totals = _sum_across(accelerator, local)
-    scale = accelerator.num_processes / totals[0].clamp(min=1.0)
-    loss_sum = counts[0].new_zeros(())
-    for i, batch in enumerate(window):
-        last = i == len(window) - 1
-        with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            loss = model(**batch).loss
-            accelerator.backward(loss * (counts[i] * scale))
-        loss_sum = loss_sum + loss.detach().float() * counts[i]
-    return _sum_across(accelerator, loss_sum), totals
-
-
-def _sum_across(accelerator: Any, tensor: Any) -> Any:
-    if accelerator.num_processes == 1:
-        return tensor
-    return accelerator.reduce(tensor, reduction="sum")
 
 
 @dataclass
