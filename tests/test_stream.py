@@ -142,3 +142,49 @@ def test_eval_fraction_and_other_formats_read_the_split_whole(tmp_path, tiny_mod
     recipe = _recipe(train, {"type": "classification"}, tiny_model_dir("bert"), eval_fraction=0.2)
     splits = load_splits(make_task(recipe, FAMILIES["bert"]), recipe, tmp_path, True)
     assert splits.streamed is None and len(splits.train) == 24 and len(splits.eval or []) == 6
+
+
+def test_a_file_changed_between_the_passes_is_refused_and_not_cached(
+    tmp_path, tiny_model_dir, small_chunks, monkeypatch
+):
+    """Rows checked in the first pass are the rows tokenised: an edit in between (a file still
+    being written) stops the run, and nothing is cached under the checked content's key."""
+    from finetune.errors import DataError
+
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(20, seed=1))
+    model = tiny_model_dir("bert")
+    recipe = _recipe(train, {"type": "classification"}, model)
+    for edit in ("changed", "longer"):
+        monkeypatch.setenv("FINETUNE_CACHE_DIR", str(tmp_path / edit))  # a cold cache each
+        task = make_task(recipe, FAMILIES["bert"])
+        splits = load_splits(task, recipe, tmp_path, stream_train=True)
+        task.tokenizer = load_tokenizer(str(model))
+        rows = sentiment_rows(20, seed=1)
+        if edit == "changed":
+            rows[9]["text"] = "an edited row"
+        else:
+            rows += sentiment_rows(3, seed=5)
+        write_csv(train, rows)
+        with pytest.raises(DataError, match="changed between the check of every row"):
+            train_features(task, splits, cache=True)
+        write_csv(train, sentiment_rows(20, seed=1))  # back as it was checked
+        again = make_task(recipe, FAMILIES["bert"])
+        again.tokenizer = load_tokenizer(str(model))
+        fresh = train_features(again, load_splits(again, recipe, tmp_path, True), cache=True)
+        whole = make_task(recipe, FAMILIES["bert"])
+        whole.tokenizer = load_tokenizer(str(model))
+        expected = train_features(whole, load_splits(whole, recipe, tmp_path, False), cache=False)
+        assert _rows(fresh) == _rows(expected)
+
+
+def test_jsonl_columns_come_from_the_first_row_in_every_chunk(
+    tmp_path, tiny_model_dir, small_chunks
+):
+    """A later chunk's first row lacking the label names that row, as a whole read does."""
+    rows = [{"text": f"row {i}", "label": i % 2} for i in range(20)]
+    del rows[7]["label"]  # the first row of the second chunk of 7
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    recipe = _recipe(train, {"type": "classification"}, tiny_model_dir("bert"))
+    for streamed in (True, False):
+        with pytest.raises(DataValueError, match=r"train\.jsonl line 8: column 'label'"):
+            load_splits(make_task(recipe, FAMILIES["bert"]), recipe, tmp_path, streamed)

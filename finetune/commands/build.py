@@ -61,7 +61,7 @@ def load_splits(
     if stream_train and streamable(source, base_dir, recipe.data.eval_fraction):
         assert isinstance(source, LocalSource)
         limit = recipe.data.max_train_samples
-        streamed = scan_train(task, source, base_dir, limit)  # fits the labels
+        streamed = scan_train(task, source, base_dir, limit)
         train: list[Example] = []
     else:
         train = load_split(task, recipe, "train", base_dir) or []
@@ -70,8 +70,7 @@ def load_splits(
         train, evaluation = hold_out(train, recipe.data.eval_fraction, recipe.train.seed)
     if recipe.data.max_eval_samples and evaluation is not None:
         evaluation = evaluation[: recipe.data.max_eval_samples]
-    if streamed is None:
-        task.fit(train)
+    task.fit(train if streamed is None else streamed.firsts)
     for split in (evaluation or []), (train):
         for example in split:
             task.check_example(example)

@@ -10,6 +10,7 @@ batch at a time.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Iterable
@@ -63,6 +64,8 @@ class Features:
         builder = _Builder()
         for rows in chunks:
             builder.add(rows)
+            del rows
+            _return_freed_memory()
         return builder.build()
 
     # ------------------------------------------------------------------ disk
@@ -172,11 +175,34 @@ def _absent(count: int, token: bool) -> tuple[np.ndarray, ...]:
     return (np.zeros(0, dtype=np.uint16), zeros, nobody) if token else (zeros, nobody)
 
 
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to call
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def _return_freed_memory() -> None:
+    """Hand a packed chunk's freed memory back to the OS. Each chunk's Python objects and
+    tokenizer output (tens of MB) are freed once it is packed, but glibc keeps freed heap
+    memory, and the packed arrays that outlive each chunk pin it: a million-row split held
+    about 40 MB of it (peak 207 MB above the model; with this call, 166-169 MB)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _token_dtype(values: np.ndarray) -> np.dtype:
     """The narrowest integer type that holds every id (uint16 for vocabularies under 65,536;
     signed when labels carry the -100 ignore index)."""
-    if not len(values):
-        return np.dtype(np.int32)
+    if not len(values):  # an empty chunk must not widen the others when they are joined
+        return np.dtype(np.uint16)
     low, high = int(values.min()), int(values.max())
     if low >= 0 and high <= np.iinfo(np.uint16).max:
         return np.dtype(np.uint16)

@@ -35,7 +35,7 @@ from finetune.data.readers import (
 )
 from finetune.data.records import jsonl_rows
 from finetune.data.sources import LocalSource
-from finetune.errors import DataFileError, DataFormatError
+from finetune.errors import DataError, DataFileError, DataFormatError
 from finetune.tasks.base import Example, Task
 
 STREAMED_FORMATS = ("csv", "tsv", "jsonl")
@@ -43,11 +43,13 @@ STREAMED_FORMATS = ("csv", "tsv", "jsonl")
 
 @dataclass
 class StreamedSplit:
-    """A split read once (checked, labels fitted, hashed); `chunks` reads it again."""
+    """A split read once (checked, hashed); `chunks` reads it again, chunk by chunk, and
+    refuses any chunk that differs from what the first pass saw."""
 
     rows: int
     content: str  # examples_digest of the whole split: the feature cache's content key
     chunks: Callable[[], Iterator[list[Example]]]
+    firsts: list[Example]  # one example per distinct label, in order: what `Task.fit` needs
 
 
 def streamable(source: Any, base_dir: Path | None, eval_fraction: float | None) -> bool:
@@ -60,11 +62,19 @@ def streamable(source: Any, base_dir: Path | None, eval_fraction: float | None) 
 def scan_train(
     task: Task, source: LocalSource, base_dir: Path | None, limit: int | None
 ) -> StreamedSplit:
-    """Pass one over the train file: every row checked, `task.fit` called, duplicates warned."""
+    """Pass one over the train file: every row checked, duplicates warned; the caller fits the
+    task on `firsts`."""
+    seen: list[str] = []  # each chunk's digest: pass two must read exactly the same rows
 
     def chunks() -> Iterator[list[Example]]:
-        for table in row_chunks(source, base_dir, limit):
-            yield task.examples(table, "train")
+        count = 0
+        for count, table in enumerate(row_chunks(source, base_dir, limit), start=1):
+            examples = task.examples(table, "train")
+            if count > len(seen) or examples_digest([examples]) != seen[count - 1]:
+                raise _changed(source, table)
+            yield examples
+        if count != len(seen):
+            raise _changed(source, None)
 
     digest = hashlib.sha256()
     firsts: dict[Any, Example] = {}  # one example per distinct label, in order of appearance
@@ -76,12 +86,20 @@ def scan_train(
         lines.append(np.asarray(table.lines, dtype=np.int64))
         examples = task.examples(table, "train")
         examples_digest([examples], digest)
+        seen.append(examples_digest([examples]))
         for example in examples:
             firsts.setdefault(_label_key(example.target), example)
         rows += len(examples)
     _warn_duplicates(str(source.path), np.concatenate(hashes), np.concatenate(lines))
-    task.fit(list(firsts.values()))
-    return StreamedSplit(rows=rows, content=digest.hexdigest(), chunks=chunks)
+    return StreamedSplit(rows, digest.hexdigest(), chunks, list(firsts.values()))
+
+
+def _changed(source: LocalSource, table: Table | None) -> DataError:
+    where = f"{source.path}" + (f" (from line {table.lines[0]})" if table and table.lines else "")
+    return DataError(
+        f"{where}: the file changed between the check of every row and tokenisation",
+        fix="start the run again once the file is no longer being written",
+    )
 
 
 def row_chunks(source: LocalSource, base_dir: Path | None, limit: int | None) -> Iterator[Table]:
@@ -106,6 +124,8 @@ def row_chunks(source: LocalSource, base_dir: Path | None, limit: int | None) ->
             break
         if isinstance(row, DataFormatError):
             raise row
+        if columns is None:  # JSON Lines: the first row names the columns, as in a whole read
+            columns = list(row)
         kept.append(row)
         kept_lines.append(lineno)
         count += 1
@@ -115,7 +135,7 @@ def row_chunks(source: LocalSource, base_dir: Path | None, limit: int | None) ->
     if kept:
         yield Table(kept, shown, first_line, columns, kept_lines)
     if not count:
-        what = "has a header but no rows" if columns else "has no rows"
+        what = "has a header but no rows" if fmt != "jsonl" else "has no rows"
         raise DataFormatError(f"{source.path}: {what}", fix="add examples to the file")
 
 
