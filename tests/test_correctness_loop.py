@@ -387,6 +387,17 @@ class _Diverging:
         return Model()
 
 
+def _scalar_collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    return {
+        "input_ids": torch.tensor([r["input_ids"] for r in rows]),
+        "attention_mask": torch.ones(len(rows), 2, dtype=torch.long),
+        "labels": torch.tensor([r["labels"] for r in rows]),
+        "idx": torch.tensor([r["idx"] for r in rows]),
+    }
+
+
 def _diverging_run(tmp_path, cfg: TrainConfig, bad: int, spy: list[int] | None = None):
     import torch
     from accelerate import Accelerator
@@ -403,14 +414,6 @@ def _diverging_run(tmp_path, cfg: TrainConfig, bad: int, spy: list[int] | None =
     )
     features = [{"input_ids": [1, 2], "labels": 0, "idx": i, "length": 2} for i in range(20)]
 
-    def collate(rows):
-        return {
-            "input_ids": torch.tensor([r["input_ids"] for r in rows]),
-            "attention_mask": torch.ones(len(rows), 2, dtype=torch.long),
-            "labels": torch.tensor([r["labels"] for r in rows]),
-            "idx": torch.tensor([r["idx"] for r in rows]),
-        }
-
     settle = loop._Loop.settle
 
     def counted(self):
@@ -421,9 +424,8 @@ def _diverging_run(tmp_path, cfg: TrainConfig, bad: int, spy: list[int] | None =
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(loop._Loop, "settle", counted)
-        return fit(
-            model, optimizer, ListDataset(features), collate, cfg, Accelerator(cpu=True), hooks
-        )
+        data = ListDataset(features)
+        return fit(model, optimizer, data, _scalar_collate, cfg, Accelerator(cpu=True), hooks)
 
 
 def test_losses_are_read_back_only_at_log_eval_and_checkpoint_steps(tmp_path):
@@ -496,14 +498,6 @@ def test_non_finite_loss_is_a_user_error_and_keeps_last_good_checkpoint(tmp_path
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     features = [{"input_ids": [1, 2], "labels": 0, "idx": i, "length": 2} for i in range(10)]
 
-    def collate(rows):
-        return {
-            "input_ids": torch.tensor([r["input_ids"] for r in rows]),
-            "attention_mask": torch.ones(len(rows), 2, dtype=torch.long),
-            "labels": torch.tensor([r["labels"] for r in rows]),
-            "idx": torch.tensor([r["idx"] for r in rows]),
-        }
-
     from accelerate import Accelerator
 
     from finetune.train.loop import fit
@@ -512,7 +506,8 @@ def test_non_finite_loss_is_a_user_error_and_keeps_last_good_checkpoint(tmp_path
         batch_size=1, epochs=1, save_steps=1, lr=0.1, warmup_fraction=0.0, group_by_length=False
     )
     with pytest.raises(NonFiniteLossError) as caught:
-        fit(model, optimizer, ListDataset(features), collate, cfg, Accelerator(cpu=True), hooks)
+        data = ListDataset(features)
+        fit(model, optimizer, data, _scalar_collate, cfg, Accelerator(cpu=True), hooks)
     error = caught.value
     assert error.exit_code == 2 and error.code != "E000"
     assert "step 4" in error.message and "lr" in error.message
