@@ -84,15 +84,17 @@ def _encoded(task: Task, chunks: Iterable[list[Example]], training: bool) -> Any
         yield rows
 
 
-def examples_digest(chunks: Iterable[list[Example]], digest: Any = None) -> str:
-    """SHA-256 of the examples' content, in order (part of the cache key); `digest` lets a
-    streamed read feed it chunk by chunk and read `hexdigest()` at the end."""
-    digest = digest or hashlib.sha256()
+def examples_digest(chunks: Iterable[list[Example]], *into: Any) -> str:
+    """SHA-256 of the examples' content, in order (part of the cache key), as hex. A streamed
+    read passes its own hashers in `into` (the whole split's and this chunk's): each example is
+    encoded once and fed to all of them; the first one's digest is returned."""
+    digests = into or (hashlib.sha256(),)
     for examples in chunks:
         for ex in examples:
-            digest.update(repr((ex.source, ex.pair, ex.target)).encode("utf-8", "surrogatepass"))
-            digest.update(b"\x00")
-    return str(digest.hexdigest())
+            data = repr((ex.source, ex.pair, ex.target)).encode("utf-8", "surrogatepass") + b"\x00"
+            for digest in digests:
+                digest.update(data)
+    return str(digests[0].hexdigest())
 
 
 def cache_key(task: Task, training: bool, content: str) -> str:

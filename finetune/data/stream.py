@@ -46,7 +46,6 @@ class StreamedSplit:
     """A split read once (checked, hashed); `chunks` reads it again, chunk by chunk, and
     refuses any chunk that differs from what the first pass saw."""
 
-    rows: int
     content: str  # examples_digest of the whole split: the feature cache's content key
     chunks: Callable[[], Iterator[list[Example]]]
     firsts: list[Example]  # one example per distinct label, in order: what `Task.fit` needs
@@ -80,18 +79,15 @@ def scan_train(
     firsts: dict[Any, Example] = {}  # one example per distinct label, in order of appearance
     hashes: list[np.ndarray] = []
     lines: list[np.ndarray] = []
-    rows = 0
     for table in row_chunks(source, base_dir, limit):
         hashes.append(np.fromiter((_hash(row) for row in table.rows), np.uint64, len(table)))
         lines.append(np.asarray(table.lines, dtype=np.int64))
         examples = task.examples(table, "train")
-        examples_digest([examples], digest)
-        seen.append(examples_digest([examples]))
+        seen.append(examples_digest([examples], hashlib.sha256(), digest))
         for example in examples:
             firsts.setdefault(_label_key(example.target), example)
-        rows += len(examples)
     _warn_duplicates(str(source.path), np.concatenate(hashes), np.concatenate(lines))
-    return StreamedSplit(rows, digest.hexdigest(), chunks, list(firsts.values()))
+    return StreamedSplit(digest.hexdigest(), chunks, list(firsts.values()))
 
 
 def _changed(source: LocalSource, table: Table | None) -> DataError:

@@ -27,6 +27,7 @@ from finetune.run.layout import (
     complete_checkpoints,
     is_partial_checkpoint,
 )
+from finetune.train.sharded import distributed_kind
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,7 @@ def keep_only_trainable(accelerator: Any, model: Any) -> None:
 def _engine_saves(accelerator: Any) -> bool:
     """FSDP, DeepSpeed and Megatron checkpoint the model their own way: accelerate's save hooks
     never see it and their loaders take other arguments."""
-    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
-    return kind in ENGINE_SAVE
+    return distributed_kind(accelerator) in ENGINE_SAVE
 
 
 def _trainable_names(model: Any, remove_duplicate: bool = True) -> set[str]:

@@ -26,8 +26,10 @@ from typing import Any
 
 @contextlib.contextmanager
 def full_weights(accelerator: Any, model: Any) -> Iterator[None]:
-    """Every parameter whole on every process inside the block; re-sharded after."""
-    kind = _kind(accelerator)
+    """Every parameter whole on every process inside the block (FSDP1, ZeRO-3); re-sharded
+    after. Under FSDP2 only the root group is unsharded: the methods save from
+    `gathered_state_dict`, and the root holds what a save may still run (a prompt encoder)."""
+    kind = distributed_kind(accelerator)
     if kind == "FSDP":
         with _fsdp_full(accelerator, model):
             yield
@@ -51,7 +53,7 @@ def gathered_state_dict(
     transformers') cannot write, so the methods save from this dict instead
     (`Method.save(..., state_dict)`). None elsewhere: the methods read the model itself.
     """
-    if _kind(accelerator) != "FSDP" or not getattr(accelerator, "is_fsdp2", False):
+    if distributed_kind(accelerator) != "FSDP" or not getattr(accelerator, "is_fsdp2", False):
         return None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -88,7 +90,9 @@ def fsdp_wrap_blocks(accelerator: Any, model: Any) -> list[str] | None:
     plugin's classes to the model's blocks, leaving out any that contain the input embeddings
     (those are sharded on their own); returns the names set, or None when nothing changed."""
     plugin = getattr(accelerator.state, "fsdp_plugin", None)
-    if _kind(accelerator) != "FSDP" or plugin is None or plugin.transformer_cls_names_to_wrap:
+    if distributed_kind(accelerator) != "FSDP" or plugin is None:
+        return None
+    if plugin.transformer_cls_names_to_wrap:  # named in the config: the user's choice
         return None
     policy = getattr(plugin.auto_wrap_policy, "func", plugin.auto_wrap_policy)
     if getattr(policy, "__name__", "") != "transformer_auto_wrap_policy":
@@ -123,7 +127,8 @@ def _one_module_per_tied_embedding(model: Any, embeddings: Any) -> None:
                 setattr(parent, name, embeddings)
 
 
-def _kind(accelerator: Any) -> str:
+def distributed_kind(accelerator: Any) -> str:
+    """accelerate's distributed type as its name ("NO", "MULTI_GPU", "FSDP", "DEEPSPEED", ...)."""
     return str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
 
 
