@@ -205,6 +205,8 @@ class GenerationTask(Task):
     def eval_batch(
         self, model: Any, batch: dict[str, Any], predict: bool
     ) -> tuple[list[float] | None, list[Any] | None]:
+        if predict and "labels" in batch and self.can_share_prompt(model, batch):
+            return self.eval_sharing_prompts(model, batch)
         encoded = None
         if predict and "labels" in batch and self.can_share_encoder(model):
             encoded = self.run_encoder(model, batch)  # once for both the loss and generate
@@ -226,6 +228,41 @@ class GenerationTask(Task):
         model = unwrap_parallel(model)
         peft_config = getattr(model, "active_peft_config", None)
         return not getattr(peft_config, "is_prompt_learning", False)
+
+    def can_share_prompt(self, model: Any, batch: dict[str, Any]) -> bool:
+        """Decoders can reuse one pass over the prompts unless peft feeds them virtual tokens,
+        the model's generation config brings a cache of its own (Gemma 2's hybrid cache), or a
+        prompt is a single token (nothing to cache before the last one)."""
+        if not self.is_causal():
+            return False
+        generator = unwrap_parallel(model)
+        if getattr(getattr(generator, "active_peft_config", None), "is_prompt_learning", False):
+            return False
+        if getattr(generator.generation_config, "cache_implementation", None) is not None:
+            return False
+        return int(batch["prompt_mask"].sum(dim=1).min()) >= 2
+
+    def eval_sharing_prompts(self, model: Any, batch: dict[str, Any]) -> tuple[list[float], list]:
+        """Losses and generated texts with one prompt pass per sub-batch (tasks/prompt_cache.py)."""
+        from finetune.tasks import prompt_cache
+
+        generator = unwrap_parallel(model)
+        ids, mask, labels = batch["prompt_ids"], batch["prompt_mask"], batch["labels"]
+        size = self.recipe.eval.generation.batch_size or ids.shape[0]
+        pad = self.tokenizer.pad_token_id
+        losses: list[float] = []
+        texts: list[str] = []
+        for start in range(0, ids.shape[0], size):
+            rows = slice(start, start + size)
+            sub_ids, sub_mask = trim_padding(ids[rows], mask[rows], left=True)
+            cache = prompt_cache.prefill(generator, sub_ids, sub_mask)
+            losses += prompt_cache.losses_after_prompt(
+                generator, cache, sub_ids, sub_mask, labels[rows], pad
+            )
+            beams = self.recipe.eval.generation.num_beams
+            extra = prompt_cache.generation_cache(generator, cache, beams)
+            texts += self._generate_chunk(model, sub_ids, sub_mask, extra)
+        return losses, texts
 
     def run_encoder(self, model: Any, batch: dict[str, Any]) -> Any:
         encoder = unwrap_parallel(model).get_encoder()
