@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finetune.errors import ModelError, first_line
+from finetune.models.activations import fuse_gelu
 from finetune.models.architectures import Family, ResolvedModel, model_help
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def load_base_model(
         raise load_failure(resolved.name, exc) from None
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    fuse_gelu(model)
     new = modules_from_keys(list(info.get("missing_keys", [])))
     if kind == "classification":
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
