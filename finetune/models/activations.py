@@ -25,7 +25,7 @@ def fuse_gelu(model: Any) -> int:
         for name in ("NewGELUActivation", "FastGELUActivation")
         if hasattr(activations, name)
     )
-    fused = getattr(activations, "GELUTanh", None) or getattr(activations, "PytorchGELUTanh")
+    fused = getattr(activations, "GELUTanh", None) or activations.PytorchGELUTanh
     swapped = 0
     for parent in model.modules():
         for name, child in list(parent.named_children()):
