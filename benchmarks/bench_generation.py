@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=500, help="DialogSum dialogues (dev has 500)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-beams", type=int, default=2)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, help="default: the recipe's, else 32")
     parser.add_argument("--no-repeat-ngram-size", type=int, default=0)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--max-target-length", type=int, default=64)
@@ -49,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.recipe:
         apply_recipe(args)
+    args.max_new_tokens = args.max_new_tokens or 32
     return args
 
 
@@ -61,6 +62,7 @@ def apply_recipe(args: argparse.Namespace) -> None:
     gen = recipe.get("eval", {}).get("generation", {})
     args.batch_size = recipe.get("eval", {}).get("batch_size", args.batch_size)
     args.num_beams = gen.get("num_beams", args.num_beams)
+    args.max_new_tokens = args.max_new_tokens or gen.get("max_new_tokens")
     args.no_repeat_ngram_size = gen.get("no_repeat_ngram_size", 0)
     args.max_length = recipe["train"].get("max_length", args.max_length)
     args.max_target_length = recipe["train"].get("max_target_length", args.max_target_length)
@@ -74,6 +76,7 @@ def random_model(name: str) -> str:
 
     from finetune.models.architectures import resolve_name
 
+    transformers.set_seed(0)  # the same random model on every run
     tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_name("bundled:minilm-l6").path)
     vocab = len(tokenizer)
     ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.sep_token_id}

@@ -14,14 +14,16 @@ DECODERS = [name for name, arch in ARCHITECTURES.items() if arch.architecture ==
 TARGETS = ["a dog", "the man walks in the park", "two cats", "red"]
 
 
-def decoder_task(model_dir, model_type: str, **gen):
+def arch_task(model_dir, model_type: str, **gen):
+    """A summarization task and its model for one model_type of the architecture table."""
     from finetune.models.architectures import resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
 
     arch = ARCHITECTURES[model_type]
     task = make_task(make_recipe(str(model_dir), SUMMARY, **gen), arch)
     task.tokenizer = load_tokenizer(str(model_dir))
-    model = load_base_model(resolve_name(str(model_dir)), arch, "causal", task.tokenizer).model
+    kind = task.model_kind()
+    model = load_base_model(resolve_name(str(model_dir)), arch, kind, task.tokenizer).model
     return task, model.eval()
 
 
@@ -59,7 +61,7 @@ def both_ways(task, model, batch):
 
 @pytest.mark.parametrize("model_type", DECODERS)
 def test_shared_prompt_pass_gives_the_losses_and_texts_of_two_passes(model_type, tiny_model_dir):
-    task, model = decoder_task(tiny_model_dir(model_type), model_type, num_beams=1)
+    task, model = arch_task(tiny_model_dir(model_type), model_type, num_beams=1)
     batch = eval_batch(task)
     if not task.can_share_prompt(model, batch):
         assert model.generation_config.cache_implementation is not None  # Gemma 2's own cache
@@ -72,7 +74,7 @@ def test_shared_prompt_pass_gives_the_losses_and_texts_of_two_passes(model_type,
 
 @pytest.mark.parametrize(("num_beams", "sub_batch"), [(3, None), (1, 3), (2, 1)])
 def test_shared_prompt_pass_with_beams_and_sub_batches(num_beams, sub_batch, tiny_model_dir):
-    task, model = decoder_task(
+    task, model = arch_task(
         tiny_model_dir("gpt2"), "gpt2", num_beams=num_beams, batch_size=sub_batch
     )
     shared, apart = both_ways(task, model, eval_batch(task))
@@ -84,7 +86,7 @@ def test_shared_prompt_pass_with_beams_and_sub_batches(num_beams, sub_batch, tin
 def test_prompt_learning_keeps_two_passes(tiny_model_dir):
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    task, model = decoder_task(tiny_model_dir("gpt2"), "gpt2")
+    task, model = arch_task(tiny_model_dir("gpt2"), "gpt2")
     config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=2)
     peft_model = get_peft_model(model, config).eval()
     assert not task.can_share_prompt(peft_model, eval_batch(task))
@@ -93,7 +95,7 @@ def test_prompt_learning_keeps_two_passes(tiny_model_dir):
 def test_lora_model_shares_the_prompt_pass(tiny_model_dir):
     from peft import LoraConfig, TaskType, get_peft_model
 
-    task, model = decoder_task(tiny_model_dir("gpt2"), "gpt2", num_beams=2)
+    task, model = arch_task(tiny_model_dir("gpt2"), "gpt2", num_beams=2)
     config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, target_modules=["c_attn"])
     peft_model = get_peft_model(model, config).eval()
     shared, apart = both_ways(task, peft_model, eval_batch(task))

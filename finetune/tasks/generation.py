@@ -28,6 +28,7 @@ from finetune.tasks.base import (
     tokenize_counting_truncation,
     warn_truncated,
 )
+from finetune.tasks.beam_cache import beam_search_cache
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -307,7 +308,8 @@ class GenerationTask(Task):
         for start in range(0, ids.shape[0], size):
             rows = slice(start, start + size)
             sub_ids, sub_mask = trim_padding(ids[rows], mask[rows], left=causal)
-            extra = {}
+            beams = self.recipe.eval.generation.num_beams
+            extra = beam_search_cache(unwrap_parallel(model), beams)
             if encoded is not None:  # right-padded: the first columns are the real ones
                 extra["encoder_outputs"] = slice_encoded(encoded, rows, sub_ids.shape[1])
             texts += self._generate_chunk(model, sub_ids, sub_mask, extra)
