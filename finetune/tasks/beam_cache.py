@@ -20,7 +20,7 @@ from finetune.tasks.prompt_cache import cache_keyword
 def _cache_class() -> type:
     from transformers import EncoderDecoderCache
 
-    class SharedCrossAttentionCache(EncoderDecoderCache):  # type: ignore[misc]
+    class SharedCrossAttentionCache(EncoderDecoderCache):
         """Reorders the self-attention cache only."""
 
         def reorder_cache(self, beam_idx: Any) -> None:
