@@ -37,7 +37,7 @@ def one_step(keep_logits: bool, device: str) -> dict[str, float]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from finetune.tasks.generation import IGNORE, keep_from_first_label
+    from finetune.tasks.padding import IGNORE, keep_from_first_label
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**CONFIG)).to(device)

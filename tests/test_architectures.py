@@ -234,7 +234,7 @@ def test_decoder_loss_computed_only_where_labels_are_is_the_full_loss(model_type
     with torch.no_grad():
         cut = model(**{k: v for k, v in batch.items() if k != "idx"}, logits_to_keep=keep)
         labels = _features(task)
-        from finetune.tasks.generation import IGNORE, pad_rows
+        from finetune.tasks.padding import IGNORE, pad_rows
 
         whole = pad_rows([f["labels"] for f in labels], IGNORE)
         reference = model(

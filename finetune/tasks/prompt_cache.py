@@ -17,10 +17,10 @@ import copy
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from finetune.tasks.padding import IGNORE
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-IGNORE = -100
 
 
 def cache_keyword(model: Any) -> str:

@@ -1,0 +1,66 @@
+"""Token-id tensors of a generation batch: padding (right, or left for decoder prompts),
+trimming padding columns, the slices of a shared encoder output, and the unwrapped model.
+
+Shared by the generation task, the decoders' shared prompt pass and the tests.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+IGNORE = -100  # the label of a position without loss (prompt, padding)
+
+
+def pad_rows(rows: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    """Pad token-id lists into one tensor (right, or left for decoder-only prompts)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            values = torch.tensor(row, dtype=torch.long)
+            if left:
+                out[i, width - len(row) :] = values
+            else:
+                out[i, : len(row)] = values
+    return out
+
+
+def keep_from_first_label(labels: torch.Tensor) -> int:
+    """How many trailing positions hold every label of the batch, plus the one before the
+    first label (its logit predicts that label): the `logits_to_keep` of a decoder."""
+    labelled = (labels != IGNORE).any(dim=0).nonzero()
+    first = int(labelled[0]) if labelled.numel() else labels.shape[1] - 1
+    return labels.shape[1] - max(first - 1, 0)
+
+
+def mask_rows(rows: list[list[int]], left: bool = False) -> torch.Tensor:
+    return pad_rows([[1] * len(r) for r in rows], 0, left=left)
+
+
+def trim_padding(
+    ids: torch.Tensor, mask: torch.Tensor, left: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop columns that are padding in every row (a sub-batch may be shorter than its batch)."""
+    width = int(mask.sum(dim=1).max())
+    if left:
+        return ids[:, ids.shape[1] - width :], mask[:, mask.shape[1] - width :]
+    return ids[:, :width], mask[:, :width]
+
+
+def slice_encoded(encoded: Any, rows: slice, width: int) -> Any:
+    """The encoder output of a sub-batch, cut to its own (trimmed) input width."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    return BaseModelOutput(last_hidden_state=encoded.last_hidden_state[rows, :width])
+
+
+def unwrap_parallel(model: Any) -> Any:
+    """DistributedDataParallel hides `generate`; peft and plain models expose it directly."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
