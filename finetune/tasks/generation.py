@@ -13,7 +13,10 @@ training and in evaluation: the prompt's vocab x length logits, the largest tens
 step, are never materialised (benchmarks/decoder_loss_memory.py).
 
 Generation runs batched under the caller's `torch.inference_mode()`; evaluation hands us batches
-sorted by input length, and we trim columns that are padding in the whole (sub-)batch.
+sorted by input length, and we trim columns that are padding in the whole (sub-)batch. Each input
+goes through the model once for both the eval loss and generate: the encoder pass of an
+encoder-decoder, the prompt's KV cache of a decoder (prompt_cache.py); beam search leaves the
+cross-attention cache in place (beam_cache.py).
 """
 
 from __future__ import annotations
