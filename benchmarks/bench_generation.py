@@ -146,13 +146,13 @@ def time_ours(task: Any, model: Any, examples: list[Any], features: list[dict]) 
     return time.perf_counter() - start, predictions, metrics["loss"], time.process_time() - cpu
 
 
-def trainer_args(task: Any, out_dir: str) -> Any:
+def trainer_args(task: Any, out_dir: str, generate: bool = True) -> Any:
     from transformers import Seq2SeqTrainingArguments
 
     return Seq2SeqTrainingArguments(
         output_dir=out_dir,
         per_device_eval_batch_size=task.recipe.eval.batch_size,
-        predict_with_generate=True,
+        predict_with_generate=generate,
         use_cpu=True,
         report_to=[],
         disable_tqdm=True,
@@ -195,7 +195,7 @@ def time_trainer_decoder(task: Any, model: Any, features: list[dict], out_dir: s
     prompts = [{"input_ids": f["prompt_ids"]} for f in features]
     loss_trainer = Seq2SeqTrainer(
         model=model,
-        args=trainer_args(task, out_dir),
+        args=trainer_args(task, out_dir, generate=False),
         data_collator=DataCollatorForSeq2Seq(task.tokenizer, model=model),
     )
     generating = Seq2SeqTrainer(
@@ -205,8 +205,6 @@ def time_trainer_decoder(task: Any, model: Any, features: list[dict], out_dir: s
         processing_class=left,
     )
     start, cpu = time.perf_counter(), time.process_time()
-    loss_args = loss_trainer.args
-    loss_args.predict_with_generate = False
     metrics = loss_trainer.evaluate(datasets.Dataset.from_list(full))
     output = generating.predict(datasets.Dataset.from_list(prompts))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu

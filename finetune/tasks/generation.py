@@ -34,6 +34,7 @@ from finetune.tasks.base import (
 from finetune.tasks.beam_cache import beam_search_cache
 from finetune.tasks.padding import (
     IGNORE,
+    example_mean_losses,
     keep_from_first_label,
     mask_rows,
     pad_rows,
@@ -235,21 +236,15 @@ class GenerationTask(Task):
 
     def can_share_encoder(self, model: Any) -> bool:
         """Encoder-decoders can reuse one encoder pass, unless peft feeds it virtual tokens."""
-        if self.is_causal():
-            return False
-        model = unwrap_parallel(model)
-        peft_config = getattr(model, "active_peft_config", None)
-        return not getattr(peft_config, "is_prompt_learning", False)
+        return not self.is_causal() and not feeds_virtual_tokens(model)
 
     def can_share_prompt(self, model: Any, batch: dict[str, Any]) -> bool:
         """Decoders can reuse one pass over the prompts unless peft feeds them virtual tokens,
         the model's generation config brings a cache of its own (Gemma 2's hybrid cache), or a
         prompt is a single token (nothing to cache before the last one)."""
-        if not self.is_causal():
+        if not self.is_causal() or feeds_virtual_tokens(model):
             return False
         generator = unwrap_parallel(model)
-        if getattr(getattr(generator, "active_peft_config", None), "is_prompt_learning", False):
-            return False
         if getattr(generator.generation_config, "cache_implementation", None) is not None:
             return False
         return int(batch["prompt_mask"].sum(dim=1).min()) >= 2
@@ -262,6 +257,7 @@ class GenerationTask(Task):
         ids, mask, labels = batch["prompt_ids"], batch["prompt_mask"], batch["labels"]
         size = self.recipe.eval.generation.batch_size or ids.shape[0]
         pad = self.tokenizer.pad_token_id
+        beams = self.recipe.eval.generation.num_beams
         losses: list[float] = []
         texts: list[str] = []
         for start in range(0, ids.shape[0], size):
@@ -271,7 +267,6 @@ class GenerationTask(Task):
             losses += prompt_cache.losses_after_prompt(
                 generator, cache, sub_ids, sub_mask, labels[rows], pad
             )
-            beams = self.recipe.eval.generation.num_beams
             extra = prompt_cache.generation_cache(generator, cache, beams)
             texts += self._generate_chunk(model, sub_ids, sub_mask, extra)
         return losses, texts
@@ -284,8 +279,6 @@ class GenerationTask(Task):
 
     def example_losses(self, model: Any, batch: dict[str, Any], encoded: Any = None) -> list[float]:
         """Mean token cross-entropy per example (so duplicates can be dropped by index)."""
-        import torch
-
         labels = batch["labels"]
         inputs: dict[str, Any] = {"attention_mask": batch["attention_mask"]}
         if self.is_causal():  # our own loss below: no labels, logits only where they are
@@ -296,18 +289,11 @@ class GenerationTask(Task):
             inputs.update(encoder_outputs=encoded, labels=labels)
         else:
             inputs.update(input_ids=batch["input_ids"], labels=labels)
-        logits = model(**inputs).logits.float()
+        logits = model(**inputs).logits
         logits = logits[:, -labels.shape[1] :]  # prompt tuning prepends virtual positions
         if self.is_causal():
             logits, labels = logits[:, :-1], labels[:, 1:]
-        flat = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),
-            labels.reshape(-1),
-            ignore_index=IGNORE,
-            reduction="none",
-        ).view(labels.shape)
-        counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
-        return (flat.sum(dim=1) / counts).tolist()
+        return example_mean_losses(logits, labels)
 
     def generate(self, model: Any, batch: dict[str, Any], encoded: Any = None) -> list[str]:
         """Generated texts for a batch, in sub-batches of eval.generation.batch_size."""
@@ -315,11 +301,11 @@ class GenerationTask(Task):
         ids = batch["prompt_ids"] if causal else batch["input_ids"]
         mask = batch["prompt_mask"] if causal else batch["attention_mask"]
         size = self.recipe.eval.generation.batch_size or ids.shape[0]
+        beams = self.recipe.eval.generation.num_beams
         texts: list[str] = []
         for start in range(0, ids.shape[0], size):
             rows = slice(start, start + size)
             sub_ids, sub_mask = trim_padding(ids[rows], mask[rows], left=causal)
-            beams = self.recipe.eval.generation.num_beams
             extra = beam_search_cache(unwrap_parallel(model), beams)
             if encoded is not None:  # right-padded: the first columns are the real ones
                 extra["encoder_outputs"] = slice_encoded(encoded, rows, sub_ids.shape[1])
@@ -379,3 +365,10 @@ class GenerationTask(Task):
             if len(refs) > 1:
                 record["references"] = list(refs)
         return record
+
+
+def feeds_virtual_tokens(model: Any) -> bool:
+    """Whether peft prepends virtual tokens (prompt learning) to every input of this model:
+    then neither an encoder pass nor a prompt cache can be shared with `generate`."""
+    peft_config = getattr(unwrap_parallel(model), "active_peft_config", None)
+    return bool(getattr(peft_config, "is_prompt_learning", False))

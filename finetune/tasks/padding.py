@@ -1,5 +1,6 @@
 """Token-id tensors of a generation batch: padding (right, or left for decoder prompts),
-trimming padding columns, the slices of a shared encoder output, and the unwrapped model.
+trimming padding columns, the per-example loss over labels, the slices of a shared encoder
+output, and the unwrapped model.
 
 Shared by the generation task, the decoders' shared prompt pass and the tests.
 """
@@ -36,6 +37,21 @@ def keep_from_first_label(labels: torch.Tensor) -> int:
     labelled = (labels != IGNORE).any(dim=0).nonzero()
     first = int(labelled[0]) if labelled.numel() else labels.shape[1] - 1
     return labels.shape[1] - max(first - 1, 0)
+
+
+def example_mean_losses(logits: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Mean token cross-entropy of each row over its labelled positions (logits[:, j] scored
+    against labels[:, j]): the eval loss of every generation path, one definition."""
+    import torch
+
+    flat = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="none",
+    ).view(labels.shape)
+    counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
+    return (flat.sum(dim=1) / counts).tolist()
 
 
 def mask_rows(rows: list[list[int]], left: bool = False) -> torch.Tensor:

@@ -17,7 +17,7 @@ import copy
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from finetune.tasks.padding import IGNORE
+from finetune.tasks.padding import IGNORE, example_mean_losses
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -85,12 +85,8 @@ def losses_after_prompt(
         position_ids=positions(full_mask)[:, -inputs.shape[1] :],
         use_cache=True,
         **{keyword: copy.deepcopy(cache)},
-    ).logits.float()[:, :-1]  # the logit at position j predicts target token j
-    flat = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-    ).view(targets.shape)
-    counts = (targets != IGNORE).sum(dim=1).clamp(min=1)
-    return (flat.sum(dim=1) / counts).tolist()
+    ).logits[:, :-1]  # the logit at position j predicts target token j
+    return example_mean_losses(logits, targets)
 
 
 def generation_cache(model: Any, cache: Any, num_beams: int) -> dict[str, Any]:
