@@ -245,7 +245,7 @@ def upload_folder(api: Any, folder: Path, repo_id: str) -> str:
 def _push_errors(repo_id: str) -> Iterator[None]:
     """Any Hub failure as a FinetuneError whose text is redacted: a token never reaches the
     screen, even when a server echoes it."""
-    from finetune.logs import redact
+    from finetune.redaction import redact
 
     try:
         yield

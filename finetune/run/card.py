@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune.console import metric_items
-from finetune.logs import redact
 from finetune.methods import METHODS
 from finetune.recipe.io import dump_recipe
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
+from finetune.redaction import redact
 from finetune.run.facts import NOT_IN_MODEL_INDEX, is_number, split_metrics
 from finetune.run.snippets import Artefact, CardKind, load_snippet
 
