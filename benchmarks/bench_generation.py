@@ -74,7 +74,7 @@ def random_model(name: str) -> str:
     """A random-initialised gpt2 / t5-small of the real shape, saved with the MiniLM tokenizer."""
     import transformers
 
-    from finetune.models.architectures import resolve_name
+    from finetune.models.names import resolve_name
 
     transformers.set_seed(0)  # the same random model on every run
     tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_name("bundled:minilm-l6").path)
@@ -98,9 +98,10 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, list[Any], list[dict[str,
     """Task, model, examples and features, exactly as `finetune eval` would build them."""
     from finetune.commands.build import make_task
     from finetune.data.readers import LocalSource, read_local
-    from finetune.models.architectures import detect_family, resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.names import resolve_name
     from finetune.recipe.schema import Recipe
+    from finetune.setup.architecture import recipe_architecture
 
     data = DIALOGSUM if DIALOGSUM.exists() else FALLBACK
     recipe = Recipe.model_validate(
@@ -123,7 +124,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, list[Any], list[dict[str,
             },
         }
     )
-    family = detect_family(recipe)
+    family = recipe_architecture(recipe)
     task = make_task(recipe, family)
     resolved = resolve_name(recipe.model.name)
     task.tokenizer = load_tokenizer(resolved.path)

@@ -31,7 +31,7 @@ from finetune.errors import (
     DataValueError,
     LabelError,
 )
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 from finetune.recipe.schema import LocalSource, Recipe
 from finetune.tasks.classification import ClassificationTask
 from tests.conftest import write_recipe

@@ -24,7 +24,7 @@ from finetune.commands.build import load_splits
 from finetune.commands.validate import check_recipe
 from finetune.data.readers import read_local
 from finetune.errors import DataFormatError
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 from finetune.recipe.schema import LocalSource, Recipe
 from finetune.tasks.classification import ClassificationTask
 from tests.conftest import REPO, SHARED_DATA, classification_recipe, write_csv, write_recipe

@@ -12,7 +12,7 @@ from finetune.commands.build import make_task
 from finetune.data import encoding
 from finetune.data.encoding import encode_features
 from finetune.data.features import Features
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 from finetune.recipe.schema import Recipe
 from finetune.tasks.base import Example
 

@@ -10,7 +10,8 @@ import pytest
 from finetune.commands.build import make_task
 from finetune.data.readers import LocalSource, Table, read_local
 from finetune.errors import DataError
-from finetune.models.architectures import FAMILIES, resolve_name
+from finetune.models import FAMILIES
+from finetune.models.names import resolve_name
 from finetune.recipe.schema import Recipe
 from finetune.tasks.base import Example
 from finetune.tasks.generation import IGNORE

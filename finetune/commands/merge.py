@@ -190,7 +190,7 @@ def stage_adapter(run_dir: Path, folder: Path, repo_id: str) -> None:
     load their part with `subfolder=`. A peft adapter's `base_model_name_or_path` becomes the
     base model's Hub id where there is one, so `AutoPeftModel` finds the base from the Hub.
     """
-    from finetune.models.architectures import hub_id
+    from finetune.models.names import hub_id
     from finetune.run.reload import open_run
 
     recipe, info = open_run(run_dir)

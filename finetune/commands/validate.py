@@ -15,10 +15,11 @@ from finetune.data.readers import detect_format, peek_columns, resolve_path
 from finetune.data.scan import scan_local
 from finetune.errors import DataError, FinetuneError, ModelError, Problem
 from finetune.methods import METHODS
-from finetune.models.architectures import Family, detect_family
+from finetune.models.architecture import Architecture
 from finetune.models.memory import quantization_problems
 from finetune.recipe.io import build_recipe, read_yaml
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
+from finetune.setup.architecture import recipe_architecture
 
 
 def check_recipe(
@@ -60,9 +61,9 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
 
     where = str(path)
     problems: list[Problem] = []
-    family: Family | None = None
+    family: Architecture | None = None
     try:
-        family = detect_family(recipe)
+        family = recipe_architecture(recipe)
     except ModelError as exc:
         problems.append(Problem(where, exc.message, exc.fix))
     if recipe.task.type not in TASKS:

@@ -106,7 +106,7 @@ def cache_key(task: Task, training: bool, content: str) -> str:
         "libraries": _library_versions(),
         "task": task.name,
         "task_section": task.cfg.model_dump(mode="json"),
-        "family": task.family.name,
+        "family": task.family.model_type,
         "labels": task.state.labels,
         "max_length": train.max_length,
         "max_target_length": getattr(train, "max_target_length", None),

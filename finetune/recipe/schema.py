@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from finetune.data.sources import DataSource, HubSource, LocalSource, coerce_source
 from finetune.methods import METHODS
-from finetune.models.registry import ARCHITECTURES
+from finetune.models import ARCHITECTURES
 from finetune.recipe.section import Section
 from finetune.tasks import TASKS
 

@@ -245,7 +245,7 @@ def _card_data(
 ) -> Any:
     from huggingface_hub import ModelCardData
 
-    from finetune.models.architectures import hub_id, model_license
+    from finetune.models.names import hub_id, model_license
     from finetune.tasks import TASKS
 
     task = TASKS[recipe.task.type]
@@ -273,7 +273,8 @@ def _card_data(
 def _artefact(
     recipe: Recipe, info: dict[str, Any], kind: CardKind, ref: str, lib: str | None
 ) -> Artefact:
-    from finetune.models.architectures import architecture_named, hub_id
+    from finetune.models.detect import architecture_named
+    from finetune.models.names import hub_id
     from finetune.tasks import TASKS
 
     family = architecture_named(info["family"])

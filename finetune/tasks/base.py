@@ -20,7 +20,7 @@ from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
-    from finetune.models.architectures import Family
+    from finetune.models.architecture import Architecture
     from finetune.recipe.schema import Recipe
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,11 @@ class TaskState:
         return cls(labels=list((data or {}).get("labels") or []))
 
 
-def model_kind(task_type: str, family: Family) -> str:
+def model_kind(task_type: str, family: Architecture) -> str:
     """Which head a task needs on a family: 'classification', 'seq2seq' or 'causal'."""
     if task_type == "classification":
         return "classification"
-    return "causal" if family.architecture == "decoder" else "seq2seq"
+    return "causal" if family.shape == "decoder" else "seq2seq"
 
 
 class Task(ABC):
@@ -70,7 +70,7 @@ class Task(ABC):
     pipeline_tag: str = ""
     is_generation: bool = False
 
-    def __init__(self, recipe: Recipe, family: Family, tokenizer: Any = None) -> None:
+    def __init__(self, recipe: Recipe, family: Architecture, tokenizer: Any = None) -> None:
         self.recipe = recipe
         self.cfg = recipe.task
         self.family = family

@@ -139,7 +139,7 @@ class GenerationTask(Task):
         warn_truncated(cut, len(sources), limit, "inputs")
         labelled = [i for i, ex in enumerate(examples) if ex.target is not None]
         texts = [examples[i].target[0] for i in labelled]
-        bert2bert = self.family.architecture == "encoder"
+        bert2bert = self.family.shape == "encoder"
         targets = self.target_ids(texts) if bert2bert else self.text_target_ids(texts)
         labels = dict(zip(labelled, targets))
         features = []
