@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from finetune.recipe.schema import TrainConfig
+from finetune.recipe.sections import TrainConfig
 from finetune.train.batching import ListDataset
 
 IGNORE = -100

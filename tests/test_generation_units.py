@@ -136,7 +136,7 @@ def test_generation_sub_batches_match_whole_batch(tiny_model_dir):
     batch = task.collate(task.encode(examples, training=False))
     with torch.inference_mode():
         whole = task.generate(loaded.model, batch)
-        task.recipe.eval.generation.batch_size = 1
+        task.settings.decoding.batch_size = 1
         split = task.generate(loaded.model, batch)
     assert whole == split
 

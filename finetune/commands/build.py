@@ -22,7 +22,7 @@ from finetune.methods import METHODS, Method, MethodContext
 from finetune.models.architecture import Architecture
 from finetune.models.names import resolve_name
 from finetune.recipe.schema import Recipe
-from finetune.tasks import TASKS, Example, Task
+from finetune.tasks import TASKS, Example, Task, TaskSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,19 @@ class Splits:
     streamed: StreamedSplit | None = None
 
 
+def task_settings(recipe: Recipe) -> TaskSettings:
+    """What the recipe's task reads beyond its own section, the method's one fact included."""
+    return TaskSettings(
+        max_length=recipe.train.max_length,
+        max_target_length=recipe.train.max_target_length,
+        decoding=recipe.eval.generation,
+        extra_metrics=tuple(recipe.eval.metrics),
+        virtual_tokens=METHODS[recipe.method.name].virtual_tokens,
+    )
+
+
 def make_task(recipe: Recipe, family: Architecture) -> Task:
-    return TASKS[recipe.task.type](recipe, family)
+    return TASKS[recipe.task.type](recipe.task, family, task_settings(recipe))
 
 
 def load_split(
@@ -46,7 +57,7 @@ def load_split(
     if source is None:
         return None
     limit = recipe.data.max_train_samples if split == "train" else recipe.data.max_eval_samples
-    table = read_source(source, base_dir, limit, task.languages(recipe), recipe.train.seed)
+    table = read_source(source, base_dir, limit, task.languages(recipe.task), recipe.train.seed)
     return task.examples(table, split)
 
 

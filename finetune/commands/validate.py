@@ -39,7 +39,7 @@ def _missing_files(data: dict, path: Path) -> list[Problem]:
     """With schema errors elsewhere, still report missing data files: every problem at once."""
     from pydantic import ValidationError
 
-    from finetune.recipe.schema import DataConfig
+    from finetune.recipe.sections import DataConfig
 
     try:
         section = DataConfig.model_validate(data.get("data"))
@@ -83,12 +83,12 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
             problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
     problems.extend(check_training_options(recipe, where))
     problems.extend(quantization_problems(recipe, where))
-    columns, langs = task.required_columns(recipe), task.languages(recipe)
+    columns, langs = task.required_columns(recipe.task), task.languages(recipe.task)
     problems.extend(_check_data(recipe, path, columns, langs, scan_rows))
     if recipe.eval.metrics:
         from finetune.tasks.extra_metrics import metric_problems
 
-        problems.extend(metric_problems(recipe, path))
+        problems.extend(metric_problems(recipe.eval, path))
     return problems
 
 

@@ -98,7 +98,6 @@ def examples_digest(chunks: Iterable[list[Example]], *into: Any) -> str:
 
 
 def cache_key(task: Task, training: bool, content: str) -> str:
-    train = task.recipe.train
     settings = {
         "format": FORMAT,
         "finetune": __version__,
@@ -108,8 +107,8 @@ def cache_key(task: Task, training: bool, content: str) -> str:
         "task_section": task.cfg.model_dump(mode="json"),
         "family": task.family.model_type,
         "labels": task.state.labels,
-        "max_length": train.max_length,
-        "max_target_length": getattr(train, "max_target_length", None),
+        "max_length": task.settings.max_length,
+        "max_target_length": task.settings.max_target_length,
         "training": training,
         "tokenizer": tokenizer_fingerprint(task.tokenizer),
     }

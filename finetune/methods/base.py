@@ -52,6 +52,9 @@ class Method(ABC):
     description: str = ""
     artifact_dir: str = "adapter"
     save_format: str = "peft"
+    # prepends trainable virtual tokens to every input (prompt learning): peft then pads the
+    # labels for them, so tasks keep full-length labels and logits (TaskSettings)
+    virtual_tokens: bool = False
 
     def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
         """Why this method cannot serve this family/task, or None if it can."""

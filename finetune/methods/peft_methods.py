@@ -255,7 +255,7 @@ class PromptLearningMethod(PeftMethod):
 
     mergeable = False
     markers = ("modules_to_save", "prompt_encoder")
-    virtual_tokens = True  # peft pads the labels for them: a task must not shorten labels
+    virtual_tokens = True
 
 
 class PrefixMethod(PromptLearningMethod):

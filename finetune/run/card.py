@@ -261,7 +261,7 @@ def _card_data(
         library_name=lib,
         license=model_license(recipe.model.name, recipe.model.revision),
         pipeline_tag=task.pipeline_tag,
-        language=task.languages(recipe) or None,  # translation: source and target codes
+        language=task.languages(recipe.task) or None,  # translation: source and target codes
         datasets=hub_datasets(recipe) or None,
         tags=tags,
         metrics=[r.metric_type for r in results] if results else None,
@@ -278,7 +278,7 @@ def _artefact(
     from finetune.tasks import TASKS
 
     family = architecture_named(info["family"])
-    task = TASKS[recipe.task.type](recipe, family)
+    task = TASKS[recipe.task.type](recipe.task, family)
     generation = getattr(recipe.eval, "generation", None)
     max_new = getattr(generation, "max_new_tokens", None) or recipe.train.max_target_length
     prefix = task.prefix() if hasattr(task, "prefix") else ""
