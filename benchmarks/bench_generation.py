@@ -96,12 +96,12 @@ def random_model(name: str) -> str:
 
 def build(args: argparse.Namespace) -> tuple[Any, Any, list[Any], list[dict[str, Any]]]:
     """Task, model, examples and features, exactly as `finetune eval` would build them."""
-    from finetune.commands.build import make_task
     from finetune.data.readers import LocalSource, read_local
     from finetune.models.loading import load_base_model, load_tokenizer
     from finetune.models.names import resolve_name
     from finetune.recipe.schema import Recipe
     from finetune.setup.architecture import recipe_architecture
+    from finetune.setup.task import make_task
 
     data = DIALOGSUM if DIALOGSUM.exists() else FALLBACK
     recipe = Recipe.model_validate(

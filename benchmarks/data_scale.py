@@ -90,11 +90,12 @@ def measure_validate(recipe: Path) -> dict[str, Any]:
 
 def measure_prepare(recipe_path: Path) -> dict[str, Any]:
     """What `finetune run` does with the data before training, after the model is loaded."""
-    from finetune.commands.build import load_splits, make_task, train_features
     from finetune.commands.validate import check_recipe
     from finetune.models.loading import load_base_model, load_tokenizer
     from finetune.models.names import resolve_name
     from finetune.setup.architecture import recipe_architecture
+    from finetune.setup.data import load_splits, train_features
+    from finetune.setup.task import make_task
 
     recipe, _ = check_recipe(recipe_path, [])
     assert recipe is not None

@@ -284,7 +284,7 @@ def push(
 
     HF_ENDPOINT picks the Hub; the token comes from HF_TOKEN or `hf auth login` and is
     never printed."""
-    from finetune.commands.merge import push_run
+    from finetune.commands.push import push_run
 
     url = push_run(run_dir, repo_id, private=private, adapter=adapter)
     _out(f"[green]pushed[/] {url}")

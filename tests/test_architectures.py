@@ -180,9 +180,9 @@ def test_table_entry_matches_the_real_modules(model_type, tiny_model_dir):
 
 
 def _task(tiny_model_dir, model_type: str, task: dict, method: str = "lora"):
-    from finetune.commands.build import make_task
     from finetune.models.loading import load_tokenizer
     from finetune.recipe.schema import Recipe
+    from finetune.setup.task import make_task
 
     recipe = Recipe.model_validate(
         {

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from finetune.cli import app
-from finetune.commands.build import load_splits, make_task
 from finetune.commands.validate import check_recipe
 from finetune.data.readers import read_local
 from finetune.errors import (
@@ -33,6 +32,8 @@ from finetune.errors import (
 )
 from finetune.models import FAMILIES
 from finetune.recipe.schema import LocalSource, Recipe
+from finetune.setup.data import load_splits
+from finetune.setup.task import make_task
 from tests.conftest import write_recipe
 
 GOOD_ROWS = "text,label\ngood film,1\nbad film,0\nfine plot,1\ndull story,0\n"

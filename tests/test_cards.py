@@ -12,6 +12,7 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,16 +213,31 @@ def test_merged_card_is_a_transformers_card_with_a_working_pipeline(lora_run, tm
 # --------------------------------------------------------------------------- metadata facts
 
 
-def fake_info(method: str, family: str = "bert", kind: str = "classification") -> dict:
-    return {
-        "finetune_version": "0.0.0",
-        "versions": {"finetune": "0.0.0", "torch": "2"},
-        "family": family,
-        "method": method,
-        "model_kind": kind,
-        "task_state": {"labels": ["neg", "pos"]},
-        "parameters": {"trainable": 10, "total": 1000},
-    }
+def fake_info(method: str, family: str = "bert", kind: str = "classification") -> Any:
+    from finetune.methods import METHODS
+    from finetune.run.info import RunInfo
+
+    return RunInfo.model_validate(
+        {
+            "finetune_version": "0.0.0",
+            "versions": {"finetune": "0.0.0", "torch": "2"},
+            "architecture": family,
+            "task": "classification" if kind == "classification" else "summarization",
+            "method": method,
+            "model_kind": kind,
+            "artifact_dir": METHODS[method].artifact_dir,
+            "task_state": {"labels": ["neg", "pos"]},
+            "parameters": {"trainable": 10, "total": 1000},
+        }
+    )
+
+
+def render_card(recipe: Any, info: Any, *rest: Any) -> str:
+    """The card of a made-up run of `info.method`."""
+    from finetune.methods import METHODS
+    from finetune.run.card import render_model_card
+
+    return render_model_card(recipe, info, METHODS[info.method], *rest)
 
 
 def recipe_for(model: str, task: dict, data: dict, method: str = "lora"):
@@ -264,10 +280,8 @@ METRICS = {
 def test_bundled_model_and_hub_data_metadata(method, kind, library):
     from huggingface_hub import ModelCard
 
-    from finetune.run.card import render_model_card
-
     recipe = recipe_for("bundled:minilm-l6", CLASSIFY, HUB_DATA, method)
-    text = render_model_card(recipe, fake_info(method), METRICS, kind, "me/minilm-sst2")
+    text = render_card(recipe, fake_info(method), METRICS, kind, "me/minilm-sst2")
     card = ModelCard(text)
     assert card.data.library_name == library
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
@@ -289,7 +303,6 @@ def test_bundled_model_and_hub_data_metadata(method, kind, library):
 def test_pipeline_tag_comes_from_the_task_registry(task_type, tmp_path):
     from huggingface_hub import ModelCard
 
-    from finetune.run.card import render_model_card
     from finetune.tasks import TASKS
 
     task = {"summarization": {"type": "summarization", "text": "document", "summary": "summary"}}
@@ -302,7 +315,7 @@ def test_pipeline_tag_comes_from_the_task_registry(task_type, tmp_path):
         "bleu_signature": "nrefs:1|tok:13a",
         "gen_len_words": 9,
     }
-    text = render_model_card(recipe, fake_info("lora", "t5", "seq2seq"), metrics, "merged", "out")
+    text = render_card(recipe, fake_info("lora", "t5", "seq2seq"), metrics, "merged", "out")
     card = ModelCard(text)
     assert card.data.pipeline_tag == TASKS[task_type].pipeline_tag
     assert card.data.language == (["en", "de"] if task_type == "translation" else None)
@@ -386,12 +399,10 @@ def test_generation_merged_card_snippet_and_text_metric(family, tmp_path, runner
 def test_bert2bert_card_points_to_finetune():
     from huggingface_hub import ModelCard
 
-    from finetune.run.card import render_model_card
-
     task = {"type": "summarization", "text": "document", "summary": "summary"}
     recipe = recipe_for("bert-base-uncased", task, HUB_DATA)
     info = fake_info("lora", "bert", "seq2seq")
-    text = render_model_card(recipe, info, {"rougeL": 1.0}, "adapter", "me/b2b")
+    text = render_card(recipe, info, {"rougeL": 1.0}, "adapter", "me/b2b")
     assert ModelCard(text).data.library_name == "peft"
     assert "only finetune rebuilds" in text and "finetune predict" in text
     assert "```python" not in text  # no peft snippet that could not load this model
@@ -400,10 +411,8 @@ def test_bert2bert_card_points_to_finetune():
 def test_card_without_eval_data_has_no_results():
     from huggingface_hub import ModelCard
 
-    from finetune.run.card import render_model_card
-
     recipe = recipe_for("gpt2", CLASSIFY, {"train": HUB_DATA["train"]})
-    text = render_model_card(recipe, fake_info("lora", "gpt2"), {"train_loss": 0.5}, "run", "r")
+    text = render_card(recipe, fake_info("lora", "gpt2"), {"train_loss": 0.5}, "run", "r")
     card = ModelCard(text)
     assert card.data.eval_results is None and "model-index" not in text
     assert "No evaluation data" in text and card.data.datasets == ["glue"]
@@ -412,7 +421,7 @@ def test_card_without_eval_data_has_no_results():
 def test_adapter_stage_names_the_base_hub_id(lora_run, tmp_path, monkeypatch):
     """A pushed peft adapter's config points AutoPeftModel at the base model's Hub id."""
     import finetune.models.names as names
-    from finetune.commands.merge import stage_adapter
+    from finetune.commands.push import stage_adapter
 
     monkeypatch.setattr(names, "hub_id", lambda name: "org/base")
     stage_adapter(lora_run, tmp_path / "stage", "me/x")

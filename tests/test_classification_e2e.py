@@ -67,7 +67,8 @@ def test_run_eval_predict(family, method, tmp_path, runner, tiny_model_dir, sent
 def test_lora_backbone_bit_identical_and_head_trains(
     family, tmp_path, tiny_model_dir, sentiment_files, monkeypatch
 ):
-    import finetune.commands.run as pipeline
+    import finetune.commands.run as command
+    import finetune.pipeline.training as pipeline
 
     captured = {}
     original = pipeline.fit
@@ -90,7 +91,7 @@ def test_lora_backbone_bit_identical_and_head_trains(
             tiny_model_dir(family), train, dev, tmp_path / "run", {"name": "lora"}
         ),
     )
-    pipeline.run(recipe, progress=False)
+    command.run(recipe, progress=False)
     assert captured["n_frozen"] > 10 and captured["frozen_same"]
     changed = " ".join(captured["changed"])
     assert "lora_" in changed and "modules_to_save" in changed  # adapter and head both learned

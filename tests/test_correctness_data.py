@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 
 from finetune.cli import app
-from finetune.commands.build import load_splits, make_task
 from finetune.commands.validate import check_recipe
 from finetune.data.readers import read_local
 from finetune.errors import DataFormatError
 from finetune.models import FAMILIES
 from finetune.recipe.schema import LocalSource, Recipe
+from finetune.setup.data import load_splits
+from finetune.setup.task import make_task
 from tests.conftest import REPO, SHARED_DATA, classification_recipe, write_csv, write_recipe
 from tests.tiny_models import sentiment_rows
 
@@ -315,8 +316,8 @@ def test_predict_chooses_its_device_as_eval_does(tmp_path, runner, tiny_model_di
     """Finding 19: predict and eval both build their Accelerator from the same GPU check."""
     import accelerate
 
-    import finetune.commands.build as build
     import finetune.commands.evaluate as runs
+    import finetune.setup.accelerator as build
 
     train = write_csv(tmp_path / "data" / "train.csv", sentiment_rows(24, seed=1))
     dev = write_csv(tmp_path / "data" / "dev.csv", sentiment_rows(8, seed=2))

@@ -15,6 +15,7 @@ import pytest
 
 from finetune.recipe.sections import TrainConfig
 from finetune.train.batching import ListDataset
+from tests.loop_run import run_fit
 
 IGNORE = -100
 
@@ -100,24 +101,21 @@ def _recording_optimizer(model: Any) -> Any:
     return Recording([p for p in model.parameters() if p.requires_grad])
 
 
-def _loop(model, optimizer, features, hooks=None, resume_from=None, **train) -> Any:
+def _loop(model, optimizer, features, hooks=None, resume_from=None, outputs=None, **train) -> Any:
+    """The GPT-2 features' labels are shifted by one in the loss (causal)."""
     from accelerate import Accelerator
 
-    from finetune.train.loop import LoopHooks, fit
+    from finetune.train.loop import LoopHooks, LoopOutputs
 
     cfg = TrainConfig(
         **{"max_grad_norm": None, "warmup_fraction": 0.0, "group_by_length": False, **train}
     )
-    hooks = hooks or LoopHooks(evaluate=lambda step, epoch: {"step": step}, progress=False)
-    return fit(
-        model,
-        optimizer,
-        ListDataset(features),
-        _collate,
-        cfg,
-        Accelerator(cpu=True),
-        hooks,
-        resume_from,
+    hooks = hooks or LoopHooks(evaluate=lambda step, epoch: {"step": step})
+    outputs = outputs or LoopOutputs(progress=False)
+    accelerator = Accelerator(cpu=True)
+    data = ListDataset(features)
+    return run_fit(
+        model, optimizer, data, _collate, cfg, accelerator, hooks, outputs, resume_from, True
     )
 
 
@@ -270,6 +268,7 @@ def test_weight_decay_spares_ia3_vectors_and_dora_magnitudes(kind):
     from peft import IA3Config, LoraConfig, get_peft_model
     from transformers import BertForSequenceClassification
 
+    from finetune.methods import METHODS
     from finetune.train.optim import build_optimizer
 
     base = BertForSequenceClassification(_bert_config())
@@ -282,7 +281,8 @@ def test_weight_decay_spares_ia3_vectors_and_dora_magnitudes(kind):
     else:
         config = LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query"], use_dora=True)
     model = get_peft_model(base, config)
-    optimizer = build_optimizer(model, TrainConfig(weight_decay=0.1, lr=1e-3))
+    no_decay = METHODS[kind].no_decay  # what the method declares its own start away from 0
+    optimizer = build_optimizer(model, TrainConfig(weight_decay=0.1, lr=1e-3), no_decay=no_decay)
     decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     special = [n for n in named if "ia3_l" in n or "lora_magnitude_vector" in n]
@@ -328,7 +328,7 @@ def test_eval_and_save_once_per_step_on_epoch_ends(tmp_path, monkeypatch):
     """Issue #9 finding 12: eval_steps / save_steps landing on an epoch end evaluate and save
     that step once (the same step saved twice crashed several processes)."""
     import finetune.train.loop as train
-    from finetune.train.loop import LoopHooks
+    from finetune.train.loop import LoopHooks, LoopOutputs
 
     saved: list[int] = []
     original = train.save_checkpoint
@@ -339,11 +339,8 @@ def test_eval_and_save_once_per_step_on_epoch_ends(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "save_checkpoint", spy)
     evaluated: list[int] = []
-    hooks = LoopHooks(
-        evaluate=lambda step, epoch: evaluated.append(step) or {"step": step},
-        checkpoint_dir=tmp_path / "checkpoints",
-        progress=False,
-    )
+    hooks = LoopHooks(evaluate=lambda step, epoch: evaluated.append(step) or {"step": step})
+    outputs = LoopOutputs(checkpoint_dir=tmp_path / "checkpoints", progress=False)
     model = _gpt2()
     # 8 rows at batch 2: 4 steps an epoch, 3 epochs; every 2nd step lands on each epoch end
     _loop(
@@ -351,6 +348,7 @@ def test_eval_and_save_once_per_step_on_epoch_ends(tmp_path, monkeypatch):
         _recording_optimizer(model),
         _causal_features([2] * 8),
         hooks=hooks,
+        outputs=outputs,
         batch_size=2,
         epochs=3,
         eval_steps=2,
@@ -404,29 +402,26 @@ def _diverging_run(tmp_path, cfg: TrainConfig, bad: int, spy: list[int] | None =
     from accelerate import Accelerator
 
     from finetune.train import loop
-    from finetune.train.loop import LoopHooks, fit
+    from finetune.train.loop import LoopHooks, LoopOutputs
 
     model = _Diverging(bad=bad)
-    hooks = LoopHooks(
-        evaluate=lambda step, epoch: {"step": step},
-        checkpoint_dir=tmp_path / "checkpoints",
-        progress=False,
-        log_path=tmp_path / "log.jsonl",
-    )
+    hooks = LoopHooks(evaluate=lambda step, epoch: {"step": step})
+    outputs = LoopOutputs(tmp_path / "log.jsonl", tmp_path / "checkpoints", progress=False)
     features = [{"input_ids": [1, 2], "labels": 0, "idx": i, "length": 2} for i in range(20)]
 
     settle = loop._Loop.settle
 
     def counted(self):
         if spy is not None and self.pending:
-            spy.append(self.result.global_step)
+            spy.append(self.state.global_step)
         settle(self)
 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(loop._Loop, "settle", counted)
         data = ListDataset(features)
-        return fit(model, optimizer, data, _scalar_collate, cfg, Accelerator(cpu=True), hooks)
+        accelerator = Accelerator(cpu=True)
+        return run_fit(model, optimizer, data, _scalar_collate, cfg, accelerator, hooks, outputs)
 
 
 def test_losses_are_read_back_only_at_log_eval_and_checkpoint_steps(tmp_path):
@@ -488,27 +483,23 @@ def test_non_finite_loss_is_a_user_error_and_keeps_last_good_checkpoint(tmp_path
 
     from finetune.errors import NonFiniteLossError
     from finetune.train.checkpoints import latest_checkpoint
-    from finetune.train.loop import LoopHooks
+    from finetune.train.loop import LoopHooks, LoopOutputs
 
     model = _Diverging(bad=4)
-    hooks = LoopHooks(
-        evaluate=lambda step, epoch: {"step": step},
-        checkpoint_dir=tmp_path / "checkpoints",
-        progress=False,
-    )
+    hooks = LoopHooks(evaluate=lambda step, epoch: {"step": step})
+    outputs = LoopOutputs(checkpoint_dir=tmp_path / "checkpoints", progress=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     features = [{"input_ids": [1, 2], "labels": 0, "idx": i, "length": 2} for i in range(10)]
 
     from accelerate import Accelerator
-
-    from finetune.train.loop import fit
 
     cfg = TrainConfig(
         batch_size=1, epochs=1, save_steps=1, lr=0.1, warmup_fraction=0.0, group_by_length=False
     )
     with pytest.raises(NonFiniteLossError) as caught:
         data = ListDataset(features)
-        fit(model, optimizer, data, _scalar_collate, cfg, Accelerator(cpu=True), hooks)
+        accelerator = Accelerator(cpu=True)
+        run_fit(model, optimizer, data, _scalar_collate, cfg, accelerator, hooks, outputs)
     error = caught.value
     assert error.exit_code == 2 and error.code != "E000"
     assert "step 4" in error.message and "lr" in error.message
@@ -527,20 +518,16 @@ def test_resume_keeps_the_whole_runs_train_seconds(tmp_path):
     """Issue #9 finding 17: after --resume, train_seconds covers the whole run (stored in the
     checkpoint), so samples/s is not inflated."""
     from finetune.train.checkpoints import latest_checkpoint
-    from finetune.train.loop import LoopHooks
+    from finetune.train.loop import LoopOutputs
 
-    hooks = LoopHooks(
-        evaluate=lambda step, epoch: {"step": step},
-        checkpoint_dir=tmp_path / "checkpoints",
-        progress=False,
-    )
+    outputs = LoopOutputs(checkpoint_dir=tmp_path / "checkpoints", progress=False)
     features = _causal_features([2] * 8)
     model = _gpt2()
     _loop(
         model,
         _recording_optimizer(model),
         features,
-        hooks=hooks,
+        outputs=outputs,
         batch_size=2,
         max_steps=3,
         save_steps=2,
@@ -556,7 +543,7 @@ def test_resume_keeps_the_whole_runs_train_seconds(tmp_path):
         model,
         _recording_optimizer(model),
         features,
-        hooks=hooks,
+        outputs=outputs,
         batch_size=2,
         max_steps=4,
         resume_from=last,
@@ -571,7 +558,8 @@ def test_resume_keeps_the_whole_runs_train_seconds(tmp_path):
 
 def test_final_evaluation_runs_once(tmp_path, tiny_model_dir, sentiment_files, monkeypatch):
     """Issue #9 finding 18: the weights after the last step are evaluated once, not twice."""
-    import finetune.commands.run as pipeline
+    import finetune.commands.run as command
+    import finetune.pipeline.training as pipeline
     from tests.conftest import classification_recipe, write_recipe
 
     calls: list[int] = []
@@ -594,7 +582,7 @@ def test_final_evaluation_runs_once(tmp_path, tiny_model_dir, sentiment_files, m
         epochs=2,
         select_best=False,
     )
-    pipeline.run(write_recipe(tmp_path / "r.yaml", data), progress=False)
+    command.run(write_recipe(tmp_path / "r.yaml", data), progress=False)
     records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     eval_steps = [r["step"] for r in records if "eval_loss" in r]
     assert len(eval_steps) == len(set(eval_steps)) == 2, eval_steps

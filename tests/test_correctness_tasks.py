@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from finetune.commands.build import make_task
 from finetune.models import FAMILIES
 from finetune.recipe.schema import Recipe
+from finetune.setup.task import make_task
 from finetune.tasks.base import Example
 from tests.conftest import classification_recipe, write_csv, write_recipe
 
@@ -314,7 +314,7 @@ def test_eval_of_eval_fraction_run_takes_labels_from_run_json(tmp_path, runner, 
 
     # the train file gains a class that sorts first (in a row that stays in the training part):
     # re-learning the labels would shift every id by one under the trained head
-    from finetune.commands.build import hold_out
+    from finetune.setup.data import hold_out
 
     kept, _ = hold_out(list(range(len(rows) + 1)), 0.25, 0)
     changed = list(rows)
@@ -322,11 +322,11 @@ def test_eval_of_eval_fraction_run_takes_labels_from_run_json(tmp_path, runner, 
     write_csv(tmp_path / "train.csv", changed)
     result = runner.invoke(app, ["eval", str(out)])
     assert result.exit_code == 0, result.output
-    from finetune.commands.evaluate import examples_for
-    from finetune.run.reload import load_run
+    from finetune.setup.data import saved_split
+    from finetune.setup.run_setup import RunSetup
 
-    run = load_run(out)
-    examples = examples_for(run, "eval", None)
+    run = RunSetup.from_run_dir(out)
+    examples = saved_split(run.task, run.recipe, "eval", None)
     assert run.task.state.labels == ["neg", "pos"]
     assert examples and all(ex.target[1] in ("neg", "pos") for ex in examples)
 
@@ -335,7 +335,7 @@ def test_eval_of_eval_fraction_run_takes_labels_from_run_json(tmp_path, runner, 
 
 
 def splits_of(tmp_path: Path, content: str):
-    from finetune.commands.build import load_splits
+    from finetune.setup.data import load_splits
 
     path = tmp_path / "train.csv"
     path.write_text(content, encoding="utf-8")

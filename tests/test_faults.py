@@ -20,6 +20,7 @@ import pytest
 
 from finetune.recipe.sections import TrainConfig
 from finetune.train.batching import ListDataset
+from tests.loop_run import run_fit
 
 VOCAB = 30
 
@@ -90,7 +91,7 @@ def _fit(tmp: Path, *, init_seed: int = 0, resume: Path | None = None, **opts: A
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from finetune.train.loop import LoopHooks, fit
+    from finetune.train.loop import LoopHooks, LoopOutputs
 
     calls: list[int] = opts.pop("calls", [])
     on_call = opts.pop("on_call", None)
@@ -102,20 +103,17 @@ def _fit(tmp: Path, *, init_seed: int = 0, resume: Path | None = None, **opts: A
     cfg = TrainConfig(
         **{"batch_size": 4, "epochs": 2, "logging_steps": 1, "warmup_fraction": 0.0, **opts}
     )
-    hooks = LoopHooks(
-        evaluate=_greedy_eval(calls, on_call),
-        log_path=tmp / "log.jsonl",
-        checkpoint_dir=tmp / "checkpoints",
+    hooks = LoopHooks(evaluate=_greedy_eval(calls, on_call), stop=stop)
+    outputs = LoopOutputs(
+        tmp / "log.jsonl",
+        tmp / "checkpoints",
         progress=False,
-        model_kind="classification",
-        stop=stop,
         fingerprint={"recipe": {"train.lr": 5e-3}},
     )
     accelerator = Accelerator(cpu=True)
     prepared, optimizer = accelerator.prepare(model, optimizer)
-    result = fit(
-        prepared, optimizer, ListDataset(_features()), _collate, cfg, accelerator, hooks, resume
-    )
+    data = ListDataset(_features())
+    result = run_fit(prepared, optimizer, data, _collate, cfg, accelerator, hooks, outputs, resume)
     return result, model, hooks
 
 

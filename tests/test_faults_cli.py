@@ -67,7 +67,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
 def test_resume_refuses_a_changed_recipe_or_data_before_loading_weights(
     tmp_path, runner, tiny_model_dir, sentiment_files, monkeypatch
 ):
-    import finetune.commands.run as pipeline
+    import finetune.setup.run_setup as pipeline
     import finetune.train.loop as loop_module
 
     recipe = _recipe(tmp_path, tiny_model_dir("bert"), sentiment_files, "run", save_steps=4)

@@ -9,12 +9,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from finetune.commands.build import make_task
 from finetune.data import encoding
 from finetune.data.encoding import encode_features
 from finetune.data.features import Features
 from finetune.models import FAMILIES
 from finetune.recipe.schema import Recipe
+from finetune.setup.task import make_task
 from finetune.tasks.base import Example
 
 ROWS = [

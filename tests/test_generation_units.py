@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from finetune.commands.build import make_task
 from finetune.data.readers import LocalSource, Table, read_local
 from finetune.errors import DataError
 from finetune.models import FAMILIES
 from finetune.models.names import resolve_name
 from finetune.recipe.schema import Recipe
+from finetune.setup.task import make_task
 from finetune.tasks.base import Example
 from finetune.tasks.generation import IGNORE
 from tests.conftest import write_recipe
@@ -207,7 +207,8 @@ def test_translation_aligned_text_files(tmp_path):
 def test_bert2bert_cross_attention_trains_and_is_saved_under_lora(
     tmp_path, tiny_model_dir, monkeypatch
 ):
-    import finetune.commands.run as pipeline
+    import finetune.commands.run as command
+    import finetune.pipeline.training as pipeline
     from tests.test_generation import generation_recipe
 
     changed: list[str] = []
@@ -221,7 +222,7 @@ def test_bert2bert_cross_attention_trains_and_is_saved_under_lora(
 
     monkeypatch.setattr(pipeline, "fit", spy)
     data = generation_recipe(tiny_model_dir("bert"), "summarization", tmp_path, {"name": "lora"})
-    pipeline.run(write_recipe(tmp_path / "r.yaml", data), progress=False)
+    command.run(write_recipe(tmp_path / "r.yaml", data), progress=False)
     for layer in (0, 1):
         assert any(f"layer.{layer}.crossattention." in n and "query.weight" in n for n in changed)
     assert any("predictions.transform" in n for n in changed)

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from finetune.cli import app
-from finetune.commands.build import apply_method, load_base_and_method, make_task
 from finetune.models import ARCHITECTURES, FAMILIES
 from finetune.models.loading import load_tokenizer
 from finetune.recipe.schema import Recipe
+from finetune.setup.model import apply_method, load_base_and_method
+from finetune.setup.task import make_task
 from finetune.tasks import Example
 from finetune.train.precision import Hardware, choose_precision, cpu_native_bf16
 from tests.conftest import classification_recipe, write_recipe
@@ -61,8 +62,8 @@ def _loss_and_grads(model_dir: Path, family: str, method: str, checkpointing: bo
     if not task.is_generation:
         task.state.labels = ["0", "1"]
     torch.manual_seed(0)  # the same new head / adapter initialisation on both sides
-    loaded, method_obj, ctx = load_base_and_method(recipe, FAMILIES[family], task)
-    model = apply_method(recipe, loaded, method_obj, ctx)
+    parts = load_base_and_method(recipe, FAMILIES[family], task)
+    model = apply_method(recipe, parts)
     model.train()
     batch = task.collate(task.encode(rows, training=True))
     batch.pop("idx", None)
@@ -132,7 +133,7 @@ def test_fp16_on_t5_warns_and_fp16_without_cuda_is_refused(caplog):
 def test_auto_on_cuda_reaches_accelerate(monkeypatch, tiny_model_dir):
     """make_accelerator's precision comes from the rule with this machine's facts."""
     import finetune.train.precision as precision
-    from finetune.commands.build import precision_for
+    from finetune.setup.accelerator import precision_for
 
     recipe = _recipe(tiny_model_dir("t5"), "t5", "lora", False)
     monkeypatch.setattr(precision.Hardware, "detect", classmethod(lambda cls: H100))

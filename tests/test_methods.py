@@ -131,8 +131,8 @@ def _count(model, pattern: str) -> int:
 def test_trainable_parameters_match_formula(
     family, kind, name, options, adapters, hidden, tiny_model_dir
 ):
-    from finetune.commands.build import count_parameters
     from finetune.methods.bottleneck import adapter_parameters, bottleneck_width
+    from finetune.setup.model import count_parameters
 
     loaded, _ = load(tiny_model_dir, family, kind)
     config = BottleneckConfig(name=name, **options)
@@ -142,7 +142,7 @@ def test_trainable_parameters_match_formula(
     expected = adapters * adapter_parameters(hidden, width)
     assert _count(model, ".bottleneck.") == expected
     head = sum(_count(model, m) for m in loaded.new_modules)
-    assert count_parameters(model)[0] == expected + head
+    assert count_parameters(model).trainable == expected + head
 
 
 def test_insertion_points_cover_distilbert_and_skip_bert2bert_cross_attention(tiny_model_dir):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.commands.build import make_task
 from finetune.models import ARCHITECTURES
+from finetune.setup.task import make_task
 from finetune.tasks.base import Example
 from tests.test_generation_units import SOURCES, SUMMARY, make_recipe
 

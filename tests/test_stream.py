@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from finetune.commands.build import load_splits, make_task, train_features
 from finetune.data import encoding, stream
 from finetune.errors import DataValueError, LabelError
 from finetune.models import FAMILIES
 from finetune.models.loading import load_tokenizer
 from finetune.recipe.schema import Recipe
+from finetune.setup.data import load_splits, train_features
+from finetune.setup.task import make_task
 from tests.conftest import write_csv
 from tests.generation_data import translation_rows, write_jsonl
 from tests.tiny_models import sentiment_rows

@@ -49,9 +49,9 @@ def search_split(base: dict[str, Any], recipe_dir: Path, out: Path, seed: int) -
 
     The full run's training rows are what its recipe reads (`max_train_samples` applied, and
     without the rows `eval_fraction` carves out for the report's eval split)."""
-    from finetune.commands.build import hold_out
     from finetune.data.readers import read_source
     from finetune.recipe.io import build_recipe
+    from finetune.setup.data import hold_out
     from finetune.tasks import TASKS
 
     recipe, problems = build_recipe(json.loads(json.dumps(base)), "compare recipe", [])

@@ -16,10 +16,10 @@ from finetune.data.scan import scan_local
 from finetune.errors import DataError, FinetuneError, ModelError, Problem
 from finetune.methods import METHODS
 from finetune.models.architecture import Architecture
-from finetune.models.memory import quantization_problems
 from finetune.recipe.io import build_recipe, read_yaml
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
 from finetune.setup.architecture import recipe_architecture
+from finetune.setup.model import quantization_problems
 
 
 def check_recipe(

@@ -9,7 +9,7 @@ The second pass, which runs only when the cache has no entry for this content, r
 again and tokenises each chunk into the feature store. What stays is the features.
 
 Other sources (a Hub split, JSON arrays, parquet, aligned text) and `data.eval_fraction`
-(which shuffles the whole split) are read whole, as before (`commands/build.py`).
+(which shuffles the whole split) are read whole, as before (`setup/data.py`).
 """
 
 from __future__ import annotations

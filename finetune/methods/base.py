@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from finetune.recipe.section import Section
 
@@ -18,6 +18,12 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from finetune.models.architecture import Architecture
+    from finetune.types import PretrainedModel
+
+
+# who loads a method's saved artefact: peft (PeftModel.from_pretrained), transformers
+# (from_pretrained of a whole model), or finetune itself (our adapter formats)
+Library = Literal["peft", "transformers", "finetune"]
 
 
 @dataclass
@@ -37,7 +43,8 @@ class Method(ABC):
     registry), `default_lr` is the rate used when a recipe (`train.lr: null`, the default) or
     `compare` does not choose one, with `lr_source` saying where that value comes from (the
     README's learning-rate table is generated from both),
-    `save_format` says what `artifact_dir` holds, `trains_backbone` marks full fine-tuning for the
+    `library` says which library loads what `artifact_dir` holds (peft's adapter format, a
+    transformers model, or finetune's own format), `trains_backbone` marks full fine-tuning for the
     guards and the model card, `quantizable` allows a k-bit base (`model.quantization`).
     """
 
@@ -51,10 +58,13 @@ class Method(ABC):
     quantizable: bool = False
     description: str = ""
     artifact_dir: str = "adapter"
-    save_format: str = "peft"
+    library: Library = "peft"
     # prepends trainable virtual tokens to every input (prompt learning): peft then pads the
     # labels for them, so tasks keep full-length labels and logits (TaskSettings)
     virtual_tokens: bool = False
+    # names of trainable parameters that start away from zero (IA3 vectors at 1, DoRA
+    # magnitudes at ||W||): weight decay would pull them to 0 and unlearn the identity
+    no_decay: tuple[str, ...] = ()
 
     def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
         """Why this method cannot serve this family/task, or None if it can."""
@@ -96,7 +106,7 @@ class Method(ABC):
         """Make `adapter_name` the adapter the next forward pass uses."""
         raise NotImplementedError(f"{self.name} has no multi-adapter API")
 
-    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
+    def merge(self, model: torch.nn.Module) -> PretrainedModel:
         """The plain transformers model with the method folded in (only if mergeable)."""
         raise NotImplementedError(f"{self.name} cannot be merged into the base model")
 

@@ -41,7 +41,7 @@ class BitFitMethod(Method):
         "Ben Zaken et al. 2022 searched 1e-4..1e-3 for BERT-base; 1e-3 won on our SST-2 budget"
     )
     mergeable = True
-    save_format = "finetune safetensors (adapter_model.safetensors + adapter_config.json)"
+    library = "finetune"  # adapter_model.safetensors + adapter_config.json of our own
     description = "only the bias terms (and the head) train"
 
     def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:

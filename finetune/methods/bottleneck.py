@@ -192,7 +192,7 @@ class BottleneckMethod(Method):
         "the adapters papers use 1e-4..1e-3 on BERT-base; 2e-3 measured best on our SST-2 budget"
     )
     mergeable = False
-    save_format = "finetune safetensors (adapter_model.safetensors + adapter_config.json)"
+    library = "finetune"  # adapter_model.safetensors + adapter_config.json of our own
     sites: tuple[str, ...] = ()
 
     def hook(self, family: Architecture) -> str:

@@ -25,7 +25,7 @@ class FullMethod(Method):
     trains_backbone = True
     description = "every weight trains; saves the whole model"
     artifact_dir = "model"
-    save_format = "transformers model (save_pretrained, safetensors)"
+    library = "transformers"  # the whole model, save_pretrained in safetensors
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         fixed = rebuilt_keys(model)

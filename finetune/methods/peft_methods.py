@@ -103,7 +103,7 @@ class PeftMethod(Method):
     """Shared apply/save/load/merge for every method whose weights peft owns."""
 
     mergeable = True
-    save_format = "peft adapter (PeftModel.from_pretrained loads it)"
+    library = "peft"  # PeftModel.from_pretrained loads the adapter
     markers: tuple[str, ...] = ("lora_", "modules_to_save", "ia3_l", "prompt_encoder")
 
     def peft_config(self, model: Any, ctx: MethodContext) -> Any:  # pragma: no cover - abstract
@@ -157,6 +157,7 @@ class LoraMethod(PeftMethod):
     lr_source = "measured on the quick start (SST-2): 2e-3 beats 5e-4 by about 1 point of accuracy"
     quantizable = True
     description = "low-rank updates on the attention projections (peft LoraConfig)"
+    no_decay = ("lora_magnitude_vector",)  # DoRA's magnitudes start at ||W||
 
     def owns_parameter(self, name: str, config: Any = None) -> bool:
         """`bias: all` trains every bias on purpose; `bias: lora_only` only those of the
@@ -205,6 +206,7 @@ class IA3Method(PeftMethod):
         "IA3 vectors start at 1 and move slowly: Liu et al. 2022 use 3e-3; 5e-3 measured here"
     )
     description = "learned rescaling of keys, values and feed-forward activations (peft IA3Config)"
+    no_decay = ("ia3_l",)  # the rescaling vectors start at 1
 
     def peft_config(self, model: Any, ctx: MethodContext) -> Any:
         import peft

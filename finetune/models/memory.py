@@ -52,33 +52,6 @@ def transformers_model(model: Any) -> Any:
     raise TypeError(f"no transformers model inside {type(model).__name__}")
 
 
-def quantization_problems(recipe: Any, where: str) -> list[Problem]:
-    """Why `model.quantization` cannot be used by this recipe on this machine (empty: it can).
-
-    Method first (a recipe fix), then hardware (a machine fix); torch is imported only when
-    quantisation is asked for, so `validate` stays light for everyone else.
-    """
-    quant = getattr(recipe.model, "quantization", None)
-    if quant is None:
-        return []
-    from finetune.methods import METHODS
-
-    key = f"{where}: model.quantization"
-    method = METHODS[recipe.method.name]
-    if not method.quantizable:
-        able = ", ".join(n for n, m in METHODS.items() if m.quantizable)
-        return [
-            Problem(
-                key,
-                f"method {method.name} cannot train on a {quant.bits}-bit base: k-bit weights are "
-                "frozen integers (no gradient), so only methods that add their own trainable "
-                "weights beside them (the LoRA family, as in QLoRA) can use it",
-                f"use method.name: one of {able}, or remove model.quantization",
-            )
-        ]
-    return hardware_problems(key)
-
-
 def hardware_problems(key: str) -> list[Problem]:
     """CUDA and bitsandbytes present, or the reason they are not."""
     problems = []

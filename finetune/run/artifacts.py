@@ -20,10 +20,13 @@ from finetune.recipe.io import dump_recipe
 from finetune.recipe.schema import DataConfig, Recipe
 from finetune.run.card import render_model_card
 from finetune.run.files import atomic_dir, atomic_write_json, atomic_write_text
+from finetune.run.info import RunInfo
 from finetune.run.layout import RunPaths
 
 if TYPE_CHECKING:  # pragma: no cover
+    from finetune.methods.base import Method
     from finetune.tasks import Example, Task
+    from finetune.types import Model, Tokenizer
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
 
@@ -58,38 +61,31 @@ def absolute_sources(data: DataConfig, base_dir: Path | None) -> None:
 
 
 def write_run_start(
-    out, recipe, task, family, loaded, method, trainable, total, resume, base_dir=None
+    out: Path,
+    recipe: Recipe,
+    info: RunInfo,
+    tokenizer: Tokenizer,
+    revision: str | None,
+    resume: bool,
+    base_dir: Path | None = None,
 ) -> None:
     """Everything known before training: a crash later still leaves a readable run dir."""
     out.mkdir(parents=True, exist_ok=True)
     pinned = recipe.model_copy(deep=True)
-    if loaded.revision and not Path(recipe.model.name).exists() and ":" not in recipe.model.name:
-        pinned.model.revision = loaded.revision
+    if revision and not Path(recipe.model.name).exists() and ":" not in recipe.model.name:
+        pinned.model.revision = revision
     absolute_sources(pinned.data, base_dir)
-    versions = library_versions()
     paths = RunPaths(out)
-    atomic_write_text(paths.recipe, resolved_recipe_text(pinned, versions))
-    info = {
-        "finetune_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions,
-        "family": family.model_type,
-        "task": recipe.task.type,
-        "model_kind": task.model_kind(),
-        "method": method.name,
-        "lr": recipe.train.lr,  # resolved: the method's default_lr when the recipe left it null
-        "artifact_dir": method.artifact_dir,
-        "new_modules": loaded.new_modules,
-        "task_state": task.state.to_dict(),
-        "parameters": {"trainable": trainable, "total": total},
-    }
-    atomic_write_json(paths.run_info, info)
+    atomic_write_text(paths.recipe, resolved_recipe_text(pinned, info.versions))
+    info.write(paths.run_info)
     if not resume or not paths.tokenizer.exists():
         with atomic_dir(paths.tokenizer) as tmp:
-            task.tokenizer.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
 
 
-def write_predictions(path: Path, task: Any, predictions: Any, examples: list[Any]) -> None:
+def write_predictions(
+    path: Path, task: Task, predictions: list[Any] | None, examples: list[Example]
+) -> None:
     """One JSON line per example, in example order (what `run` and `eval` both write)."""
     lines = [
         json.dumps(task.prediction_record(p, e), ensure_ascii=False)
@@ -113,18 +109,17 @@ def write_report(
 
 
 def save_run_artifacts(
-    out,
-    recipe,
-    task,
-    method,
-    model,
-    metrics,
-    predictions,
-    eval_examples,
-    trainable,
-    total,
-    state_dict=None,
+    out: Path,
+    recipe: Recipe,
+    task: Task,
+    method: Method,
+    model: Model,
+    metrics: dict[str, Any],
+    predictions: list[Any] | None,
+    eval_examples: list[Example] | None,
+    state_dict: dict[str, Any] | None = None,
 ) -> None:
+    """The trained weights, metrics, predictions and card; `.finished` last."""
     paths = RunPaths(out)
     with atomic_dir(paths.artifact(method.artifact_dir)) as tmp:
         method.save(model, tmp, state_dict)
@@ -136,18 +131,19 @@ def save_run_artifacts(
                 fix="this is a bug; please report it",
             )
     size = directory_size(paths.artifact(method.artifact_dir))
+    info = RunInfo.read(paths.run_info)
     metrics = {
         **metrics,
         "artifact_bytes": size,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
+        "trainable_parameters": info.parameters.trainable,
+        "total_parameters": info.parameters.total,
     }
     if predictions is not None and eval_examples is not None:
         write_predictions(paths.predictions, task, predictions, eval_examples)
         write_report(out, task, predictions, eval_examples)
     atomic_write_json(paths.metrics, metrics)
-    info = json.loads(paths.run_info.read_text())
-    atomic_write_text(paths.card, render_model_card(recipe, info, metrics, "run", str(out)))
+    card = render_model_card(recipe, info, method, metrics, "run", str(out))
+    atomic_write_text(paths.card, card)
     atomic_write_text(paths.finished, dt.datetime.now(dt.timezone.utc).isoformat() + "\n")
     # checkpoints exist to resume an unfinished run; a finished one needs none of them
     shutil.rmtree(paths.checkpoints, ignore_errors=True)

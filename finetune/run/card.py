@@ -21,32 +21,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune.console import metric_items
-from finetune.methods import METHODS
 from finetune.recipe.io import dump_recipe
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
 from finetune.redaction import redact
 from finetune.run.facts import NOT_IN_MODEL_INDEX, is_number, split_metrics
+from finetune.run.info import RunInfo
 from finetune.run.snippets import Artefact, CardKind, load_snippet
 
 if TYPE_CHECKING:  # pragma: no cover
     from huggingface_hub import EvalResult
 
+    from finetune.methods.base import Method
     from finetune.tasks.base import Task
 
 
-def library_name(method_name: str, kind: CardKind) -> str | None:
+def library_name(method: Method, kind: CardKind) -> str | None:
     """The library that loads this artefact; None for finetune's own adapter format.
 
     A merged model and a fully fine-tuned one are plain transformers models; a peft method's
     adapter is peft's. Bottleneck and BitFit adapters are in finetune's own format, which no
     library the Hub knows loads, so the key is left out (the body says how to load them).
     """
-    method = METHODS[method_name]
-    if kind == "merged" or method.trains_backbone:
+    if kind == "merged":
         return "transformers"
-    if method.save_format.startswith("peft"):
-        return "peft"
-    return None
+    return None if method.library == "finetune" else method.library
 
 
 def hub_datasets(recipe: Recipe) -> list[str]:
@@ -124,28 +122,41 @@ def eval_results(
 # --------------------------------------------------------------------------- the card
 
 
-def _title(recipe: Recipe, method: str, kind: CardKind, base_id: str | None) -> str:
+@dataclass(frozen=True)
+class CardFacts:
+    """What the card says about the run: its record (run.json) and its method."""
+
+    info: RunInfo
+    method: Method
+
+
+def _title(recipe: Recipe, method: Method, kind: CardKind, base_id: str | None) -> str:
     base = base_id or Path(recipe.model.name).name
     what = "merged into the base weights" if kind == "merged" else "adapter"
-    if METHODS[method].trains_backbone:
+    if method.trains_backbone:
         what = "full fine-tuning"
-    return f"{base} + {method} ({what}) for {recipe.task.type}"
+    return f"{base} + {method.name} ({what}) for {recipe.task.type}"
 
 
 def _summary(
-    recipe: Recipe, info: dict[str, Any], kind: CardKind, base_id: str | None, lib: str | None
+    recipe: Recipe,
+    card: CardFacts,
+    kind: CardKind,
+    base_id: str | None,
+    lib: str | None,
 ) -> str:
-    method = METHODS[info["method"]]
-    params = info["parameters"]
-    share = 100 * params["trainable"] / max(params["total"], 1)
+    method, params = card.method, card.info.parameters
+    share = 100 * params.trainable / max(params.total, 1)
     trained = (
-        f"Method `{method.name}` trained {params['trainable']:,} of {params['total']:,} "
+        f"Method `{method.name}` trained {params.trainable:,} of {params.total:,} "
         f"parameters ({share:.3f}%)"
     )
     if method.trains_backbone:
         trained += ": every weight of the base model (full fine-tuning)."
     else:
-        trained += f"; the base model's other weights ({info['family']} family) stayed frozen."
+        trained += (
+            f"; the base model's other weights ({card.info.architecture} family) stayed frozen."
+        )
     if kind == "merged":
         what = (
             "The adapter's weights are folded into the base model's, so this is a plain "
@@ -168,7 +179,7 @@ def _summary(
         "the card names no `base_model`."
     )
     tool = (
-        f"Trained with finetune {info['finetune_version']}, a command-line tool for "
+        f"Trained with finetune {card.info.finetune_version}, a command-line tool for "
         "parameter-efficient fine-tuning of Hugging Face models, from the recipe below."
     )
     return "\n".join([tool, trained, what, base])
@@ -241,7 +252,7 @@ def _hyperparameters(recipe: Recipe) -> str:
 
 
 def _card_data(
-    recipe: Recipe, info: dict[str, Any], metrics: dict[str, Any], kind: CardKind, name: str
+    recipe: Recipe, card: CardFacts, metrics: dict[str, Any], kind: CardKind, name: str
 ) -> Any:
     from huggingface_hub import ModelCardData
 
@@ -250,9 +261,8 @@ def _card_data(
 
     task = TASKS[recipe.task.type]
     quality, _ = split_metrics(metrics)
-    method = info["method"]
-    lib = library_name(method, kind)
-    tags = ["finetune", method, recipe.task.type]
+    lib = library_name(card.method, kind)
+    tags = ["finetune", card.method.name, recipe.task.type]
     if kind == "merged":
         tags.append("merged")
     results = eval_results(recipe, task, quality)
@@ -271,13 +281,14 @@ def _card_data(
 
 
 def _artefact(
-    recipe: Recipe, info: dict[str, Any], kind: CardKind, ref: str, lib: str | None
+    recipe: Recipe, card: CardFacts, kind: CardKind, ref: str, lib: str | None
 ) -> Artefact:
     from finetune.models.detect import architecture_named
     from finetune.models.names import hub_id
     from finetune.tasks import TASKS
 
-    family = architecture_named(info["family"])
+    info = card.info
+    family = architecture_named(info.architecture)
     task = TASKS[recipe.task.type](recipe.task, family)
     generation = getattr(recipe.eval, "generation", None)
     max_new = getattr(generation, "max_new_tokens", None) or recipe.train.max_target_length
@@ -288,10 +299,10 @@ def _artefact(
         ref=ref,
         base=hub_id(recipe.model.name) or recipe.model.name,
         library=lib,
-        method=info["method"],
-        model_kind=info.get("model_kind") or task.model_kind(),
+        method=info.method,
+        model_kind=info.model_kind or task.model_kind(),
         family=family.family,  # the shape's family: bert / gpt2 / t5
-        labels=list((info.get("task_state") or {}).get("labels") or []),
+        labels=info.labels,
         prefix=prefix,
         separator=separator,
         max_length=recipe.train.max_length,
@@ -301,7 +312,8 @@ def _artefact(
 
 def render_model_card(
     recipe: Recipe,
-    info: dict[str, Any],
+    info: RunInfo,
+    method: Method,
     metrics: dict[str, Any],
     kind: CardKind = "run",
     ref: str = ".",
@@ -314,19 +326,20 @@ def render_model_card(
     from huggingface_hub import ModelCard
 
     name = ref.rstrip("/").rsplit("/", 1)[-1] if kind != "adapter" else ref
-    data = _card_data(recipe, info, metrics, kind, name or "model")
-    lib = library_name(info["method"], kind)
+    card = CardFacts(info, method)
+    data = _card_data(recipe, card, metrics, kind, name or "model")
+    lib = library_name(method, kind)
     quality, facts = split_metrics(metrics)
     fact_rows = [(FACT_NAMES.get(k, k), v) for k, v in metric_items(facts)]
-    versions = "\n".join(f"- {k} {v}" for k, v in info["versions"].items())
+    versions = "\n".join(f"- {k} {v}" for k, v in info.versions.items())
     body = f"""
-# {_title(recipe, info["method"], kind, data.base_model)}
+# {_title(recipe, method, kind, data.base_model)}
 
-{_summary(recipe, info, kind, data.base_model, lib)}
+{_summary(recipe, card, kind, data.base_model, lib)}
 
 ## How to load
 
-{load_snippet(_artefact(recipe, info, kind, ref, lib))}
+{load_snippet(_artefact(recipe, card, kind, ref, lib))}
 
 ## Evaluation
 
@@ -354,5 +367,5 @@ Run facts (time, sizes, counts; they describe the run, not the model's quality):
 {dump_recipe(recipe).strip()}
 ```
 """
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
-    return redact(str(card))
+    model_card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+    return redact(str(model_card))

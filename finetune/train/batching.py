@@ -9,10 +9,15 @@ order and takes its own share of it.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from finetune.errors import FinetuneError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.recipe.sections import TrainConfig
+    from finetune.types import Accelerator
 
 IGNORE_INDEX = -100  # label positions no loss is computed on (prompt, padding)
 
@@ -158,3 +163,45 @@ def label_tokens(labels: Any, causal: bool) -> Any:
     if causal:
         labels = labels[:, 1:]
     return (labels != IGNORE_INDEX).sum(dim=1)
+
+
+@dataclass
+class TrainBatches:
+    """The training batches of this process: the loader over the length-grouped, sharded
+    sampler (the loop sets its epoch and the batches to skip), and whether labels are shifted
+    by one in the loss (decoder-only LMs), which the loop needs to count label tokens."""
+
+    loader: Any
+    sampler: LengthGroupedBatchSampler
+    causal: bool
+
+
+def train_batches(
+    train_set: TokenDataset,
+    collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    cfg: TrainConfig,
+    accelerator: Accelerator,
+    causal: bool,
+) -> TrainBatches:
+    """A loader Accelerate does not prepare: the sampler shards itself (every example once per
+    epoch), and the loader draws from a generator of its own (train/rng.py)."""
+    from torch.utils.data import DataLoader
+
+    from finetune.train.rng import private_generator
+
+    sampler = LengthGroupedBatchSampler(
+        train_set.lengths,
+        cfg.batch_size,
+        cfg.seed,
+        cfg.group_by_length,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+    )
+    loader = DataLoader(
+        cast(Any, train_set),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        generator=private_generator(cfg.seed),
+        pin_memory=getattr(accelerator.device, "type", "cpu") == "cuda",
+    )
+    return TrainBatches(loader, sampler, causal)

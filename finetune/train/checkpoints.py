@@ -40,11 +40,12 @@ STALL_ENV = "FINETUNE_TEST_STALL_CHECKPOINT"
 
 @dataclass
 class TrainState:
-    """Where a run stands after an optimizer step: everything `--resume` needs beyond what
-    Accelerate's `save_state` holds (model, optimizer, scheduler, every device's RNG)."""
+    """Where a run stands after an optimizer step: the one state the loop advances, and
+    everything `--resume` needs beyond what Accelerate's `save_state` holds (model, optimizer,
+    scheduler, every device's RNG)."""
 
     global_step: int = 0
-    epoch: int = 0  # the epoch to continue in
+    epoch: int = 0  # the epoch to continue in (the next one once an epoch's last step ran)
     batches_in_epoch: int = 0  # this process's batches of that epoch already trained
     samples: int = 0
     train_seconds: float = 0.0
@@ -56,6 +57,17 @@ class TrainState:
     eval_pending_epoch: int | None = None
     fingerprint: dict[str, Any] = field(default_factory=dict)  # run.fingerprint
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # manifest, set on save
+    last_eval_step: int | None = None  # the step of the latest evaluation during training
+    stopped_early: bool = False  # hooks.after_eval asked to stop (early stopping)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def last_epoch(self) -> int:
+        """The epoch the latest step belonged to."""
+        return max(self.epoch - 1, 0) if self.batches_in_epoch == 0 else self.epoch
 
     @classmethod
     def read(cls, checkpoint: Path) -> TrainState:

@@ -1,13 +1,13 @@
 """The one training loop, for every family, method and task.
 
-AdamW + warm-up/decay schedule from transformers, explicit gradient accumulation weighted by
-label tokens, clipping, length-grouped batches sharded by our own sampler, evaluation after
-every epoch and every `eval_steps` (`hooks.after_eval` may stop there: early stopping),
-atomic checkpoints every `save_steps` and at epoch ends,
-exact resume (evaluation on its own random state, train/rng.py), and a stop with a checkpoint
-at a step boundary on SIGTERM / Ctrl-C (train/signals.py). The final evaluation is the
-pipeline's, so the loop skips the last step's. Tasks only supply batches and metrics;
-methods only decide which parameters require grad.
+`fit` takes what setup built (the model, its optimizer and scheduler, the training batches) and
+runs the epochs: explicit gradient accumulation weighted by label tokens, clipping, evaluation
+after every epoch and every `eval_steps` (`hooks.after_eval` may stop there: early stopping),
+atomic checkpoints every `save_steps` and at epoch ends, exact resume (evaluation on its own
+random state, train/rng.py), and a stop with a checkpoint at a step boundary on SIGTERM /
+Ctrl-C (train/signals.py). The final evaluation is the caller's, so the loop skips the last
+step's. Where the run stands is one object, the `TrainState` a checkpoint holds. Tasks only
+supply batches and metrics; methods only decide which parameters require grad.
 """
 
 from __future__ import annotations
@@ -16,26 +16,29 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 from finetune.errors import NonFiniteLossError
 from finetune.recipe.sections import TrainConfig
 from finetune.run.files import append_jsonl
 from finetune.run.trackers import log_record
-from finetune.train.batching import LengthGroupedBatchSampler, TokenDataset
+from finetune.train.batching import TrainBatches
 from finetune.train.checkpoints import (
     TrainState,
     latest_checkpoint,
     resume_weights,
     save_checkpoint,
 )
-from finetune.train.optim import build_scheduler, plan_steps
+from finetune.train.optim import Optimization, plan_steps
 from finetune.train.progress import Progress
-from finetune.train.rng import isolated_rng, private_generator
+from finetune.train.rng import isolated_rng
 from finetune.train.signals import StopRequest, TrainingStopped
 from finetune.train.step import accumulate_step, micro_batches
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Accelerator, Model, Tensor
 
 log = logging.getLogger(__name__)
 
@@ -43,118 +46,63 @@ log = logging.getLogger(__name__)
 # every few hundred steps costs nothing measurable
 MAX_PENDING = 256
 
-
-@dataclass
-class LoopResult:
-    global_step: int = 0
-    epochs_done: int = 0
-    train_seconds: float = 0.0
-    samples: int = 0
-    last_loss: float | None = None
-    eval_history: list[dict[str, Any]] = field(default_factory=list)
-    stopped_early: bool = False  # hooks.after_eval asked to stop (early stopping)
-
-    @property
-    def samples_per_second(self) -> float:
-        return self.samples / self.train_seconds if self.train_seconds else 0.0
+EvalRecord = dict[str, Any]
 
 
 @dataclass
 class LoopHooks:
-    """What the loop calls out to; the pipeline binds them to the task and the run directory."""
+    """What the loop calls out to; the caller binds them to the task and the run."""
 
-    evaluate: Callable[[int, int], dict[str, Any]]
+    # (step, epoch) -> the evaluation's record (at least {"step": step})
+    evaluate: Callable[[int, int], EvalRecord]
+    # called with (step, eval record) after each evaluation; True stops training there. Fed
+    # with gathered metrics, so every process returns the same answer at the same step.
+    after_eval: Callable[[int, EvalRecord], bool] | None = None
+    # SIGTERM / Ctrl-C: stop after the current step with a checkpoint (train/signals.py)
+    stop: StopRequest | None = None
+
+
+@dataclass
+class LoopOutputs:
+    """Where the loop writes (log lines, checkpoints, the progress bar) and what each
+    checkpoint records about the run (its fingerprint: --resume refuses a changed run)."""
+
     log_path: Path | None = None
     checkpoint_dir: Path | None = None
     progress: bool = True
-    # "causal" shifts labels by one when counting loss tokens; None: read it from the model
-    model_kind: str | None = None
-    # called with (step, eval record) after each evaluation; True stops training there. Fed
-    # with gathered metrics, so every process returns the same answer at the same step.
-    after_eval: Callable[[int, dict[str, Any]], bool] | None = None
-    # SIGTERM / Ctrl-C: stop after the current step with a checkpoint (train/signals.py)
-    stop: StopRequest | None = None
-    # recorded in every checkpoint; --resume refuses a run that no longer matches it
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
-def _trainable(model: Any) -> list[Any]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
 def fit(
-    model: Any,
-    optimizer: Any,
-    train_set: TokenDataset,
-    collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    model: Model,
+    optimization: Optimization,
+    batches: TrainBatches,
     cfg: TrainConfig,
-    accelerator: Any,
+    accelerator: Accelerator,
     hooks: LoopHooks,
+    outputs: LoopOutputs | None = None,
     resume_from: Path | None = None,
-) -> LoopResult:
-    from torch.utils.data import DataLoader
-
-    sampler = LengthGroupedBatchSampler(
-        train_set.lengths,
-        cfg.batch_size,
-        cfg.seed,
-        cfg.group_by_length,
-        num_processes=accelerator.num_processes,
-        process_index=accelerator.process_index,
-    )
-    # not prepared by Accelerate: the sampler shards itself (every example once per epoch)
-    loader: Any = DataLoader(
-        cast(Any, train_set),
-        batch_sampler=sampler,
-        collate_fn=collate,
-        generator=private_generator(cfg.seed),
-        pin_memory=getattr(accelerator.device, "type", "cpu") == "cuda",
-    )
-    _, total = plan_steps(len(sampler), cfg)
-    scheduler = build_scheduler(optimizer, cfg, total)
-    accelerator.register_for_checkpointing(scheduler)
-    result = LoopResult()
-    state = TrainState()
+) -> TrainState:
+    """Train until the planned step count (or early stopping); returns where it ended."""
+    outputs = outputs or LoopOutputs()
+    _, total = plan_steps(len(batches.sampler), cfg)
+    accelerator.register_for_checkpointing(optimization.scheduler)
+    state = TrainState(fingerprint=outputs.fingerprint)
     if resume_from is not None:
         resume_weights(accelerator, model, resume_from)
-        state = TrainState.read(resume_from)
-        result.global_step, result.samples = state.global_step, state.samples
-        result.train_seconds, result.last_loss = state.train_seconds, state.last_loss
-        result.epochs_done = state.epoch
-        log.info("resumed from %s (step %d)", resume_from, result.global_step)
-    bar = Progress(accelerator, total, hooks.progress)
-    bar.update(result.global_step, "")
-    causal = _is_causal(hooks.model_kind, accelerator.unwrap_model(model))
-    loop = _Loop(
-        model,
-        optimizer,
-        scheduler,
-        loader,
-        sampler,
-        cfg,
-        accelerator,
-        hooks,
-        result,
-        bar,
-        total,
-        causal,
-        state.running_loss,
-        state.running_tokens,
-    )
+        state = replace(TrainState.read(resume_from), fingerprint=outputs.fingerprint)
+        log.info("resumed from %s (step %d)", resume_from, state.global_step)
+    bar = Progress(accelerator, total, outputs.progress)
+    bar.update(state.global_step, "")
+    loop = _Loop(model, optimization, batches, cfg, accelerator, hooks, outputs, state, bar, total)
     try:
         if state.eval_pending_epoch is not None:  # stopped before this step's evaluation
             loop.evaluate(state.eval_pending_epoch)
-        loop.run(state.epoch, state.batches_in_epoch)
+            state.eval_pending_epoch = None
+        loop.run()
     finally:
         bar.close()
-    return result
-
-
-def _is_causal(kind: str | None, model: Any) -> bool:
-    """Whether labels are shifted by one in the loss (decoder-only LMs)."""
-    if kind is not None:
-        return kind == "causal"
-    return not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    return state
 
 
 @dataclass
@@ -164,28 +112,24 @@ class _Pending:
 
     step: int
     lr: float
-    loss_sum: Any
-    totals: Any
+    loss_sum: Tensor
+    totals: Tensor
 
 
 @dataclass
 class _Loop:
-    """The epochs of one run: what is fixed for the run, plus the running loss between logs."""
+    """The epochs of one run: what is fixed for the run, and the one state it advances."""
 
-    model: Any
-    optimizer: Any
-    scheduler: Any
-    loader: Any
-    sampler: LengthGroupedBatchSampler
+    model: Model
+    optimization: Optimization
+    batches: TrainBatches
     cfg: TrainConfig
-    accelerator: Any
+    accelerator: Accelerator
     hooks: LoopHooks
-    result: LoopResult
+    outputs: LoopOutputs
+    state: TrainState
     bar: Progress
     total: int
-    causal: bool
-    running_loss: float = 0.0
-    running_tokens: float = 0.0
     started: float = 0.0
     params: list[Any] = field(default_factory=list)
     pending: list[_Pending] = field(default_factory=list)  # steps not yet read back
@@ -206,120 +150,130 @@ class _Loop:
         for entry, (loss_sum, tokens, samples) in zip(pending, rows):
             if not math.isfinite(loss_sum):
                 raise self.diverged(loss_sum / max(tokens, 1.0), entry.step, entry.lr)
-            self.running_loss += loss_sum
-            self.running_tokens += tokens
-            self.result.samples += int(samples)
+            self.state.running_loss += loss_sum
+            self.state.running_tokens += tokens
+            self.state.samples += int(samples)
 
-    def run(self, start_epoch: int, skip_batches: int) -> None:
-        cfg, result = self.cfg, self.result
-        self.params = _trainable(self.model)
+    def clock(self) -> None:
+        self.state.train_seconds = time.perf_counter() - self.started
+
+    def run(self) -> None:
+        state = self.state
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
         # a resumed run keeps counting from the seconds its checkpoint had trained
-        self.started = time.perf_counter() - result.train_seconds
-        last_epoch = cfg.epochs if not cfg.max_steps else 10**9
-        if result.global_step >= self.total:  # resumed from a checkpoint of the last step
+        self.started = time.perf_counter() - state.train_seconds
+        if state.global_step >= self.total:  # resumed from a checkpoint of the last step
             return
-        self.epochs(start_epoch, skip_batches, last_epoch)
+        last_epoch = self.cfg.epochs if not self.cfg.max_steps else 10**9
+        for epoch in range(state.epoch, last_epoch):
+            self.epoch(epoch)
+            if state.global_step >= self.total or state.stopped_early:
+                break
         self.settle()  # the device's queued steps are part of the training time
-        result.train_seconds = time.perf_counter() - self.started
+        self.clock()
 
-    def epochs(self, start_epoch: int, skip_batches: int, last_epoch: int) -> None:
-        cfg, result = self.cfg, self.result
-        for epoch in range(start_epoch, last_epoch):
-            self.sampler.current_epoch, self.sampler.skip = epoch, skip_batches
-            batches_done, skip_batches = self.sampler.skip, 0
-            windows = micro_batches(self.loader, cfg.grad_accum, self.accelerator.device)
-            for window in windows:
-                batches_done += len(window)
-                self.step(window)
-                epoch_end = batches_done >= len(self.sampler)
-                self.stop_if_asked(epoch, batches_done, epoch_end)
-                if result.global_step >= self.total:
-                    break
-                self.after_step(epoch, batches_done, epoch_end)
-                if result.stopped_early:
-                    break
-            result.epochs_done = epoch + 1
-            if result.global_step >= self.total or result.stopped_early:
+    def epoch(self, epoch: int) -> None:
+        """One epoch's steps (a resumed epoch skips the batches its checkpoint had trained)."""
+        state, sampler = self.state, self.batches.sampler
+        sampler.current_epoch, sampler.skip = epoch, state.batches_in_epoch
+        state.epoch = epoch
+        device = self.accelerator.device
+        for window in micro_batches(self.batches.loader, self.cfg.grad_accum, device):
+            state.batches_in_epoch += len(window)
+            self.step(window)
+            epoch_end = state.batches_in_epoch >= len(sampler)
+            if epoch_end:  # where a checkpoint of this step continues: the next epoch
+                state.epoch, state.batches_in_epoch = epoch + 1, 0
+            self.stop_if_asked(epoch, epoch_end)
+            if state.global_step >= self.total:
+                break
+            self.after_step(epoch, epoch_end)
+            if state.stopped_early:
                 break
 
     def step(self, window: list[dict[str, Any]]) -> None:
         """One optimizer step, queued without waiting for the device: its loss and counts stay
         there until `settle` reads every pending step in one transfer (a host sync per step
         would leave a GPU idle while Python queues the next one)."""
-        cfg, result = self.cfg, self.result
-        loss_sum, totals = accumulate_step(self.model, window, self.accelerator, self.causal)
+        cfg, state = self.cfg, self.state
+        optimizer, scheduler = self.optimization.optimizer, self.optimization.scheduler
+        loss_sum, totals = accumulate_step(
+            self.model, window, self.accelerator, self.batches.causal
+        )
         if cfg.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
-        used_lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        result.global_step += 1
-        result.train_seconds = time.perf_counter() - self.started
-        self.pending.append(_Pending(result.global_step, used_lr, loss_sum, totals))
+        used_lr = float(scheduler.get_last_lr()[0])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        state.global_step += 1
+        self.clock()
+        self.pending.append(_Pending(state.global_step, used_lr, loss_sum, totals))
         if len(self.pending) >= MAX_PENDING:  # bounded device memory whatever logging_steps is
             self.settle()
-        step = result.global_step
-        lr = self.scheduler.get_last_lr()[0]
-        if step % cfg.logging_steps == 0 or step == self.total:
-            self.settle()
-            result.train_seconds = time.perf_counter() - self.started
-            result.last_loss = self.running_loss / max(self.running_tokens, 1.0)
-            self.running_loss, self.running_tokens = 0.0, 0.0
-            _log_step(self.hooks, self.accelerator, step, self.sampler.current_epoch, result, lr)
-            self.bar_info = (
-                f"loss {result.last_loss:.4f} lr {lr:.2e} {result.samples_per_second:.0f} samples/s"
-            )
-        self.bar.update(step, self.bar_info)
+        if state.global_step % cfg.logging_steps == 0 or state.global_step == self.total:
+            self.log_step(float(scheduler.get_last_lr()[0]))
+        self.bar.update(state.global_step, self.bar_info)
 
-    def after_step(self, epoch: int, batches_done: int, epoch_end: bool) -> None:
+    def log_step(self, lr: float) -> None:
+        """The mean loss per label token since the last log line, to log.jsonl and trackers."""
+        state = self.state
+        self.settle()
+        self.clock()
+        state.last_loss = state.running_loss / max(state.running_tokens, 1.0)
+        state.running_loss, state.running_tokens = 0.0, 0.0
+        self.bar_info = (
+            f"loss {state.last_loss:.4f} lr {lr:.2e} {state.samples_per_second:.0f} samples/s"
+        )
+        if not self.accelerator.is_main_process or self.outputs.log_path is None:
+            return
+        record = {
+            "step": state.global_step,
+            "epoch": self.batches.sampler.current_epoch,
+            "loss": round(state.last_loss, 6),
+            "lr": lr,
+            "samples": state.samples,
+            "samples_per_s": round(state.samples_per_second, 2),
+            "elapsed_s": round(state.train_seconds, 2),
+        }
+        append_jsonl(self.outputs.log_path, record)
+        log_record(self.accelerator, record)  # train.report_to trackers get the same numbers
+
+    def after_step(self, epoch: int, epoch_end: bool) -> None:
         """Evaluate and checkpoint at most once per step (an epoch end may also be a multiple
-        of eval_steps / save_steps); never at the last step, which the pipeline evaluates."""
-        cfg, step = self.cfg, self.result.global_step
+        of eval_steps / save_steps); never at the last step, which the caller evaluates."""
+        cfg, step = self.cfg, self.state.global_step
         if self.eval_due(epoch_end):
             self.evaluate(epoch)
         if epoch_end or (cfg.save_steps and step % cfg.save_steps == 0):
-            self.checkpoint(epoch, batches_done, epoch_end)
+            self.checkpoint()
 
     def eval_due(self, epoch_end: bool) -> bool:
-        step, every = self.result.global_step, self.cfg.eval_steps
+        step, every = self.state.global_step, self.cfg.eval_steps
         return step < self.total and (epoch_end or bool(every and step % every == 0))
 
     def evaluate(self, epoch: int) -> None:
         """Under its own copy of the random state: whether and when evaluations run never
         changes a dropout mask of training (train/rng.py)."""
         self.settle()
-        step = self.result.global_step
+        state = self.state
         with isolated_rng(self.accelerator.device):
-            record = self.hooks.evaluate(step, epoch)
-        self.result.eval_history.append(record)
-        if self.hooks.after_eval is not None and self.hooks.after_eval(step, record):
-            self.result.stopped_early = True
-            log.info("early stopping at step %d", step)
+            record = self.hooks.evaluate(state.global_step, epoch)
+        state.last_eval_step = state.global_step
+        if self.hooks.after_eval is not None and self.hooks.after_eval(state.global_step, record):
+            state.stopped_early = True
+            log.info("early stopping at step %d", state.global_step)
 
-    def checkpoint(
-        self, epoch: int, batches_done: int, epoch_end: bool, eval_pending: bool = False
-    ) -> Path | None:
+    def checkpoint(self, eval_pending_epoch: int | None = None) -> Path | None:
         self.settle()
-        result = self.result
-        state = TrainState(
-            global_step=result.global_step,
-            epoch=epoch + 1 if epoch_end else epoch,
-            batches_in_epoch=0 if epoch_end else batches_done,
-            samples=result.samples,
-            train_seconds=time.perf_counter() - self.started,
-            running_loss=self.running_loss,
-            running_tokens=self.running_tokens,
-            last_loss=result.last_loss,
-            eval_pending_epoch=epoch if eval_pending else None,
-            fingerprint=self.hooks.fingerprint,
-        )
+        self.clock()
+        snapshot = replace(self.state, eval_pending_epoch=eval_pending_epoch)
         return save_checkpoint(
-            self.accelerator, self.hooks.checkpoint_dir, state, self.cfg.keep_checkpoints
+            self.accelerator, self.outputs.checkpoint_dir, snapshot, self.cfg.keep_checkpoints
         )
 
-    def stop_if_asked(self, epoch: int, batches_done: int, epoch_end: bool) -> None:
+    def stop_if_asked(self, epoch: int, epoch_end: bool) -> None:
         """After a step, once any process got SIGTERM/SIGINT: checkpoint here (the step's
         evaluation, if one was due, is left to the resumed run) and raise TrainingStopped."""
         if self.hooks.stop is None:
@@ -327,11 +281,11 @@ class _Loop:
         name = self.hooks.stop.agreed(self.accelerator)
         if name is None:
             return
-        path = self.checkpoint(epoch, batches_done, epoch_end, self.eval_due(epoch_end))
-        raise TrainingStopped(name, self.result.global_step, self.total, path)
+        path = self.checkpoint(epoch if self.eval_due(epoch_end) else None)
+        raise TrainingStopped(name, self.state.global_step, self.total, path)
 
     def diverged(self, loss: float, step: int, lr: float) -> NonFiniteLossError:
-        directory = self.hooks.checkpoint_dir
+        directory = self.outputs.checkpoint_dir
         last = latest_checkpoint(directory) if directory is not None else None
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         return NonFiniteLossError(
@@ -341,19 +295,3 @@ class _Loop:
             "garbled or empty targets; then rerun with --overwrite, or with --resume to continue "
             "from the last good checkpoint",
         )
-
-
-def _log_step(hooks, accelerator, step, epoch, result, lr) -> None:
-    if not accelerator.is_main_process or hooks.log_path is None:
-        return
-    record = {
-        "step": step,
-        "epoch": epoch,
-        "loss": round(result.last_loss, 6),
-        "lr": lr,
-        "samples": result.samples,
-        "samples_per_s": round(result.samples_per_second, 2),
-        "elapsed_s": round(result.train_seconds, 2),
-    }
-    append_jsonl(hooks.log_path, record)
-    log_record(accelerator, record)  # train.report_to trackers get the same numbers

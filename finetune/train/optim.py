@@ -1,25 +1,22 @@
 """AdamW with the decay rule, the new-modules learning rate, the warm-up/decay schedule, and
-the step plan they share."""
+the step plan they share: built together (`build_optimization`) and handed to the loop."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from finetune.recipe.sections import TrainConfig
 
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Model, Optimizer, Scheduler
+
 # Weight decay pulls toward zero, so it only suits weights that start there or near it (LoRA
 # A/B, adapters, heads, the backbone's matrices). Biases and norms are the usual exceptions;
-# IA3 vectors start at 1 and DoRA magnitudes at ||W||: decaying them unlearns the identity.
-NO_DECAY = (
-    "bias",
-    "LayerNorm.weight",
-    "layer_norm.weight",
-    "ln_",
-    "norm",
-    "ia3_l",
-    "lora_magnitude_vector",
-)
+# parameters a method starts elsewhere (IA3 vectors at 1, DoRA magnitudes at ||W||) are named
+# by the method itself (`Method.no_decay`): decaying them unlearns the identity.
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_", "norm")
 
 
 # A randomly initialised head learning at a backbone rate (full fine-tuning's 5e-5) barely
@@ -39,7 +36,10 @@ def new_modules_lr(cfg: TrainConfig) -> float:
 
 
 def param_groups(
-    model: Any, cfg: TrainConfig, new_modules: list[str] | tuple[str, ...] = ()
+    model: Model,
+    cfg: TrainConfig,
+    new_modules: list[str] | tuple[str, ...] = (),
+    no_decay: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """decay / no-decay x backbone / new-module groups (empty groups dropped).
 
@@ -49,17 +49,18 @@ def param_groups(
     from finetune.methods.base import inside
 
     groups: dict[tuple[bool, bool], list[Any]] = {}
+    skip = NO_DECAY + tuple(no_decay)
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        key = (inside(name, list(new_modules)), any(k in name for k in NO_DECAY))
+        key = (inside(name, list(new_modules)), any(k in name for k in skip))
         groups.setdefault(key, []).append(param)
     out = []
-    for (new, no_decay), params in sorted(groups.items()):
+    for (new, spared), params in sorted(groups.items()):
         out.append(
             {
                 "params": params,
-                "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+                "weight_decay": 0.0 if spared else cfg.weight_decay,
                 "lr": new_modules_lr(cfg) if new else _lr(cfg),
                 "new_modules": new,  # AdamW keeps extra keys: the tests and logs read them
             }
@@ -67,12 +68,32 @@ def param_groups(
     return out
 
 
+@dataclass
+class Optimization:
+    """The optimizer and its schedule, built together for a planned number of steps."""
+
+    optimizer: Optimizer
+    scheduler: Scheduler
+    total_steps: int
+
+
 def build_optimizer(
-    model: Any, cfg: TrainConfig, new_modules: list[str] | tuple[str, ...] = ()
-) -> Any:
+    model: Model,
+    cfg: TrainConfig,
+    new_modules: list[str] | tuple[str, ...] = (),
+    no_decay: tuple[str, ...] = (),
+) -> Optimizer:
     import torch
 
-    return torch.optim.AdamW(param_groups(model, cfg, new_modules), lr=_lr(cfg))
+    return torch.optim.AdamW(param_groups(model, cfg, new_modules, no_decay), lr=_lr(cfg))
+
+
+def build_optimization(
+    optimizer: Optimizer, cfg: TrainConfig, batches_per_process: int
+) -> Optimization:
+    """The schedule of `optimizer` over the run's planned steps (`plan_steps`)."""
+    _, total = plan_steps(batches_per_process, cfg)
+    return Optimization(optimizer, build_scheduler(optimizer, cfg, total), total)
 
 
 def _lr(cfg: TrainConfig) -> float:
@@ -88,7 +109,7 @@ def plan_steps(batches_per_process: int, cfg: TrainConfig) -> tuple[int, int]:
     return per_epoch, total
 
 
-def build_scheduler(optimizer: Any, cfg: TrainConfig, total_steps: int) -> Any:
+def build_scheduler(optimizer: Optimizer, cfg: TrainConfig, total_steps: int) -> Scheduler:
     from transformers import get_scheduler
 
     names = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
