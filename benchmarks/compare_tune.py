@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     from finetune.commands.compare import compare
     from finetune.commands.sweep import sweep
-    from finetune.commands.tune import TuneOptions
+    from finetune.comparison.tune import TuneOptions
     from finetune.methods import METHODS as REGISTRY
 
     work = args.work / args.data

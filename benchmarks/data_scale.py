@@ -81,7 +81,7 @@ def write_recipe(train: Path, directory: Path) -> Path:
 
 
 def measure_validate(recipe: Path) -> dict[str, Any]:
-    from finetune.commands.validate import check_recipe
+    from finetune.setup.checks import check_recipe
 
     start = time.perf_counter()
     _, problems = check_recipe(recipe, [], scan_rows=True)
@@ -90,10 +90,10 @@ def measure_validate(recipe: Path) -> dict[str, Any]:
 
 def measure_prepare(recipe_path: Path) -> dict[str, Any]:
     """What `finetune run` does with the data before training, after the model is loaded."""
-    from finetune.commands.validate import check_recipe
     from finetune.models.loading import load_base_model, load_tokenizer
     from finetune.models.names import resolve_name
     from finetune.setup.architecture import recipe_architecture
+    from finetune.setup.checks import check_recipe
     from finetune.setup.data import load_splits, train_features
     from finetune.setup.task import make_task
 

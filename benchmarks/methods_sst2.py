@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from finetune.commands.report import human_size
+from finetune.comparison.report import human_size
 from finetune.methods import METHODS
 
 REPO = Path(__file__).resolve().parents[1]

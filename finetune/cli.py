@@ -178,8 +178,8 @@ def compare(
     quality with 95% intervals, trainable parameters, peak memory, time and size on disk."""
     from finetune.commands.compare import compare as run_compare
     from finetune.commands.compare import parse_methods
-    from finetune.commands.report import table
-    from finetune.commands.tune import TuneOptions
+    from finetune.comparison.report import table
+    from finetune.comparison.tune import TuneOptions
 
     options = TuneOptions(rates=_tune_rates(tune_rates), budget=_budget(tune_budget))
     rows, where = run_compare(
@@ -234,8 +234,8 @@ def sweep(
     """Run a grid (or --random N points of it), one run per point, resumable; writes the
     compare report files plus best.yaml, the best point's recipe."""
     from finetune.commands.compare import parse_methods
-    from finetune.commands.report import table
     from finetune.commands.sweep import sweep as run_sweep
+    from finetune.comparison.report import table
 
     chosen = parse_methods(methods) if methods else None
     rows, where, keys = run_sweep(recipe, axes or [], chosen, out, overwrite, random, seed, seeds)
@@ -365,7 +365,7 @@ def options(
     section: Annotated[Optional[str], typer.Argument(help="Only this section, e.g. train.")] = None,
 ) -> None:
     """Every recipe option with its type, default and description (from the schema)."""
-    from finetune.recipe.docs import option_rows
+    from finetune.docs.options import option_rows
 
     for row in option_rows(section):
         _out(
@@ -379,7 +379,7 @@ def options(
 def models() -> None:
     """Every supported architecture (config.json model_type): shape, tasks, LoRA targets,
     LayerNorm placement and refused methods, with the reasons (the README's table)."""
-    from finetune.models.table import render_table
+    from finetune.docs.architectures import render_table
 
     typer.echo(render_table(), nl=False)
 

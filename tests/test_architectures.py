@@ -38,11 +38,11 @@ def test_every_listed_model_type_is_in_the_table_with_its_shape():
 
 
 def test_readme_table_and_models_command_are_generated(runner):
-    from finetune.models.table import committed_table, render_table
+    from finetune.docs.architectures import committed_table, render_table
 
     table = render_table()
     assert committed_table(REPO / "README.md") == table, (
-        "README architecture table is stale: python -m finetune.models.table --write"
+        "README architecture table is stale: python -m finetune.docs.architectures --write"
     )
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0 and result.output == table

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from finetune.cli import app
-from finetune.commands.validate import check_recipe
 from finetune.data.readers import read_local
 from finetune.errors import (
     AlignmentError,
@@ -32,6 +31,7 @@ from finetune.errors import (
 )
 from finetune.models import FAMILIES
 from finetune.recipe.schema import LocalSource, Recipe
+from finetune.setup.checks import check_recipe
 from finetune.setup.data import load_splits
 from finetune.setup.task import make_task
 from tests.conftest import write_recipe

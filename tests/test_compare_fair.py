@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from finetune.cli import app
-from finetune.commands import runner as runner_module
-from finetune.commands.intervals import (
+from finetune.comparison import runner as runner_module
+from finetune.comparison.intervals import (
     bleu_scores,
     bootstrap,
     interval,
@@ -292,7 +292,7 @@ def test_tune_hold_out_keeps_every_held_out_class_trainable(tmp_path, base_recip
     """With many classes and few rows each, the seeded hold-out put a class's only rows in the
     search's dev file and every search run failed on an unseen label (E205); found by
     benchmarks/compare_tune.py on its 36-intent set."""
-    from finetune.commands.tune import search_split
+    from finetune.comparison.tune import search_split
     from tests.conftest import write_csv
 
     recipe, _, dev = base_recipe

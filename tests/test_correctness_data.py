@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from finetune.cli import app
-from finetune.commands.validate import check_recipe
 from finetune.data.readers import read_local
 from finetune.errors import DataFormatError
 from finetune.models import FAMILIES
 from finetune.recipe.schema import LocalSource, Recipe
+from finetune.setup.checks import check_recipe
 from finetune.setup.data import load_splits
 from finetune.setup.task import make_task
 from tests.conftest import REPO, SHARED_DATA, classification_recipe, write_csv, write_recipe

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from finetune.cli import app
-from finetune.commands.validate import check_recipe
 from finetune.methods import METHODS
+from finetune.setup.checks import check_recipe
 from tests.conftest import write_csv
 from tests.generation_data import summary_rows, translation_rows, write_aligned, write_jsonl
 from tests.tiny_models import sentiment_rows

@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from finetune.cli import app
-from finetune.commands.validate import check_recipe
+from finetune.docs.methods import render_lr_table
 from finetune.methods import METHODS
-from finetune.methods.table import render_lr_table
 from finetune.recipe.schema import Recipe, TrainConfig
+from finetune.setup.checks import check_recipe
 from tests.conftest import REPO, classification_recipe, write_recipe
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -48,7 +48,7 @@ def test_every_method_says_where_its_default_lr_comes_from():
 
 def test_lr_table_in_readme_is_current():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert render_lr_table() in readme, "regenerate with: python -m finetune.methods.table --readme"
+    assert render_lr_table() in readme, "regenerate with: python -m finetune.docs.methods --readme"
 
 
 def test_run_without_lr_trains_at_the_method_default_and_records_it(

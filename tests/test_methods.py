@@ -10,8 +10,8 @@ from finetune.cli import app
 from finetune.errors import FinetuneError
 from finetune.methods import METHODS
 from finetune.methods.base import MethodContext
-from finetune.methods.bottleneck import BottleneckConfig
-from finetune.methods.peft_methods import LoraConfig
+from finetune.methods.bottleneck import BottleneckOptions
+from finetune.methods.peft_methods import LoraOptions
 from finetune.models import FAMILIES
 from finetune.recipe.schema import METHOD_NAMES
 from tests.conftest import REPO, classification_recipe, write_recipe
@@ -26,10 +26,10 @@ def test_registry_is_closed_and_matches_schema():
 
 
 def test_support_table_in_docs_is_current():
-    from finetune.methods.table import committed_table, render_table
+    from finetune.docs.methods import committed_table, render_table
 
     assert committed_table(REPO / "docs" / "methods.md") == render_table(), (
-        "docs/methods.md is stale: run python -m finetune.methods.table --write"
+        "docs/methods.md is stale: run python -m finetune.docs.methods --write"
     )
 
 
@@ -38,7 +38,7 @@ def test_importing_methods_stays_torch_free():
     import sys
 
     code = (
-        "import sys, finetune.methods, finetune.methods.table; "
+        "import sys, finetune.methods, finetune.docs.methods; "
         "print(any(m.split('.')[0] in ('torch', 'transformers', 'peft') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -101,7 +101,7 @@ def test_bottleneck_starts_as_base_model_and_is_in_the_path(name, family, kind, 
     inputs = batch(tokenizer, kind)
     with torch.no_grad():
         base = loaded.model(**inputs).logits.clone()
-    config = BottleneckConfig(name=name)
+    config = BottleneckOptions(name=name)
     model = METHODS[name].apply(loaded.model, ctx_for(loaded, family, kind, config))
     with torch.no_grad():
         same = model(**inputs).logits
@@ -135,7 +135,7 @@ def test_trainable_parameters_match_formula(
     from finetune.setup.model import count_parameters
 
     loaded, _ = load(tiny_model_dir, family, kind)
-    config = BottleneckConfig(name=name, **options)
+    config = BottleneckOptions(name=name, **options)
     model = METHODS[name].apply(loaded.model, ctx_for(loaded, family, kind, config))
     width = bottleneck_width(hidden, config.reduction_factor, config.bottleneck_size)
     assert width == (options.get("bottleneck_size") or hidden // config.reduction_factor)
@@ -179,7 +179,7 @@ def test_bert2bert_new_modules_train_and_save(tiny_model_dir, tmp_path):
     assert any("crossattention" in m for m in loaded.new_modules)
     method = METHODS["pfeiffer"]
     model = method.apply(
-        loaded.model, ctx_for(loaded, "bert", "seq2seq", BottleneckConfig(name="pfeiffer"))
+        loaded.model, ctx_for(loaded, "bert", "seq2seq", BottleneckOptions(name="pfeiffer"))
     )
     method.save(model, tmp_path)
     keys = list(st.load_file(str(tmp_path / "adapter_model.safetensors")))
@@ -201,7 +201,7 @@ def test_ia3_feedforward_auto_is_subset_of_explicit_targets():
 
 def test_peft_targets_exclude_new_modules(tiny_model_dir):
     loaded, _ = load(tiny_model_dir, "bert", "seq2seq")
-    cfg = LoraConfig(name="lora", r=2)
+    cfg = LoraOptions(name="lora", r=2)
     model = METHODS["lora"].apply(loaded.model, ctx_for(loaded, "bert", "seq2seq", cfg))
     lora = [n for n, _ in model.named_parameters() if "lora_A" in n]
     assert lora and not any("crossattention" in n for n in lora)
@@ -354,7 +354,7 @@ def test_guard_backbone_not_frozen(name, tiny_model_dir):
     from finetune.methods.guards import check_trainable
 
     loaded, _ = load(tiny_model_dir, "bert")
-    configs = {"houlsby": BottleneckConfig(name="houlsby"), "lora": LoraConfig(name="lora")}
+    configs = {"houlsby": BottleneckOptions(name="houlsby"), "lora": LoraOptions(name="lora")}
     model = METHODS[name].apply(
         loaded.model, ctx_for(loaded, "bert", "classification", configs.get(name))
     )
@@ -386,7 +386,7 @@ def test_guard_save_without_adapter_tensors(tmp_path):
 
 def test_load_refuses_adapter_of_another_method(tiny_model_dir, tmp_path):
     loaded, _ = load(tiny_model_dir, "bert")
-    ctx = ctx_for(loaded, "bert", "classification", BottleneckConfig(name="houlsby"))
+    ctx = ctx_for(loaded, "bert", "classification", BottleneckOptions(name="houlsby"))
     METHODS["houlsby"].save(METHODS["houlsby"].apply(loaded.model, ctx), tmp_path)
     fresh, _ = load(tiny_model_dir, "bert")
     with pytest.raises(FinetuneError, match="saved by method 'houlsby'"):

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from finetune.cli import app
+from finetune.docs.methods import support_matrix
 from finetune.methods import METHODS
 from finetune.methods.base import inside
-from finetune.methods.table import support_matrix
 from finetune.models import FAMILIES
 from finetune.recipe.schema import TASK_TYPES
 from tests.conftest import classification_recipe, write_recipe

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from finetune.cli import app
-from finetune.commands.validate import check_recipe
 from finetune.recipe.io import allowed_keys, apply_overrides, build_recipe
 from finetune.recipe.schema import METHOD_NAMES, Recipe
+from finetune.setup.checks import check_recipe
 from tests.conftest import REPO, classification_recipe, write_recipe
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -172,10 +172,10 @@ def test_recipe_round_trips_through_yaml(tmp_path, tiny_model_dir, sentiment_fil
 
 
 def test_schema_table_in_readme_is_current():
-    from finetune.recipe.docs import markdown_table
+    from finetune.docs.options import markdown_table
 
     readme = (REPO / "README.md").read_text()
-    assert markdown_table() in readme, "regenerate with: python -m finetune.recipe.docs"
+    assert markdown_table() in readme, "regenerate with: python -m finetune.docs.options"
 
 
 def test_help_lists_commands(runner):
@@ -236,10 +236,10 @@ def test_validate_of_every_recipe_does_not_import_torch():
 
 
 def test_methods_table_in_readme_is_current():
-    from finetune.methods.table import render_table
+    from finetune.docs.methods import render_table
 
     readme = (REPO / "README.md").read_text()
-    assert render_table() in readme, "regenerate with: python -m finetune.methods.table"
+    assert render_table() in readme, "regenerate with: python -m finetune.docs.methods"
 
 
 def test_missing_file_reported_alongside_schema_errors(tmp_path, tiny_model_dir, sentiment_files):

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from finetune.cli import app
-from finetune.commands.validate import check_recipe
 from finetune.data.sources import LocalSource
 from finetune.methods import METHODS
 from finetune.models import FAMILIES
@@ -36,6 +35,7 @@ from finetune.recipe.schema import (
     OutputConfig,
     TrainConfig,
 )
+from finetune.setup.checks import check_recipe
 from finetune.tasks.classification import ClassificationConfig
 from tests.tiny_models import sentiment_rows
 

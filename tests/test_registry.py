@@ -37,8 +37,8 @@ registry.METHODS["dummy"] = DummyMethod()
 
 from finetune.commands.compare import method_recipe, parse_methods
 from finetune.methods import mergeable_names
-from finetune.methods.table import render_table
-from finetune.recipe.docs import option_rows
+from finetune.docs.methods import render_table
+from finetune.docs.options import option_rows
 from finetune.recipe.io import build_recipe
 from finetune.recipe.schema import METHOD_NAMES
 

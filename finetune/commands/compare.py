@@ -15,10 +15,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from finetune.commands.intervals import add_intervals
-from finetune.commands.report import write_report
-from finetune.commands.runner import Row, run_seeds
-from finetune.commands.tune import HOLD_OUT, TuneOptions, search_split, tune_method
+from finetune.comparison.intervals import add_intervals
+from finetune.comparison.report import write_report
+from finetune.comparison.runner import Row, run_seeds
+from finetune.comparison.tune import HOLD_OUT, TuneOptions, search_split, tune_method
 from finetune.errors import FinetuneError, RecipeError
 from finetune.methods import METHODS
 from finetune.recipe.io import apply_overrides, read_yaml

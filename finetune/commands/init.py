@@ -19,7 +19,14 @@ from typing import Any
 
 import yaml
 
-from finetune.commands.guess import (
+from finetune.data.readers import LANG_PLACEHOLDER
+from finetune.errors import (
+    FinetuneError,
+    Problem,
+    RecipeError,
+)
+from finetune.methods import METHODS
+from finetune.recipe.guess import (
     DEFAULT_MODEL,
     EVAL_FRACTION,
     EVAL_WORDS,
@@ -33,13 +40,6 @@ from finetune.commands.guess import (
     guess_task,
     read_sample,
 )
-from finetune.data.readers import LANG_PLACEHOLDER
-from finetune.errors import (
-    FinetuneError,
-    Problem,
-    RecipeError,
-)
-from finetune.methods import METHODS
 from finetune.tasks import TASKS
 
 COMMENT_COLUMN = 32
@@ -182,7 +182,7 @@ def _method_lines(method: str) -> list[str]:
 
 
 def _train_lines(method: str) -> list[str]:
-    from finetune.methods.table import format_lr
+    from finetune.docs.methods import format_lr
 
     mantissa, _, exponent = format_lr(METHODS[method].default_lr).partition("e")
     lr = f"{float(mantissa):.1f}e{exponent}" if exponent else mantissa  # YAML reads 2.0e-3
@@ -229,8 +229,8 @@ def render_recipe(
 
 def write_checked(out: Path, text: str) -> None:
     """Check the text as `finetune validate` would, from where it will live, then write it."""
-    from finetune.commands.validate import check_recipe
     from finetune.run.files import atomic_write_text
+    from finetune.setup.checks import check_recipe
 
     out.parent.mkdir(parents=True, exist_ok=True)
     draft = out.with_name(f".{out.name}.init")

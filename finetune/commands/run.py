@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from finetune.commands.validate import check_recipe
 from finetune.errors import RecipeError
 from finetune.pipeline.training import RunSummary, StartPlan, train_and_save
 from finetune.recipe.schema import Recipe
@@ -19,6 +18,7 @@ from finetune.run.fingerprint import run_fingerprint
 from finetune.run.resume import choose_checkpoint, resume_command
 from finetune.run.trackers import finish_trackers
 from finetune.setup.accelerator import setup_accelerator
+from finetune.setup.checks import check_recipe
 from finetune.setup.run_setup import RunSetup
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from finetune.commands.compare import method_recipe, read_base, seed_list
-from finetune.commands.intervals import add_intervals
-from finetune.commands.report import write_report
-from finetune.commands.runner import Row, higher_is_better, recipe_text, run_seeds
+from finetune.comparison.intervals import add_intervals
+from finetune.comparison.report import write_report
+from finetune.comparison.runner import Row, higher_is_better, recipe_text, run_seeds
 from finetune.errors import FinetuneError, RecipeError
 from finetune.methods import METHODS
 from finetune.recipe.io import apply_overrides, parse_scalar

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from finetune.data.files import (
+from finetune.data.lines import (
     CSV_FIELD_LIMIT,
     LineTracker,
     Record,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.data.delimited import check_header, delimited_records, read_delimited
-from finetune.data.files import LANG_PLACEHOLDER
+from finetune.data.lines import LANG_PLACEHOLDER
 from finetune.data.records import (
     parquet_file,
     read_aligned_text,

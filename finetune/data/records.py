@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from finetune.data.files import (
+from finetune.data.lines import (
     LANG_PLACEHOLDER,
     Row,
     collect_rows,

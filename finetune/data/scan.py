@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.data.delimited import delimited_rows
-from finetune.data.files import Row
+from finetune.data.lines import Row
 from finetune.data.readers import delimiter_for, detect_format, require_placeholder, resolve_path
 from finetune.data.records import aligned_rows, jsonl_rows, parquet_file, read_json
 from finetune.data.sources import LocalSource

@@ -29,13 +29,13 @@ def is_bias(name: str) -> bool:
     return name == "bias" or name.endswith(".bias")
 
 
-class BitFitConfig(Section):
+class BitFitOptions(Section):
     name: Literal["bitfit"] = Field(description="Method: only bias terms (and the head) train.")
 
 
 class BitFitMethod(Method):
     name = "bitfit"
-    config_class = BitFitConfig
+    config_class = BitFitOptions
     default_lr = 1e-3
     lr_source = (
         "Ben Zaken et al. 2022 searched 1e-4..1e-3 for BERT-base; 1e-3 won on our SST-2 budget"

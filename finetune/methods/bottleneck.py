@@ -42,7 +42,7 @@ RENORM = "renormalise"  # a LayerNorm with input s and output LN(s) returns LN(s
 NON_LINEARITY = {"houlsby": "swish", "pfeiffer": "relu"}  # the adapters library's defaults
 
 
-class BottleneckConfig(Section):
+class BottleneckOptions(Section):
     name: Literal["houlsby", "pfeiffer"] = Field(
         description="Method: bottleneck adapters (houlsby: after attention and FFN; pfeiffer: FFN)."
     )
@@ -186,7 +186,7 @@ def inject(
 class BottleneckMethod(Method):
     """Shared by Houlsby (attention + FFN) and Pfeiffer (FFN stream)."""
 
-    config_class = BottleneckConfig
+    config_class = BottleneckOptions
     default_lr = 2e-3
     lr_source = (
         "the adapters papers use 1e-4..1e-3 on BERT-base; 2e-3 measured best on our SST-2 budget"

@@ -12,13 +12,13 @@ from finetune.methods.base import Method, MethodContext
 from finetune.recipe.section import Section
 
 
-class FullConfig(Section):
+class FullOptions(Section):
     name: Literal["full"] = Field(description="Method: every weight trains.")
 
 
 class FullMethod(Method):
     name = "full"
-    config_class = FullConfig
+    config_class = FullOptions
     default_lr = 5e-5
     lr_source = "the usual BERT-size full fine-tuning rate (Devlin et al. 2019 searched 2e-5..5e-5)"
     mergeable = True

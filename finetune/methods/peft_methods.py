@@ -42,7 +42,7 @@ GPT2_CLS_POOLING = (
 TargetModules = Union[Literal["auto", "all-linear"], list[str]]
 
 
-class LoraConfig(Section):
+class LoraOptions(Section):
     name: Literal["lora", "dora", "rslora"] = Field(
         description="Method: LoRA, DoRA (weight-decomposed) or rsLoRA (rank-stabilised)."
     )
@@ -55,7 +55,7 @@ class LoraConfig(Section):
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
 
 
-class IA3Config(Section):
+class IA3Options(Section):
     name: Literal["ia3"] = Field(description="Method: (IA)^3 learned rescaling vectors.")
     target_modules: TargetModules = Field("auto", description="Modules to rescale.")
     feedforward_modules: Union[Literal["auto"], list[str]] = Field(
@@ -63,13 +63,13 @@ class IA3Config(Section):
     )
 
 
-class PrefixConfig(Section):
+class PrefixOptions(Section):
     name: Literal["prefix"] = Field(description="Method: prefix tuning (virtual key/values).")
     num_virtual_tokens: int = Field(20, ge=1, le=512, description="Prefix length.")
     projection: bool = Field(False, description="Reparameterise the prefix through an MLP.")
 
 
-class PromptConfig(Section):
+class PromptOptions(Section):
     name: Literal["prompt"] = Field(description="Method: prompt tuning (soft input tokens).")
     num_virtual_tokens: int = Field(20, ge=1, le=512, description="Soft prompt length.")
     init_text: str | None = Field(None, description="Initialise the prompt from this text.")
@@ -152,7 +152,7 @@ class PeftMethod(Method):
 
 class LoraMethod(PeftMethod):
     name = "lora"
-    config_class = LoraConfig
+    config_class = LoraOptions
     default_lr = 2e-3
     lr_source = "measured on the quick start (SST-2): 2e-3 beats 5e-4 by about 1 point of accuracy"
     quantizable = True
@@ -200,7 +200,7 @@ class RsLoraMethod(LoraMethod):
 
 class IA3Method(PeftMethod):
     name = "ia3"
-    config_class = IA3Config
+    config_class = IA3Options
     default_lr = 5e-3
     lr_source = (
         "IA3 vectors start at 1 and move slowly: Liu et al. 2022 use 3e-3; 5e-3 measured here"
@@ -262,7 +262,7 @@ class PromptLearningMethod(PeftMethod):
 
 class PrefixMethod(PromptLearningMethod):
     name = "prefix"
-    config_class = PrefixConfig
+    config_class = PrefixOptions
     default_lr = 1e-2
     lr_source = (
         "Li & Liang 2021 use 5e-5..8e-5 with a reparameterisation MLP; raw prefixes want ~1e-2"
@@ -289,7 +289,7 @@ class PrefixMethod(PromptLearningMethod):
 
 class PromptMethod(PromptLearningMethod):
     name = "prompt"
-    config_class = PromptConfig
+    config_class = PromptOptions
     default_lr = 3e-2
     lr_source = (
         "Lester et al. 2021 train soft prompts at 0.3 with Adafactor; 3e-2 is the AdamW equivalent"

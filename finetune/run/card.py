@@ -24,8 +24,8 @@ from finetune.console import metric_items
 from finetune.recipe.io import dump_recipe
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
 from finetune.redaction import redact
-from finetune.run.facts import NOT_IN_MODEL_INDEX, is_number, split_metrics
 from finetune.run.info import RunInfo
+from finetune.run.metric_kinds import NOT_IN_MODEL_INDEX, is_number, split_metrics
 from finetune.run.snippets import Artefact, CardKind, load_snippet
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from finetune.commands.validate import check_recipe
 from finetune.run.files import atomic_write_text
 from finetune.run.layout import RunPaths
+from finetune.setup.checks import check_recipe
 from finetune.tasks import TASKS
 
 log = logging.getLogger(__name__)

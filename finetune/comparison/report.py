@@ -13,7 +13,7 @@ import io
 from dataclasses import asdict
 from pathlib import Path
 
-from finetune.commands.runner import Row
+from finetune.comparison.runner import Row
 from finetune.run.files import atomic_write_json, atomic_write_text
 
 

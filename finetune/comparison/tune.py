@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.commands.runner import Row, higher_is_better, run_point
+from finetune.comparison.runner import Row, higher_is_better, run_point
 from finetune.errors import FinetuneError, RecipeError
 from finetune.run.files import atomic_write_text
 

@@ -1,6 +1,6 @@
 """Option tables generated from the recipe schema (for `finetune options` and the README).
 
-The README's recipe reference is produced by `python -m finetune.recipe.docs` and a test checks
+The README's recipe reference is produced by `python -m finetune.docs.options` and a test checks
 that it matches, so documentation can never drift from the schema.
 """
 
