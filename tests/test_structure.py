@@ -1,7 +1,10 @@
 """The structure rules the README's layout section promises, checked on the source itself.
 
-No import cycles between modules (module-level imports, outside `TYPE_CHECKING`), no private
-name imported across modules, every module under 400 lines. Read with `ast`, nothing imported.
+No import cycles between modules, counting every import (module level, inside functions and
+under `TYPE_CHECKING`: a circle a function-local import hides is still a circle); the layers
+above the building blocks are imported only from above (commands by the CLI, the verbs by the
+commands, the run assembly by those two and the comparison machinery); no private name imported
+across modules; every module under 400 lines. Read with `ast`, nothing imported.
 """
 
 from __future__ import annotations
@@ -24,29 +27,10 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
-def _top_level_imports(path: Path) -> list[ast.ImportFrom | ast.Import]:
-    """Imports that run when the module is imported (not in functions or TYPE_CHECKING)."""
-    found: list[ast.ImportFrom | ast.Import] = []
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                found.append(node)
-            elif isinstance(node, ast.If) and not _is_type_checking(node):
-                visit(node.body)
-                visit(node.orelse)
-            elif isinstance(node, ast.Try):
-                visit(node.body)
-
-    visit(ast.parse(path.read_text()).body)
-    return found
+def _all_imports(path: Path) -> list[ast.ImportFrom | ast.Import]:
+    """Every import statement of a module: module level, in functions, under TYPE_CHECKING."""
+    tree = ast.parse(path.read_text())
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
 
 
 def _targets(node: ast.ImportFrom | ast.Import, modules: dict[str, Path]) -> set[str]:
@@ -64,7 +48,7 @@ def _targets(node: ast.ImportFrom | ast.Import, modules: dict[str, Path]) -> set
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     return {
-        name: set().union(*(_targets(n, modules) for n in _top_level_imports(path))) - {name}
+        name: set().union(*(_targets(n, modules) for n in _all_imports(path))) - {name}
         for name, path in modules.items()
     }
 
@@ -87,6 +71,36 @@ def test_no_import_cycles():
         if name not in state:
             dfs(name, [name])
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+# package -> the packages (and top-level modules) that may import it: each layer above the
+# building blocks is reached only from the layers above it
+IMPORTED_ONLY_BY = {
+    "finetune.commands": ("finetune.cli", "finetune.commands"),
+    "finetune.pipeline": ("finetune.cli", "finetune.commands", "finetune.pipeline"),
+    "finetune.setup": (
+        "finetune.cli",
+        "finetune.commands",
+        "finetune.pipeline",
+        "finetune.comparison",
+        "finetune.setup",
+    ),
+}
+
+
+def _inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_layers_are_imported_only_from_above():
+    offenders = [
+        f"{name} imports {target}"
+        for name, targets in _graph().items()
+        for target in targets
+        for layer, allowed in IMPORTED_ONLY_BY.items()
+        if _inside(target, layer) and not any(_inside(name, a) for a in allowed)
+    ]
+    assert not offenders, offenders
 
 
 def test_no_private_names_imported_across_modules():
