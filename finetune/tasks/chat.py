@@ -137,7 +137,7 @@ def _resolve(task: GenerationTask) -> str:
             "prompts: the tokenizer's chat template (task.prompt: %s); user turn: %r + the "
             "input; replies end with %s",
             wanted,
-            task.instruction(),
+            instruction(task),
             task.tokenizer.convert_ids_to_tokens(fmt.end_of_turn),
         )
     elif task.cfg.instruction is not None or task.cfg.system is not None:
@@ -148,11 +148,17 @@ def _resolve(task: GenerationTask) -> str:
 # --------------------------------------------------------------------------- rendering
 
 
+def instruction(task: GenerationTask) -> str:
+    """task.instruction, else the task's default ('Summarize the following text.', ...)."""
+    found = task.cfg.instruction
+    return found if found is not None else task.default_instruction(task.cfg)
+
+
 def messages(task: GenerationTask, text: str, reply: str | None = None) -> list[dict[str, str]]:
     """The conversation of one example: [system], user (instruction, blank line, text), [reply]."""
-    instruction = task.instruction()
+    request = instruction(task)
     turns = [{"role": "system", "content": task.cfg.system}] if task.cfg.system else []
-    turns.append({"role": "user", "content": f"{instruction}\n\n{text}" if instruction else text})
+    turns.append({"role": "user", "content": f"{request}\n\n{text}" if request else text})
     if reply is not None:
         turns.append({"role": "assistant", "content": reply})
     return turns
@@ -178,7 +184,7 @@ def encode(task: GenerationTask, conversations: list[list[dict[str, str]]], prom
 
 def chat_format(task: GenerationTask) -> ChatFormat:
     tokenizer = task.tokenizer
-    key = (task.instruction(), task.cfg.system, task.recipe.train.max_length)
+    key = (instruction(task), task.cfg.system, task.recipe.train.max_length)
     formats = _FORMATS.setdefault(tokenizer, {})
     if key not in formats:
         formats[key] = _work_out(task)

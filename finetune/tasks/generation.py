@@ -6,7 +6,9 @@ with -100; bert2bert learns target + [SEP]. Decoders (GPT-2, Llama, ...) see one
 `[BOS] prefix + source + separator + " " + target + EOS` (BOS when their tokenizer adds one) with
 the loss masked (-100) on the prompt and on padding; at generation time the prompt alone is
 left-padded (so every row's last token is real and new tokens follow it directly), generation
-stops at EOS and the prompt is cut off the output.
+stops at EOS and the prompt is cut off the output. With a chat template (`task.prompt`),
+tasks/chat.py builds a decoder's prompt and reply instead, and generation also stops at the
+template's end-of-turn token.
 
 Decoder logits are computed only from the first labelled position on (`logits_to_keep`), in
 training and in evaluation: the prompt's vocab x length logits, the largest tensor of a decoder
@@ -25,6 +27,7 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
+from finetune.tasks import chat
 from finetune.tasks.base import (
     Example,
     Task,
@@ -63,8 +66,6 @@ class GenerationTask(Task):
         self._tokenizer = value
         if value is not None:
             self.configure_tokenizer(value)
-            from finetune.tasks import chat
-
             chat.on_tokenizer(self)  # resolves task.prompt now: template errors before weights
 
     def configure_tokenizer(self, tokenizer: Any) -> None:
@@ -95,8 +96,6 @@ class GenerationTask(Task):
 
     def prompt_mode(self) -> str | None:
         """'chat' or 'plain' for decoders (task.prompt resolved, kept in the run's state)."""
-        from finetune.tasks import chat
-
         return chat.prompt_mode(self)
 
     @classmethod
@@ -104,17 +103,11 @@ class GenerationTask(Task):
         """What a chat prompt's user turn asks for when task.instruction is unset."""
         return ""
 
-    def instruction(self) -> str:
-        found = self.cfg.instruction
-        return found if found is not None else self.default_instruction(self.cfg)
-
     # ------------------------------------------------------------------ encode
 
     def end_token_id(self) -> int:
         """EOS for T5/GPT-2, [SEP] for BERT tokenizers (bert2bert's end of sequence)."""
         if self.is_causal() and self.prompt_mode() == "chat":
-            from finetune.tasks import chat
-
             return chat.chat_format(self).end_of_turn
         tok = self.tokenizer
         end = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
@@ -173,11 +166,8 @@ class GenerationTask(Task):
         return features
 
     def prompt_ids(self, examples: list[Example]) -> list[list[int]]:
-        """prefix + source (cut to fit train.max_length) + separator, as token ids; or the chat
-        template's prompt (tasks/chat.py)."""
+        """prefix + source (cut to fit train.max_length) + separator, or the chat prompt."""
         if self.prompt_mode() == "chat":
-            from finetune.tasks import chat
-
             return chat.prompt_ids(self, [ex.source for ex in examples])[0]
         tok = self.tokenizer
         sep = tok(self.causal_separator(), add_special_tokens=False)["input_ids"]
@@ -200,8 +190,6 @@ class GenerationTask(Task):
 
     def _encode_causal(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
         if self.prompt_mode() == "chat":
-            from finetune.tasks import chat
-
             prompts, targets = chat.prompts_and_replies(self, examples)
         else:
             prompts = self.prompt_ids(examples)
@@ -380,8 +368,6 @@ class GenerationTask(Task):
             "use_cache": True,
         }
         if self.is_causal():
-            from finetune.tasks import chat
-
             chatting = self.prompt_mode() == "chat"
             settings["eos_token_id"] = chat.stop_ids(self) if chatting else self.end_token_id()
         settings.update(self.generation_start())
