@@ -209,7 +209,7 @@ def _make(bundle: GgufBundle, source: Path, target: Path) -> None:
             ) from None
         (staging / "README.md").write_text(readme(bundle, source), encoding="utf-8")
         write_marker(staging, source)
-        _replace(staging, target)
+        _replace(staging, target, source)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -224,13 +224,13 @@ def write_marker(folder: Path, source: Path) -> None:
     (folder / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
 
 
-def _replace(staging: Path, target: Path) -> None:
+def _replace(staging: Path, target: Path, source: Path) -> None:
     """Move a damaged directory aside (then delete it), rename the new one into place; if
     another process got there first with a good one, keep theirs."""
     if target.is_symlink() or target.is_file():
         target.unlink()
     elif target.exists():
-        if is_complete(target):
+        if is_complete(target, source):
             return
         aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.damaged."))
         os.rename(target, aside / "old")
@@ -238,7 +238,7 @@ def _replace(staging: Path, target: Path) -> None:
     try:
         os.rename(staging, target)
     except OSError:
-        if not is_complete(target):
+        if not is_complete(target, source):
             raise
 
 
