@@ -309,3 +309,16 @@ def test_init_writes_the_prompt_options_for_a_decoder_generation_task(tmp_path, 
     assert "  prompt: auto" in text and "# instruction: Summarize the following text." in text
     _invoke(runner, "init", train, "--out", default)  # bert2bert: no chat options
     assert "prompt:" not in default.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("method", ["prompt", "houlsby"])
+def test_other_methods_reload_chat_prompts(method, tmp_path, runner, chat_dir):
+    """Prompt tuning (virtual tokens before the template) and a bottleneck adapter (finetune's
+    own format) reproduce their chat-prompted predictions after a reload."""
+    data = chat_recipe(chat_dir, tmp_path)
+    data["method"] = {"name": method}
+    _invoke(runner, "run", write_recipe(tmp_path / "r.yaml", data), "--no-progress")
+    saved = _jsonl(tmp_path / "run" / "predictions.jsonl")
+    _invoke(runner, "eval", tmp_path / "run")
+    again = _jsonl(tmp_path / "run" / "predictions_eval.jsonl")
+    assert [r["prediction"] for r in again] == [r["prediction"] for r in saved]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -192,8 +193,8 @@ def _make(bundle: GgufBundle, source: Path, target: Path) -> None:
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{bundle.alias}."))
     try:
         log.info(
-            "bundled:%s: converting %s into %s once (de-quantising takes about a minute; "
-            "reused after)",
+            "bundled:%s: converting %s into %s once (de-quantising takes about half a "
+            "minute; reused after)",
             bundle.alias,
             bundle.filename,
             target,
@@ -253,8 +254,12 @@ def convert_gguf(bundle: GgufBundle, source: Path, out: Path) -> None:
 
     quiet_transformers()
     folder, name = str(source.parent), source.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # transformers' GGUF reader draws a progress bar of its own: our one log line says enough
+    with contextlib.redirect_stderr(io.StringIO()):
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        quantised = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32
+        )
     config = copy.deepcopy(quantised.config)
     for key in ("quantization_config", "_model_name_or_path"):  # GGUF-only metadata
         if hasattr(config, key):
