@@ -74,7 +74,7 @@ def random_model(name: str) -> str:
     """A random-initialised gpt2 / t5-small of the real shape, saved with the MiniLM tokenizer."""
     import transformers
 
-    from finetune.models.architectures import resolve_name
+    from finetune.models.names import resolve_name
 
     transformers.set_seed(0)  # the same random model on every run
     tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_name("bundled:minilm-l6").path)
@@ -98,9 +98,10 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, list[Any], list[dict[str,
     """Task, model, examples and features, exactly as `finetune eval` would build them."""
     from finetune.commands.build import make_task
     from finetune.data.readers import LocalSource, read_local
-    from finetune.models.architectures import detect_family, resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.names import resolve_name
     from finetune.recipe.schema import Recipe
+    from finetune.setup.architecture import recipe_architecture
 
     data = DIALOGSUM if DIALOGSUM.exists() else FALLBACK
     recipe = Recipe.model_validate(
@@ -123,7 +124,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, list[Any], list[dict[str,
             },
         }
     )
-    family = detect_family(recipe)
+    family = recipe_architecture(recipe)
     task = make_task(recipe, family)
     resolved = resolve_name(recipe.model.name)
     task.tokenizer = load_tokenizer(resolved.path)
@@ -133,25 +134,27 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, list[Any], list[dict[str,
     return task, model, examples, task.encode(examples, training=False)
 
 
-def time_ours(task: Any, model: Any, examples: list[Any], features: list[dict]) -> tuple:
+def time_ours(
+    task: Any, model: Any, examples: list[Any], features: list[dict], batch_size: int
+) -> tuple:
     from accelerate import Accelerator
 
     from finetune.train.batching import ListDataset
     from finetune.train.evaluation import make_eval_loader, run_eval
 
     accelerator = Accelerator(cpu=True)
-    loader = make_eval_loader(ListDataset(features), task, task.recipe.eval.batch_size, accelerator)
+    loader = make_eval_loader(ListDataset(features), task, batch_size, accelerator)
     start, cpu = time.perf_counter(), time.process_time()
     metrics, predictions = run_eval(model, task, loader, examples, accelerator)
     return time.perf_counter() - start, predictions, metrics["loss"], time.process_time() - cpu
 
 
-def trainer_args(task: Any, out_dir: str, generate: bool = True) -> Any:
+def trainer_args(out_dir: str, batch_size: int, generate: bool = True) -> Any:
     from transformers import Seq2SeqTrainingArguments
 
     return Seq2SeqTrainingArguments(
         output_dir=out_dir,
-        per_device_eval_batch_size=task.recipe.eval.batch_size,
+        per_device_eval_batch_size=batch_size,
         predict_with_generate=generate,
         use_cpu=True,
         report_to=[],
@@ -160,17 +163,19 @@ def trainer_args(task: Any, out_dir: str, generate: bool = True) -> Any:
     )
 
 
-def time_trainer(task: Any, model: Any, features: list[dict], out_dir: str) -> tuple:
+def time_trainer(
+    task: Any, model: Any, features: list[dict], out_dir: str, batch_size: int
+) -> tuple:
     """Seq2SeqTrainer.predict: the loss and generated texts of an encoder-decoder in one call."""
     if task.is_causal():
-        return time_trainer_decoder(task, model, features, out_dir)
+        return time_trainer_decoder(task, model, features, out_dir, batch_size)
     import datasets
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer
 
     rows = [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features]
     trainer = Seq2SeqTrainer(
         model=model,
-        args=trainer_args(task, out_dir),
+        args=trainer_args(out_dir, batch_size),
         data_collator=DataCollatorForSeq2Seq(task.tokenizer, model=model),
         processing_class=task.tokenizer,
     )
@@ -181,7 +186,9 @@ def time_trainer(task: Any, model: Any, features: list[dict], out_dir: str) -> t
     return seconds, texts, float(output.metrics["test_loss"]), cpu
 
 
-def time_trainer_decoder(task: Any, model: Any, features: list[dict], out_dir: str) -> tuple:
+def time_trainer_decoder(
+    task: Any, model: Any, features: list[dict], out_dir: str, batch_size: int
+) -> tuple:
     """Trainer.evaluate (loss over prompt + target) + Seq2SeqTrainer.predict (left-padded
     prompts): what a Trainer user runs for a decoder's loss and generated texts."""
     import copy
@@ -195,12 +202,12 @@ def time_trainer_decoder(task: Any, model: Any, features: list[dict], out_dir: s
     prompts = [{"input_ids": f["prompt_ids"]} for f in features]
     loss_trainer = Seq2SeqTrainer(
         model=model,
-        args=trainer_args(task, out_dir, generate=False),
+        args=trainer_args(out_dir, batch_size, generate=False),
         data_collator=DataCollatorForSeq2Seq(task.tokenizer, model=model),
     )
     generating = Seq2SeqTrainer(
         model=model,
-        args=trainer_args(task, out_dir),
+        args=trainer_args(out_dir, batch_size),
         data_collator=DataCollatorWithPadding(left),
         processing_class=left,
     )
@@ -208,7 +215,7 @@ def time_trainer_decoder(task: Any, model: Any, features: list[dict], out_dir: s
     metrics = loss_trainer.evaluate(datasets.Dataset.from_list(full))
     output = generating.predict(datasets.Dataset.from_list(prompts))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    size = task.recipe.eval.batch_size
+    size = batch_size
     widths = [len(f["prompt_ids"]) for f in features]
     cut = [max(widths[i - i % size : i - i % size + size]) for i in range(len(widths))]
     ids = output.predictions
@@ -252,8 +259,8 @@ def main() -> None:
     ours, trainer = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):  # alternate, so machine-load drift hits both alike
-            ours.append(time_ours(task, model, examples, features))
-            trainer.append(time_trainer(task, model, features, tmp))
+            ours.append(time_ours(task, model, examples, features, args.batch_size))
+            trainer.append(time_trainer(task, model, features, tmp, args.batch_size))
     best_ours = min(ours, key=lambda r: r[0])
     best_trainer = min(trainer, key=lambda r: r[0])
     same = sum(a == b for a, b in zip(best_ours[1], best_trainer[1])) / len(examples)

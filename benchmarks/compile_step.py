@@ -57,7 +57,7 @@ def model_and_optimizer() -> tuple[Any, Any]:
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
-    from finetune.models.architectures import resolve_name
+    from finetune.models.names import resolve_name
 
     torch.manual_seed(0)
     path = resolve_name("bundled:minilm-l6").path
@@ -88,7 +88,7 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from finetune.models.architectures import resolve_name
+    from finetune.models.names import resolve_name
 
     args = parse_args()
     torch.set_num_threads(args.threads)

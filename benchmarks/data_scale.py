@@ -92,12 +92,13 @@ def measure_prepare(recipe_path: Path) -> dict[str, Any]:
     """What `finetune run` does with the data before training, after the model is loaded."""
     from finetune.commands.build import load_splits, make_task, train_features
     from finetune.commands.validate import check_recipe
-    from finetune.models.architectures import detect_family, resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.names import resolve_name
+    from finetune.setup.architecture import recipe_architecture
 
     recipe, _ = check_recipe(recipe_path, [])
     assert recipe is not None
-    family = detect_family(recipe)
+    family = recipe_architecture(recipe)
     task = make_task(recipe, family)
     task.tokenizer = load_tokenizer(resolve_name(recipe.model.name).path)
     load_base_model(resolve_name(recipe.model.name), family, "classification", task.tokenizer)
@@ -142,7 +143,7 @@ def measure_datasets_map(train: Path) -> dict[str, Any]:
     import pandas as pd
     from transformers import AutoTokenizer
 
-    from finetune.models.architectures import resolve_name
+    from finetune.models.names import resolve_name
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_name("bundled:minilm-l6").path)
     frame = pd.read_csv(train, sep="\t", quoting=3)

@@ -133,7 +133,7 @@ def run_trainer(recipe: dict[str, Any], best: bool, bf16: bool, tmp: Path) -> di
         TrainingArguments,
     )
 
-    from finetune.models.architectures import resolve_name
+    from finetune.models.names import resolve_name
 
     path = resolve_name(recipe["model"]["name"]).path
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -239,7 +239,7 @@ def main() -> None:
     ceilings["bf16"] = gemm_ceiling("bf16") if bf16 else float("nan")
     from transformers import AutoTokenizer
 
-    from finetune.models.architectures import resolve_name
+    from finetune.models.names import resolve_name
 
     tok = AutoTokenizer.from_pretrained(resolve_name(recipe["model"]["name"]).path)
     _, _, tokens_per_row = tokenised(recipe, tok)

@@ -13,11 +13,12 @@ from typing import Annotated, Optional
 import typer
 
 from finetune import __version__
-from finetune.console import STATE, handle_errors, print_metrics
 from finetune.console import escape as _escape
 from finetune.console import print_err as _err
+from finetune.console import print_metrics
 from finetune.console import print_out as _out
 from finetune.errors import FinetuneError
+from finetune.exits import STATE, handle_errors
 
 app = typer.Typer(
     name="finetune",

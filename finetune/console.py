@@ -1,18 +1,10 @@
-"""One rich console each for stdout (results) and stderr (logs, progress, errors), and how the
-CLI shows results and errors on them (a user mistake: message + fix, exit 2; a bug: one line and
-a crash-log path, exit 1)."""
+"""One rich console each for stdout (results) and stderr (logs, progress, errors), and the one
+rule for showing metric values on them."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
-
-import typer
-
-from finetune.errors import FinetuneError, first_line
-
-STATE: dict[str, Any] = {"debug": False}  # set by the CLI's --debug
 
 
 @functools.cache
@@ -44,33 +36,6 @@ def metric_items(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         elif isinstance(value, (int, str)):
             items.append((key, str(value)))
     return items
-
-
-def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """User mistakes: message + fix, exit 2. Bugs: one line + a log file path, exit 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from finetune.logs import redact, setup_logging, write_crash_log
-
-        setup_logging(debug=STATE["debug"])
-        try:
-            return func(*args, **kwargs)
-        except FinetuneError as exc:
-            print_err(f"[bold red]{exc.label}:[/] {escape(redact(exc.render()))}")
-            raise typer.Exit(exc.exit_code) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if STATE["debug"]:
-                raise
-            path = write_crash_log(exc)
-            cause = redact(first_line(exc))
-            print_err(f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(cause)}")
-            print_err(f"full traceback in {path}; rerun with --debug to see it here")
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def escape(text: str) -> str:

@@ -13,14 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from finetune.redaction import redact
+
 DOCS = "docs/errors.md"
-
-
-def _redact(text: str) -> str:
-    """Imported lazily: logs.py is light, but errors.py must stay import-cycle free."""
-    from finetune.logs import redact
-
-    return redact(text)
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -41,7 +36,7 @@ class Problem:
     def render(self) -> str:
         """Redacted: a token pasted into a recipe value must not be echoed back."""
         text = f"{self.where}: {self.message}"
-        return _redact(f"{text}\n    fix: {self.fix}" if self.fix else text)
+        return redact(f"{text}\n    fix: {self.fix}" if self.fix else text)
 
 
 class FinetuneError(Exception):
@@ -62,7 +57,7 @@ class FinetuneError(Exception):
     def render(self) -> str:
         """Message, fix and the catalogue code; redacted because messages quote user input."""
         text = f"{self.message}\n  fix: {self.fix}" if self.fix else self.message
-        return _redact(f"{text}\n  ({self.code}; see {DOCS})")
+        return redact(f"{text}\n  ({self.code}; see {DOCS})")
 
 
 class RecipeError(FinetuneError):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from finetune.cli import app
-from finetune.models.registry import ARCHITECTURES, FAMILIES
+from finetune.models import ARCHITECTURES, FAMILIES
 from tests.conftest import REPO, classification_recipe, write_recipe
 from tests.test_generation import generation_recipe
 
@@ -32,7 +32,7 @@ def test_every_listed_model_type_is_in_the_table_with_its_shape():
 
     for shape, names in LISTED.items():
         for model_type in names.split():
-            assert ARCHITECTURES[model_type].architecture == shape, model_type
+            assert ARCHITECTURES[model_type].shape == shape, model_type
     assert set(ARCHITECTURES) <= set(CONFIG_MAPPING_NAMES), "a model_type transformers lacks"
     assert {a.family for a in ARCHITECTURES.values()} == set(FAMILIES) == {"bert", "gpt2", "t5"}
 
@@ -67,7 +67,7 @@ def test_unknown_model_type_exits_2_naming_supported_ones_and_how_to_add(
     assert "is a 'falcon' model, which finetune does not support" in text
     for model_type in ("deberta-v2", "qwen3", "pegasus"):
         assert model_type in text
-    assert "finetune/models/registry.py" in text and "Add a model architecture" in text
+    assert "finetune/models/encoders.py" in text and "Add a model architecture" in text
 
 
 @pytest.mark.parametrize(
@@ -106,8 +106,8 @@ def test_bitfit_refused_where_the_layers_have_no_biases(tmp_path, runner, sentim
 
 
 def _loaded(tiny_model_dir, model_type: str, kind: str):
-    from finetune.models.architectures import resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.names import resolve_name
 
     resolved = resolve_name(str(tiny_model_dir(model_type)))
     tokenizer = load_tokenizer(resolved.path)
@@ -218,8 +218,8 @@ def test_decoder_loss_computed_only_where_labels_are_is_the_full_loss(model_type
     equals the full-sequence loss, and so does evaluation's per-example loss."""
     import torch
 
-    from finetune.models.architectures import resolve_name
     from finetune.models.loading import load_base_model
+    from finetune.models.names import resolve_name
 
     task = _task(tiny_model_dir, model_type, SUMMARY)
     model = load_base_model(
@@ -290,8 +290,8 @@ def test_decoder_classifies_from_the_last_real_token(padding_side, tiny_model_di
     alone, with right or left padding."""
     import torch
 
-    from finetune.models.architectures import resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.names import resolve_name
 
     path = tiny_model_dir("llama")
     tokenizer = load_tokenizer(str(path))

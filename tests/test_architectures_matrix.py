@@ -19,7 +19,7 @@ import math
 import pytest
 
 from finetune.cli import app
-from finetune.models.registry import ARCHITECTURES
+from finetune.models import ARCHITECTURES
 from finetune.recipe.schema import TASK_TYPES
 from finetune.tasks import model_kind
 from tests.conftest import classification_recipe, write_recipe

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from finetune.cli import app
-from finetune.commands.build import load_splits
+from finetune.commands.build import load_splits, make_task
 from finetune.commands.validate import check_recipe
 from finetune.data.readers import read_local
 from finetune.errors import (
@@ -31,9 +31,8 @@ from finetune.errors import (
     DataValueError,
     LabelError,
 )
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 from finetune.recipe.schema import LocalSource, Recipe
-from finetune.tasks.classification import ClassificationTask
 from tests.conftest import write_recipe
 
 GOOD_ROWS = "text,label\ngood film,1\nbad film,0\nfine plot,1\ndull story,0\n"
@@ -67,7 +66,7 @@ def recipe_for(train: Path, dev: Path | None = None, model: Path | None = None) 
 def splits(train: Path, dev: Path | None = None) -> Any:
     """What `finetune run` does with the data before any model loads."""
     recipe = recipe_for(train, dev)
-    task = ClassificationTask(recipe, FAMILIES["bert"])
+    task = make_task(recipe, FAMILIES["bert"])
     return load_splits(task, recipe, train.parent)
 
 
@@ -395,7 +394,7 @@ def test_long_inputs_truncated_with_one_counted_warning(tmp_path, tiny_model_dir
     from finetune.models.loading import load_tokenizer
 
     train = write(tmp_path / "train.csv", GOOD_ROWS)
-    task = ClassificationTask(recipe_for(train), FAMILIES["bert"])
+    task = make_task(recipe_for(train), FAMILIES["bert"])
     task.tokenizer = load_tokenizer(str(tiny_model_dir("bert")))
     examples = splits(train).train
     long = "good film " * 20

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.models.registry import ARCHITECTURES
+from finetune.models import ARCHITECTURES
 from finetune.tasks.base import Example
 from tests.test_generation_units import SOURCES, SUMMARY, task_and_model
 from tests.test_prompt_cache import arch_task
 
-ENCODER_DECODERS = [n for n, a in ARCHITECTURES.items() if a.architecture == "encoder-decoder"]
+ENCODER_DECODERS = [n for n, a in ARCHITECTURES.items() if a.shape == "encoder-decoder"]
 
 
 class Counter:

@@ -233,7 +233,7 @@ def test_tracker_names_are_accelerates():
 
     from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
-    from finetune.recipe.schema import TrackerName
+    from finetune.recipe.sections import TrackerName
     from finetune.run.trackers import PACKAGES
 
     assert set(typing.get_args(TrackerName)) == set(LOGGER_TYPE_TO_CLASS) == set(PACKAGES)

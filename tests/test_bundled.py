@@ -67,7 +67,7 @@ def calls(package: Path) -> int:
 
 
 def test_converted_once_then_reused_with_licence_and_honest_readme(fake_package, feature_cache):
-    from finetune.models.architectures import model_license, resolve_name
+    from finetune.models.names import model_license, resolve_name
 
     first = bundled.converted_dir(ALIAS)
     assert first == feature_cache.parent / "models" / ALIAS  # under FINETUNE_CACHE_DIR

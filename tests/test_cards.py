@@ -314,7 +314,7 @@ def test_pipeline_tag_comes_from_the_task_registry(task_type, tmp_path):
 
 
 def test_local_base_model_hub_id_and_licence_from_its_files(tmp_path):
-    from finetune.models.architectures import hub_id, model_license
+    from finetune.models.names import hub_id, model_license
 
     named = tmp_path / "named"
     named.mkdir()
@@ -411,10 +411,10 @@ def test_card_without_eval_data_has_no_results():
 
 def test_adapter_stage_names_the_base_hub_id(lora_run, tmp_path, monkeypatch):
     """A pushed peft adapter's config points AutoPeftModel at the base model's Hub id."""
-    import finetune.models.architectures as architectures
+    import finetune.models.names as names
     from finetune.commands.merge import stage_adapter
 
-    monkeypatch.setattr(architectures, "hub_id", lambda name: "org/base")
+    monkeypatch.setattr(names, "hub_id", lambda name: "org/base")
     stage_adapter(lora_run, tmp_path / "stage", "me/x")
     config = json.loads((tmp_path / "stage" / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "org/base"

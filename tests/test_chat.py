@@ -13,7 +13,7 @@ import pytest
 
 from finetune.cli import app
 from finetune.commands.build import make_task
-from finetune.models.architectures import ARCHITECTURES, FAMILIES
+from finetune.models import ARCHITECTURES, FAMILIES
 from finetune.recipe.schema import Recipe
 from finetune.tasks import chat
 from finetune.tasks.base import Example, TaskState
@@ -118,8 +118,8 @@ def test_long_inputs_lose_text_not_template_and_long_targets_keep_end_of_turn(ch
 def test_generation_stops_at_end_of_turn_and_eos(chat_dir):
     import torch
 
-    from finetune.models.architectures import resolve_name
     from finetune.models.loading import load_base_model
+    from finetune.models.names import resolve_name
 
     task = chat_task(chat_dir)
     tok = task.tokenizer

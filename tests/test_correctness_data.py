@@ -20,13 +20,12 @@ from typing import Any
 import pytest
 
 from finetune.cli import app
-from finetune.commands.build import load_splits
+from finetune.commands.build import load_splits, make_task
 from finetune.commands.validate import check_recipe
 from finetune.data.readers import read_local
 from finetune.errors import DataFormatError
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 from finetune.recipe.schema import LocalSource, Recipe
-from finetune.tasks.classification import ClassificationTask
 from tests.conftest import REPO, SHARED_DATA, classification_recipe, write_csv, write_recipe
 from tests.tiny_models import sentiment_rows
 
@@ -101,7 +100,7 @@ def test_pandas_tsv_runs_through_the_classification_task(tmp_path):
             "method": {"name": "lora"},
         }
     )
-    task = ClassificationTask(recipe, FAMILIES["bert"])
+    task = make_task(recipe, FAMILIES["bert"])
     train = load_splits(task, recipe, tmp_path).train
     assert len(train) == 300 and [e.source for e in train[270:275]] == AWKWARD
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from finetune.recipe.schema import TrainConfig
+from finetune.recipe.sections import TrainConfig
 from finetune.train.batching import ListDataset
 
 IGNORE = -100
@@ -305,8 +305,9 @@ def test_half_precision_checkpoint_loads_in_fp32(tmp_path, dtype):
     import torch
     from transformers import BertForSequenceClassification
 
-    from finetune.models.architectures import family_for_model_type, resolve_name
+    from finetune.models.detect import architecture_named
     from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.names import resolve_name
     from tests.tiny_models import build_bert
 
     path = build_bert(tmp_path / "bert")
@@ -314,7 +315,7 @@ def test_half_precision_checkpoint_loads_in_fp32(tmp_path, dtype):
     model.to(getattr(torch, dtype)).save_pretrained(path)
     tokenizer = load_tokenizer(str(path))
     resolved = resolve_name(str(path))
-    family = family_for_model_type("bert")
+    family = architecture_named("bert")
     loaded = load_base_model(resolved, family, "classification", tokenizer)
     dtypes = {p.dtype for p in loaded.model.parameters()}
     assert dtypes == {torch.float32}, dtypes

@@ -14,7 +14,7 @@ import pytest
 
 from finetune.methods import METHODS
 from finetune.methods.base import MethodContext
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 
 # --------------------------------------------------------------------------- finding 9 helpers
 
@@ -32,8 +32,8 @@ def _adapted(tiny_model_dir, family: str, kind: str, name: str):
     non-zero (at init every placement computes the identity and no test could tell them apart)."""
     import torch
 
-    from finetune.models.architectures import resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.names import resolve_name
 
     resolved = resolve_name(str(tiny_model_dir(family)))
     tokenizer = load_tokenizer(resolved.path)
@@ -214,8 +214,8 @@ def test_bottleneck_non_linearity_defaults_follow_the_papers():
 
 
 def _lora_bert(tiny_model_dir, bias: str):
-    from finetune.models.architectures import resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.names import resolve_name
 
     resolved = resolve_name(str(tiny_model_dir("bert")))
     tokenizer = load_tokenizer(resolved.path)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from finetune.commands.build import make_task
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 from finetune.recipe.schema import Recipe
 from finetune.tasks.base import Example
 from tests.conftest import classification_recipe, write_csv, write_recipe

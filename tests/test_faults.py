@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from finetune.recipe.schema import TrainConfig
+from finetune.recipe.sections import TrainConfig
 from finetune.train.batching import ListDataset
 
 VOCAB = 30

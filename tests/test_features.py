@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from finetune.commands.build import make_task
 from finetune.data import encoding
 from finetune.data.encoding import encode_features
 from finetune.data.features import Features
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 from finetune.recipe.schema import Recipe
 from finetune.tasks.base import Example
 
@@ -113,7 +114,7 @@ def test_the_cache_skips_tokenisation_and_misses_on_any_change(
 
     encode_features(task, examples[:-1], training=True)  # one row fewer
     encode_features(task, examples, training=False)  # eval-time features
-    task.recipe.train.max_length = 16
+    task.settings = replace(task.settings, max_length=16)
     encode_features(task, examples, training=True)
     task.state.labels = ["1", "0"]
     encode_features(task, examples, training=True)
@@ -222,7 +223,7 @@ def test_the_cache_misses_on_what_else_decides_the_ids(tiny_model_dir, monkeypat
     task.tokenizer.add_tokens(["zzzunseen"])
     encode_features(task, examples, training=True)
     assert len(calls) == 12, "an added token: a miss"
-    task.recipe.task.text = "sentence"
+    task.cfg.text = "sentence"
     encode_features(task, examples, training=True)
     assert len(calls) == 15, "the task section changed: a miss"
 
@@ -245,7 +246,7 @@ def test_generation_cache_misses_on_target_length_and_prefix(tiny_model_dir, fea
         Example(source=f"dialogue {i}", target=[f"summary {i}"], where="") for i in range(3)
     ]
     encode_features(task, examples, training=True)
-    recipe.train.max_target_length = 16
+    task.settings = replace(task.settings, max_target_length=16)
     encode_features(task, examples, training=True)
     recipe.task.prefix = "summarise: "
     features = encode_features(task, examples, training=True)

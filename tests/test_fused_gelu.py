@@ -10,8 +10,9 @@ def load_pair(model_dir):
     """The model as finetune loads it, and as transformers alone does."""
     from transformers import AutoModelForCausalLM
 
-    from finetune.models.architectures import FAMILIES, resolve_name
+    from finetune.models import FAMILIES
     from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.names import resolve_name
 
     tokenizer = load_tokenizer(str(model_dir))
     ours = load_base_model(resolve_name(str(model_dir)), FAMILIES["gpt2"], "causal", tokenizer)

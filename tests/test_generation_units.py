@@ -10,7 +10,8 @@ import pytest
 from finetune.commands.build import make_task
 from finetune.data.readers import LocalSource, Table, read_local
 from finetune.errors import DataError
-from finetune.models.architectures import FAMILIES, resolve_name
+from finetune.models import FAMILIES
+from finetune.models.names import resolve_name
 from finetune.recipe.schema import Recipe
 from finetune.tasks.base import Example
 from finetune.tasks.generation import IGNORE
@@ -135,7 +136,7 @@ def test_generation_sub_batches_match_whole_batch(tiny_model_dir):
     batch = task.collate(task.encode(examples, training=False))
     with torch.inference_mode():
         whole = task.generate(loaded.model, batch)
-        task.recipe.eval.generation.batch_size = 1
+        task.settings.decoding.batch_size = 1
         split = task.generate(loaded.model, batch)
     assert whole == split
 

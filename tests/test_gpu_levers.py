@@ -14,7 +14,7 @@ import pytest
 
 from finetune.cli import app
 from finetune.commands.build import apply_method, load_base_and_method, make_task
-from finetune.models.architectures import FAMILIES
+from finetune.models import ARCHITECTURES, FAMILIES
 from finetune.models.loading import load_tokenizer
 from finetune.recipe.schema import Recipe
 from finetune.tasks import Example
@@ -116,17 +116,17 @@ SAPPHIRE = Hardware(cuda=False, gpu_bf16=False, cpu_bf16=True)
     ],
 )
 def test_precision_rule(wanted, family, hw, expected):
-    assert choose_precision(wanted, family, hw) == expected
+    assert choose_precision(wanted, ARCHITECTURES[family], hw) == expected
 
 
 def test_fp16_on_t5_warns_and_fp16_without_cuda_is_refused(caplog):
     from finetune.errors import FinetuneError
 
     with caplog.at_level("WARNING"):
-        assert choose_precision("fp16", "t5", V100) == "fp16"
+        assert choose_precision("fp16", ARCHITECTURES["t5"], V100) == "fp16"
     assert "overflow" in caplog.text and "bf16" in caplog.text
     with pytest.raises(FinetuneError, match="needs a CUDA GPU"):
-        choose_precision("fp16", "bert", AVX2)
+        choose_precision("fp16", ARCHITECTURES["bert"], AVX2)
 
 
 def test_auto_on_cuda_reaches_accelerate(monkeypatch, tiny_model_dir):

@@ -12,7 +12,7 @@ from finetune.methods import METHODS
 from finetune.methods.base import MethodContext
 from finetune.methods.bottleneck import BottleneckConfig
 from finetune.methods.peft_methods import LoraConfig
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 from finetune.recipe.schema import METHOD_NAMES
 from tests.conftest import REPO, classification_recipe, write_recipe
 
@@ -50,8 +50,8 @@ def test_importing_methods_stays_torch_free():
 
 def load(tiny_model_dir, family: str, kind: str = "classification"):
     """A tiny base model as the pipeline loads it (head / bert2bert included)."""
-    from finetune.models.architectures import resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.names import resolve_name
 
     resolved = resolve_name(str(tiny_model_dir(family)))
     tokenizer = load_tokenizer(resolved.path)

@@ -19,7 +19,7 @@ from finetune.cli import app
 from finetune.methods import METHODS
 from finetune.methods.base import inside
 from finetune.methods.table import support_matrix
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 from finetune.recipe.schema import TASK_TYPES
 from tests.conftest import classification_recipe, write_recipe
 from tests.test_generation import generation_recipe

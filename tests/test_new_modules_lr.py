@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from finetune.recipe.schema import TrainConfig
+from finetune.recipe.sections import TrainConfig
 from finetune.train.optim import build_optimizer, new_modules_lr, param_groups
 
 

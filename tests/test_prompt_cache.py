@@ -6,18 +6,18 @@ from __future__ import annotations
 import pytest
 
 from finetune.commands.build import make_task
-from finetune.models.registry import ARCHITECTURES
+from finetune.models import ARCHITECTURES
 from finetune.tasks.base import Example
 from tests.test_generation_units import SOURCES, SUMMARY, make_recipe
 
-DECODERS = [name for name, arch in ARCHITECTURES.items() if arch.architecture == "decoder"]
+DECODERS = [name for name, arch in ARCHITECTURES.items() if arch.shape == "decoder"]
 TARGETS = ["a dog", "the man walks in the park", "two cats", "red"]
 
 
 def arch_task(model_dir, model_type: str, **gen):
     """A summarization task and its model for one model_type of the architecture table."""
-    from finetune.models.architectures import resolve_name
     from finetune.models.loading import load_base_model, load_tokenizer
+    from finetune.models.names import resolve_name
 
     arch = ARCHITECTURES[model_type]
     task = make_task(make_recipe(str(model_dir), SUMMARY, **gen), arch)

@@ -26,7 +26,7 @@ from finetune.cli import app
 from finetune.commands.validate import check_recipe
 from finetune.data.sources import LocalSource
 from finetune.methods import METHODS
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 from finetune.recipe.schema import (
     METHOD_NAMES,
     DataConfig,

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from finetune.cli import app
-from finetune.logs import REDACTED, add_file_log, redact
+from finetune.logs import add_file_log
+from finetune.redaction import REDACTED, redact
 from tests.conftest import classification_recipe, write_csv, write_recipe
 
 TOKEN = "hf_PlantedTok3nAbCdEfGhIjKlMnOpQrSt"

@@ -69,7 +69,7 @@ def test_converted_model_is_a_plain_chat_model_that_knows_paris(smollm2):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from finetune.models.architectures import model_license, resolve_name
+    from finetune.models.names import model_license, resolve_name
 
     path = Path(resolve_name(smollm2).path)
     assert bundled.is_complete(path) and model_license(smollm2) == "apache-2.0"

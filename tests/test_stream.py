@@ -16,7 +16,7 @@ import pytest
 from finetune.commands.build import load_splits, make_task, train_features
 from finetune.data import encoding, stream
 from finetune.errors import DataValueError, LabelError
-from finetune.models.architectures import FAMILIES
+from finetune.models import FAMILIES
 from finetune.models.loading import load_tokenizer
 from finetune.recipe.schema import Recipe
 from tests.conftest import write_csv

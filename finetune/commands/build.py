@@ -19,9 +19,10 @@ from finetune.data.sources import LocalSource
 from finetune.data.stream import StreamedSplit, scan_train, streamable
 from finetune.errors import DataError, FinetuneError
 from finetune.methods import METHODS, Method, MethodContext
-from finetune.models.architectures import Family, resolve_name
+from finetune.models.architecture import Architecture
+from finetune.models.names import resolve_name
 from finetune.recipe.schema import Recipe
-from finetune.tasks import TASKS, Example, Task
+from finetune.tasks import TASKS, Example, Task, TaskSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,19 @@ class Splits:
     streamed: StreamedSplit | None = None
 
 
-def make_task(recipe: Recipe, family: Family) -> Task:
-    return TASKS[recipe.task.type](recipe, family)
+def task_settings(recipe: Recipe) -> TaskSettings:
+    """What the recipe's task reads beyond its own section, the method's one fact included."""
+    return TaskSettings(
+        max_length=recipe.train.max_length,
+        max_target_length=recipe.train.max_target_length,
+        decoding=recipe.eval.generation,
+        extra_metrics=tuple(recipe.eval.metrics),
+        virtual_tokens=METHODS[recipe.method.name].virtual_tokens,
+    )
+
+
+def make_task(recipe: Recipe, family: Architecture) -> Task:
+    return TASKS[recipe.task.type](recipe.task, family, task_settings(recipe))
 
 
 def load_split(
@@ -45,7 +57,7 @@ def load_split(
     if source is None:
         return None
     limit = recipe.data.max_train_samples if split == "train" else recipe.data.max_eval_samples
-    table = read_source(source, base_dir, limit, task.languages(recipe), recipe.train.seed)
+    table = read_source(source, base_dir, limit, task.languages(recipe.task), recipe.train.seed)
     return task.examples(table, split)
 
 
@@ -105,7 +117,7 @@ def hold_out(examples: list[Example], fraction: float, seed: int) -> tuple[list,
 
 
 def method_context(
-    recipe: Recipe, family: Family, task: Task, new_modules: list[str]
+    recipe: Recipe, family: Architecture, task: Task, new_modules: list[str]
 ) -> MethodContext:
     return MethodContext(
         family=family, task_kind=task.model_kind(), config=recipe.method, new_modules=new_modules
@@ -120,14 +132,14 @@ def precision_for(recipe: Recipe) -> str:
     """Accelerate's `mixed_precision` for this recipe on this machine (train.precision.py)."""
     from finetune.train.precision import ACCELERATE_NAMES, resolve_precision
 
-    return ACCELERATE_NAMES[resolve_precision(recipe.train.precision, _family_name(recipe))]
+    return ACCELERATE_NAMES[resolve_precision(recipe.train.precision, _architecture(recipe))]
 
 
-def _family_name(recipe: Recipe) -> str | None:
-    from finetune.models.architectures import detect_family
+def _architecture(recipe: Recipe) -> Architecture | None:
+    from finetune.setup.architecture import recipe_architecture
 
     try:
-        return detect_family(recipe).name
+        return recipe_architecture(recipe)
     except FinetuneError:  # reported by validate; the precision rule then assumes no family
         return None
 
@@ -197,7 +209,7 @@ def count_parameters(model: Any) -> tuple[int, int]:
 
 
 def load_base_and_method(
-    recipe: Recipe, family: Family, task: Task, saved_new_modules: list[str] | None = None
+    recipe: Recipe, family: Architecture, task: Task, saved_new_modules: list[str] | None = None
 ) -> tuple[Any, Method, MethodContext]:
     """The base model for this task plus the method and its context (new modules from the
     loading report, or those recorded in a saved run)."""

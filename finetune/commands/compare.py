@@ -66,7 +66,7 @@ def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> None:
     """
     from pydantic import ValidationError
 
-    from finetune.recipe.schema import DataConfig
+    from finetune.recipe.sections import DataConfig
     from finetune.run.artifacts import absolute_sources
 
     try:

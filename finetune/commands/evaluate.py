@@ -40,7 +40,7 @@ def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> di
 
 def examples_for(run: LoadedRun, split: str, data: str | None) -> list[Example]:
     if data:
-        table = read_source(LocalSource(path=data), None, None, run.task.languages(run.recipe))
+        table = read_source(LocalSource(path=data), None, None, run.task.languages(run.recipe.task))
         examples = run.task.examples(table, "eval")
     else:
         if split not in ("eval", "test", "train"):

@@ -174,12 +174,12 @@ def _model_lines(guess: TaskGuess, opts: InitOptions) -> list[str]:
 def _prompt_lines(guess: TaskGuess, model: str) -> list[str]:
     """A decoder generation task: how its prompts are built (tasks/chat.py), the instruction's
     default shown, so the recipe says which prompt `run`, `eval` and `predict` will use."""
-    from finetune.models.architectures import architecture_of
+    from finetune.models.detect import architecture_of
     from finetune.tasks.generation import GenerationTask
 
     task = TASKS[guess.type]
     try:
-        decoder = architecture_of(model).architecture == "decoder"
+        decoder = architecture_of(model).shape == "decoder"
     except FinetuneError:
         decoder = False
     if not decoder or not issubclass(task, GenerationTask):

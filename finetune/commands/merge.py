@@ -190,7 +190,7 @@ def stage_adapter(run_dir: Path, folder: Path, repo_id: str) -> None:
     load their part with `subfolder=`. A peft adapter's `base_model_name_or_path` becomes the
     base model's Hub id where there is one, so `AutoPeftModel` finds the base from the Hub.
     """
-    from finetune.models.architectures import hub_id
+    from finetune.models.names import hub_id
     from finetune.run.reload import open_run
 
     recipe, info = open_run(run_dir)
@@ -245,7 +245,7 @@ def upload_folder(api: Any, folder: Path, repo_id: str) -> str:
 def _push_errors(repo_id: str) -> Iterator[None]:
     """Any Hub failure as a FinetuneError whose text is redacted: a token never reaches the
     screen, even when a server echoes it."""
-    from finetune.logs import redact
+    from finetune.redaction import redact
 
     try:
         yield

@@ -22,8 +22,8 @@ from finetune.console import metric_items
 from finetune.data.encoding import encode_features
 from finetune.errors import FinetuneError, RecipeError, RunStoppedError
 from finetune.methods.guards import check_trainable
-from finetune.models.architectures import detect_family, resolve_name
 from finetune.models.loading import load_tokenizer
+from finetune.models.names import resolve_name
 from finetune.recipe.schema import Recipe
 from finetune.run.artifacts import save_run_artifacts, write_run_start
 from finetune.run.curves import eval_history, write_curves
@@ -32,6 +32,7 @@ from finetune.run.fingerprint import run_fingerprint
 from finetune.run.layout import RunPaths
 from finetune.run.resume import choose_checkpoint, resume_command, stopped_message
 from finetune.run.trackers import finish_trackers, log_record, start_trackers
+from finetune.setup.architecture import recipe_architecture
 from finetune.train.checkpoints import keep_only_trainable
 from finetune.train.device import device_metrics
 from finetune.train.evaluation import make_eval_loader, run_eval
@@ -160,7 +161,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, plan, progress) -> RunSum
     from accelerate.utils import set_seed
 
     set_seed(recipe.train.seed)
-    family = detect_family(recipe)
+    family = recipe_architecture(recipe)
     task = make_task(recipe, family)
     splits = load_splits(task, recipe, recipe_path.parent, stream_train=True)
     resolved = resolve_name(recipe.model.name)
@@ -178,7 +179,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, plan, progress) -> RunSum
         "%s on %s (%s): trainable %s / %s parameters (%.3f%%); new modules trained: %s",
         method.name,
         recipe.model.name,
-        family.name,
+        family.model_type,
         f"{trainable:,}",
         f"{total:,}",
         100 * trainable / total,

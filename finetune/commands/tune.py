@@ -57,7 +57,7 @@ def search_split(base: dict[str, Any], recipe_dir: Path, out: Path, seed: int) -
     recipe, problems = build_recipe(json.loads(json.dumps(base)), "compare recipe", [])
     if recipe is None:
         raise RecipeError(problems)
-    langs = TASKS[recipe.task.type].languages(recipe)
+    langs = TASKS[recipe.task.type].languages(recipe.task)
     table = read_source(recipe.data.train, recipe_dir, recipe.data.max_train_samples, langs)
     # hold_out shuffles positions only, so on raw rows it drops exactly the rows `run` holds out
     rows: Any = table.rows

@@ -15,10 +15,11 @@ from finetune.data.readers import detect_format, peek_columns, resolve_path
 from finetune.data.scan import scan_local
 from finetune.errors import DataError, FinetuneError, ModelError, Problem
 from finetune.methods import METHODS
-from finetune.models.architectures import Family, detect_family
+from finetune.models.architecture import Architecture
 from finetune.models.memory import quantization_problems
 from finetune.recipe.io import build_recipe, read_yaml
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
+from finetune.setup.architecture import recipe_architecture
 
 
 def check_recipe(
@@ -38,7 +39,7 @@ def _missing_files(data: dict, path: Path) -> list[Problem]:
     """With schema errors elsewhere, still report missing data files: every problem at once."""
     from pydantic import ValidationError
 
-    from finetune.recipe.schema import DataConfig
+    from finetune.recipe.sections import DataConfig
 
     try:
         section = DataConfig.model_validate(data.get("data"))
@@ -61,9 +62,9 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
 
     where = str(path)
     problems: list[Problem] = []
-    family: Family | None = None
+    family: Architecture | None = None
     try:
-        family = detect_family(recipe)
+        family = recipe_architecture(recipe)
     except ModelError as exc:
         problems.append(Problem(where, exc.message, exc.fix))
     if recipe.task.type not in TASKS:
@@ -84,12 +85,12 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
     problems.extend(check_training_options(recipe, where))
     problems.extend(template_problems(recipe, where, family))  # task.prompt: chat, no template
     problems.extend(quantization_problems(recipe, where))
-    columns, langs = task.required_columns(recipe), task.languages(recipe)
+    columns, langs = task.required_columns(recipe.task), task.languages(recipe.task)
     problems.extend(_check_data(recipe, path, columns, langs, scan_rows))
     if recipe.eval.metrics:
         from finetune.tasks.extra_metrics import metric_problems
 
-        problems.extend(metric_problems(recipe, path))
+        problems.extend(metric_problems(recipe.eval, path))
     return problems
 
 

@@ -98,7 +98,6 @@ def examples_digest(chunks: Iterable[list[Example]], *into: Any) -> str:
 
 
 def cache_key(task: Task, training: bool, content: str) -> str:
-    train = task.recipe.train
     settings = {
         "format": FORMAT,
         "finetune": __version__,
@@ -106,11 +105,11 @@ def cache_key(task: Task, training: bool, content: str) -> str:
         "libraries": _library_versions(),
         "task": task.name,
         "task_section": task.cfg.model_dump(mode="json"),
-        "family": task.family.name,
+        "family": task.family.model_type,
         "labels": task.state.labels,
         "prompt": prompt_mode(task),  # chat / plain: what `auto` resolved to for this run
-        "max_length": train.max_length,
-        "max_target_length": getattr(train, "max_target_length", None),
+        "max_length": task.settings.max_length,
+        "max_target_length": task.settings.max_target_length,
         "training": training,
         "tokenizer": tokenizer_fingerprint(task.tokenizer),
     }

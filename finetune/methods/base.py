@@ -17,14 +17,14 @@ from finetune.recipe.section import Section
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from finetune.models.architectures import Family
+    from finetune.models.architecture import Architecture
 
 
 @dataclass
 class MethodContext:
     """What a method needs to know about the model it wraps, and nothing about the task."""
 
-    family: Family
+    family: Architecture
     task_kind: str  # "classification" | "seq2seq" | "causal"
     config: Any  # the recipe's method section
     new_modules: list[str] = field(default_factory=list)  # newly initialised: always train
@@ -52,8 +52,11 @@ class Method(ABC):
     description: str = ""
     artifact_dir: str = "adapter"
     save_format: str = "peft"
+    # prepends trainable virtual tokens to every input (prompt learning): peft then pads the
+    # labels for them, so tasks keep full-length labels and logits (TaskSettings)
+    virtual_tokens: bool = False
 
-    def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
+    def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
         """Why this method cannot serve this family/task, or None if it can."""
         return None
 

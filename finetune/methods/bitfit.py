@@ -16,7 +16,7 @@ from finetune.methods.saved import load_trained, read_adapter_config, save_train
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.models.architectures import Family
+    from finetune.models.architecture import Architecture
 
 NO_BIASES = (
     "these layers have no bias terms (bias-free linear layers and RMS or bias-free layer norm), "
@@ -44,7 +44,7 @@ class BitFitMethod(Method):
     save_format = "finetune safetensors (adapter_model.safetensors + adapter_config.json)"
     description = "only the bias terms (and the head) train"
 
-    def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
+    def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
         return None if family.has_biases else NO_BIASES
 
     def owns_parameter(self, name: str, config: Any = None) -> bool:

@@ -33,7 +33,7 @@ from finetune.methods.saved import load_trained, save_trained
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.models.architectures import Family
+    from finetune.models.architecture import Architecture
 
 CHILD = "bottleneck"
 # How an adapter is hooked in (recorded per run in adapter_config.json as "hook"):
@@ -103,7 +103,7 @@ def output_width(module: Any) -> int | None:
     return None
 
 
-def site_width(model: Any, name: str, family: Family | None = None) -> int | None:
+def site_width(model: Any, name: str, family: Architecture | None = None) -> int | None:
     """Width of the hidden states at a module: a projection's output, a LayerNorm's shape, else
     the hidden size in the config of the nearest enclosing model (bert2bert has two)."""
     module = model.get_submodule(name)
@@ -135,7 +135,11 @@ def adapter_parameters(hidden: int, bottleneck: int) -> int:
 
 
 def insertion_points(
-    model: Any, family: Family, sites: tuple[str, ...], layers: list[int] | None, skip: list[str]
+    model: Any,
+    family: Architecture,
+    sites: tuple[str, ...],
+    layers: list[int] | None,
+    skip: list[str],
 ) -> list[str]:
     """Module names matched by the family's regexes for `sites`, in the chosen layers, outside
     newly initialised modules (those train whole anyway)."""
@@ -191,7 +195,7 @@ class BottleneckMethod(Method):
     save_format = "finetune safetensors (adapter_model.safetensors + adapter_config.json)"
     sites: tuple[str, ...] = ()
 
-    def hook(self, family: Family) -> str:
+    def hook(self, family: Architecture) -> str:
         """How this method's adapters are hooked in on this family."""
         return OUTPUT
 
@@ -206,7 +210,7 @@ class BottleneckMethod(Method):
             where = f" in layers {cfg.layers}" if cfg.layers is not None else ""
             raise FinetuneError(
                 f"method {self.name}: no {' / '.join(self.sites)} module of this "
-                f"{ctx.family.name} model matched{where}; no adapter would be added",
+                f"{ctx.family.model_type} model matched{where}; no adapter would be added",
                 fix="check method.layers (0-based layer indices of this model)",
             )
         hidden = site_width(model, targets[0], ctx.family) or 0
@@ -259,5 +263,5 @@ class PfeifferMethod(BottleneckMethod):
     description = "a bottleneck adapter on the stream after every feed-forward sub-layer"
     sites = ("ffn_stream",)
 
-    def hook(self, family: Family) -> str:
+    def hook(self, family: Architecture) -> str:
         return RENORM if family.post_ln else OUTPUT

@@ -20,7 +20,7 @@ from finetune.methods.base import Method, MethodContext
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.models.architectures import Family
+    from finetune.models.architecture import Architecture
 
 PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}
 
@@ -93,9 +93,9 @@ def exclude_pattern(new_modules: list[str]) -> str | None:
 def _targets_error(exc: Exception, ctx: MethodContext) -> FinetuneError:
     first = first_line(exc)
     return FinetuneError(
-        f"method {ctx.config.name}: peft cannot wrap this {ctx.family.name} model: {first}",
+        f"method {ctx.config.name}: peft cannot wrap this {ctx.family.model_type} model: {first}",
         fix="check method.target_modules (and feedforward_modules) against the module names of "
-        f"this model; 'auto' uses the {ctx.family.name} family table",
+        f"this model; 'auto' uses the {ctx.family.model_type} family table",
     )
 
 
@@ -220,7 +220,7 @@ class IA3Method(PeftMethod):
         )
 
 
-def feedforward_for(value: Any, targets: Any, family: Family) -> list[str]:
+def feedforward_for(value: Any, targets: Any, family: Architecture) -> list[str]:
     """peft requires feed-forward modules to be a subset of the targets: `auto` keeps the
     family's feed-forward names that are also targeted."""
     if value != "auto":
@@ -255,7 +255,7 @@ class PromptLearningMethod(PeftMethod):
 
     mergeable = False
     markers = ("modules_to_save", "prompt_encoder")
-    virtual_tokens = True  # peft pads the labels for them: a task must not shorten labels
+    virtual_tokens = True
 
 
 class PrefixMethod(PromptLearningMethod):
@@ -267,7 +267,7 @@ class PrefixMethod(PromptLearningMethod):
     )
     description = "trainable key/value prefixes in every attention layer (peft PrefixTuningConfig)"
 
-    def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
+    def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
         if task_kind == "classification":
             return NO_CACHE_FOR_CLASSIFIERS
         return None
@@ -294,10 +294,10 @@ class PromptMethod(PromptLearningMethod):
     )
     description = "trainable soft tokens before the input (peft PromptTuningConfig)"
 
-    def unsupported_reason(self, family: Family, task_kind: str) -> str | None:
-        if task_kind == "classification" and family.architecture == "encoder-decoder":
+    def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
+        if task_kind == "classification" and family.shape == "encoder-decoder":
             return T5_CLS_NO_EMBEDS
-        if task_kind == "classification" and family.architecture == "decoder":
+        if task_kind == "classification" and family.shape == "decoder":
             return GPT2_CLS_POOLING
         return None
 

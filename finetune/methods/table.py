@@ -23,7 +23,7 @@ README = DOC.parents[1] / "README.md"
 def support_matrix() -> list[tuple[str, list[str | None]]]:
     """(method, [reason or None per (family, task) column]) in registry order."""
     from finetune.methods import METHODS
-    from finetune.models.architectures import FAMILIES
+    from finetune.models import FAMILIES
     from finetune.recipe.schema import TASK_TYPES
     from finetune.tasks import model_kind
 
@@ -39,7 +39,7 @@ def support_matrix() -> list[tuple[str, list[str | None]]]:
 
 
 def columns() -> list[str]:
-    from finetune.models.architectures import FAMILIES
+    from finetune.models import FAMILIES
     from finetune.recipe.schema import TASK_TYPES
 
     return [f"{family} {task}" for family in FAMILIES for task in TASK_TYPES]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from finetune.models.loading import (
+from finetune.models.pretrained import (
     LOAD_DTYPE,
     LoadedModel,
     load_failure,
@@ -21,7 +21,7 @@ from finetune.models.loading import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.models.architectures import ResolvedModel
+    from finetune.models.names import ResolvedModel
 
 # whole new blocks, not their Linear/LayerNorm parts: one modules_to_save entry each
 _NEW_BLOCK = re.compile(r"^(.*?(?:\.crossattention|\bpredictions\.transform))\.")

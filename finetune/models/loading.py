@@ -8,13 +8,21 @@ loading report, so every method can train and save them without knowing their na
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from finetune.errors import ModelError, first_line
+from finetune.errors import ModelError
 from finetune.models.activations import fuse_gelu
-from finetune.models.architectures import Family, ResolvedModel, model_help
+from finetune.models.pretrained import (
+    LOAD_DTYPE,
+    LoadedModel,
+    load_failure,
+    modules_from_keys,
+    quiet_transformers,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.models.architecture import Architecture
+    from finetune.models.names import ResolvedModel
 
 log = logging.getLogger(__name__)
 
@@ -23,36 +31,6 @@ AUTO_CLASSES = {
     "seq2seq": "AutoModelForSeq2SeqLM",
     "causal": "AutoModelForCausalLM",
 }
-
-
-# transformers 5 loads in the stored dtype: a bf16/fp16 checkpoint would train its parameters
-# in pure half precision under AdamW (and fp16 ones crash the grad scaler). Weights are loaded
-# in fp32 whatever the checkpoint holds; train.precision=bf16/fp16 is autocast on top.
-LOAD_DTYPE = "float32"
-
-
-@dataclass
-class LoadedModel:
-    model: Any
-    new_modules: list[str] = field(default_factory=list)
-    revision: str | None = None
-
-
-def quiet_transformers() -> None:
-    """transformers' load reports and advisory warnings would drown our own log."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-
-
-def load_failure(name: str, exc: Exception) -> ModelError:
-    first = first_line(exc)
-    return ModelError(
-        f"model.name: cannot load {name!r}: {first[:300]}",
-        fix="check the hub id (offline? HF_HUB_OFFLINE is set or there is no network: run once "
-        "with network to fill the cache); " + model_help(),
-    )
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None) -> Any:
@@ -69,19 +47,9 @@ def load_tokenizer(name_or_path: str, revision: str | None = None) -> Any:
     return tokenizer
 
 
-def modules_from_keys(keys: list[str]) -> list[str]:
-    """Parameter names -> their owning module names, without duplicates or nesting."""
-    modules: list[str] = []
-    for key in keys:
-        module = re.sub(r"\.(weight|bias|[A-Za-z_]+_(?:weight|bias))$", "", key)
-        if module and module not in modules:
-            modules.append(module)
-    return [m for m in modules if not any(m.startswith(o + ".") for o in modules if o != m)]
-
-
 def load_base_model(
     resolved: ResolvedModel,
-    family: Family,
+    arch: Architecture,
     kind: str,
     tokenizer: Any,
     revision: str | None = None,
@@ -94,7 +62,7 @@ def load_base_model(
     overrides = dict(config_overrides or {})
     if quantization_bits is not None:
         overrides.update(kbit_loading(quantization_bits))
-    if family.architecture == "encoder" and kind != "classification":
+    if arch.shape == "encoder" and kind != "classification":
         from finetune.models.bert2bert import load_bert2bert
 
         if quantization_bits is not None:
@@ -122,7 +90,7 @@ def load_base_model(
     new = modules_from_keys(list(info.get("missing_keys", [])))
     if kind == "classification":
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-        new += [h for h in family.head_modules if h in names and h not in new]
+        new += [h for h in arch.head_modules if h in names and h not in new]
         new = [m for m in new if not any(m.startswith(h + ".") for h in new if h != m)]
     commit = getattr(model.config, "_commit_hash", None)
     return LoadedModel(model=model, new_modules=new, revision=revision or commit)

@@ -73,7 +73,7 @@ def write_run_start(
         "finetune_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions,
-        "family": family.name,
+        "family": family.model_type,
         "task": recipe.task.type,
         "model_kind": task.model_kind(),
         "method": method.name,

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune.console import metric_items
-from finetune.logs import redact
 from finetune.methods import METHODS
 from finetune.recipe.io import dump_recipe
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
+from finetune.redaction import redact
 from finetune.run.facts import NOT_IN_MODEL_INDEX, is_number, split_metrics
 from finetune.run.snippets import Artefact, CardKind, load_snippet
 
@@ -250,7 +250,7 @@ def _card_data(
 ) -> Any:
     from huggingface_hub import ModelCardData
 
-    from finetune.models.architectures import hub_id, model_license
+    from finetune.models.names import hub_id, model_license
     from finetune.tasks import TASKS
 
     task = TASKS[recipe.task.type]
@@ -266,7 +266,7 @@ def _card_data(
         library_name=lib,
         license=model_license(recipe.model.name, recipe.model.revision),
         pipeline_tag=task.pipeline_tag,
-        language=task.languages(recipe) or None,  # translation: source and target codes
+        language=task.languages(recipe.task) or None,  # translation: source and target codes
         datasets=hub_datasets(recipe) or None,
         tags=tags,
         metrics=[r.metric_type for r in results] if results else None,
@@ -278,13 +278,14 @@ def _card_data(
 def _artefact(
     recipe: Recipe, info: dict[str, Any], kind: CardKind, ref: str, lib: str | None
 ) -> Artefact:
-    from finetune.models.architectures import architecture_named, hub_id
+    from finetune.models.detect import architecture_named
+    from finetune.models.names import hub_id
     from finetune.tasks import TASKS
     from finetune.tasks.chat import snippet_messages
     from finetune.tasks.generation import GenerationTask
 
     family = architecture_named(info["family"])
-    task = TASKS[recipe.task.type](recipe, family)
+    task = TASKS[recipe.task.type](recipe.task, family)
     generation = getattr(recipe.eval, "generation", None)
     max_new = getattr(generation, "max_new_tokens", None) or recipe.train.max_target_length
     prefix = task.prefix() if hasattr(task, "prefix") else ""

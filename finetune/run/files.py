@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import CheckpointError, RunDirError, RunFinishedError, RunLockedError
-from finetune.logs import redact
+from finetune.redaction import redact
 from finetune.run.layout import LOCK, RUN_MARKERS, RunPaths
 
 

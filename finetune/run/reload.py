@@ -74,7 +74,7 @@ def open_with_task(path: Path, full_precision_base: bool = False) -> OpenedRun:
     instead of k-bit, because folding LoRA into 4-bit integers would round the update away;
     the merged model is then an ordinary full-precision model."""
     from finetune.commands.build import make_task
-    from finetune.models.architectures import architecture_named
+    from finetune.models.detect import architecture_named
     from finetune.models.loading import load_tokenizer
     from finetune.tasks.base import TaskState
 
@@ -96,7 +96,7 @@ def open_with_task(path: Path, full_precision_base: bool = False) -> OpenedRun:
 
 def _base_and_context(run: OpenedRun) -> tuple[Any, Any, Any]:
     from finetune.commands.build import load_base_and_method
-    from finetune.models.architectures import architecture_named
+    from finetune.models.detect import architecture_named
 
     family = architecture_named(run.info["family"])
     return load_base_and_method(run.recipe, family, run.task, run.info.get("new_modules", []))
@@ -119,7 +119,7 @@ def _load_alone(run: OpenedRun) -> LoadedRun:
 
 def base_identity(run: OpenedRun) -> tuple[str, str | None, str]:
     """(model, revision, task): what runs must share to be compared on the same inputs."""
-    from finetune.models.architectures import resolve_name
+    from finetune.models.names import resolve_name
 
     model = run.recipe.model
     return (resolve_name(model.name).path, model.revision, run.recipe.task.type)
@@ -171,7 +171,7 @@ def load_runs(paths: list[Path]) -> list[LoadedRun]:
 def _load_shared(runs: list[OpenedRun]) -> list[LoadedRun]:
     """One base model, one named adapter per run (peft's load_adapter / set_adapter)."""
     from finetune.commands.build import method_context
-    from finetune.models.architectures import architecture_named
+    from finetune.models.detect import architecture_named
 
     loaded, method, _ = _base_and_context(runs[0])
     model = loaded.model

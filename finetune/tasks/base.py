@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from finetune.errors import DataColumnError, DataValueError
 from finetune.recipe.section import Section
+from finetune.recipe.sections import DecodingConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
-    from finetune.models.architectures import Family
-    from finetune.recipe.schema import Recipe
+    from finetune.models.architecture import Architecture
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,19 @@ class TaskState:
         return cls(labels=list(found.get("labels") or []), prompt=found.get("prompt", "plain"))
 
 
-def model_kind(task_type: str, family: Family) -> str:
-    """Which head a task needs on a family: 'classification', 'seq2seq' or 'causal'."""
-    if task_type == "classification":
-        return "classification"
-    return "causal" if family.architecture == "decoder" else "seq2seq"
+@dataclass(frozen=True)
+class TaskSettings:
+    """What a task reads besides its own recipe section: the length limits, the decoding
+    settings, extra metrics, and one fact about the method (setup fills it from the recipe and
+    the method, so a task never looks a method up)."""
+
+    max_length: int = 128
+    max_target_length: int = 128
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    extra_metrics: tuple[str, ...] = ()
+    # the method prepends virtual tokens (prompt learning): peft pads the labels for them, so
+    # a task must not cut a batch's labels or logits to the labelled window
+    virtual_tokens: bool = False
 
 
 class Task(ABC):
@@ -74,10 +82,16 @@ class Task(ABC):
     pipeline_tag: str = ""
     is_generation: bool = False
 
-    def __init__(self, recipe: Recipe, family: Family, tokenizer: Any = None) -> None:
-        self.recipe = recipe
-        self.cfg = recipe.task
+    def __init__(
+        self,
+        cfg: Any,
+        family: Architecture,
+        settings: TaskSettings | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        self.cfg = cfg  # this task's own recipe section (its config_class)
         self.family = family
+        self.settings = settings or TaskSettings()
         self.tokenizer = tokenizer
         self.state = TaskState()
 
@@ -85,17 +99,22 @@ class Task(ABC):
 
     @classmethod
     @abstractmethod
-    def required_columns(cls, recipe: Recipe) -> list[str]:
+    def required_columns(cls, cfg: Any) -> list[str]:
         """Columns every data file must have (checked by `validate` from the header alone)."""
 
     @classmethod
-    def languages(cls, recipe: Recipe) -> list[str]:
+    def languages(cls, cfg: Any) -> list[str]:
         """Languages of aligned text files (`train.{lang}`); empty for non-translation tasks."""
         return []
 
+    @classmethod
+    def kind_on(cls, arch: Architecture) -> str:
+        """Which head this task needs on an architecture: 'classification', 'seq2seq' or
+        'causal' (the Auto class and the peft task type follow from it)."""
+        return "classification"
+
     def model_kind(self) -> str:
-        """'classification', 'seq2seq' or 'causal': which Auto class and peft task type."""
-        return model_kind(self.name, self.family)
+        return self.kind_on(self.family)
 
     # ------------------------------------------------------------------ data
 

@@ -35,7 +35,7 @@ from finetune.errors import FinetuneError, ModelError, Problem, first_line
 from finetune.tasks.base import warn_truncated
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.models.spec import Family
+    from finetune.models.architecture import Architecture
     from finetune.recipe.schema import Recipe
     from finetune.tasks.base import Example
     from finetune.tasks.generation import GenerationTask
@@ -89,6 +89,11 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def model_name(task: GenerationTask) -> str:
+    """Where the task's tokenizer came from, for messages (a task does not know the recipe)."""
+    return str(getattr(task.tokenizer, "name_or_path", "") or "the model")
+
+
 # --------------------------------------------------------------------------- the mode
 
 
@@ -108,7 +113,7 @@ def on_tokenizer(task: GenerationTask) -> None:
             "%s ignored: %s is an encoder-decoder, which takes no chat template (the input is "
             "encoded as before, with T5's task prefix)",
             ", ".join(ignored),
-            task.recipe.model.name,
+            model_name(task),
         )
 
 
@@ -126,8 +131,7 @@ def _resolve(task: GenerationTask) -> str:
     template = has_chat_template(task.tokenizer)
     if wanted == "chat" and not template:
         raise ModelError(
-            f"task.prompt: chat, but the tokenizer of {task.recipe.model.name} has no chat "
-            "template",
+            f"task.prompt: chat, but the tokenizer of {model_name(task)} has no chat template",
             fix=_PLAIN_FIX + ", or use an instruction-tuned model",
         )
     mode = "chat" if wanted == "chat" or (wanted == "auto" and template) else "plain"
@@ -174,7 +178,7 @@ def encode(task: GenerationTask, conversations: list[list[dict[str, str]]], prom
         )
     except Exception as exc:  # jinja2 raises its own errors (system role not supported, ...)
         raise ModelError(
-            f"task.prompt: chat: the chat template of {task.recipe.model.name} refuses the "
+            f"task.prompt: chat: the chat template of {model_name(task)} refuses the "
             f"conversation: {first_line(exc)}",
             fix=("unset task.system, or " if task.cfg.system else "") + _PLAIN_FIX,
         ) from None
@@ -184,7 +188,7 @@ def encode(task: GenerationTask, conversations: list[list[dict[str, str]]], prom
 
 def chat_format(task: GenerationTask) -> ChatFormat:
     tokenizer = task.tokenizer
-    key = (instruction(task), task.cfg.system, task.recipe.train.max_length)
+    key = (instruction(task), task.cfg.system, task.settings.max_length)
     formats = _FORMATS.setdefault(tokenizer, {})
     if key not in formats:
         formats[key] = _work_out(task)
@@ -194,7 +198,7 @@ def chat_format(task: GenerationTask) -> ChatFormat:
 def _work_out(task: GenerationTask) -> ChatFormat:
     """The end-of-turn token and the template's share of train.max_length."""
     tokenizer = task.tokenizer
-    limit = task.recipe.train.max_length
+    limit = task.settings.max_length
     overhead = len(encode(task, [messages(task, "")], prompt=True)[0])
     if overhead >= limit:
         raise FinetuneError(
@@ -214,7 +218,7 @@ def _work_out(task: GenerationTask) -> ChatFormat:
     found = [i for i in ids if i in special]
     if not found:
         raise ModelError(
-            f"task.prompt: chat: the chat template of {task.recipe.model.name} ends a reply with "
+            f"task.prompt: chat: the chat template of {model_name(task)} ends a reply with "
             f"{tail!r}, no special token, so generation could not stop at the end of the turn",
             fix=_PLAIN_FIX,
         )
@@ -227,7 +231,7 @@ def _work_out(task: GenerationTask) -> ChatFormat:
 def prompt_ids(task: GenerationTask, texts: list[str]) -> tuple[list[list[int]], list[str]]:
     """Prompt ids within train.max_length, and the (possibly cut) input texts they hold."""
     chat_format(task)  # the no-room check, before any example is cut
-    limit = task.recipe.train.max_length
+    limit = task.settings.max_length
     ids = encode(task, [messages(task, t) for t in texts], prompt=True)
     long = [i for i, row in enumerate(ids) if len(row) > limit]
     warn_truncated(len(long), len(ids), limit, "inputs")
@@ -241,7 +245,7 @@ def _fit(task: GenerationTask, text: str, excess: int) -> tuple[list[int], str]:
     """Cut the input text's tokens until the rendered prompt fits (token boundaries can merge
     differently inside the template, hence the loop)."""
     tokenizer = task.tokenizer
-    limit = task.recipe.train.max_length
+    limit = task.settings.max_length
     source = tokenizer(text, add_special_tokens=False)["input_ids"]
     keep = len(source) - excess
     while keep > 0:
@@ -265,7 +269,7 @@ def prompts_and_replies(
     conversations = [messages(task, texts[i], reply=examples[i].target[0]) for i in labelled]
     full = encode(task, conversations, prompt=False)
     end = chat_format(task).end_of_turn
-    limit = task.recipe.train.max_target_length
+    limit = task.settings.max_target_length
     replies: dict[int, list[int]] = {}
     cut = 0
     for i, ids in zip(labelled, full):
@@ -273,7 +277,7 @@ def prompts_and_replies(
         rest = ids[len(prompt) :]
         if ids[: len(prompt)] != prompt or end not in rest:
             raise ModelError(
-                f"task.prompt: chat: the chat template of {task.recipe.model.name} renders a "
+                f"task.prompt: chat: the chat template of {model_name(task)} renders a "
                 "conversation that does not start with its own generation prompt (or has no "
                 f"end-of-turn after the reply; {examples[i].where}), so the loss cannot be put "
                 "on the reply alone",
@@ -303,7 +307,7 @@ def template_known(name: str, revision: str | None) -> bool | None:
     import json
     from pathlib import Path
 
-    from finetune.models.architectures import resolve_name
+    from finetune.models.names import resolve_name
 
     resolved = resolve_name(name, convert=False)
     if resolved.local:
@@ -330,11 +334,11 @@ def template_known(name: str, revision: str | None) -> bool | None:
     return bool(config.get("chat_template"))
 
 
-def template_problems(recipe: Recipe, where: str, family: Family | None) -> list[Problem]:
+def template_problems(recipe: Recipe, where: str, family: Architecture | None) -> list[Problem]:
     """`validate`: `task.prompt: chat` on a decoder whose tokenizer has no template."""
     if getattr(recipe.task, "prompt", None) != "chat" or family is None:
         return []
-    if family.architecture != "decoder" or recipe.task.type == "classification":
+    if family.shape != "decoder" or recipe.task.type == "classification":
         return []
     if template_known(recipe.model.name, recipe.model.revision) is not False:
         return []

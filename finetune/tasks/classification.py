@@ -30,7 +30,6 @@ from finetune.tasks.base import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
-    from finetune.recipe.schema import Recipe
 
 
 PAIR_SEPARATOR = "\n"
@@ -75,13 +74,12 @@ class ClassificationTask(Task):
     report_name = "classification_report.json"
 
     @classmethod
-    def required_columns(cls, recipe: Recipe) -> list[str]:
-        cfg = recipe.task
+    def required_columns(cls, cfg: ClassificationConfig) -> list[str]:
         cols = [cfg.text, cfg.label]
         return cols + ([cfg.text_pair] if cfg.text_pair else [])
 
     def examples(self, table: Table, split: str) -> list[Example]:
-        check_columns(table, self.required_columns(self.recipe))
+        check_columns(table, self.required_columns(self.cfg))
         cfg = self.cfg
         out = []
         labels: dict[tuple[str, str], tuple[str, str]] = {}
@@ -155,7 +153,7 @@ class ClassificationTask(Task):
 
     def encode(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
         texts = [ex.source for ex in examples]
-        limit = self.recipe.train.max_length
+        limit = self.settings.max_length
         encoded, cut = tokenize_counting_truncation(
             self.tokenizer, texts, limit, self.pair_texts(examples)
         )

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from finetune.errors import MetricError, Problem, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.recipe.schema import Recipe
+    from finetune.recipe.sections import EvalConfig
     from finetune.tasks.base import Example, Task
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,11 @@ def load_metric(spec: str) -> Any:
         raise MetricError(f"eval.metrics: {spec!r} cannot be loaded: {message}", fix=fix) from None
 
 
-def metric_problems(recipe: Recipe, recipe_path: Path) -> list[Problem]:
+def metric_problems(evaluation: EvalConfig, recipe_path: Path) -> list[Problem]:
     """Load every `eval.metrics` entry now (validate), with local paths resolved in place."""
     problems = []
     resolved = []
-    for i, spec in enumerate(recipe.eval.metrics):
+    for i, spec in enumerate(evaluation.metrics):
         path = local_path(spec, recipe_path.parent)
         name = str(path) if path is not None and path.exists() else spec
         resolved.append(name)
@@ -83,7 +83,7 @@ def metric_problems(recipe: Recipe, recipe_path: Path) -> list[Problem]:
             load_metric(name)
         except MetricError as exc:
             problems.append(Problem(f"{recipe_path}: eval.metrics[{i}]", exc.message, exc.fix))
-    recipe.eval.metrics = resolved
+    evaluation.metrics = resolved
     return problems
 
 
@@ -134,7 +134,7 @@ def extra_metrics(
 ) -> dict[str, Any]:
     """The recipe's `eval.metrics`, computed; a key already taken gets the module's name first."""
     results: dict[str, Any] = {}
-    for spec in task.recipe.eval.metrics:
+    for spec in task.settings.extra_metrics:
         module = load_metric(spec)
         preds, refs = metric_inputs(task, module, predictions, examples)
         try:

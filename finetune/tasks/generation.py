@@ -49,6 +49,8 @@ from finetune.tasks.padding import (
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from finetune.models.architecture import Architecture
+
 log = logging.getLogger(__name__)
 
 
@@ -56,6 +58,10 @@ class GenerationTask(Task):
     """Shared encode/collate/generate; subclasses read rows, pick prompts and metrics."""
 
     is_generation = True
+
+    @classmethod
+    def kind_on(cls, arch: Architecture) -> str:
+        return "causal" if arch.shape == "decoder" else "seq2seq"
 
     @property
     def tokenizer(self) -> Any:
@@ -119,7 +125,7 @@ class GenerationTask(Task):
         """Target token ids ending in EOS, cut to train.max_target_length tokens in all."""
         if not texts:
             return []  # fast tokenizers fail on an empty batch (predict has no targets)
-        limit = self.recipe.train.max_target_length
+        limit = self.settings.max_target_length
         raw = self.tokenizer([lead + t for t in texts], add_special_tokens=False)["input_ids"]
         warn_truncated(sum(len(r) >= limit for r in raw), len(raw), limit - 1, "targets")
         return [r[: limit - 1] + [self.end_token_id()] for r in raw]
@@ -129,7 +135,7 @@ class GenerationTask(Task):
         language code included), cut to train.max_target_length tokens."""
         if not texts:
             return []
-        limit = self.recipe.train.max_target_length
+        limit = self.settings.max_target_length
         ids = [list(r) for r in self.tokenizer(text_target=texts)["input_ids"]]
         cut = [i for i, r in enumerate(ids) if len(r) > limit]
         if cut:
@@ -147,14 +153,14 @@ class GenerationTask(Task):
         return self._encode_seq2seq(examples)
 
     def _encode_seq2seq(self, examples: list[Example]) -> list[dict[str, Any]]:
-        limit = self.recipe.train.max_length
+        limit = self.settings.max_length
         sources = [self.prefix() + ex.source for ex in examples]
         encoded, cut = tokenize_counting_truncation(self.tokenizer, sources, limit)
         ids = encoded["input_ids"]
         warn_truncated(cut, len(sources), limit, "inputs")
         labelled = [i for i, ex in enumerate(examples) if ex.target is not None]
         texts = [examples[i].target[0] for i in labelled]
-        bert2bert = self.family.architecture == "encoder"
+        bert2bert = self.family.shape == "encoder"
         targets = self.target_ids(texts) if bert2bert else self.text_target_ids(texts)
         labels = dict(zip(labelled, targets))
         features = []
@@ -171,7 +177,7 @@ class GenerationTask(Task):
             return chat.prompt_ids(self, [ex.source for ex in examples])[0]
         tok = self.tokenizer
         sep = tok(self.causal_separator(), add_special_tokens=False)["input_ids"]
-        room = max(1, self.recipe.train.max_length - len(sep))
+        room = max(1, self.settings.max_length - len(sep))
         lead = self.bos_ids()
         room = max(1, room - len(lead))
         texts = [self.prefix() + ex.source for ex in examples]
@@ -249,9 +255,7 @@ class GenerationTask(Task):
     def can_keep_logits(self) -> bool:
         """Training may cut decoder logits to the labelled positions unless the method prepends
         virtual tokens (peft then pads the labels for them, and they must stay full length)."""
-        from finetune.methods import METHODS
-
-        return not getattr(METHODS.get(self.recipe.method.name), "virtual_tokens", False)
+        return not self.settings.virtual_tokens
 
     def can_share_encoder(self, model: Any) -> bool:
         """Encoder-decoders can reuse one encoder pass, unless peft feeds it virtual tokens."""
@@ -274,9 +278,9 @@ class GenerationTask(Task):
 
         generator = unwrap_parallel(model)
         ids, mask, labels = batch["prompt_ids"], batch["prompt_mask"], batch["labels"]
-        size = self.recipe.eval.generation.batch_size or ids.shape[0]
+        size = self.settings.decoding.batch_size or ids.shape[0]
         pad = self.tokenizer.pad_token_id
-        beams = self.recipe.eval.generation.num_beams
+        beams = self.settings.decoding.num_beams
         losses: list[float] = []
         texts: list[str] = []
         for start in range(0, ids.shape[0], size):
@@ -319,8 +323,8 @@ class GenerationTask(Task):
         causal = self.is_causal()
         ids = batch["prompt_ids"] if causal else batch["input_ids"]
         mask = batch["prompt_mask"] if causal else batch["attention_mask"]
-        size = self.recipe.eval.generation.batch_size or ids.shape[0]
-        beams = self.recipe.eval.generation.num_beams
+        size = self.settings.decoding.batch_size or ids.shape[0]
+        beams = self.settings.decoding.num_beams
         texts: list[str] = []
         for start in range(0, ids.shape[0], size):
             rows = slice(start, start + size)
@@ -350,11 +354,11 @@ class GenerationTask(Task):
 
         A smaller default would cut long references' predictions at generation time.
         """
-        return self.recipe.eval.generation.max_new_tokens or self.recipe.train.max_target_length
+        return self.settings.decoding.max_new_tokens or self.settings.max_target_length
 
     def generation_config(self, model: Any) -> Any:
         """The model's own generation config with the recipe's decoding settings on top."""
-        gen = self.recipe.eval.generation
+        gen = self.settings.decoding
         config = copy.deepcopy(model.generation_config)
         settings: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens(),

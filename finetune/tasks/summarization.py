@@ -20,15 +20,14 @@ from finetune.tasks.metrics import length_stats, rouge
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
-    from finetune.recipe.schema import Recipe
 
 
 # the chat prompt's default request: neutral about the genre (dialogue, article, report)
 SUMMARIZE = "Summarize the following text."
 
 
-def summary_columns(recipe: Recipe) -> list[str]:
-    summary = recipe.task.summary
+def summary_columns(cfg: SummarizationConfig) -> list[str]:
+    summary = cfg.summary
     return [summary] if isinstance(summary, str) else list(summary)
 
 
@@ -73,8 +72,8 @@ class SummarizationTask(GenerationTask):
     pipeline_tag = "summarization"
 
     @classmethod
-    def required_columns(cls, recipe: Recipe) -> list[str]:
-        return [recipe.task.text, *summary_columns(recipe)]
+    def required_columns(cls, cfg: SummarizationConfig) -> list[str]:
+        return [cfg.text, *summary_columns(cfg)]
 
     def t5_prefix(self) -> str:
         return "summarize: "
@@ -88,8 +87,8 @@ class SummarizationTask(GenerationTask):
         return "\nTL;DR:"
 
     def examples(self, table: Table, split: str) -> list[Example]:
-        check_columns(table, self.required_columns(self.recipe))
-        columns = summary_columns(self.recipe)
+        check_columns(table, self.required_columns(self.cfg))
+        columns = summary_columns(self.cfg)
         out = []
         for i, row in enumerate(table.rows):
             where = table.where(i)

@@ -23,7 +23,6 @@ from finetune.tasks.summarization import reference_texts
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
-    from finetune.recipe.schema import Recipe
 
 LANGUAGE_NAMES = {
     "ar": "Arabic",
@@ -85,15 +84,14 @@ class TranslationTask(GenerationTask):
     pipeline_tag = "translation"
 
     @classmethod
-    def required_columns(cls, recipe: Recipe) -> list[str]:
-        cfg = recipe.task
+    def required_columns(cls, cfg: TranslationConfig) -> list[str]:
         if cfg.translation_column:
             return [cfg.translation_column]
         return [cfg.source or cfg.source_lang, cfg.target or cfg.target_lang]
 
     @classmethod
-    def languages(cls, recipe: Recipe) -> list[str]:
-        return [recipe.task.source_lang, recipe.task.target_lang]
+    def languages(cls, cfg: TranslationConfig) -> list[str]:
+        return [cfg.source_lang, cfg.target_lang]
 
     def t5_prefix(self) -> str:
         src, tgt = language_name(self.cfg.source_lang), language_name(self.cfg.target_lang)
@@ -128,7 +126,7 @@ class TranslationTask(GenerationTask):
 
     def examples(self, table: Table, split: str) -> list[Example]:
         self._suggest_dict_column(table)
-        check_columns(table, self.required_columns(self.recipe))
+        check_columns(table, self.required_columns(self.cfg))
         out = []
         for i, row in enumerate(table.rows):
             where = table.where(i)
@@ -142,7 +140,7 @@ class TranslationTask(GenerationTask):
         """Hub WMT data has one {lang: text} column: say so instead of 'missing en, de'."""
         if self.cfg.translation_column or not table.rows:
             return
-        wanted = self.required_columns(self.recipe)
+        wanted = self.required_columns(self.cfg)
         if all(c in table.column_names() for c in wanted):
             return
         first = table.rows[0]
@@ -158,7 +156,7 @@ class TranslationTask(GenerationTask):
         """(source value, its name, target value, its name) for one row of any layout."""
         cfg = self.cfg
         if not cfg.translation_column:
-            src, tgt = self.required_columns(self.recipe)
+            src, tgt = self.required_columns(self.cfg)
             return row.get(src), src, row.get(tgt), tgt
         col = cfg.translation_column
         pair = row.get(col)

@@ -80,7 +80,7 @@ def run_eval(
     if predict:
         predictions = [by_index[i][2] for i in range(len(examples))]
         metrics.update(task.metrics(predictions, examples))
-        if task.recipe.eval.metrics:
+        if task.settings.extra_metrics:
             from finetune.tasks.extra_metrics import extra_metrics
 
             metrics.update(extra_metrics(task, predictions, examples, set(metrics)))

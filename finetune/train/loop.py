@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from finetune.errors import NonFiniteLossError
-from finetune.recipe.schema import TrainConfig
+from finetune.recipe.sections import TrainConfig
 from finetune.run.files import append_jsonl
 from finetune.run.trackers import log_record
 from finetune.train.batching import LengthGroupedBatchSampler, TokenDataset

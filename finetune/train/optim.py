@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from finetune.recipe.schema import TrainConfig
+from finetune.recipe.sections import TrainConfig
 
 # Weight decay pulls toward zero, so it only suits weights that start there or near it (LoRA
 # A/B, adapters, heads, the backbone's matrices). Biases and norms are the usual exceptions;

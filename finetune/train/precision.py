@@ -4,10 +4,11 @@
 CPUs with AVX512-BF16 or AMX, read at run time: about 1.4x the fp32 training speed there at
 the same SST-2 accuracy, issue #12) and fp32 elsewhere, where bf16 would be emulated and many
 times slower. Never fp16 on its own (fp16 needs loss scaling and overflows on long
-activations) and never fp16 for T5, whose feed-forward activations overflow the fp16 range and
-turn the loss into NaN (transformers#10830, #14189). The rule is a pure function of the
-hardware facts so a test can check every branch without the hardware; `train.precision=fp32`
-gives bit-for-bit the same numbers on every CPU.
+activations), and a warning for fp16 on an architecture the table flags `fp16_overflows` (T5,
+whose feed-forward activations overflow the fp16 range and turn the loss into NaN,
+transformers#10830, #14189). The rule is a pure function of the hardware facts so a test can
+check every branch without the hardware; `train.precision=fp32` gives bit-for-bit the same
+numbers on every CPU.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from finetune.errors import FinetuneError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.models.architecture import Architecture
 
 log = logging.getLogger(__name__)
 
 # what accelerate's `mixed_precision` argument calls each recipe value
 ACCELERATE_NAMES = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
-T5_TYPES = ("t5", "mt5", "umt5")  # fp16 overflows to NaN in their feed-forward layers
-FP16_T5 = (
-    "train.precision=fp16 on a T5 model: T5's activations overflow fp16 and the loss becomes "
+FP16_OVERFLOWS = (
+    "train.precision=fp16 on {display}: its activations overflow fp16 and the loss becomes "
     "NaN; use bf16 (or fp32)"
 )
 
@@ -66,8 +70,9 @@ def cpu_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
         return False
 
 
-def choose_precision(wanted: str, family: str | None, hw: Hardware) -> str:
-    """The recipe's precision resolved to fp32 / bf16 / fp16 for this family on this hardware."""
+def choose_precision(wanted: str, arch: Architecture | None, hw: Hardware) -> str:
+    """The recipe's precision resolved to fp32 / bf16 / fp16 for this architecture (None: not
+    known, e.g. a recipe `validate` refused) on this hardware."""
     if wanted == "auto":
         native = hw.gpu_bf16 if hw.cuda else hw.cpu_bf16
         return "bf16" if native else "fp32"
@@ -75,15 +80,15 @@ def choose_precision(wanted: str, family: str | None, hw: Hardware) -> str:
         raise FinetuneError(
             "train.precision=fp16 needs a CUDA GPU", fix="use train.precision=auto, fp32 or bf16"
         )
-    if wanted == "fp16" and family in T5_TYPES:
-        log.warning(FP16_T5)
+    if wanted == "fp16" and arch is not None and arch.fp16_overflows:
+        log.warning(FP16_OVERFLOWS.format(display=arch.display))
     return wanted
 
 
-def resolve_precision(wanted: str, family: str | None, hw: Hardware | None = None) -> str:
+def resolve_precision(wanted: str, arch: Architecture | None, hw: Hardware | None = None) -> str:
     """`choose_precision` on this machine, saying why when auto picked bf16 on a CPU."""
     hw = hw or Hardware.detect()
-    chosen = choose_precision(wanted, family, hw)
+    chosen = choose_precision(wanted, arch, hw)
     if wanted == "auto" and not hw.cuda and chosen == "bf16":
         log.info(
             "train.precision auto: bf16, which this CPU computes natively (AVX512-BF16/AMX); "

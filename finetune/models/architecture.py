@@ -1,7 +1,8 @@
 """What finetune must know about one architecture (one `config.model_type`): the `Architecture`.
 
-An entry is pure data, so the registry (models/registry.py) reads as a table and `finetune models`
-and the README can be generated from it. Three shapes are the product's families, each named by
+An entry is pure data, so the ARCHITECTURES table (finetune/models/__init__.py, rows in
+encoders.py, decoders.py, encoder_decoders.py) reads as a table and `finetune models` and the
+README can be generated from it. Three shapes are the product's families, each named by
 its best-known member: encoder (BERT), decoder (GPT-2), encoder-decoder (T5).
 """
 
@@ -36,7 +37,7 @@ class Architecture:
     """
 
     model_type: str
-    architecture: Shape
+    shape: Shape
     display: str
     lora_targets: tuple[str, ...]
     mlp_modules: tuple[str, ...]
@@ -56,25 +57,14 @@ class Architecture:
     unsupported_kinds: dict[str, str] = field(default_factory=dict)
     bottleneck_note: str = ""
     hidden_size_keys: tuple[str, ...] = ("hidden_size", "d_model", "n_embd", "dim")
-
-    @property
-    def name(self) -> str:
-        """What run.json records and messages print: the model_type."""
-        return self.model_type
-
-    @property
-    def shape(self) -> Shape:
-        return self.architecture
+    # fp16 overflows in this architecture's feed-forward activations (T5: the loss turns NaN)
+    fp16_overflows: bool = False
 
     @property
     def family(self) -> str:
         """The product family of this shape: bert, gpt2 or t5."""
-        return SHAPE_FAMILY[self.architecture]
+        return SHAPE_FAMILY[self.shape]
 
     def kind_reason(self, kind: str) -> str | None:
         """Why this architecture cannot serve a model kind, or None when it can."""
         return self.unsupported_kinds.get(kind)
-
-
-# Backwards-compatible name: the methods and tasks take "the family entry" of a model.
-Family = Architecture

@@ -1,10 +1,7 @@
-"""Which architecture a recipe's model is, offline, and where its name points.
+"""Where a recipe's `model.name` points (a local directory, a Hub id, a bundled alias), what the
+Hub calls it, its licence and its config.json, all offline.
 
-The ARCHITECTURES table (models/registry.py) is closed: adding an architecture is one entry
-there. Architecture-specific knowledge (LoRA targets, bottleneck insertion points,
-classification head names, bias availability, language codes, unsupported tasks) lives in the
-table and nowhere else; BERT, GPT-2 and T5 name the three shapes (FAMILIES). torch and
-transformers are imported inside functions only, so that `validate` and `--help` stay fast.
+torch and transformers are never imported here, so that `validate` and `--help` stay fast.
 """
 
 from __future__ import annotations
@@ -14,15 +11,11 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from finetune.errors import ModelError
-from finetune.models.bundled import GGUF_BUNDLES, bundle_config, converted_dir
-from finetune.models.registry import ARCHITECTURES, FAMILIES
-from finetune.models.spec import Architecture, Family
-
-if TYPE_CHECKING:  # pragma: no cover
-    from finetune.recipe.schema import Recipe
+from finetune.models import ARCHITECTURES
+from finetune.models.bundled import GGUF_BUNDLES, converted_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +34,18 @@ BUNDLED_HUB_IDS = {
 }
 
 
-def family_for_model_type(model_type: str) -> Architecture | None:
-    """The table entry of a config.json `model_type`, or None when finetune does not know it."""
-    return ARCHITECTURES.get(model_type)
-
-
-def architecture_named(name: str) -> Architecture:
-    """The entry a run.json or `model.family` names (a model_type; bert/gpt2/t5 are ones)."""
-    return ARCHITECTURES[name]
-
-
 def supported_text() -> str:
     """'encoder: bert, roberta, ...; decoder: ...; encoder-decoder: ...' from the table."""
     parts = []
     for shape in ("encoder", "decoder", "encoder-decoder"):
-        types = [a.model_type for a in ARCHITECTURES.values() if a.architecture == shape]
+        types = [a.model_type for a in ARCHITECTURES.values() if a.shape == shape]
         parts.append(f"{shape} ({', '.join(types)})")
     return "; ".join(parts)
 
 
 ADD_ONE = (
-    "to add an architecture: one Architecture entry in finetune/models/registry.py plus its "
+    "to add an architecture: one Architecture row in finetune/models/encoders.py, decoders.py "
+    "or encoder_decoders.py plus its "
     "tiny fixture (CONTRIBUTING.md, 'Add a model architecture')"
 )
 
@@ -140,7 +124,7 @@ def hub_id(name: str) -> str | None:
         return BUNDLED_HUB_IDS.get(name.split(":", 1)[1])
     path = Path(name).expanduser()
     if path.exists():
-        config = _read_config_json(ResolvedModel(name, str(path), True), None) or {}
+        config = read_config_json(ResolvedModel(name, str(path), True), None) or {}
         origin = str(config.get("_name_or_path") or "")
         return origin if _HUB_ID.fullmatch(origin) and not Path(origin).exists() else None
     return name if _HUB_ID.fullmatch(name) else None
@@ -175,7 +159,7 @@ def _local_model_file(name: str, revision: str | None, filename: str) -> Path | 
     return Path(hit) if isinstance(hit, str) else None
 
 
-def _read_config_json(resolved: ResolvedModel, revision: str | None) -> dict[str, Any] | None:
+def read_config_json(resolved: ResolvedModel, revision: str | None) -> dict[str, Any] | None:
     """config.json from a local dir or the hub cache; never touches the network."""
     if resolved.local:
         cfg = Path(resolved.path) / "config.json"
@@ -193,65 +177,3 @@ def _read_config_json(resolved: ResolvedModel, revision: str | None) -> dict[str
         return json.loads(cfg.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _guess_from_name(name: str) -> Architecture | None:
-    """A hub id that is not cached: guess from the name (run fails clearly if the guess is
-    wrong, at the first load)."""
-    lowered = name.lower().rsplit("/", 1)[-1]
-    if "gpt2" in lowered or "distilgpt2" in lowered:
-        return FAMILIES["gpt2"]
-    if re.search(r"(^|[-_])(m?t5|flan-t5)", lowered):
-        return ARCHITECTURES["mt5" if lowered.startswith("mt5") else "t5"]
-    if any(key in lowered for key in ("bert", "roberta", "electra", "minilm")):
-        return FAMILIES["bert"]
-    return None
-
-
-def detect_family(recipe: Recipe) -> Architecture:
-    """The architecture of the recipe's model (config.json, offline), checked against the task
-    before any weight loads."""
-    from finetune.tasks import model_kind
-
-    arch = _detect(recipe)
-    reason = arch.kind_reason(model_kind(recipe.task.type, arch))
-    if reason:
-        raise ModelError(
-            f"task.type: {arch.display} ({arch.model_type}) cannot run {recipe.task.type}: "
-            f"{reason}",
-            fix="choose another task or model; `finetune models` lists what each supports",
-        )
-    return arch
-
-
-def _detect(recipe: Recipe) -> Architecture:
-    if recipe.model.family != "auto":
-        return architecture_named(recipe.model.family)
-    return architecture_of(recipe.model.name, recipe.model.revision)
-
-
-def architecture_of(name: str, revision: str | None = None) -> Architecture:
-    """The architecture a model name points at, from its config.json (offline; a GGUF bundle
-    is not converted for this), else guessed from the name."""
-    resolved = resolve_name(name, convert=False)
-    config = _read_config_json(resolved, revision) or bundle_config(name)
-    if config is not None:
-        model_type = str(config.get("model_type", ""))
-        arch = family_for_model_type(model_type)
-        if arch is None:
-            raise ModelError(
-                f"model.name: {name} is a {model_type!r} model, which finetune does not support",
-                fix=model_help() + "; " + ADD_ONE,
-            )
-        return arch
-    arch = _guess_from_name(name)
-    if arch is None:
-        raise ModelError(
-            f"model.name: cannot tell the family of {name!r} offline",
-            fix="if it is on the Hub, run once with network (or set model.family to its "
-            "model_type, e.g. bert, gpt2, t5, llama); " + model_help(),
-        )
-    return arch
-
-
-__all__ = ["ARCHITECTURES", "FAMILIES", "Architecture", "Family"]
