@@ -378,10 +378,11 @@ def options(
 @handle_errors
 def models() -> None:
     """Every supported architecture (config.json model_type): shape, tasks, LoRA targets,
-    LayerNorm placement and refused methods, with the reasons (the README's table)."""
-    from finetune.docs.architectures import render_table
+    LayerNorm placement and refused methods, with the reasons (the README's table); then the
+    bundled models."""
+    from finetune.docs.architectures import render_bundled, render_table
 
-    typer.echo(render_table(), nl=False)
+    typer.echo(render_table() + "\n" + render_bundled(), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,7 +45,7 @@ def test_readme_table_and_models_command_are_generated(runner):
         "README architecture table is stale: python -m finetune.docs.architectures --write"
     )
     result = runner.invoke(app, ["models"])
-    assert result.exit_code == 0 and result.output == table
+    assert result.exit_code == 0 and result.output.startswith(table)
     assert "| `llama` | decoder (gpt2) |" in table and "| `pegasus` |" in table
 
 

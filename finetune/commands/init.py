@@ -163,11 +163,34 @@ def _model_lines(guess: TaskGuess, opts: InitOptions) -> list[str]:
     if TASKS[guess.type].is_generation and name == DEFAULT_MODEL:
         comment = (
             "runs offline as bert2bert (new cross-attention: learns slowly); for real output "
-            f"use a seq2seq model id, e.g. --model {GENERATION_MODEL_HINT}"
+            f"use a seq2seq model id, e.g. --model {GENERATION_MODEL_HINT}, or the bundled "
+            "decoder --model bundled:smollm2-135m"
         )
     else:
         comment = "a hub id, a local directory, or a bundled alias"
     return ["model:", _line(2, "name", name, comment)]
+
+
+def _prompt_lines(guess: TaskGuess, model: str) -> list[str]:
+    """A decoder generation task: how its prompts are built (tasks/chat.py), the instruction's
+    default shown, so the recipe says which prompt `run`, `eval` and `predict` will use."""
+    from finetune.models.detect import architecture_of
+    from finetune.tasks.generation import GenerationTask
+
+    task = TASKS[guess.type]
+    try:
+        decoder = architecture_of(model).shape == "decoder"
+    except FinetuneError:
+        decoder = False
+    if not decoder or not issubclass(task, GenerationTask):
+        return []
+    cfg = task.config_class.model_validate({"type": guess.type, **guess.keys})
+    default = task.default_instruction(cfg)
+    return [
+        _line(2, "prompt", "auto", "auto | chat | plain: chat = the model's chat template"),
+        _line(2, "# instruction", default, "chat: the user turn's first line (default shown)"),
+        _line(2, "# system", None, "chat: a system message"),
+    ]
 
 
 def _method_lines(method: str) -> list[str]:
@@ -212,6 +235,7 @@ def render_recipe(
     lines.append("task:")
     for key, value in guess.keys.items():
         lines.append(_line(2, key, value, guess.comments.get(key, "")))
+    lines += _prompt_lines(guess, opts.model or DEFAULT_MODEL)
     lines += ["data:", _line(2, "train", _path_for_recipe(source, out))]
     for key, value in splits.items():
         if isinstance(value, Path):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune import __version__
+from finetune.cache import cache_home
 from finetune.data.features import FORMAT, Features
 from finetune.tasks.base import truncation_tally, warn_truncated
 
@@ -35,8 +36,7 @@ _TRUNCATED = "truncated.json"  # the split's truncation counts, warned again on 
 
 
 def cache_root() -> Path:
-    base = os.environ.get("FINETUNE_CACHE_DIR") or Path.home() / ".cache" / "finetune"
-    return Path(base) / "features"
+    return cache_home() / "features"
 
 
 def encode_features(
@@ -107,6 +107,7 @@ def cache_key(task: Task, training: bool, content: str) -> str:
         "task_section": task.cfg.model_dump(mode="json"),
         "family": task.family.model_type,
         "labels": task.state.labels,
+        "prompt": prompt_mode(task),  # chat / plain: what `auto` resolved to for this run
         "max_length": task.settings.max_length,
         "max_target_length": task.settings.max_target_length,
         "training": training,
@@ -115,6 +116,12 @@ def cache_key(task: Task, training: bool, content: str) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     digest.update(content.encode())
     return digest.hexdigest()
+
+
+def prompt_mode(task: Task) -> str | None:
+    from finetune.tasks.generation import GenerationTask
+
+    return task.prompt_mode() if isinstance(task, GenerationTask) else None
 
 
 @functools.cache
@@ -165,6 +172,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     digest = hashlib.sha256(type(tokenizer).__name__.encode())
     settings = {k: v for k, v in (tokenizer.init_kwargs or {}).items() if k not in _NOT_SETTINGS}
     settings.update({k: getattr(tokenizer, k, None) for k in _TOKENIZER_ATTRIBUTES})
+    settings["chat_template"] = getattr(tokenizer, "chat_template", None)
     settings["added"] = sorted((str(k), int(v)) for k, v in tokenizer.get_added_vocab().items())
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)

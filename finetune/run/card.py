@@ -145,6 +145,8 @@ def _summary(
     base_id: str | None,
     lib: str | None,
 ) -> str:
+    from finetune.models.bundled import bundle_for, honesty_note
+
     method, params = card.method, card.info.parameters
     share = 100 * params.trainable / max(params.total, 1)
     trained = (
@@ -178,6 +180,9 @@ def _summary(
         else f"The base model `{recipe.model.name}` is a local checkpoint with no Hub id, so "
         "the card names no `base_model`."
     )
+    bundle = bundle_for(recipe.model.name)
+    if bundle is not None:
+        base += f" Its weights here are {honesty_note(bundle)}."
     tool = (
         f"Trained with finetune {card.info.finetune_version}, a command-line tool for "
         "parameter-efficient fine-tuning of Hugging Face models, from the recipe below."
@@ -286,6 +291,8 @@ def _artefact(
     from finetune.models.detect import architecture_named
     from finetune.models.names import hub_id
     from finetune.tasks import TASKS
+    from finetune.tasks.chat import snippet_messages
+    from finetune.tasks.generation import GenerationTask
 
     info = card.info
     family = architecture_named(info.architecture)
@@ -294,6 +301,9 @@ def _artefact(
     max_new = getattr(generation, "max_new_tokens", None) or recipe.train.max_target_length
     prefix = task.prefix() if hasattr(task, "prefix") else ""
     separator = task.causal_separator() if hasattr(task, "causal_separator") else ""
+    chat = None
+    if isinstance(task, GenerationTask) and info.task_state.get("prompt") == "chat":
+        chat = snippet_messages(task, "an input text")  # the turns training used
     return Artefact(
         kind=kind,
         ref=ref,
@@ -307,6 +317,7 @@ def _artefact(
         separator=separator,
         max_length=recipe.train.max_length,
         max_new_tokens=int(max_new),
+        chat_messages=chat,
     )
 
 

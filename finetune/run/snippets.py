@@ -29,6 +29,7 @@ class Artefact:
     separator: str
     max_length: int
     max_new_tokens: int
+    chat_messages: list[dict[str, str]] | None = None  # a chat-prompted decoder's turns
 
 
 AUTO = {
@@ -49,6 +50,15 @@ def _use_lines(art: Artefact, model: str, tokenizer: str) -> list[str]:
             "print(label, float(probabilities.max()))",
         ]
     prompt = repr(art.prefix) + " + " if art.prefix else ""
+    if art.model_kind == "causal" and art.chat_messages is not None:
+        return [
+            f"messages = {art.chat_messages!r}",
+            f"inputs = {tokenizer}.apply_chat_template(\n    messages, add_generation_prompt=True, "
+            'return_tensors="pt", return_dict=True\n)',
+            f"output = {model}.generate(**inputs, max_new_tokens={art.max_new_tokens})",
+            f'print({tokenizer}.decode(output[0, inputs["input_ids"].shape[1]:], '
+            "skip_special_tokens=True))",
+        ]
     if art.model_kind == "causal":
         return [
             f"prompt = {prompt}'an input text' + {art.separator!r}",

@@ -83,6 +83,7 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
         if reason:
             problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
     problems.extend(check_training_options(recipe, where))
+    problems.extend(template_problems(recipe, where, family))  # task.prompt: chat, no template
     problems.extend(quantization_problems(recipe, where))
     columns, langs = task.required_columns(recipe.task), task.languages(recipe.task)
     problems.extend(_check_data(recipe, path, columns, langs, scan_rows))
@@ -182,3 +183,22 @@ def _check_local(
             )
         ]
     return []
+
+
+def template_problems(recipe: Recipe, where: str, family: Architecture | None) -> list[Problem]:
+    """`validate`: `task.prompt: chat` on a decoder whose tokenizer has no template."""
+    if getattr(recipe.task, "prompt", None) != "chat" or family is None:
+        return []
+    if family.shape != "decoder" or recipe.task.type == "classification":
+        return []
+    from finetune.tasks.chat import PLAIN_FIX, template_known
+
+    if template_known(recipe.model.name, recipe.model.revision) is not False:
+        return []
+    return [
+        Problem(
+            f"{where}: task.prompt",
+            f"chat, but the tokenizer of {recipe.model.name} has no chat template",
+            PLAIN_FIX + ", or use an instruction-tuned model",
+        )
+    ]

@@ -38,16 +38,20 @@ class Example:
 
 @dataclass
 class TaskState:
-    """What a task learns from the training data and must be saved with the run (labels)."""
+    """What a task learns from the training data and its tokenizer, saved with the run: the
+    labels, and a decoder's resolved prompt mode ('chat' / 'plain', tasks/chat.py)."""
 
     labels: list[str] = field(default_factory=list)
+    prompt: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"labels": self.labels}
+        return {"labels": self.labels, "prompt": self.prompt}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TaskState:
-        return cls(labels=list((data or {}).get("labels") or []))
+        """A saved run's state; runs from before chat prompts have no `prompt` and were plain."""
+        found = data or {}
+        return cls(labels=list(found.get("labels") or []), prompt=found.get("prompt", "plain"))
 
 
 @dataclass(frozen=True)

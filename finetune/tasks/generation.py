@@ -6,7 +6,9 @@ with -100; bert2bert learns target + [SEP]. Decoders (GPT-2, Llama, ...) see one
 `[BOS] prefix + source + separator + " " + target + EOS` (BOS when their tokenizer adds one) with
 the loss masked (-100) on the prompt and on padding; at generation time the prompt alone is
 left-padded (so every row's last token is real and new tokens follow it directly), generation
-stops at EOS and the prompt is cut off the output.
+stops at EOS and the prompt is cut off the output. With a chat template (`task.prompt`),
+tasks/chat.py builds a decoder's prompt and reply instead, and generation also stops at the
+template's end-of-turn token.
 
 Decoder logits are computed only from the first labelled position on (`logits_to_keep`), in
 training and in evaluation: the prompt's vocab x length logits, the largest tensor of a decoder
@@ -25,6 +27,7 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
+from finetune.tasks import chat
 from finetune.tasks.base import (
     Example,
     Task,
@@ -69,6 +72,7 @@ class GenerationTask(Task):
         self._tokenizer = value
         if value is not None:
             self.configure_tokenizer(value)
+            chat.on_tokenizer(self)  # resolves task.prompt now: template errors before weights
 
     def configure_tokenizer(self, tokenizer: Any) -> None:
         """Task-specific tokenizer settings (translation: mBART language codes)."""
@@ -96,10 +100,21 @@ class GenerationTask(Task):
     def is_causal(self) -> bool:
         return self.model_kind() == "causal"
 
+    def prompt_mode(self) -> str | None:
+        """'chat' or 'plain' for decoders (task.prompt resolved, kept in the run's state)."""
+        return chat.prompt_mode(self)
+
+    @classmethod
+    def default_instruction(cls, cfg: Any) -> str:
+        """What a chat prompt's user turn asks for when task.instruction is unset."""
+        return ""
+
     # ------------------------------------------------------------------ encode
 
     def end_token_id(self) -> int:
         """EOS for T5/GPT-2, [SEP] for BERT tokenizers (bert2bert's end of sequence)."""
+        if self.is_causal() and self.prompt_mode() == "chat":
+            return chat.chat_format(self).end_of_turn
         tok = self.tokenizer
         end = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
         if end is None:
@@ -157,7 +172,9 @@ class GenerationTask(Task):
         return features
 
     def prompt_ids(self, examples: list[Example]) -> list[list[int]]:
-        """prefix + source (cut to fit train.max_length) + separator, as token ids."""
+        """prefix + source (cut to fit train.max_length) + separator, or the chat prompt."""
+        if self.prompt_mode() == "chat":
+            return chat.prompt_ids(self, [ex.source for ex in examples])[0]
         tok = self.tokenizer
         sep = tok(self.causal_separator(), add_special_tokens=False)["input_ids"]
         room = max(1, self.settings.max_length - len(sep))
@@ -178,11 +195,13 @@ class GenerationTask(Task):
         return [int(bos)] if tok("a")["input_ids"][:1] == [bos] else []
 
     def _encode_causal(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
-        prompts = self.prompt_ids(examples)
-        labelled = [i for i, ex in enumerate(examples) if ex.target is not None]
-        targets = dict(
-            zip(labelled, self.target_ids([examples[i].target[0] for i in labelled], lead=" "))
-        )
+        if self.prompt_mode() == "chat":
+            prompts, targets = chat.prompts_and_replies(self, examples)
+        else:
+            prompts = self.prompt_ids(examples)
+            labelled = [i for i, ex in enumerate(examples) if ex.target is not None]
+            texts = [examples[i].target[0] for i in labelled]
+            targets = dict(zip(labelled, self.target_ids(texts, lead=" ")))
         features = []
         for i, prompt in enumerate(prompts):
             feat: dict[str, Any] = {"idx": i, "length": len(prompt)}
@@ -353,7 +372,8 @@ class GenerationTask(Task):
             "use_cache": True,
         }
         if self.is_causal():
-            settings["eos_token_id"] = self.end_token_id()
+            chatting = self.prompt_mode() == "chat"
+            settings["eos_token_id"] = chat.stop_ids(self) if chatting else self.end_token_id()
         settings.update(self.generation_start())
         for key, value in settings.items():
             setattr(config, key, value)

@@ -14,11 +14,16 @@ from pydantic import Field
 from finetune.errors import DataError
 from finetune.recipe.section import Section
 from finetune.tasks.base import Example, check_columns, require_text
+from finetune.tasks.chat import PromptMode, instruction_field, prompt_field, system_field
 from finetune.tasks.generation import GenerationTask
 from finetune.tasks.metrics import length_stats, rouge
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
+
+
+# the chat prompt's default request: neutral about the genre (dialogue, article, report)
+SUMMARIZE = "Summarize the following text."
 
 
 def summary_columns(cfg: SummarizationConfig) -> list[str]:
@@ -55,6 +60,9 @@ class SummarizationConfig(Section):
     prefix: str | None = Field(
         None, description="Text put before every input; default 'summarize: ' for T5, none else."
     )
+    prompt: PromptMode = prompt_field()
+    instruction: str | None = instruction_field(repr(SUMMARIZE))
+    system: str | None = system_field()
 
 
 class SummarizationTask(GenerationTask):
@@ -69,6 +77,10 @@ class SummarizationTask(GenerationTask):
 
     def t5_prefix(self) -> str:
         return "summarize: "
+
+    @classmethod
+    def default_instruction(cls, cfg: Any) -> str:
+        return SUMMARIZE
 
     def causal_separator(self) -> str:
         # GPT-2's own zero-shot summarization cue (Radford et al., 2019)

@@ -16,6 +16,7 @@ from pydantic import Field
 from finetune.errors import DataError
 from finetune.recipe.section import Section
 from finetune.tasks.base import Example, check_columns, require_text
+from finetune.tasks.chat import PromptMode, instruction_field, prompt_field, system_field
 from finetune.tasks.generation import GenerationTask
 from finetune.tasks.metrics import bleu, chrf, length_stats
 from finetune.tasks.summarization import reference_texts
@@ -69,6 +70,11 @@ class TranslationConfig(Section):
         description="Text put before every input; default 'translate English to German: ' "
         "style for T5, none else.",
     )
+    prompt: PromptMode = prompt_field()
+    instruction: str | None = instruction_field(
+        "'Translate from {source} to {target}.' (language names from the codes)"
+    )
+    system: str | None = system_field()
 
 
 class TranslationTask(GenerationTask):
@@ -90,6 +96,12 @@ class TranslationTask(GenerationTask):
     def t5_prefix(self) -> str:
         src, tgt = language_name(self.cfg.source_lang), language_name(self.cfg.target_lang)
         return f"translate {src} to {tgt}: "
+
+    @classmethod
+    def default_instruction(cls, cfg: Any) -> str:
+        """Language names from the codes (unknown codes stay as written)."""
+        source, target = language_name(cfg.source_lang), language_name(cfg.target_lang)
+        return f"Translate from {source} to {target}."
 
     def causal_separator(self) -> str:
         return f"\n{language_name(self.cfg.target_lang)}:"
