@@ -80,7 +80,7 @@ def test_dummy_method_registered_once_is_seen_everywhere():
     assert seen["table"] is True
 
 
-# --------------------------------------------------------------------------- a task, an architecture
+# ------------------------------------------------------------------- a task, an architecture
 
 TASK_PROBE = r"""
 import json, pathlib, sys
