@@ -4,24 +4,30 @@ rule for showing metric values on them."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+    from finetune.types import JSON
 
 
 @functools.cache
-def out_console() -> Any:
+def out_console() -> Console:
     from rich.console import Console
 
     return Console(soft_wrap=True)
 
 
 @functools.cache
-def err_console() -> Any:
+def err_console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, soft_wrap=True)
 
 
-def metric_items(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+def metric_items(metrics: Mapping[str, JSON]) -> list[tuple[str, str]]:
     """(key, shown value) for the scalar entries of a metrics dict: floats to 4 decimals.
 
     The one formatting rule for the console summary, the log lines and the model card, so the
@@ -52,6 +58,6 @@ def print_out(message: str) -> None:
     out_console().print(message, highlight=False)
 
 
-def print_metrics(metrics: dict[str, Any]) -> None:
+def print_metrics(metrics: Mapping[str, JSON]) -> None:
     for key, shown in metric_items(metrics):
         print_out(f"  {key}: {shown}")

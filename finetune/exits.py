@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import ParamSpec, TypeVar
 
 import typer
 
 from finetune.console import escape, print_err
 from finetune.errors import FinetuneError, first_line
 
-STATE: dict[str, Any] = {"debug": False}  # set by the CLI's --debug
+STATE: dict[str, bool] = {"debug": False}  # set by the CLI's --debug
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     """User mistakes: message + fix, exit 2. Bugs: one line + a log file path, exit 1."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from finetune.logs import setup_logging, write_crash_log
         from finetune.redaction import redact
 

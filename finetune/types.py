@@ -1,15 +1,22 @@
-"""Names for the torch, transformers and accelerate objects finetune passes around.
+"""Names for the values finetune passes around: torch, transformers and accelerate objects, and
+values as JSON files hold them.
 
-Used in annotations only (`if TYPE_CHECKING: from finetune.types import Model`), so that the
-type checker sees the real classes while `finetune --help` and `validate` never import torch.
+The library classes are used in annotations only (`if TYPE_CHECKING: from finetune.types import
+Model`), so that the type checker sees the real classes while `finetune --help` and `validate`
+never import torch. `Accelerator` is a Protocol: accelerate ships no type information, so an
+alias of its class would be untyped to mypy; the Protocol names what finetune calls on it and
+lets mypy check those calls.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import enum
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar, Union
 
 if TYPE_CHECKING:  # pragma: no cover
-    from accelerate import Accelerator as Accelerator
+    import torch
     from torch import Tensor as Tensor
     from torch.nn import Module as Model
     from torch.optim import Optimizer as Optimizer
@@ -18,13 +25,74 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel as PretrainedModel
     from transformers import PreTrainedTokenizerBase as Tokenizer
 
+    # parameter name -> tensor: what `state_dict()` returns and what a checkpoint holds
+    StateDict: TypeAlias = dict[str, Tensor]
+
+# A value as a JSON file (or a YAML recipe) holds it: what `json.loads` returns and `json.dumps`
+# writes. The containers are the read-only ABCs, so a dict[str, float] or a list[str] is JSON
+# too; code that changes a decoded object narrows it with isinstance(value, dict) first.
+Scalar: TypeAlias = Union[bool, int, float, str, None]  # a JSON value that is no container
+JSON: TypeAlias = Union[Scalar, Sequence["JSON"], Mapping[str, "JSON"]]
+# one JSON object a function builds or owns (metrics.json, a log.jsonl record, a recipe's data)
+JSONObject: TypeAlias = dict[str, JSON]
+
+_T = TypeVar("_T")
+
+
+class Accelerator(Protocol):
+    """The part of `accelerate.Accelerator` finetune uses (tests pass stand-ins with just the
+    attributes a function reads)."""
+
+    @property
+    def is_main_process(self) -> bool: ...
+    @property
+    def num_processes(self) -> int: ...
+    @property
+    def process_index(self) -> int: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def distributed_type(self) -> enum.Enum: ...  # accelerate.DistributedType, a str enum
+    @property
+    def mixed_precision(self) -> str: ...
+    @property
+    def state(self) -> object: ...  # AcceleratorState: its plugins are read with getattr
+
+    def wait_for_everyone(self) -> None: ...
+    def save_state(self, output_dir: str) -> str: ...
+    def load_state(self, input_dir: str, *, strict: bool = ...) -> None: ...
+    def register_for_checkpointing(self, *objects: object) -> None: ...
+    def register_save_state_pre_hook(
+        self, hook: Callable[[list[Model], list[StateDict], str], None]
+    ) -> object: ...
+    # the model may come back wrapped (DistributedDataParallel, FSDP), so it is a Model only
+    def prepare(self, model: Model, optimizer: Optimizer, /) -> tuple[Model, Optimizer]: ...
+    def prepare_model(self, model: Model, *, evaluation_mode: bool = ...) -> Model: ...
+    def prepare_data_loader(
+        self, data_loader: DataLoader[_T], device_placement: bool | None = ...
+    ) -> DataLoader[_T]: ...
+    def unwrap_model(self, model: Model) -> Model: ...
+    def autocast(self) -> AbstractContextManager[None]: ...
+    def no_sync(self, model: Model) -> AbstractContextManager[None]: ...
+    def backward(self, loss: Tensor) -> None: ...
+    def clip_grad_norm_(self, parameters: Iterable[Tensor], max_norm: float) -> Tensor | None: ...
+    def reduce(self, tensor: Tensor, reduction: str = ...) -> Tensor: ...
+    def init_trackers(self, project_name: str, config: Mapping[str, JSON] | None = ...) -> None: ...
+    def log(self, values: Mapping[str, float], step: int | None = ...) -> None: ...
+    def end_training(self) -> None: ...
+
+
 __all__ = [
+    "JSON",
     "Accelerator",
     "DataLoader",
+    "JSONObject",
     "Model",
     "Optimizer",
     "PretrainedModel",
+    "Scalar",
     "Scheduler",
+    "StateDict",
     "Tensor",
     "Tokenizer",
 ]
