@@ -9,22 +9,23 @@ input order (several runs on one base switch adapters between them).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.data.encoding import encode_features
 from finetune.run.artifacts import write_predictions, write_report
 from finetune.run.files import atomic_write_json
 from finetune.setup.accelerator import inference_accelerator
 from finetune.train.evaluation import make_eval_loader, run_eval
+from finetune.types import JSONObject
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.setup.run_setup import RunSetup
     from finetune.tasks import Example
 
-Record = dict[str, Any]
+Record = JSONObject  # one line of predictions: what the task's `prediction_record` makes
 
 
-def evaluate(setup: RunSetup, examples: list[Example], name: str) -> dict[str, Any]:
+def evaluate(setup: RunSetup, examples: list[Example], name: str) -> JSONObject:
     """Metrics of the run on `examples`; writes eval_<name>.json and predictions_<name>.jsonl."""
     task, recipe, path = setup.task, setup.recipe, setup.run_dir
     dataset = encode_features(task, examples, training=False, cache=recipe.data.cache)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import FinetuneError
 from finetune.methods import mergeable_names
@@ -69,8 +70,9 @@ def parity(
     )
 
 
-def parity_batch(setup: RunSetup) -> dict[str, Any]:
-    """A batch of real inputs (with targets, so generation models return logits too)."""
+def parity_batch(setup: RunSetup) -> Mapping[str, Tensor | int]:
+    """A batch of real inputs (with targets, so generation models return logits too): tensors,
+    and the number of positions a causal model computes logits for (`logits_to_keep`)."""
     try:
         examples = saved_split(setup.task, setup.recipe, "eval", None)[:PARITY_EXAMPLES]
     except FinetuneError:
@@ -96,7 +98,7 @@ def made_up_examples(task: Task) -> list[Example]:
     return examples
 
 
-def _logits(model: Model, batch: dict[str, Any]) -> Tensor:
+def _logits(model: Model, batch: Mapping[str, Tensor | int]) -> Tensor:
     import torch
 
     with torch.inference_mode():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.console import metric_items
 from finetune.errors import RunStoppedError
@@ -24,23 +24,24 @@ from finetune.run.resume import stopped_message
 from finetune.run.trackers import log_record, start_trackers
 from finetune.train.compiled import eager, mark_warm
 from finetune.train.device import device_metrics
-from finetune.train.evaluation import make_eval_loader, run_eval
+from finetune.train.evaluation import EvalBatches, make_eval_loader, run_eval
 from finetune.train.loop import LoopHooks, LoopOutputs, fit
 from finetune.train.selection import Selection, best_rule, selection_enabled
 from finetune.train.sharded import full_weights, gathered_state_dict
 from finetune.train.signals import TrainingStopped, stop_on_signals
+from finetune.types import JSONObject
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.recipe.schema import Recipe
     from finetune.setup.run_setup import RunSetup, TrainingParts
     from finetune.train.checkpoints import TrainState
-    from finetune.types import Accelerator, DataLoader
+    from finetune.types import Accelerator
 
 log = logging.getLogger(__name__)
 
 LOSS = ("loss", "samples")  # what an evaluation without generation computes
 
-Metrics = dict[str, Any]
+Metrics = JSONObject  # metrics.json and the eval records of log.jsonl
 
 
 @dataclass
@@ -50,7 +51,7 @@ class StartPlan:
 
     command: str
     base_dir: Path | None = None  # where the recipe's relative data paths are read from
-    fingerprint: dict[str, Any] = field(default_factory=dict)
+    fingerprint: JSONObject = field(default_factory=dict)
     checkpoint: Path | None = None
 
 
@@ -70,14 +71,16 @@ class _Evaluations:
 
     setup: RunSetup
     out: Path
-    loader: DataLoader | None
+    loader: EvalBatches | None
     selection: Selection
     predict_each: bool  # generation tasks generate only when asked during training
 
-    def run(self, predict: bool = True) -> tuple[Metrics, list[Any] | None]:
+    def run(self, predict: bool = True) -> tuple[Metrics, list[object] | None]:
         """An evaluation, with compiled blocks run eagerly (generation's shapes vary)."""
         parts, accelerator = _training(self.setup), _accelerator(self.setup)
         examples = parts.splits.eval or []
+        if self.loader is None:
+            raise ValueError("no eval data: the callers evaluate only with a loader")
         with eager(self.setup.model):
             return run_eval(
                 self.setup.model,
@@ -95,7 +98,8 @@ class _Evaluations:
         return self.record(step, epoch, metrics)
 
     def record(self, step: int, epoch: int, metrics: Metrics) -> Metrics:
-        record = {"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}}
+        record: Metrics = {"step": step, "epoch": epoch}
+        record.update({f"eval_{k}": v for k, v in metrics.items()})
         accelerator = _accelerator(self.setup)
         if accelerator.is_main_process:
             append_jsonl(RunPaths(self.out).log, record)
@@ -172,7 +176,7 @@ def _fit(setup: RunSetup, evaluations: _Evaluations, plan: StartPlan, progress: 
 
 def _final_evaluation(
     evaluations: _Evaluations, state: TrainState
-) -> tuple[Metrics, list[Any] | None]:
+) -> tuple[Metrics, list[object] | None]:
     """The final weights evaluated once (the loop leaves the last step to us), then the best
     evaluation's weights restored and evaluated when they were better."""
     if evaluations.loader is None:
@@ -211,7 +215,7 @@ def _training_metrics(state: TrainState, recipe: Recipe, accelerator: Accelerato
     }
 
 
-def _save(setup: RunSetup, out: Path, metrics: Metrics, predictions: list[Any] | None) -> None:
+def _save(setup: RunSetup, out: Path, metrics: Metrics, predictions: list[object] | None) -> None:
     """FSDP / ZeRO-3: every rank gathers the whole weights, then the main rank saves them."""
     accelerator = _accelerator(setup)
     model, method = setup.model, setup.method

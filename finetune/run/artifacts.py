@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune import __version__
 from finetune.data.sources import LocalSource
@@ -26,7 +27,7 @@ from finetune.run.layout import RunPaths
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.methods.base import Method
     from finetune.tasks import Example, Task
-    from finetune.types import Model, Tokenizer
+    from finetune.types import JSON, Model, StateDict, Tokenizer
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers")
 
@@ -84,9 +85,10 @@ def write_run_start(
 
 
 def write_predictions(
-    path: Path, task: Task, predictions: list[Any] | None, examples: list[Example]
+    path: Path, task: Task, predictions: list[object] | None, examples: list[Example]
 ) -> None:
-    """One JSON line per example, in example order (what `run` and `eval` both write)."""
+    """One JSON line per example, in example order (what `run` and `eval` both write); a
+    prediction is whatever the task's `eval_batch` made, read back by its `prediction_record`."""
     lines = [
         json.dumps(task.prediction_record(p, e), ensure_ascii=False)
         for p, e in zip(predictions or [], examples)
@@ -99,7 +101,7 @@ def directory_size(path: Path) -> int:
 
 
 def write_report(
-    out: Path, task: Task, predictions: list[Any], examples: list[Example], suffix: str = ""
+    out: Path, task: Task, predictions: list[object], examples: list[Example], suffix: str = ""
 ) -> None:
     """The task's detailed report (classification: per-class scores, confusion matrix)."""
     report = task.report(predictions, examples)
@@ -114,10 +116,10 @@ def save_run_artifacts(
     task: Task,
     method: Method,
     model: Model,
-    metrics: dict[str, Any],
-    predictions: list[Any] | None,
+    metrics: Mapping[str, JSON],
+    predictions: list[object] | None,
     eval_examples: list[Example] | None,
-    state_dict: dict[str, Any] | None = None,
+    state_dict: StateDict | None = None,
 ) -> None:
     """The trained weights, metrics, predictions and card; `.finished` last."""
     paths = RunPaths(out)
@@ -133,7 +135,7 @@ def save_run_artifacts(
     size = directory_size(paths.artifact(method.artifact_dir))
     info = RunInfo.read(paths.run_info)
     metrics = {
-        **metrics,
+        **metrics,  # the run's, then what saving measured
         "artifact_bytes": size,
         "trainable_parameters": info.parameters.trainable,
         "total_parameters": info.parameters.total,

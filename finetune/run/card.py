@@ -16,9 +16,10 @@ artefact. Reading the card back with `ModelCard.load` gives the same metadata (t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.console import metric_items
 from finetune.recipe.io import dump_recipe
@@ -29,10 +30,11 @@ from finetune.run.metric_kinds import NOT_IN_MODEL_INDEX, is_number, split_metri
 from finetune.run.snippets import Artefact, CardKind, load_snippet
 
 if TYPE_CHECKING:  # pragma: no cover
-    from huggingface_hub import EvalResult
+    from huggingface_hub import EvalResult, ModelCardData
 
     from finetune.methods.base import Method
     from finetune.tasks.base import Task
+    from finetune.types import JSON
 
 
 def library_name(method: Method, kind: CardKind) -> str | None:
@@ -93,7 +95,7 @@ def eval_data(recipe: Recipe) -> EvalData | None:
 
 
 def eval_results(
-    recipe: Recipe, task: type[Task], quality: dict[str, Any]
+    recipe: Recipe, task: type[Task], quality: Mapping[str, float | str]
 ) -> list[EvalResult] | None:
     """One EvalResult per numeric quality metric (model-index), None without eval data."""
     from huggingface_hub import EvalResult
@@ -207,7 +209,7 @@ def _table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _evaluation_section(recipe: Recipe, quality: dict[str, Any]) -> str:
+def _evaluation_section(recipe: Recipe, quality: Mapping[str, float | str]) -> str:
     where = eval_data(recipe)
     if where is None or not quality:
         return "No evaluation data was given, so there are no results."
@@ -257,8 +259,8 @@ def _hyperparameters(recipe: Recipe) -> str:
 
 
 def _card_data(
-    recipe: Recipe, card: CardFacts, metrics: dict[str, Any], kind: CardKind, name: str
-) -> Any:
+    recipe: Recipe, card: CardFacts, metrics: Mapping[str, JSON], kind: CardKind, name: str
+) -> ModelCardData:
     from huggingface_hub import ModelCardData
 
     from finetune.models.names import hub_id, model_license
@@ -325,7 +327,7 @@ def render_model_card(
     recipe: Recipe,
     info: RunInfo,
     method: Method,
-    metrics: dict[str, Any],
+    metrics: Mapping[str, JSON],
     kind: CardKind = "run",
     ref: str = ".",
 ) -> str:
@@ -342,11 +344,12 @@ def render_model_card(
     lib = library_name(method, kind)
     quality, facts = split_metrics(metrics)
     fact_rows = [(FACT_NAMES.get(k, k), v) for k, v in metric_items(facts)]
+    base_id = data.base_model if isinstance(data.base_model, str) else None  # one base here
     versions = "\n".join(f"- {k} {v}" for k, v in info.versions.items())
     body = f"""
-# {_title(recipe, method, kind, data.base_model)}
+# {_title(recipe, method, kind, base_id)}
 
-{_summary(recipe, card, kind, data.base_model, lib)}
+{_summary(recipe, card, kind, base_id, lib)}
 
 ## How to load
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from finetune.errors import FinetuneError, RunDirError
 from finetune.run.files import RunLock, claim_run_dir, clear_run
@@ -67,17 +67,19 @@ def share_refusal(accelerator: Accelerator, error: Exception | None) -> Exceptio
         return error
     from accelerate.utils import broadcast_object_list
 
-    payload: list[Any] = [None]
+    # (class, message, fix) of the main rank's error, or None: what every rank rebuilds
+    payload: list[tuple[type[FinetuneError], str, str] | None] = [None]
     if isinstance(error, FinetuneError):
         payload = [(type(error), error.message, error.fix)]
     elif error is not None:
         payload = [(RunDirError, f"main process failed: {type(error).__name__}: {error}", "")]
     broadcast_object_list(payload, from_process=0)
-    if payload[0] is None:
+    shared = payload[0]
+    if shared is None:
         return None
     if error is not None:
         return error
-    cls, message, fix = payload[0]
+    cls, message, fix = shared
     return cls(message, fix=fix)
 
 

@@ -8,42 +8,59 @@ Matplotlib with the Agg backend: no display needed.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+
+    from finetune.types import JSON, JSONObject
 
 Points = list[tuple[int, float]]
 
 
-def read_log(path: Path) -> list[dict[str, Any]]:
+def read_log(path: Path) -> list[JSONObject]:
     """The records of a log.jsonl, skipping a torn last line (an interrupted write)."""
-    records: list[dict[str, Any]] = []
+    records: list[JSONObject] = []
     if not path.is_file():
         return records
     for line in path.read_text().splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
-def eval_history(path: Path) -> list[dict[str, Any]]:
+def step_of(record: Mapping[str, JSON]) -> int | None:
+    """The optimizer step a log record belongs to; None for a record without one."""
+    step = record.get("step")
+    return int(step) if isinstance(step, (int, float)) else None
+
+
+def eval_history(path: Path) -> list[JSONObject]:
     """Every evaluation of the run in step order, one per step (the last where a resumed run
     evaluated a step twice): log.jsonl outlives an interruption, the loop's memory does not."""
-    evals = [r for r in read_log(path) if "step" in r and any(k.startswith("eval_") for k in r)]
-    by_step = {int(r["step"]): r for r in evals}
+    by_step: dict[int, JSONObject] = {}
+    for record in read_log(path):
+        step = step_of(record)
+        if step is not None and any(k.startswith("eval_") for k in record):
+            by_step[step] = record
     return [by_step[step] for step in sorted(by_step)]
 
 
-def series(records: list[dict[str, Any]], key: str, evaluation: bool) -> Points:
+def series(records: list[JSONObject], key: str, evaluation: bool) -> Points:
     """(step, value) of one key, from training or evaluation records; the last value wins
     where a resumed run logged a step twice."""
     points: dict[int, float] = {}
     for record in records:
         is_eval = any(k.startswith("eval_") for k in record)
-        value = record.get(key)
-        if is_eval == evaluation and isinstance(value, (int, float)) and "step" in record:
-            points[int(record["step"])] = float(value)
+        value, step = record.get(key), step_of(record)
+        if is_eval == evaluation and isinstance(value, (int, float)) and step is not None:
+            points[step] = float(value)
     return sorted(points.items())
 
 
@@ -85,7 +102,7 @@ def write_curves(
     return True
 
 
-def _line(ax: Any, points: Points, label: str, style: str) -> None:
+def _line(ax: Axes, points: Points, label: str, style: str) -> None:
     if points:
         steps, values = zip(*points)
         ax.plot(steps, values, style, label=label, markersize=4)

@@ -16,13 +16,16 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
 
 from finetune.errors import CheckpointError, RunDirError, RunFinishedError, RunLockedError
 from finetune.redaction import redact
 from finetune.run.layout import LOCK, RUN_MARKERS, RunPaths
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import JSON
 
 
 def is_finished(path: Path) -> bool:
@@ -44,7 +47,7 @@ class RunLock:
 
     def __init__(self, path: Path) -> None:
         self.path = path / LOCK
-        self.handle: Any = None
+        self.handle: TextIO | None = None
 
     def acquire(self) -> None:
         """Lock `.lock`, retrying if a finishing run unlinked the file we opened (inode check)."""
@@ -62,7 +65,7 @@ class RunLock:
         handle.flush()
         self.handle = handle
 
-    def _try_lock(self) -> Any:
+    def _try_lock(self) -> TextIO:
         import fcntl
 
         handle = open(self.path, "a+")  # noqa: SIM115 - held open for the run's lifetime
@@ -90,7 +93,7 @@ class RunLock:
             self.handle = None
 
 
-def _same_file(handle: Any, path: Path) -> bool:
+def _same_file(handle: TextIO, path: Path) -> bool:
     try:
         return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
     except OSError:
@@ -211,7 +214,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise _write_failure(path, exc) from None
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
+def atomic_write_json(path: Path, data: JSON) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
@@ -266,7 +269,7 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+def append_jsonl(path: Path, record: Mapping[str, JSON]) -> None:
     """One JSON line, redacted (records can quote recipe values)."""
     try:
         with path.open("a", encoding="utf-8") as handle:

@@ -11,12 +11,17 @@ two trainings into one run.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finetune.data.sources import LocalSource
+from finetune.jsonvalues import as_object
 from finetune.recipe.schema import Recipe
 from finetune.run.files import file_sha256
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import JSON, JSONObject
 
 # Keys (a dotted key, or a whole section) that may change on --resume: where the run is
 # written, how often it logs, checkpoints and evaluates, eval batch sizes, and whether
@@ -39,11 +44,11 @@ def may_change(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(value: JSON, prefix: str = "") -> JSONObject:
     """{"train": {"lr": 1}} -> {"train.lr": 1}; lists and scalars are leaves."""
     if not isinstance(value, dict):
         return {prefix: value}
-    flat: dict[str, Any] = {}
+    flat: JSONObject = {}
     for key, sub in value.items():
         flat.update(flatten(sub, f"{prefix}.{key}" if prefix else str(key)))
     return flat
@@ -59,7 +64,7 @@ def data_files(source: LocalSource, base_dir: Path | None) -> list[Path]:
     return [path]
 
 
-def run_fingerprint(recipe: Recipe, base_dir: Path | None, processes: int) -> dict[str, Any]:
+def run_fingerprint(recipe: Recipe, base_dir: Path | None, processes: int) -> JSONObject:
     """The recipe keys that fix the training, the train data's hash and the process count.
 
     A local train file is compared by content, not by path (moving the file is fine, editing
@@ -76,17 +81,17 @@ def run_fingerprint(recipe: Recipe, base_dir: Path | None, processes: int) -> di
     return {"recipe": kept, "train_data": data, "processes": processes}
 
 
-def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def differences(saved: Mapping[str, JSON], current: Mapping[str, JSON]) -> list[str]:
     """What changed between a checkpoint's fingerprint and this run's, one entry per key."""
     if not saved:  # a checkpoint written before fingerprints existed: nothing to compare
         return []
     found: list[str] = []
-    before, after = saved.get("recipe", {}), current.get("recipe", {})
+    before, after = as_object(saved.get("recipe")), as_object(current.get("recipe"))
     for key in sorted(set(before) | set(after)):
         if may_change(key) or before.get(key) == after.get(key):
             continue
         found.append(f"{key}: {_shown(before, key)} -> {_shown(after, key)}")
-    old_data, new_data = saved.get("train_data", {}), current.get("train_data", {})
+    old_data, new_data = as_object(saved.get("train_data")), as_object(current.get("train_data"))
     if old_data != new_data:
         names = sorted(
             n for n in set(old_data) | set(new_data) if old_data.get(n) != new_data.get(n)
@@ -97,5 +102,5 @@ def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return found
 
 
-def _shown(values: dict[str, Any], key: str) -> str:
+def _shown(values: Mapping[str, JSON], key: str) -> str:
     return json.dumps(values[key]) if key in values else "(not set)"

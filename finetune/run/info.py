@@ -11,9 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from finetune import __version__
 from finetune.run.files import atomic_write_json
@@ -44,12 +43,12 @@ class RunInfo(BaseModel):
     lr: float | None = None  # resolved: the method's default_lr when the recipe left it null
     artifact_dir: str
     new_modules: list[str] = Field(default_factory=list)
-    task_state: dict[str, Any] = Field(default_factory=dict)  # tasks.base.TaskState
+    task_state: dict[str, JsonValue] = Field(default_factory=dict)  # tasks.base.TaskState
     parameters: ParameterCounts
 
     @model_validator(mode="before")
     @classmethod
-    def _version_1(cls, data: Any) -> Any:
+    def _version_1(cls, data: object) -> object:
         """Version 1 (no `version` key) called the architecture `family`."""
         if isinstance(data, dict) and "architecture" not in data and "family" in data:
             data = {**data, "architecture": data["family"], "version": data.get("version", 1)}
@@ -57,7 +56,8 @@ class RunInfo(BaseModel):
 
     @property
     def labels(self) -> list[str]:
-        return list(self.task_state.get("labels") or [])
+        labels = self.task_state.get("labels")
+        return [str(label) for label in labels] if isinstance(labels, list) else []
 
     @classmethod
     def read(cls, path: Path) -> RunInfo:

@@ -7,7 +7,11 @@ training settings go to a separate table (and never into the Hub's evaluation re
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TypeGuard
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import JSON
 
 # metrics.json entries that describe the run (time, size, counts), not the model's quality
 FACT_KEYS = frozenset(
@@ -34,16 +38,19 @@ def is_run_fact(key: str) -> bool:
     return key in FACT_KEYS or key.startswith(FACT_PREFIXES) or key.endswith(FACT_SUFFIXES)
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: object) -> TypeGuard[float]:
+    """An int or a float that is not NaN (bool is no number here)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return not (isinstance(value, float) and math.isnan(value))
 
 
-def split_metrics(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_metrics(
+    metrics: Mapping[str, JSON],
+) -> tuple[dict[str, float | str], dict[str, float | str]]:
     """(quality metrics, run facts): numeric entries only; strings (signatures) go with quality."""
-    quality: dict[str, Any] = {}
-    facts: dict[str, Any] = {}
+    quality: dict[str, float | str] = {}
+    facts: dict[str, float | str] = {}
     for key, value in metrics.items():
         if not (is_number(value) or isinstance(value, str)):
             continue  # histories, reports: they live in metrics.json, not in a table

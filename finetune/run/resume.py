@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import CheckpointCorruptError, FinetuneError, ResumeMismatchError
 from finetune.run.files import atomic_write_text
@@ -29,10 +30,13 @@ from finetune.train.checkpoints import (
 )
 from finetune.train.signals import TrainingStopped
 
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import JSON
+
 log = logging.getLogger(__name__)
 
 
-def choose_checkpoint(out: Path, fingerprint: dict[str, Any], keep: int) -> Path:
+def choose_checkpoint(out: Path, fingerprint: Mapping[str, JSON], keep: int) -> Path:
     """The newest checkpoint that is intact and was trained by this recipe on this data."""
     directory = RunPaths(out).checkpoints
     clean_partial_checkpoints(directory)  # first: it may put back a checkpoint parked mid-swap

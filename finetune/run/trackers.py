@@ -10,14 +10,17 @@ whose package is missing with only a debug message, so `validate` checks the pac
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from finetune.errors import Problem
+from finetune.run.curves import step_of
 from finetune.run.layout import RunPaths
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.recipe.schema import Recipe
+    from finetune.types import JSON, Accelerator
 
 # tracker name -> (module Accelerate imports, pip package that provides it)
 PACKAGES: dict[str, tuple[str, str]] = {
@@ -50,7 +53,14 @@ def check_trackers(recipe: Recipe, where: str) -> list[Problem]:
     return problems
 
 
-def accelerator_kwargs(recipe: Recipe, run_dir: Path | None) -> dict[str, Any]:
+class TrackerKwargs(TypedDict, total=False):
+    """The `Accelerator(...)` arguments that turn trackers on."""
+
+    log_with: list[str]
+    project_dir: str
+
+
+def accelerator_kwargs(recipe: Recipe, run_dir: Path | None) -> TrackerKwargs:
     """`log_with` and `project_dir` for `Accelerator(...)`; nothing when no tracker is asked."""
     if not recipe.train.report_to or run_dir is None:
         return {}
@@ -58,14 +68,14 @@ def accelerator_kwargs(recipe: Recipe, run_dir: Path | None) -> dict[str, Any]:
     return {"log_with": list(recipe.train.report_to), "project_dir": str(trackers)}
 
 
-def start_trackers(accelerator: Any, recipe: Recipe, run_dir: Path) -> None:
+def start_trackers(accelerator: Accelerator, recipe: Recipe, run_dir: Path) -> None:
     """`init_trackers` with the recipe as hyperparameters (logged once); the project is named
     after the run directory (TensorBoard writes to <run>/trackers/<run name>/)."""
     if recipe.train.report_to:
         accelerator.init_trackers(run_dir.resolve().name, config=hyperparameters(recipe))
 
 
-def finish_trackers(accelerator: Any, recipe: Recipe) -> None:
+def finish_trackers(accelerator: Accelerator, recipe: Recipe) -> None:
     """`end_training` closes the trackers (flushes TensorBoard, ends the MLflow run). It also
     destroys the process group, so a run without trackers does not call it: the process
     group's lifetime stays the launcher's, as before trackers existed."""
@@ -73,12 +83,12 @@ def finish_trackers(accelerator: Any, recipe: Recipe) -> None:
         accelerator.end_training()
 
 
-def hyperparameters(recipe: Recipe) -> dict[str, Any]:
+def hyperparameters(recipe: Recipe) -> dict[str, bool | int | float | str]:
     """The recipe as flat `section.key` scalars: what TensorBoard's hparams and MLflow's params
     accept (None and lists become text)."""
-    flat: dict[str, Any] = {}
+    flat: dict[str, bool | int | float | str] = {}
 
-    def walk(prefix: str, value: Any) -> None:
+    def walk(prefix: str, value: JSON) -> None:
         if isinstance(value, dict):
             for key, inner in value.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), inner)
@@ -91,7 +101,7 @@ def hyperparameters(recipe: Recipe) -> dict[str, Any]:
     return flat
 
 
-def scalars(record: dict[str, Any]) -> dict[str, float]:
+def scalars(record: Mapping[str, JSON]) -> dict[str, float]:
     """A log.jsonl record as tracker scalars: train/<key> for a training step, eval/<metric>
     for an evaluation (eval_* keys); counters and missing values left out."""
     out: dict[str, float] = {}
@@ -107,8 +117,8 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def log_record(accelerator: Any, record: dict[str, Any]) -> None:
+def log_record(accelerator: Accelerator, record: Mapping[str, JSON]) -> None:
     """Send one log.jsonl record to the trackers (a no-op without trackers, and on every
     process but the main one, as Accelerate does)."""
     if getattr(accelerator, "trackers", None):
-        accelerator.log(scalars(record), step=int(record["step"]))
+        accelerator.log(scalars(record), step=step_of(record))

@@ -7,13 +7,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import FinetuneError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
+
     from finetune.models.architecture import Architecture
     from finetune.recipe.schema import Recipe
+    from finetune.run.trackers import TrackerKwargs
     from finetune.types import Accelerator
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ def inference_accelerator(recipe: Recipe) -> Accelerator:
     return new_accelerator(precision)
 
 
-def new_accelerator(mixed_precision: str, **kwargs: Any) -> Accelerator:
+def new_accelerator(mixed_precision: str, **kwargs: Unpack[TrackerKwargs]) -> Accelerator:
     """An Accelerator on the GPU when there is one, with this mixed precision.
 
     Accelerate keeps one process-wide state and refuses a second Accelerator with another

@@ -8,6 +8,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from finetune.data.encoding import encode_chunks, encode_features
 from finetune.data.features import Features
@@ -19,6 +20,8 @@ from finetune.recipe.schema import Recipe
 from finetune.tasks import Example, Task
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -84,7 +87,9 @@ def eval_features(task: Task, splits: Splits, cache: bool) -> Features | None:
     return encode_features(task, splits.eval, training=False, cache=cache) if splits.eval else None
 
 
-def hold_out(examples: list[Example], fraction: float, seed: int) -> tuple[list, list]:
+def hold_out(examples: list[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """(kept, held out): a seeded `fraction` of the items, in their order (examples, or the
+    raw rows `compare --tune` holds out)."""
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     n_eval = max(1, round(len(examples) * fraction))

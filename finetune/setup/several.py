@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from finetune.errors import FinetuneError
 from finetune.models.names import resolve_name
 from finetune.run.layout import RunPaths
 from finetune.setup.model import load_base_and_method, method_context
 from finetune.setup.run_setup import OpenedRun, RunSetup, open_saved
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Model
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,7 @@ def _load_shared(runs: list[OpenedRun]) -> list[RunSetup]:
     parts = load_base_and_method(
         first.recipe, first.architecture, first.task, first.saved.info.new_modules
     )
-    model = parts.loaded.model
+    model: Model = parts.loaded.model  # each load_named returns the model with one more adapter
     names = [f"run{i}" for i in range(len(runs))]  # module keys: run paths may hold dots
     for run, name in zip(runs, names):
         ctx = method_context(run.recipe, run.architecture, run.task, run.saved.info.new_modules)

@@ -14,11 +14,13 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from finetune.errors import first_line
+from finetune.jsonvalues import as_object
 from finetune.run.files import atomic_dir, atomic_write_json, file_sha256
 from finetune.run.layout import (
     CORRUPT_PREFIX,
@@ -29,6 +31,9 @@ from finetune.run.layout import (
 )
 from finetune.train.sharded import distributed_kind
 
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import JSON, Accelerator, JSONObject, Model, StateDict
+
 log = logging.getLogger(__name__)
 
 ENGINE_SAVE = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
@@ -36,6 +41,14 @@ ENGINE_SAVE = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
 # seconds to sleep with a checkpoint fully written but not yet renamed into place: lets the
 # kill -9 tests hit the most dangerous moment of a checkpoint write
 STALL_ENV = "FINETUNE_TEST_STALL_CHECKPOINT"
+
+
+class FileEntry(TypedDict, total=False):
+    """A checkpoint file as the manifest records it (checkpoints written before manifests
+    existed have neither key)."""
+
+    bytes: int
+    sha256: str
 
 
 @dataclass
@@ -55,8 +68,8 @@ class TrainState:
     last_loss: float | None = None
     # stopped by a signal before this step's evaluation: the resumed run evaluates first
     eval_pending_epoch: int | None = None
-    fingerprint: dict[str, Any] = field(default_factory=dict)  # run.fingerprint
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # manifest, set on save
+    fingerprint: JSONObject = field(default_factory=dict)  # run.fingerprint
+    files: dict[str, FileEntry] = field(default_factory=dict)  # manifest, set on save
     last_eval_step: int | None = None  # the step of the latest evaluation during training
     stopped_early: bool = False  # hooks.after_eval asked to stop (early stopping)
 
@@ -77,7 +90,7 @@ class TrainState:
 
 
 def save_checkpoint(
-    accelerator: Any, directory: Path | None, state: TrainState, keep: int
+    accelerator: Accelerator, directory: Path | None, state: TrainState, keep: int
 ) -> Path | None:
     """Checkpoint into a temporary dir, then rename: a failed or killed write never harms the
     previous one and is never read. Every process joins (each writes its own RNG state);
@@ -109,7 +122,7 @@ def save_checkpoint(
     return dest
 
 
-def keep_only_trainable(accelerator: Any, model: Any) -> None:
+def keep_only_trainable(accelerator: Accelerator, model: Model) -> None:
     """An adapter run's checkpoints hold the trainable tensors only.
 
     Accelerate's `save_state` writes the whole model, and the frozen base never changes: a
@@ -122,7 +135,7 @@ def keep_only_trainable(accelerator: Any, model: Any) -> None:
         return
     names = _trainable_names(model, remove_duplicate=False)
 
-    def drop_frozen(models: list[Any], weights: list[dict[str, Any]], output_dir: str) -> None:
+    def drop_frozen(models: list[Model], weights: list[StateDict], output_dir: str) -> None:
         for state in weights:
             for key in [k for k in state if _plain(k) not in names]:
                 del state[key]
@@ -130,13 +143,13 @@ def keep_only_trainable(accelerator: Any, model: Any) -> None:
     accelerator.register_save_state_pre_hook(drop_frozen)
 
 
-def _engine_saves(accelerator: Any) -> bool:
+def _engine_saves(accelerator: Accelerator) -> bool:
     """FSDP, DeepSpeed and Megatron checkpoint the model their own way: accelerate's save hooks
     never see it and their loaders take other arguments."""
     return distributed_kind(accelerator) in ENGINE_SAVE
 
 
-def _trainable_names(model: Any, remove_duplicate: bool = True) -> set[str]:
+def _trainable_names(model: Model, remove_duplicate: bool = True) -> set[str]:
     found = model.named_parameters(remove_duplicate=remove_duplicate)
     return {_plain(name) for name, param in found if param.requires_grad}
 
@@ -146,7 +159,7 @@ def _plain(name: str) -> str:
     return name.removeprefix("module.")
 
 
-def resume_weights(accelerator: Any, model: Any, checkpoint: Path) -> None:
+def resume_weights(accelerator: Accelerator, model: Model, checkpoint: Path) -> None:
     """`load_state` without requiring the frozen base in the checkpoint (see
     `keep_only_trainable`), then the check that strict loading did before: every trainable
     tensor of this model was in it."""
@@ -182,7 +195,7 @@ def seal(tmp: Path, state: TrainState) -> None:
         time.sleep(stall)
 
 
-def manifest(directory: Path) -> dict[str, dict[str, Any]]:
+def manifest(directory: Path) -> dict[str, FileEntry]:
     return {
         path.relative_to(directory).as_posix(): {
             "bytes": path.stat().st_size,
@@ -205,24 +218,25 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
         return f"{TRAINER_STATE} is unreadable or half-written ({first_line(exc)})"
     if not isinstance(data, dict) or not isinstance(data.get("global_step"), int):
         return f"{TRAINER_STATE} has no global_step"
-    files: dict[str, Any] = data.get("files") or {}
+    files = as_object(data.get("files"))
     if not files:  # written before checkpoints carried a manifest: structure checks only
         files = {
             p.relative_to(checkpoint).as_posix(): {}
             for p in checkpoint.rglob("*")
             if p.is_file() and p.name != TRAINER_STATE
         }
-    for name, entry in files.items():
+    entries = {name: as_object(entry) for name, entry in files.items()}
+    for name, entry in entries.items():
         problem = _file_problem(checkpoint / name, entry)
         if problem:
             return f"{name}: {problem}"
-    for name, entry in files.items():
+    for name, entry in entries.items():
         if "sha256" in entry and file_sha256(checkpoint / name) != entry["sha256"]:
             return f"{name}: contents differ from the checksum written with it (corrupted)"
     return None
 
 
-def _file_problem(path: Path, entry: dict[str, Any]) -> str | None:
+def _file_problem(path: Path, entry: Mapping[str, JSON]) -> str | None:
     if not path.is_file():
         return "missing"
     size = path.stat().st_size

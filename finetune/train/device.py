@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import resource
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Accelerator
 
 
 def peak_memory_bytes() -> int:
@@ -23,11 +26,13 @@ def peak_memory_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def device_metrics(accelerator: Any, batch_size: int, grad_accum: int) -> dict[str, Any]:
+def device_metrics(
+    accelerator: Accelerator, batch_size: int, grad_accum: int
+) -> dict[str, int | str]:
     """metrics.json's machine keys: the effective batch everywhere, GPU peaks on CUDA."""
     import torch
 
-    metrics: dict[str, Any] = {
+    metrics: dict[str, int | str] = {
         "peak_memory_bytes": peak_memory_bytes(),
         "effective_batch": batch_size * accelerator.num_processes * grad_accum,
         "num_processes": accelerator.num_processes,

@@ -12,21 +12,30 @@ length-sorted batches do not.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, cast
 
 from finetune.train.batching import SortedBatchSampler, TokenDataset, label_tokens
 
 if TYPE_CHECKING:  # pragma: no cover
+    from torch.utils.data import Dataset
+
     from finetune.tasks.base import Example, Task
+    from finetune.types import Accelerator, JSONObject, Model, Tensor
+
+# an evaluation batch as `task.collate` makes it: inputs, labels, prompts and `idx`, all tensors
+EvalBatches = Iterable[dict[str, "Tensor"]]
 
 
-def make_eval_loader(dataset: TokenDataset, task: Task, batch_size: int, accelerator: Any) -> Any:
+def make_eval_loader(
+    dataset: TokenDataset, task: Task, batch_size: int, accelerator: Accelerator
+) -> EvalBatches:
     import torch
     from torch.utils.data import DataLoader
 
     sampler = SortedBatchSampler(dataset.lengths, batch_size)
-    loader: Any = DataLoader(
-        cast(Any, dataset),  # a map-style dataset; ours stay torch-free
+    loader: DataLoader[object] = DataLoader(
+        cast("Dataset[object]", dataset),  # a map-style dataset; ours stay torch-free
         batch_sampler=sampler,
         collate_fn=task.collate,
         generator=torch.Generator().manual_seed(0),
@@ -35,14 +44,14 @@ def make_eval_loader(dataset: TokenDataset, task: Task, batch_size: int, acceler
 
 
 def run_eval(
-    model: Any,
+    model: Model,
     task: Task,
-    loader: Any,
+    loader: EvalBatches,
     examples: list[Example],
-    accelerator: Any,
+    accelerator: Accelerator,
     predict: bool = True,
-    progress: Any = None,
-) -> tuple[dict[str, Any], list[Any] | None]:
+    progress: Callable[[int], object] | None = None,
+) -> tuple[JSONObject, list[object] | None]:
     """Metrics (and predictions in example order) over every example exactly once."""
     import torch
     from accelerate.utils import gather_object
@@ -50,7 +59,8 @@ def run_eval(
     was_training = model.training
     model.eval()
     causal = task.model_kind() == "causal"
-    local: list[tuple[int, float | None, int, Any]] = []
+    # (example index, its mean loss, its label tokens, its prediction)
+    local: list[tuple[int, float | None, int, object]] = []
     # the loss pass, the shared encoder pass and generate all run under the training autocast
     with torch.inference_mode(), accelerator.autocast():
         for batch in loader:
@@ -66,16 +76,17 @@ def run_eval(
     gathered = gather_object(local) if accelerator.num_processes > 1 else local
     if was_training:
         model.train()
-    by_index: dict[int, tuple[float | None, int, Any]] = {}
+    by_index: dict[int, tuple[float | None, int, object]] = {}
     for i, loss, weight, pred in gathered:
         by_index.setdefault(i, (loss, weight, pred))
     missing = len(examples) - len(by_index)
     if missing:
         raise RuntimeError(f"evaluation saw {len(by_index)} of {len(examples)} examples")
-    metrics: dict[str, Any] = {}
+    metrics: JSONObject = {}
     rows = [by_index[i] for i in range(len(examples))]
-    if rows and all(loss is not None for loss, _, _ in rows):
-        metrics["loss"] = token_weighted_loss(rows)
+    weighted = [(loss, weight) for loss, weight, _ in rows if loss is not None]
+    if rows and len(weighted) == len(rows):
+        metrics["loss"] = token_weighted_loss(weighted)
     predictions = None
     if predict:
         predictions = [by_index[i][2] for i in range(len(examples))]
@@ -88,9 +99,9 @@ def run_eval(
     return metrics, predictions
 
 
-def token_weighted_loss(rows: list[tuple[Any, int, Any]]) -> float | None:
+def token_weighted_loss(rows: Sequence[tuple[float, int]]) -> float | None:
     """Sum of (example mean loss x its label tokens) over all label tokens; None when NaN
     (reported as null, not as a number)."""
-    tokens = sum(weight for _, weight, _ in rows)
-    value = float(sum(loss * weight for loss, weight, _ in rows) / max(tokens, 1))
+    tokens = sum(weight for _, weight in rows)
+    value = float(sum(loss * weight for loss, weight in rows) / max(tokens, 1))
     return None if math.isnan(value) else value

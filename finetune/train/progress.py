@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Accelerator
 
 
 class Progress:
     """rich progress bar on the main process: loss, lr, samples/s, ETA."""
 
-    def __init__(self, accelerator: Any, total: int, enabled: bool = True) -> None:
+    def __init__(self, accelerator: Accelerator, total: int, enabled: bool = True) -> None:
         self.bar = None
         if not (enabled and accelerator.is_main_process):
             return

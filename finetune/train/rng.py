@@ -14,11 +14,14 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 @contextlib.contextmanager
-def isolated_rng(device: Any) -> Iterator[None]:
+def isolated_rng(device: torch.device) -> Iterator[None]:
     """Run the block on a copy of every global generator; restore them all afterwards."""
     import numpy as np
     import torch
@@ -34,7 +37,7 @@ def isolated_rng(device: Any) -> Iterator[None]:
         np.random.set_state(numpy_state)
 
 
-def private_generator(seed: int) -> Any:
+def private_generator(seed: int) -> torch.Generator:
     """A generator for a DataLoader, so that starting its iterator (which draws a base seed for
     worker processes) takes nothing from the global stream dropout uses."""
     import torch

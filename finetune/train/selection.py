@@ -12,13 +12,16 @@ the selection state the interrupted run had at that step.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from finetune.errors import Problem, RecipeError
+from finetune.jsonvalues import number
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.recipe.schema import Recipe
+    from finetune.types import JSON, Model, Scalar, StateDict, Tensor
 
 EVAL_PREFIX = "eval_"  # how log.jsonl and the loop's eval records name eval metrics
 NOT_METRICS = ("samples", "step", "epoch")
@@ -109,6 +112,15 @@ def check_selection(recipe: Recipe, where: str) -> list[Problem]:
     return problems
 
 
+class SelectionState(TypedDict):
+    """What a checkpoint holds of the selection (Accelerate pickles it with torch.save)."""
+
+    best_value: float | None
+    best_step: int | None
+    bad_evals: int
+    weights: StateDict | None
+
+
 class Selection:
     """The best evaluation so far, its weights, and the evaluations since it (patience)."""
 
@@ -120,13 +132,13 @@ class Selection:
         self.best_value: float | None = None
         self.best_step: int | None = None
         self.bad_evals = 0
-        self.weights: dict[str, Any] | None = None
+        self.weights: StateDict | None = None
 
     @property
     def active(self) -> bool:
         return self.keep_weights or self.patience is not None
 
-    def value_of(self, record: dict[str, Any]) -> float | None:
+    def value_of(self, record: Mapping[str, JSON]) -> float | None:
         """The rule's metric in an evaluation record (keys with or without the eval_ prefix);
         an unknown name is a recipe error naming the metrics the evaluation has."""
         name = self.rule.metric
@@ -146,7 +158,8 @@ class Selection:
                     )
                 ]
             )
-        return None if value is None or not math.isfinite(float(value)) else float(value)
+        found = number(value)  # None, NaN and anything but a number never win
+        return found if found is not None and math.isfinite(found) else None
 
     def improves(self, value: float | None) -> bool:
         if value is None:  # a NaN/None metric never wins
@@ -157,7 +170,7 @@ class Selection:
             return value > self.best_value + self.min_delta
         return value < self.best_value - self.min_delta
 
-    def update(self, step: int, record: dict[str, Any], model: Any) -> bool:
+    def update(self, step: int, record: Mapping[str, JSON], model: Model) -> bool:
         """Record one evaluation; True when early stopping says stop here."""
         if not self.active:
             return False
@@ -170,7 +183,7 @@ class Selection:
             self.bad_evals += 1
         return self.patience is not None and self.bad_evals >= self.patience
 
-    def restore(self, model: Any) -> bool:
+    def restore(self, model: Model) -> bool:
         """Put the best weights back into `model`; False when there is nothing to restore."""
         if self.weights is None:
             return False
@@ -178,7 +191,7 @@ class Selection:
         return True
 
     # Accelerate's register_for_checkpointing protocol: saved into every checkpoint
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> SelectionState:
         return {
             "best_value": self.best_value,
             "best_step": self.best_step,
@@ -186,13 +199,13 @@ class Selection:
             "weights": self.weights,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: SelectionState) -> None:
         self.best_value = state["best_value"]
         self.best_step = state["best_step"]
         self.bad_evals = state["bad_evals"]
         self.weights = state["weights"]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Scalar]:
         """What metrics.json reports about the choice."""
         return {
             "select_best": self.keep_weights,  # False: the last weights, best_step for reference
@@ -203,7 +216,7 @@ class Selection:
         }
 
 
-def trainable_state(model: Any) -> dict[str, Any]:
+def trainable_state(model: Model) -> StateDict:
     """A CPU copy of the parameters that train (everything else never changes)."""
     return {
         name: p.detach().to("cpu", copy=True)
@@ -212,7 +225,7 @@ def trainable_state(model: Any) -> dict[str, Any]:
     }
 
 
-def load_trainable_state(model: Any, state: dict[str, Any]) -> None:
+def load_trainable_state(model: Model, state: Mapping[str, Tensor]) -> None:
     import torch
 
     params = dict(_unwrapped(model).named_parameters())
@@ -221,7 +234,7 @@ def load_trainable_state(model: Any, state: dict[str, Any]) -> None:
             params[name].copy_(saved.to(params[name].device, params[name].dtype))
 
 
-def _unwrapped(model: Any) -> Any:
+def _unwrapped(model: Model) -> Model:
     """The module under DDP's wrapper, so names match on one process and many."""
     from torch.nn.parallel import DistributedDataParallel
 

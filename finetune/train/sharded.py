@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Accelerator, Model, StateDict
 
 
 @contextlib.contextmanager
-def full_weights(accelerator: Any, model: Any) -> Iterator[None]:
+def full_weights(accelerator: Accelerator, model: Model) -> Iterator[None]:
     """Every parameter whole on every process inside the block (FSDP1, ZeRO-3); re-sharded
     after. Under FSDP2 only the root group is unsharded: the methods save from
     `gathered_state_dict`, and the root holds what a save may still run (a prompt encoder)."""
@@ -44,8 +47,8 @@ def full_weights(accelerator: Any, model: Any) -> Iterator[None]:
 
 
 def gathered_state_dict(
-    accelerator: Any, model: Any, trainable_only: bool
-) -> dict[str, Any] | None:
+    accelerator: Accelerator, model: Model, trainable_only: bool
+) -> StateDict | None:
     """FSDP2: whole tensors on the CPU (a collective: every rank calls it), only the trainable
     ones for an adapter (a 7B base is never gathered to save a few MB of LoRA).
 
@@ -60,11 +63,12 @@ def gathered_state_dict(
     options = StateDictOptions(
         full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only
     )
-    return dict(get_model_state_dict(model, options=options))
+    # full_state_dict with cpu_offload: every value is a whole tensor, no DTensor shard
+    return cast("StateDict", dict(get_model_state_dict(model, options=options)))
 
 
 @contextlib.contextmanager
-def _fsdp_full(accelerator: Any, model: Any) -> Iterator[None]:
+def _fsdp_full(accelerator: Accelerator, model: Model) -> Iterator[None]:
     if getattr(accelerator, "is_fsdp2", False):
         # the methods save from `gathered_state_dict`; peft's prompt learning still runs its
         # prompt encoder, whose weights sit in the root group: unshard that group alone
@@ -85,7 +89,7 @@ def _fsdp_full(accelerator: Any, model: Any) -> Iterator[None]:
         yield
 
 
-def fsdp_wrap_blocks(accelerator: Any, model: Any) -> list[str] | None:
+def fsdp_wrap_blocks(accelerator: Accelerator, model: Model) -> list[str] | None:
     """Under FSDP with transformer-based wrapping and no classes named in the config: set the
     plugin's classes to the model's blocks, leaving out any that contain the input embeddings
     (those are sharded on their own); returns the names set, or None when nothing changed."""
@@ -112,7 +116,7 @@ def fsdp_wrap_blocks(accelerator: Any, model: Any) -> list[str] | None:
     return names
 
 
-def _one_module_per_tied_embedding(model: Any, embeddings: Any) -> None:
+def _one_module_per_tied_embedding(model: Model, embeddings: Model) -> None:
     """T5 holds its tied input embedding in three modules (`shared`, `encoder.embed_tokens`,
     `decoder.embed_tokens`) that share one weight; FSDP2 refuses a parameter seen by two of its
     groups, and accelerate shards `shared` on its own. Pointing the others at that very module
@@ -127,11 +131,11 @@ def _one_module_per_tied_embedding(model: Any, embeddings: Any) -> None:
                 setattr(parent, name, embeddings)
 
 
-def distributed_kind(accelerator: Any) -> str:
+def distributed_kind(accelerator: Accelerator) -> str:
     """accelerate's distributed type as its name ("NO", "MULTI_GPU", "FSDP", "DEEPSPEED", ...)."""
     return str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type))
 
 
-def _zero_stage(accelerator: Any) -> int:
+def _zero_stage(accelerator: Accelerator) -> int:
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     return int(getattr(plugin, "zero_stage", 0) or 0)

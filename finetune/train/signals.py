@@ -14,9 +14,18 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch.distributed import ProcessGroup
+
+    from finetune.types import Accelerator
+
+# what signal.signal takes and returns: a function, SIG_DFL / SIG_IGN, or None (set from C)
+Handler = Union[Callable[[int, Union[FrameType, None]], object], int, signal.Handlers, None]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +48,8 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int = 0
-        self._previous: dict[int, Any] = {}
-        self._group: Any = None  # the gloo group of `agreed`, made on first use
+        self._previous: dict[int, Handler] = {}
+        self._group: ProcessGroup | None = None  # the gloo group of `agreed`, made on first use
 
     def install(self) -> None:
         """Python only lets the main thread set handlers; elsewhere the defaults stay."""
@@ -54,7 +63,7 @@ class StopRequest:
             signal.signal(sig, previous)
         self._previous = {}
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum:
             self.uninstall()
             if signum == signal.SIGINT:
@@ -67,7 +76,7 @@ class StopRequest:
             signal.Signals(signum).name,
         )
 
-    def agreed(self, accelerator: Any) -> str | None:
+    def agreed(self, accelerator: Accelerator) -> str | None:
         """The stop signal's name once any process has one, on every process; else None.
 
         Asked after every step, so on several processes it is a collective on a CPU tensor
