@@ -15,13 +15,14 @@ import logging
 from pathlib import Path
 
 from finetune.comparison.plan import Outcome, TaskSpec, compare_tasks
-from finetune.comparison.recipes import method_recipe, rate_origin
+from finetune.comparison.recipes import RecipeData, method_recipe, rate_origin
 from finetune.comparison.report import write_report
 from finetune.comparison.runner import Row
 from finetune.comparison.suite import default_out, suite_tasks
 from finetune.comparison.suite_report import write_suite_report
 from finetune.comparison.tune import HOLD_OUT, WIDEN, TuneOptions
 from finetune.errors import FinetuneError
+from finetune.jsonvalues import as_object, number
 from finetune.recipe.schema import METHOD_NAMES
 
 log = logging.getLogger(__name__)
@@ -68,12 +69,18 @@ def compare(
     return outcomes, out
 
 
+def _rate(data: RecipeData) -> str:
+    """The recipe's learning rate as the report shows it (YAML 1.1 reads `1e-4` as text)."""
+    lr = number(as_object(data.get("train")).get("lr"))
+    return f"{lr:g}" if lr is not None else "unset"
+
+
 def rates_header(
     task: TaskSpec, methods: list[str], rows: list[Row], tune: TuneOptions | None
 ) -> list[str]:
     if tune is None:
         used = ", ".join(
-            f"{m} {method_recipe(task.base, m)['train']['lr']:g} ({rate_origin(task.base, m)})"
+            f"{m} {_rate(method_recipe(task.base, m))} ({rate_origin(task.base, m)})"
             for m in methods
         )
         return [

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from finetune.pipeline.inference import evaluate, predict, predict_many, result_name
+from finetune.pipeline.inference import Record, evaluate, predict, predict_many, result_name
 from finetune.setup.data import saved_split
 from finetune.setup.run_setup import RunSetup
 from finetune.setup.several import load_runs
 
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import JSONObject
 
-def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> dict[str, Any]:
+
+def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> JSONObject:
     """Metrics of a saved run on its eval/test split or another file; writes eval_<name>.json."""
     setup = RunSetup.from_run_dir(path)
     examples = saved_split(setup.task, setup.recipe, split, data)
     return evaluate(setup, examples, result_name(split, data))
 
 
-def predict_texts(paths: Path | list[Path], texts: list[str]) -> list[dict[str, Any]]:
+def predict_texts(paths: Path | list[Path], texts: list[str]) -> list[Record]:
     """One record per text for one run; for several runs one per run per text, each with the
     run's directory under "run" (runs of one base model share it: setup/several.py)."""
     if isinstance(paths, list) and len(paths) > 1:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -41,6 +41,9 @@ from finetune.recipe.guess import (
     read_sample,
 )
 from finetune.tasks import TASKS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import JSON
 
 COMMENT_COLUMN = 32
 
@@ -117,7 +120,7 @@ def _sibling(sample: Sample, words: tuple[str, ...]) -> Path | None:
     return None
 
 
-def find_splits(sample: Sample) -> tuple[dict[str, Any], str]:
+def find_splits(sample: Sample) -> tuple[dict[str, Path | float], str]:
     """The data: section's eval/test entries and a one-line note on what was found."""
     evaluation = _sibling(sample, EVAL_WORDS)
     test = _sibling(sample, TEST_WORDS)
@@ -127,7 +130,7 @@ def find_splits(sample: Sample) -> tuple[dict[str, Any], str]:
         return {"eval_fraction": EVAL_FRACTION}, (
             f"eval: {EVAL_FRACTION:.0%} of the training rows (no dev/valid/test file beside it)"
         )
-    found: dict[str, Any] = {"eval": evaluation}
+    found: dict[str, Path | float] = {"eval": evaluation}
     if test is not None:
         found["test"] = test
     note = f"eval: {evaluation.name}" + (f", test: {test.name}" if test else "")
@@ -137,13 +140,13 @@ def find_splits(sample: Sample) -> tuple[dict[str, Any], str]:
 # --------------------------------------------------------------------------- rendering
 
 
-def _scalar(value: Any) -> str:
+def _scalar(value: JSON) -> str:
     """One YAML value on one line, quoted only when YAML needs it."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10**6, allow_unicode=True)
     return text.strip().removesuffix("...").strip()
 
 
-def _line(indent: int, key: str, value: Any, comment: str = "") -> str:
+def _line(indent: int, key: str, value: JSON, comment: str = "") -> str:
     text = " " * indent + f"{key}: {_scalar(value)}"
     return f"{text.ljust(COMMENT_COLUMN - 1)} # {comment}" if comment else text
 
@@ -221,7 +224,7 @@ def _train_lines(method: str) -> list[str]:
 
 
 def render_recipe(
-    out: Path, sample: Sample, guess: TaskGuess, splits: dict[str, Any], opts: InitOptions
+    out: Path, sample: Sample, guess: TaskGuess, splits: dict[str, Path | float], opts: InitOptions
 ) -> str:
     """The recipe text: a description line, the launch line, then each section, commented."""
     source = Path(sample.recipe_path)
@@ -237,11 +240,11 @@ def render_recipe(
         lines.append(_line(2, key, value, guess.comments.get(key, "")))
     lines += _prompt_lines(guess, opts.model or DEFAULT_MODEL)
     lines += ["data:", _line(2, "train", _path_for_recipe(source, out))]
-    for key, value in splits.items():
-        if isinstance(value, Path):
-            lines.append(_line(2, key, _path_for_recipe(value, out), "found beside train"))
+    for key, split in splits.items():
+        if isinstance(split, Path):
+            lines.append(_line(2, key, _path_for_recipe(split, out), "found beside train"))
         else:
-            lines.append(_line(2, key, value, "held out of train (seeded): no dev file found"))
+            lines.append(_line(2, key, split, "held out of train (seeded): no dev file found"))
     lines += _method_lines(opts.method)
     lines += _train_lines(opts.method)
     lines += ["output:", _line(2, "dir", f"runs/{out.stem}")]

@@ -14,12 +14,13 @@ import json
 import logging
 import random as random_module
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from finetune.comparison.intervals import add_intervals
 from finetune.comparison.jobs import Slot, run_all
-from finetune.comparison.recipes import method_recipe, read_base, seed_list
+from finetune.comparison.recipes import RecipeData, method_recipe, read_base, seed_list
 from finetune.comparison.report import write_report
 from finetune.comparison.runner import (
     Point,
@@ -31,20 +32,26 @@ from finetune.comparison.runner import (
     seeded_points,
 )
 from finetune.errors import FinetuneError, RecipeError
+from finetune.jsonvalues import as_object, copy_object
 from finetune.methods import METHODS
 from finetune.recipe.io import apply_overrides, parse_scalar
 from finetune.run.files import atomic_write_text
+from finetune.types import JSON
 
 log = logging.getLogger(__name__)
+
+Axes = dict[str, list[JSON]]  # dotted recipe key -> the values it takes
+SweepPoint = dict[str, JSON]  # dotted recipe key -> this point's value
+T = TypeVar("T")
 
 BEST = "best.yaml"
 
 
-def parse_axes(args: list[str]) -> tuple[dict[str, list[Any]], list[str]]:
+def parse_axes(args: list[str]) -> tuple[Axes, list[str]]:
     """`key=v1,v2` -> an axis (values parsed as YAML scalars); `key=v` -> a fixed override.
 
     A value in brackets or braces (`method.target_modules=[query,value]`) is one value."""
-    axes: dict[str, list[Any]] = {}
+    axes: Axes = {}
     fixed: list[str] = []
     for arg in args:
         key, sep, text = arg.partition("=")
@@ -63,9 +70,9 @@ def parse_axes(args: list[str]) -> tuple[dict[str, list[Any]], list[str]]:
     return axes, fixed
 
 
-def grid(axes: dict[str, list[Any]], methods: list[str]) -> list[tuple[str, dict[str, Any]]]:
+def grid(axes: Axes, methods: list[str]) -> list[tuple[str, SweepPoint]]:
     """(method, point) for every combination; `method.*` axes only for methods that have them."""
-    points: list[tuple[str, dict[str, Any]]] = []
+    points: list[tuple[str, SweepPoint]] = []
     for method in methods:
         fields = METHODS[method].config_class.model_fields
         keys = [k for k in axes if not k.startswith("method.") or k.split(".")[1] in fields]
@@ -74,19 +81,19 @@ def grid(axes: dict[str, list[Any]], methods: list[str]) -> list[tuple[str, dict
     return points
 
 
-def sample(points: list[Any], n: int | None, seed: int) -> list[Any]:
+def sample(points: list[T], n: int | None, seed: int) -> list[T]:
     if n is None or n >= len(points):
         return points
     chosen = sorted(random_module.Random(seed).sample(range(len(points)), n))
     return [points[i] for i in chosen]
 
 
-def point_name(method: str, point: dict[str, Any]) -> str:
+def point_name(method: str, point: Mapping[str, JSON]) -> str:
     parts = [method] + [f"{key.split('.')[-1]}{value}" for key, value in point.items()]
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", "-".join(parts))
 
 
-def point_recipe(base: dict[str, Any], method: str, point: dict[str, Any]) -> dict[str, Any]:
+def point_recipe(base: RecipeData, method: str, point: Mapping[str, JSON]) -> RecipeData:
     data = method_recipe(base, method)
     problems = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in point.items()])
     if problems:
@@ -107,8 +114,8 @@ def sweep(
 ) -> tuple[list[Row], Path, list[str]]:
     axes, fixed = parse_axes(args)
     base = read_base(recipe_path, fixed)
-    own = (base.get("method") or {}).get("name")
-    methods = methods or [own or "lora"]
+    own = as_object(base.get("method")).get("name")
+    methods = methods or [own if isinstance(own, str) and own else "lora"]
     points = sample(grid(axes, methods), random, seed)
     out = out or Path("runs") / f"sweep-{recipe_path.stem}"
     out.mkdir(parents=True, exist_ok=True)
@@ -133,7 +140,7 @@ def sweep(
 
 
 def run_points(
-    points: list[tuple[Point, dict[str, Any]]],
+    points: list[tuple[Point, SweepPoint]],
     seeds: list[int],
     out: Path,
     overwrite: bool,
@@ -142,7 +149,7 @@ def run_points(
     """Every point at every seed, `jobs` at a time; each point's seeds folded into its row."""
     work = [(run, axes) for point, axes in points for run in seeded_points(point, seeds)]
 
-    def run(item: tuple[Point, dict[str, Any]], slot: Slot) -> Row:
+    def run(item: tuple[Point, SweepPoint], slot: Slot) -> Row:
         return run_point(item[0], out, overwrite, slot)
 
     done = run_all(work, run, jobs, lambda item: item[0].name)
@@ -156,7 +163,7 @@ def run_points(
     return rows
 
 
-def write_best(rows: list[Row], recipes: dict[str, dict[str, Any]], out: Path) -> None:
+def write_best(rows: list[Row], recipes: Mapping[str, RecipeData], out: Path) -> None:
     """The best point's recipe, its output directory `best/` beside the sweep's points."""
     done = [r for r in rows if r.status == "ok" and r.quality is not None]
     if not done:
@@ -164,7 +171,7 @@ def write_best(rows: list[Row], recipes: dict[str, dict[str, Any]], out: Path) -
         return
     sign = 1.0 if higher_is_better(done[0].quality_metric) else -1.0
     best = max(done, key=lambda r: sign * (r.quality or 0.0))
-    data = json.loads(json.dumps(recipes[best.name]))
+    data = copy_object(recipes[best.name])
     data["output"] = {"dir": str(out / "best")}
     note = f"# best point of the sweep ({best.quality_metric} {best.quality}): {best.name}\n"
     atomic_write_text(out / BEST, note + recipe_text(data))

@@ -12,10 +12,14 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.comparison.runner import Row
+    from finetune.types import JSON, JSONObject
 
 RESAMPLES = 1000  # enough for a stable 95% interval, fast for thousands of examples
 SEED = 0
@@ -72,13 +76,17 @@ def bleu_scores(predictions: list[str], references: list[list[str]], lang: str |
     return Scores(n=len(predictions), value=value)
 
 
-def read_predictions(path: Path) -> list[dict[str, Any]]:
+def read_predictions(path: Path) -> list[JSONObject]:
     lines = path.read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def references(record: dict[str, Any]) -> list[str]:
-    return list(record.get("references") or [record.get("reference") or ""])
+def references(record: Mapping[str, JSON]) -> list[str]:
+    """A generation record's reference texts: `references`, else the one `reference`."""
+    refs = record.get("references")
+    if isinstance(refs, list) and refs:
+        return [str(ref) for ref in refs]
+    return [str(record.get("reference") or "")]
 
 
 def run_scores(run_dir: Path, metric: str) -> Scores | None:
@@ -128,7 +136,7 @@ def overlapping(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
-def add_intervals(rows: list[Any], out: Path) -> None:
+def add_intervals(rows: list[Row], out: Path) -> None:
     """Fill each ok row's 95% interval and mark rows within noise of the best one.
 
     Runs evaluated on the same examples share the resamples, so the comparison with the best
@@ -140,37 +148,43 @@ def add_intervals(rows: list[Any], out: Path) -> None:
     for i, row in enumerate(rows):
         if row.status != "ok" or row.quality is None:
             continue
-        scores = [run_scores(out / name, row.quality_metric) for name in row.runs or [row.name]]
-        if not scores or any(s is None or s.n == 0 for s in scores):
+        found = [run_scores(out / name, row.quality_metric) for name in row.runs or [row.name]]
+        scores = [s for s in found if s is not None and s.n > 0]
+        if not scores or len(scores) < len(found):
             continue
-        n = scores[0].n  # type: ignore[union-attr]
+        n = scores[0].n
         if n not in samples:
             samples[n] = resample_indices(n)
         sizes[i] = n
-        boots[i] = bootstrap([s for s in scores if s is not None], samples[n])
+        boots[i] = bootstrap(scores, samples[n])
         row.quality_low, row.quality_high = (round(v, 6) for v in interval(boots[i]))
     mark_noise(rows, boots, sizes)
 
 
-def mark_noise(rows: list[Any], boots: dict[int, list[float]], sizes: dict[int, int]) -> None:
+def _bounds(row: Row) -> tuple[float, float] | None:
+    """The row's 95% interval, when `add_intervals` could compute one."""
+    if row.quality_low is None or row.quality_high is None:
+        return None
+    return row.quality_low, row.quality_high
+
+
+def mark_noise(rows: list[Row], boots: dict[int, list[float]], sizes: dict[int, int]) -> None:
     ranked = [i for i, r in enumerate(rows) if r.status == "ok" and r.quality is not None]
     if len(ranked) < 2:
         return
     sign = -1.0 if rows[ranked[0]].quality_metric == "loss" else 1.0
-    best = max(ranked, key=lambda i: sign * rows[i].quality)
+    best = max(ranked, key=lambda i: sign * (rows[i].quality or 0.0))  # ranked: all scored
     rows[best].verdict = "best"
     for i in ranked:
+        mine, theirs = _bounds(rows[i]), _bounds(rows[best])
         if i == best:
             continue
         if i in boots and best in boots and sizes[i] == sizes[best]:
             rows[i].within_noise = paired_within_noise(boots[best], boots[i])
-        elif rows[i].quality_low is not None and rows[best].quality_low is not None:
-            rows[i].within_noise = overlapping(
-                (rows[i].quality_low, rows[i].quality_high),
-                (rows[best].quality_low, rows[best].quality_high),
-            )
+        elif mine is not None and theirs is not None:
+            rows[i].within_noise = overlapping(mine, theirs)
+    verdicts = {True: "within noise of best", False: "below best"}
     for i in ranked:
+        noise = rows[i].within_noise
         if i != best:
-            rows[i].verdict = {True: "within noise of best", False: "below best"}.get(
-                rows[i].within_noise, ""
-            )
+            rows[i].verdict = "" if noise is None else verdicts[noise]

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from finetune.comparison.intervals import add_intervals
 from finetune.comparison.jobs import Slot, run_all
-from finetune.comparison.recipes import method_recipe, seed_list
+from finetune.comparison.recipes import RecipeData, method_recipe, seed_list
 from finetune.comparison.runner import Point, Row, fold_point, run_point, seeded_points
 from finetune.comparison.tune import Search, TuneOptions, new_search, search_split
+from finetune.jsonvalues import child
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class TaskSpec:
     applied, data paths absolute), where the recipe lives, and the folder of its runs."""
 
     name: str
-    base: dict[str, Any]
+    base: RecipeData
     recipe_path: Path
     out: Path
 
@@ -60,7 +60,7 @@ def compare_tasks(
             data = method_recipe(task.base, method)
             search = searches.get((task.name, method))
             if search is not None:
-                data["train"]["lr"] = search.best
+                child(data, "train")["lr"] = search.best
             finals.append((task, method, Point(data, method, method)))
     outcomes = _run_finals(finals, seeds, jobs, overwrite)
     for outcome in outcomes:

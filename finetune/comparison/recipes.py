@@ -4,15 +4,20 @@ method at that method's rate, and the seeds to run."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import RecipeError
+from finetune.jsonvalues import as_object, child, copy_object, integer
 from finetune.methods import METHODS
 from finetune.recipe.io import apply_overrides, read_yaml
+from finetune.types import JSONObject
 
-RecipeData = dict[str, Any]  # a recipe as YAML holds it, before validation
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import JSON
+
+RecipeData = JSONObject  # a recipe as YAML holds it, before validation
 
 
 def read_base(recipe_path: Path, overrides: list[str]) -> RecipeData:
@@ -44,26 +49,30 @@ def absolute_data_paths(data: RecipeData, base_dir: Path) -> None:
     data["data"] = section.model_dump(mode="json", exclude_defaults=True)
 
 
-def method_recipe(base: RecipeData, method: str) -> RecipeData:
+def method_recipe(base: Mapping[str, JSON], method: str) -> RecipeData:
     """The base recipe with this method. The recipe's own method keeps its options and lr;
     the others run at their registry `default_lr`: one rate for all would favour whichever
-    method it was tuned for."""
-    data = json.loads(json.dumps(base))
-    own = (data.get("method") or {}).get("name") == method
+    method it was tuned for. An unset lr (missing or null) is the method's `default_lr`, as a
+    run resolves it, so the rate search starts from a number."""
+    data = copy_object(base)
+    own = as_object(data.get("method")).get("name") == method
     if not own:
         data["method"] = {"name": method}
-        data.setdefault("train", {})["lr"] = METHODS[method].default_lr
-    data.setdefault("train", {}).setdefault("lr", METHODS[method].default_lr)
+        child(data, "train")["lr"] = METHODS[method].default_lr
+    train = child(data, "train")
+    if train.get("lr") is None:
+        train["lr"] = METHODS[method].default_lr
     data.pop("output", None)
     data.pop("name", None)
     return data
 
 
-def rate_origin(base: RecipeData, method: str) -> str:
-    own = (base.get("method") or {}).get("name") == method
-    return "the recipe's" if own and (base.get("train") or {}).get("lr") else "registry default"
+def rate_origin(base: Mapping[str, JSON], method: str) -> str:
+    own = as_object(base.get("method")).get("name") == method
+    lr = as_object(base.get("train")).get("lr")
+    return "the recipe's" if own and lr else "registry default"
 
 
-def seed_list(base: RecipeData, seeds: int) -> list[int]:
-    first = int((base.get("train") or {}).get("seed", 42))
+def seed_list(base: Mapping[str, JSON], seeds: int) -> list[int]:
+    first = integer(as_object(base.get("train")).get("seed", 42), 42)
     return [first + k for k in range(seeds)]

@@ -124,7 +124,8 @@ def search_tables(rows: list[Row]) -> str:
         lines = [f"### `{r.method}`: learning-rate search", "", "| lr | held-out score | |"]
         lines.append("|---|---|---|")
         for s in r.search:
-            score = "failed" if s.get("score") is None else f"{s['metric']} {_num(s['score'])}"
+            value = s["score"]
+            score = "failed" if value is None else f"{s['metric']} {_num(value)}"
             lines.append(f"| {s['lr']:g} | {score} | {'chosen' if s['lr'] == r.lr else ''} |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)

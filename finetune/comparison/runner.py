@@ -18,17 +18,23 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import yaml
 
 from finetune.comparison.jobs import Slot, cpu_cores
+from finetune.jsonvalues import as_object, child, copy_object, number
 from finetune.run.files import atomic_write_text
 from finetune.run.layout import RunPaths
 from finetune.setup.checks import check_recipe
 from finetune.tasks import TASKS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.comparison.recipes import RecipeData
+    from finetune.types import JSON
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +55,23 @@ class Timing:
         return max(self.load_before, self.load_after) > self.cores
 
 
+class SearchEntry(TypedDict):
+    """One rate of a `--tune` search and its held-out score (None: the run failed or had
+    no score)."""
+
+    lr: float
+    steps: int
+    metric: str
+    score: float | None
+    status: str
+
+
 @dataclass
 class Row:
     method: str
     status: str
     name: str = ""  # the point's run directory under the report's folder
-    point: dict[str, Any] = field(default_factory=dict)  # sweep: the overrides of this point
+    point: dict[str, JSON] = field(default_factory=dict)  # sweep: the overrides of this point
     quality_metric: str = ""
     quality: float | None = None
     quality_low: float | None = None  # 95% bootstrap interval over eval examples
@@ -76,7 +93,7 @@ class Row:
     artifact_bytes: int | None = None
     lr: float | None = None
     tuned: bool = False
-    search: list[dict[str, Any]] = field(default_factory=list)  # --tune: rate -> held-out score
+    search: list[SearchEntry] = field(default_factory=list)  # --tune: rate -> held-out score
     runs: list[str] = field(default_factory=list)  # run directories (one per seed)
     log: str | None = None  # the point's `finetune run` output: why it failed, in full
 
@@ -86,7 +103,7 @@ class Point:
     """One run of a comparison: its recipe, the name of its run directory under the report's
     folder, and the method it shows in the report."""
 
-    data: dict[str, Any]
+    data: RecipeData
     name: str
     method: str
 
@@ -121,7 +138,7 @@ def error_line(stderr: str) -> str:
     return f"{first} {code.split(';')[0]})" if code else first
 
 
-def recipe_text(data: dict[str, Any]) -> str:
+def recipe_text(data: Mapping[str, JSON]) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -140,10 +157,11 @@ def run_point(point: Point, out: Path, overwrite: bool, slot: Slot | None = None
     name, method = point.name, point.method
     run_dir = out / name
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    data = {**point.data, "output": {**(point.data.get("output") or {}), "dir": str(run_dir)}}
+    output = {**as_object(point.data.get("output")), "dir": str(run_dir)}
+    data: RecipeData = {**point.data, "output": output}
     text = recipe_text(data)
     recipe_file = out / f"{name}.yaml"
-    lr = (data.get("train") or {}).get("lr")
+    lr = number(as_object(data.get("train")).get("lr"))
     log_file = out / f"{name}.log"
     if not overwrite and reusable(recipe_file, run_dir, text):
         log.info("%s: finished earlier, reading it back", name)
@@ -177,7 +195,7 @@ def _saved_timing(path: Path) -> Timing | None:
     return Timing(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def quality_key(metrics: dict[str, Any]) -> str:
+def quality_key(metrics: Mapping[str, JSON]) -> str:
     """The task's main metric, else the eval loss; "" when the run had no eval data."""
     return next((k for k in (*QUALITY_KEYS, "loss") if metrics.get(k) is not None), "")
 
@@ -213,8 +231,8 @@ def seeded_points(point: Point, seeds: list[int]) -> list[Point]:
         return [point]
     out = []
     for seed in seeds:
-        data = json.loads(json.dumps(point.data))
-        data.setdefault("train", {})["seed"] = seed
+        data = copy_object(point.data)
+        child(data, "train")["seed"] = seed
         out.append(Point(data, f"{point.name}-seed{seed}", point.method))
     return out
 

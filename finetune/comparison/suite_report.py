@@ -15,12 +15,16 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from finetune.comparison.plan import Outcome
 from finetune.comparison.report import human_size
 from finetune.comparison.runner import Row, higher_is_better
 from finetune.comparison.suite_scores import SuiteRow, scaled, score, suite_rows
 from finetune.run.files import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import JSONObject
 
 
 def cell(row: Row) -> str:
@@ -133,7 +137,7 @@ def write_suite_report(
     return rows
 
 
-def _record(row: SuiteRow, tasks: list[str]) -> dict[str, object]:
+def _record(row: SuiteRow, tasks: list[str]) -> JSONObject:
     return {
         "method": row.method,
         "average": row.average,

@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
-from finetune.comparison.runner import Point, Row, higher_is_better
-from finetune.errors import FinetuneError, RecipeError
+from finetune.comparison.runner import Point, Row, SearchEntry, higher_is_better
+from finetune.errors import FinetuneError, Problem, RecipeError
+from finetune.jsonvalues import as_object, child, copy_object, integer, number
 from finetune.run.files import atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.comparison.recipes import RecipeData
+    from finetune.types import JSON
+
+TableRow = TypeVar("TableRow", bound=Mapping[str, object])  # a data row as the readers parse it
 
 SEARCH_DIR = "search"  # under the report's folder: the split files and the search runs
 HOLD_OUT = 0.2  # of the training rows, scored during the search
@@ -46,7 +54,7 @@ def search_rates(default: float, count: int) -> list[float]:
     return [float(f"{default * f:.3g}") for f in FACTORS[count]]
 
 
-def search_split(base: dict[str, Any], recipe_dir: Path, out: Path, seed: int) -> SearchData:
+def search_split(base: Mapping[str, JSON], recipe_dir: Path, out: Path, seed: int) -> SearchData:
     """The full run's training rows, split into search train / dev files (seeded).
 
     The full run's training rows are what its recipe reads (`max_train_samples` applied, and
@@ -56,13 +64,13 @@ def search_split(base: dict[str, Any], recipe_dir: Path, out: Path, seed: int) -
     from finetune.setup.data import hold_out
     from finetune.tasks import TASKS
 
-    recipe, problems = build_recipe(json.loads(json.dumps(base)), "compare recipe", [])
+    recipe, problems = build_recipe(copy_object(base), "compare recipe", [])
     if recipe is None:
         raise RecipeError(problems)
     langs = TASKS[recipe.task.type].languages(recipe.task)
     table = read_source(recipe.data.train, recipe_dir, recipe.data.max_train_samples, langs)
     # hold_out shuffles positions only, so on raw rows it drops exactly the rows `run` holds out
-    rows: Any = table.rows
+    rows = table.rows
     if recipe.data.eval is None and recipe.data.eval_fraction:
         rows, _ = hold_out(rows, recipe.data.eval_fraction, recipe.train.seed)
     search_train, dev = hold_out(rows, HOLD_OUT, seed)
@@ -78,7 +86,9 @@ def search_split(base: dict[str, Any], recipe_dir: Path, out: Path, seed: int) -
     return SearchData(train=files[0], dev=files[1], rows=len(rows))
 
 
-def trainable_dev(train: list[Any], dev: list[Any], label: str) -> tuple[list, list]:
+def trainable_dev(
+    train: list[TableRow], dev: list[TableRow], label: str
+) -> tuple[list[TableRow], list[TableRow]]:
     """Held-out rows whose class the search's training rows lack move to training: with many
     classes and few rows each, a class seen only in dev fails every search run (E205)."""
     seen = {json.dumps(row.get(label), default=str) for row in train}
@@ -98,24 +108,25 @@ def trainable_dev(train: list[Any], dev: list[Any], label: str) -> tuple[list, l
     return train, kept
 
 
-def search_steps(train: dict[str, Any], rows: int, budget: float) -> int:
-    """A fraction of the full run's optimizer steps (its max_steps, or epochs x batches)."""
+def search_steps(train: Mapping[str, JSON], rows: int, budget: float) -> int:
+    """A fraction of the full run's optimizer steps (its max_steps, or epochs x batches);
+    the defaults are the schema's."""
     if train.get("max_steps"):
-        full = int(train["max_steps"])
+        full = integer(train["max_steps"], 1)
     else:
-        per_step = int(train.get("batch_size", 32)) * int(train.get("grad_accum", 1))
-        full = int(train.get("epochs", 1)) * math.ceil(rows / per_step)
+        per_step = integer(train.get("batch_size"), 32) * integer(train.get("grad_accum"), 1)
+        full = integer(train.get("epochs"), 1) * math.ceil(rows / per_step)
     return max(1, math.ceil(budget * full))
 
 
-def search_recipe(data: dict[str, Any], split: SearchData, lr: float, steps: int) -> dict:
-    recipe = json.loads(json.dumps(data))
+def search_recipe(data: Mapping[str, JSON], split: SearchData, lr: float, steps: int) -> RecipeData:
+    recipe = copy_object(data)
     recipe["data"] = {
         "train": str(split.train),
         "eval": str(split.dev),
         "max_eval_samples": MAX_SEARCH_EVAL,
     }
-    train = recipe.setdefault("train", {})
+    train = child(recipe, "train")
     train.update({"lr": lr, "max_steps": steps})
     for key in ("eval_steps", "save_steps"):  # one evaluation, at the end
         train.pop(key, None)
@@ -134,13 +145,13 @@ class Search:
 
     name: str  # the report's name of what is searched ("lora", or "cola/lora" in a suite)
     method: str
-    data: dict[str, Any]
+    data: RecipeData
     split: SearchData
     out: Path
     steps: int
     default: float
     pending: list[float] = field(default_factory=list)
-    table: list[dict[str, Any]] = field(default_factory=list)
+    table: list[SearchEntry] = field(default_factory=list)
     widened: int = 0
 
     def points(self) -> list[Point]:
@@ -173,15 +184,18 @@ class Search:
 
 
 def new_search(
-    name: str, data: dict[str, Any], method: str, split: SearchData, out: Path, options: TuneOptions
+    name: str, data: RecipeData, method: str, split: SearchData, out: Path, options: TuneOptions
 ) -> Search:
-    default = float(data["train"]["lr"])
-    steps = search_steps(data.get("train") or {}, split.rows, options.budget)
+    train = as_object(data.get("train"))
+    default = number(train.get("lr"))
+    if default is None:  # method_recipe sets one
+        raise RecipeError([Problem("train.lr", "is not a number", "set train.lr to a rate")])
+    steps = search_steps(train, split.rows, options.budget)
     rates = search_rates(default, options.rates)
     return Search(name, method, data, split, out, steps, default, pending=rates)
 
 
-def _search_entry(row: Row, lr: float, steps: int) -> dict[str, Any]:
+def _search_entry(row: Row, lr: float, steps: int) -> SearchEntry:
     ok = row.status == "ok" and row.quality is not None
     return {
         "lr": lr,
@@ -192,10 +206,11 @@ def _search_entry(row: Row, lr: float, steps: int) -> dict[str, Any]:
     }
 
 
-def best_rate(table: list[dict[str, Any]], default: float) -> float:
-    scored = [t for t in table if t["score"] is not None]
+def best_rate(table: list[SearchEntry], default: float) -> float:
+    scored = [(score, t) for t in table if (score := t["score"]) is not None]
     if not scored:
         return default
-    sign = 1.0 if higher_is_better(scored[0]["metric"]) else -1.0
+    sign = 1.0 if higher_is_better(scored[0][1]["metric"]) else -1.0
     # among equal scores, the rate nearest the default (in log space) wins
-    return max(scored, key=lambda t: (sign * t["score"], -abs(math.log(t["lr"] / default))))["lr"]
+    best = max(scored, key=lambda st: (sign * st[0], -abs(math.log(st[1]["lr"] / default))))
+    return best[1]["lr"]
