@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from finetune.recipe.io import models_in, tag_of
@@ -25,7 +25,7 @@ class OptionRow:
     description: str
 
 
-def _type_name(annotation: Any) -> str:
+def _type_name(annotation: object) -> str:  # a type form: a class, a Union, a Literal ...
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _type_name(typing.get_args(annotation)[0])
@@ -40,7 +40,7 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _default(field: Any) -> str:
+def _default(field: FieldInfo) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "required"
     if field.default_factory is list:

@@ -11,12 +11,15 @@ original activation, so saved, merged and pushed models are unchanged.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Model
 
 log = logging.getLogger(__name__)
 
 
-def fuse_gelu(model: Any) -> int:
+def fuse_gelu(model: Model) -> int:
     """Replace every NewGELU / FastGELU module by GELUTanh; returns how many were replaced."""
     from transformers import activations
 

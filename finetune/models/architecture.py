@@ -9,7 +9,7 @@ its best-known member: encoder (BERT), decoder (GPT-2), encoder-decoder (T5).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 
 Shape = Literal["encoder", "decoder", "encoder-decoder"]
 SHAPE_FAMILY: dict[str, str] = {"encoder": "bert", "decoder": "gpt2", "encoder-decoder": "t5"}
@@ -22,6 +22,15 @@ NO_SEQUENCE_CLASSIFIER = (
     "transformers has no sequence-classification head for this encoder-decoder; use an encoder "
     "(DeBERTa-v3, RoBERTa) or a decoder for classification"
 )
+
+
+class AdapterSites(TypedDict):
+    """The module-name regexes of a layout's bottleneck sites (the `Architecture` fields of
+    the same names), shared by the rows of one layout as `**sites`."""
+
+    attention_output: str
+    ffn_output: str
+    ffn_stream: str
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ when the checkpoint has no MLM head) are new and randomly initialised, so they a
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from finetune.models.pretrained import (
     LOAD_DTYPE,
@@ -21,7 +21,10 @@ from finetune.models.pretrained import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from transformers import AutoModel
+
     from finetune.models.names import ResolvedModel
+    from finetune.types import PretrainedModel, Tokenizer
 
 # whole new blocks, not their Linear/LayerNorm parts: one modules_to_save entry each
 _NEW_BLOCK = re.compile(r"^(.*?(?:\.crossattention|\bpredictions\.transform))\.")
@@ -48,20 +51,23 @@ def new_decoder_modules(missing_keys: list[str] | set[str]) -> list[str]:
 def _sort_layers(modules: list[str]) -> list[str]:
     """Layer 2 before layer 10: numeric order reads better in logs and run.json."""
 
-    def key(name: str) -> list[Any]:
+    def key(name: str) -> list[int | str]:
         return [int(p) if p.isdigit() else p for p in name.split(".")]
 
     return sorted(modules, key=key)
 
 
-def load_bert2bert(resolved: ResolvedModel, tokenizer: Any, revision: str | None) -> LoadedModel:
+def load_bert2bert(
+    resolved: ResolvedModel, tokenizer: Tokenizer, revision: str | None
+) -> LoadedModel:
     """EncoderDecoderModel from one encoder checkpoint, with CLS/SEP/PAD wired for generation."""
     from transformers import AutoModel, AutoModelForCausalLM, EncoderDecoderModel
 
     quiet_transformers()
     try:
         encoder = _encoder(AutoModel, resolved.path, revision)
-        loaded: Any = AutoModelForCausalLM.from_pretrained(
+        # output_loading_info: (model, {"missing_keys": [...], "unexpected_keys": [...], ...})
+        loaded = AutoModelForCausalLM.from_pretrained(
             resolved.path,
             revision=revision,
             is_decoder=True,
@@ -69,7 +75,7 @@ def load_bert2bert(resolved: ResolvedModel, tokenizer: Any, revision: str | None
             output_loading_info=True,
             dtype=LOAD_DTYPE,
         )
-        decoder, info = loaded
+        decoder, info = cast("tuple[PretrainedModel, dict[str, list[str]]]", loaded)
     except (OSError, ValueError, KeyError) as exc:
         raise load_failure(resolved.name, exc) from None
     model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
@@ -85,7 +91,7 @@ def load_bert2bert(resolved: ResolvedModel, tokenizer: Any, revision: str | None
     return LoadedModel(model=model, new_modules=new, revision=revision or commit)
 
 
-def _encoder(auto: Any, path: str, revision: str | None) -> Any:
+def _encoder(auto: type[AutoModel], path: str, revision: str | None) -> PretrainedModel:
     """The encoder half without its pooler (unused by generation) where it has one: ELECTRA's
     and XLM-R's constructors differ, and ELECTRA's refuses the argument."""
     try:
@@ -96,7 +102,7 @@ def _encoder(auto: Any, path: str, revision: str | None) -> Any:
         return auto.from_pretrained(path, revision=revision, dtype=LOAD_DTYPE)
 
 
-def _special_ids(tokenizer: Any) -> tuple[int, int]:
+def _special_ids(tokenizer: Tokenizer) -> tuple[int, int]:
     """(decoder start, end of sequence): [CLS]/[SEP] for BERT, <s>/</s> for RoBERTa."""
     start = tokenizer.cls_token_id
     if start is None:

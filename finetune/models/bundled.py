@@ -30,7 +30,6 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from finetune.cache import cache_home
 from finetune.errors import ModelError, first_line
@@ -95,7 +94,7 @@ def honesty_note(bundle: GgufBundle) -> str:
     )
 
 
-def bundle_config(name: str) -> dict[str, Any] | None:
+def bundle_config(name: str) -> dict[str, str] | None:
     """The little of config.json that `validate` needs before any conversion: the model_type."""
     bundle = bundle_for(name)
     return {"model_type": bundle.model_type} if bundle else None

@@ -7,12 +7,10 @@ sites were read off each model's module tree in the installed transformers.
 
 from __future__ import annotations
 
-from typing import Any
-
-from finetune.models.architecture import Architecture
+from finetune.models.architecture import AdapterSites, Architecture
 
 _LLAMA_MLP = ("gate_proj", "up_proj", "down_proj")
-_PRE_LN_DECODER: dict[str, Any] = {
+_PRE_LN_DECODER: AdapterSites = {
     "attention_output": r"layers\.(\d+)\.self_attn$",
     "ffn_output": r"layers\.(\d+)\.mlp$",
     "ffn_stream": r"layers\.(\d+)$",

@@ -6,11 +6,11 @@ sites were read off each model's module tree in the installed transformers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
-from finetune.models.architecture import NO_SEQUENCE_CLASSIFIER, Architecture
+from finetune.models.architecture import NO_SEQUENCE_CLASSIFIER, AdapterSites, Architecture
 
-_T5_SITES: dict[str, Any] = {
+_T5_SITES: AdapterSites = {
     # the feed-forward sub-layer is layer.1 of an encoder block, layer.2 of a decoder block
     # (layer.1 there is cross-attention)
     "attention_output": r"block\.(\d+)\.layer\.0\.dropout$",
@@ -37,7 +37,11 @@ def _t5_like(model_type: str, display: str, prefix: bool) -> Architecture:
 
 
 def _bart_like(
-    model_type: str, display: str, post_ln: bool, classifies: bool = True, **extra: Any
+    model_type: str,
+    display: str,
+    post_ln: bool,
+    classifies: bool = True,
+    language_codes: Literal["mbart"] | None = None,
 ) -> Architecture:
     """BART's layout: {encoder,decoder}.layers.N.{self_attn,fc1,fc2,final_layer_norm}; the
     dropout after self_attn / fc2 is functional, so the adapters read those modules."""
@@ -56,7 +60,7 @@ def _bart_like(
         ffn_stream=r"layers\.(\d+)\.final_layer_norm$" if post_ln else r"layers\.(\d+)$",
         post_ln=post_ln,
         unsupported_kinds=unsupported,
-        **extra,
+        language_codes=language_codes,
     )
 
 

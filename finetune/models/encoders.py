@@ -8,21 +8,30 @@ Architecture's docstring for what each regex must name).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
-from finetune.models.architecture import NO_BERT2BERT, Architecture
+from finetune.models.architecture import NO_BERT2BERT, AdapterSites, Architecture
 
 GENERATES_NOT = {"seq2seq": NO_BERT2BERT}  # encoders without a cross-attention causal LM
 
 
 # BERT's layer: attention.output.{dense,dropout,LayerNorm}, output.{dense,dropout,LayerNorm}
-_BERT_SITES: dict[str, Any] = {
+class _PostLNSites(AdapterSites):
+    post_ln: bool
+
+
+class _IA3Targets(TypedDict):
+    ia3_targets: tuple[str, ...]
+    ia3_feedforward: tuple[str, ...]
+
+
+_BERT_SITES: _PostLNSites = {
     "attention_output": r"layer\.(\d+)\.attention\.output\.dropout$",
     "ffn_output": r"layer\.(\d+)\.output\.dropout$",
     "ffn_stream": r"layer\.(\d+)\.output\.LayerNorm$",
     "post_ln": True,
 }
-_BERT_IA3: dict[str, Any] = {
+_BERT_IA3: _IA3Targets = {
     "ia3_targets": ("key", "value", "output.dense"),
     "ia3_feedforward": ("output.dense",),
 }

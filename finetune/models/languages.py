@@ -12,19 +12,22 @@ prefix (`de`), mapped to the tokenizer's one code for that language.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from finetune.errors import ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Tokenizer
 
 _CODE = re.compile(r"^[a-z]{2,3}_[A-Za-z]{2,4}$")
 
 
-def language_codes(tokenizer: Any) -> list[str]:
+def language_codes(tokenizer: Tokenizer) -> list[str]:
     """Every language-code token the tokenizer knows (ll_CC form), sorted."""
     return sorted(t for t in tokenizer.get_vocab() if _CODE.match(t))
 
 
-def language_code(tokenizer: Any, lang: str, key: str) -> str:
+def language_code(tokenizer: Tokenizer, lang: str, key: str) -> str:
     """`de` or `de_DE` -> the tokenizer's code token; a ModelError naming the codes if none."""
     codes = language_codes(tokenizer)
     if lang in codes:
@@ -41,15 +44,16 @@ def language_code(tokenizer: Any, lang: str, key: str) -> str:
     )
 
 
-def set_languages(tokenizer: Any, source: str, target: str) -> None:
-    """Point the tokenizer's source and target wrapping at these codes."""
-    tokenizer.src_lang = source
-    tokenizer.tgt_lang = target
+def set_languages(tokenizer: Tokenizer, source: str, target: str) -> None:
+    """Point the tokenizer's source and target wrapping at these codes (attributes of the
+    multilingual tokenizers only: mBART, M2M100, NLLB)."""
+    setattr(tokenizer, "src_lang", source)  # noqa: B010
+    setattr(tokenizer, "tgt_lang", target)  # noqa: B010
 
 
-def generation_start(tokenizer: Any, target: str) -> dict[str, int]:
+def generation_start(tokenizer: Tokenizer, target: str) -> dict[str, int]:
     """Generation settings that make the output start in `target` (see the module docstring)."""
-    code = int(tokenizer.convert_tokens_to_ids(target))
+    code = int(cast("int", tokenizer.convert_tokens_to_ids(target)))  # one token: one id
     ids = tokenizer(text_target="a")["input_ids"]
     if ids and ids[0] == code:
         return {"forced_bos_token_id": code}

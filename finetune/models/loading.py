@@ -8,7 +8,8 @@ loading report, so every method can train and save them without knowing their na
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from finetune.errors import ModelError
 from finetune.models.activations import fuse_gelu
@@ -23,6 +24,7 @@ from finetune.models.pretrained import (
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.architecture import Architecture
     from finetune.models.names import ResolvedModel
+    from finetune.types import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ AUTO_CLASSES = {
 }
 
 
-def load_tokenizer(name_or_path: str, revision: str | None = None) -> Any:
+def load_tokenizer(name_or_path: str, revision: str | None = None) -> Tokenizer:
     from transformers import AutoTokenizer
 
     quiet_transformers()
@@ -51,15 +53,15 @@ def load_base_model(
     resolved: ResolvedModel,
     arch: Architecture,
     kind: str,
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     revision: str | None = None,
-    config_overrides: dict[str, Any] | None = None,
+    config_overrides: Mapping[str, object] | None = None,  # from_pretrained's config kwargs
     quantization_bits: int | None = None,
 ) -> LoadedModel:
     import transformers
 
     quiet_transformers()
-    overrides = dict(config_overrides or {})
+    overrides: dict[str, object] = dict(config_overrides or {})
     if quantization_bits is not None:
         overrides.update(kbit_loading(quantization_bits))
     if arch.shape == "encoder" and kind != "classification":
@@ -96,7 +98,7 @@ def load_base_model(
     return LoadedModel(model=model, new_modules=new, revision=revision or commit)
 
 
-def kbit_loading(bits: int) -> dict[str, Any]:
+def kbit_loading(bits: int) -> dict[str, object]:
     """from_pretrained arguments for a bitsandbytes k-bit base on this process's GPU (each
     process of a multi-GPU run loads its own copy on its own device)."""
     import os

@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import Problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import BitsAndBytesConfig
+
+    from finetune.types import Model, PretrainedModel
 
 log = logging.getLogger(__name__)
 
 QLORA_INSTALL = 'pip install -e ".[gpu]" (bitsandbytes>=0.43) on a machine with a CUDA GPU'
 
 
-def enable_gradient_checkpointing(model: Any) -> None:
+def enable_gradient_checkpointing(model: Model) -> None:
     """Checkpoint every layer of the transformers model inside `model` (peft-wrapped or not)."""
     base = transformers_model(model)
     kwargs = {"use_reentrant": False}
@@ -42,7 +47,7 @@ def enable_gradient_checkpointing(model: Any) -> None:
         config.use_cache = False  # a cache is useless in training and conflicts with recompute
 
 
-def transformers_model(model: Any) -> Any:
+def transformers_model(model: Model) -> PretrainedModel:
     """The outermost transformers `PreTrainedModel` in `model` (peft wraps it twice)."""
     from transformers import PreTrainedModel
 
@@ -77,7 +82,7 @@ def hardware_problems(key: str) -> list[Problem]:
     return problems
 
 
-def bitsandbytes_config(bits: int) -> Any:
+def bitsandbytes_config(bits: int) -> BitsAndBytesConfig:
     """QLoRA's settings: NF4 with double quantisation and bf16 compute, or LLM.int8()."""
     import torch
     from transformers import BitsAndBytesConfig
@@ -92,12 +97,14 @@ def bitsandbytes_config(bits: int) -> Any:
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def prepare_kbit(model: Any, gradient_checkpointing: bool) -> Any:
-    """peft's k-bit preparation: norms and head in fp32, input grads, optional checkpointing."""
+def prepare_kbit(model: PretrainedModel, gradient_checkpointing: bool) -> PretrainedModel:
+    """peft's k-bit preparation: norms and head in fp32, input grads, optional checkpointing.
+    It changes the model in place and returns it."""
     from peft import prepare_model_for_kbit_training
 
-    return prepare_model_for_kbit_training(
+    prepared: PretrainedModel = prepare_model_for_kbit_training(
         model,
         use_gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
     )
+    return prepared

@@ -11,11 +11,14 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import ModelError
 from finetune.models.bundled import GGUF_BUNDLES, converted_dir
 from finetune.models.help import model_help
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +137,7 @@ def _local_model_file(name: str, revision: str | None, filename: str) -> Path | 
     return Path(hit) if isinstance(hit, str) else None
 
 
-def read_config_json(resolved: ResolvedModel, revision: str | None) -> dict[str, Any] | None:
+def read_config_json(resolved: ResolvedModel, revision: str | None) -> JSONObject | None:
     """config.json from a local dir or the hub cache; never touches the network."""
     if resolved.local:
         cfg = Path(resolved.path) / "config.json"
@@ -149,6 +152,7 @@ def read_config_json(resolved: ResolvedModel, revision: str | None) -> dict[str,
             return None
         cfg = Path(hit)
     try:
-        return json.loads(cfg.read_text(encoding="utf-8"))
+        config = json.loads(cfg.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return config if isinstance(config, dict) else None

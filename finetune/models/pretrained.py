@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import ModelError, first_line
 from finetune.models.help import model_help
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import PretrainedModel
 
 # transformers 5 loads in the stored dtype: a bf16/fp16 checkpoint would train its parameters
 # in pure half precision under AdamW (and fp16 ones crash the grad scaler). Weights are loaded
@@ -19,7 +22,7 @@ LOAD_DTYPE = "float32"
 
 @dataclass
 class LoadedModel:
-    model: Any
+    model: PretrainedModel
     new_modules: list[str] = field(default_factory=list)
     revision: str | None = None
 

@@ -4,10 +4,9 @@ or a language, from names first and value types second; ambiguity is an error na
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from finetune.data.readers import EXTENSIONS, LANG_PLACEHOLDER, read_local
 from finetune.data.sources import LocalSource
@@ -66,7 +65,7 @@ class Sample:
     path: Path
     recipe_path: str  # as the recipe will name it: a file, or 'dir/train.{lang}'
     columns: list[str]
-    rows: list[dict[str, Any]]
+    rows: Sequence[Mapping[str, object]]  # as the data readers parsed them
     truncated: bool
     langs: list[str] = field(default_factory=list)  # aligned text files only
 
@@ -76,7 +75,7 @@ class TaskGuess:
     """The `task:` section to write, with a comment per key saying where it came from."""
 
     type: str
-    keys: dict[str, Any]
+    keys: dict[str, str]  # task key -> column name or language code
     comments: dict[str, str]
     summary: str
 
@@ -143,16 +142,17 @@ def read_sample(data_file: Path) -> Sample:
 # --------------------------------------------------------------------------- column types
 
 
-def _values(sample: Sample, column: str) -> list[Any]:
+def _values(sample: Sample, column: str) -> list[object]:
     return [row.get(column) for row in sample.rows if row.get(column) not in (None, "")]
 
 
 def _is_text(sample: Sample, column: str) -> bool:
     """Strings of several words on average: something a model reads."""
     values = _values(sample, column)
-    if not values or not all(isinstance(v, str) for v in values):
+    texts = [v for v in values if isinstance(v, str)]
+    if not values or len(texts) < len(values):
         return False
-    return sum(len(v.split()) for v in values) / len(values) >= 2
+    return sum(len(v.split()) for v in texts) / len(texts) >= 2
 
 
 def _is_label_like(sample: Sample, column: str) -> bool:
@@ -263,7 +263,7 @@ def _classification(sample: Sample, opts: InitOptions) -> TaskGuess:
         )
     where = f"the first {len(sample.rows)} rows" if sample.truncated else f"{len(sample.rows)} rows"
     shown = ", ".join(values[:10]) + (", ..." if len(values) > 10 else "")
-    keys: dict[str, Any] = {"type": "classification", "text": text}
+    keys = {"type": "classification", "text": text}
     comments = {"text": "column with the input text"}
     if pair:
         keys["text_pair"] = pair
@@ -328,15 +328,16 @@ def _language_columns(sample: Sample) -> list[str]:
     return [c for c in sample.columns if _lang_code(c)]
 
 
+def _dict_languages(sample: Sample, column: str) -> list[str]:
+    """The language-code keys of a column's first value when it is a {lang: text} dict."""
+    values = _values(sample, column)
+    first = values[0] if values else None
+    return [str(k) for k in first if _lang_code(str(k))] if isinstance(first, dict) else []
+
+
 def _dict_column(sample: Sample) -> str | None:
     """A column of {lang: text} dicts (the Hub WMT layout), if there is exactly one."""
-    found = [
-        c
-        for c in sample.columns
-        if (values := _values(sample, c))
-        and isinstance(values[0], dict)
-        and sum(1 for k in values[0] if _lang_code(str(k))) >= 2
-    ]
+    found = [c for c in sample.columns if len(_dict_languages(sample, c)) >= 2]
     return found[0] if len(found) == 1 else None
 
 
@@ -352,7 +353,7 @@ def _code_for(column: str) -> str | None:
 def _translation(sample: Sample, opts: InitOptions) -> TaskGuess:
     dict_column = _dict_column(sample)
     if dict_column and not (opts.source or opts.target):
-        langs = [str(k) for k in _values(sample, dict_column)[0] if _lang_code(str(k))]
+        langs = _dict_languages(sample, dict_column)
         return _translation_guess(langs[0], langs[1], None, None, dict_column)
     columns = sample.langs or _language_columns(sample)
     for flag, column in (("--source", opts.source), ("--target", opts.target)):
@@ -377,7 +378,7 @@ def _translation(sample: Sample, opts: InitOptions) -> TaskGuess:
 def _translation_guess(
     src: str, tgt: str, source: str | None, target: str | None, dict_column: str | None
 ) -> TaskGuess:
-    keys: dict[str, Any] = {"type": "translation", "source_lang": src, "target_lang": tgt}
+    keys = {"type": "translation", "source_lang": src, "target_lang": tgt}
     comments = {
         "source_lang": "language codes pick the T5 prefix and sacreBLEU's tokenizer",
         "target_lang": "swap the two to translate the other way",

@@ -10,7 +10,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -18,10 +18,15 @@ from pydantic import BaseModel, ValidationError
 from finetune.errors import Problem, RecipeError, first_line
 from finetune.recipe.schema import Recipe
 
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import JSON, JSONObject
+
+Loc = tuple[int | str, ...]  # where in the recipe a validation error is: keys, list indices, tags
+
 MAX_RECIPE_BYTES = 1_000_000
 
 
-def read_yaml(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
+def read_yaml(path: Path) -> tuple[JSONObject | None, list[Problem]]:
     """Parse a recipe file; never raises for user mistakes (they come back as problems)."""
     where = str(path)
     if not path.exists():
@@ -35,7 +40,7 @@ def read_yaml(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
     return parse_yaml_bytes(raw, where)
 
 
-def parse_yaml_bytes(raw: bytes, where: str) -> tuple[dict[str, Any] | None, list[Problem]]:
+def parse_yaml_bytes(raw: bytes, where: str) -> tuple[JSONObject | None, list[Problem]]:
     if len(raw) > MAX_RECIPE_BYTES:
         return None, [Problem(where, "is larger than 1 MB; not a recipe", "name a recipe file")]
     try:
@@ -66,7 +71,7 @@ def parse_yaml_bytes(raw: bytes, where: str) -> tuple[dict[str, Any] | None, lis
 # --------------------------------------------------------------------------- overrides
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_override(text: str) -> tuple[list[str], JSON]:
     """`train.lr=1e-4` -> (['train', 'lr'], '1e-4'); values are typed later by pydantic."""
     if "=" not in text:
         raise ValueError(f"override {text!r} is not key=value (e.g. train.epochs=3)")
@@ -75,17 +80,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ValueError(f"override {text!r} has an empty key part")
     try:
-        parsed = parse_scalar(value) if value.strip() else ""
+        parsed: JSON = parse_scalar(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
     return parts, parsed
 
 
-def parse_scalar(text: str) -> Any:
+def parse_scalar(text: str) -> JSON:
     """A YAML scalar, except that `5e-05` is a number: YAML 1.1 reads exponents without a
     dot as strings, and Python writes every float under 1e-4 that way. Only a signed exponent
     counts, so a git revision such as `1234e56` stays text."""
-    value = yaml.safe_load(text)
+    value: JSON = yaml.safe_load(text)
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         return float(value)
     return value
@@ -94,7 +99,7 @@ def parse_scalar(text: str) -> Any:
 _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]\d+")
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[Problem]:
+def apply_overrides(data: JSONObject, overrides: list[str]) -> list[Problem]:
     """Apply dotted overrides in order; `method=NAME` swaps the whole method section.
 
     `method.name=ia3` on a LoRA recipe would keep `r`, `alpha`, ... which IA3 does not have;
@@ -126,7 +131,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[Problem]
 # --------------------------------------------------------------------------- validation errors
 
 
-def models_in(annotation: Any) -> list[type[BaseModel]]:
+def models_in(annotation: object) -> list[type[BaseModel]]:
     """All pydantic models an annotation can hold (unwrapping Optional/Union/Annotated)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
@@ -149,7 +154,7 @@ def tag_of(model: type[BaseModel]) -> set[str]:
     return {"hub"} if "hub" in model.model_fields else {"local", "path"}
 
 
-def allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+def allowed_keys(loc: Loc) -> list[str]:
     """Keys accepted at a location of the recipe, following discriminated-union tags in `loc`."""
     candidates: list[type[BaseModel]] = [Recipe]
     for part in loc:
@@ -171,7 +176,7 @@ def allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return keys
 
 
-def _key_path(loc: tuple[Any, ...]) -> tuple[list[str], tuple[Any, ...]]:
+def _key_path(loc: Loc) -> tuple[list[str], Loc]:
     """Dotted user-facing path without union tags, and the raw loc for schema walking."""
     shown: list[str] = []
     for i, part in enumerate(loc):
@@ -187,7 +192,7 @@ def _key_path(loc: tuple[Any, ...]) -> tuple[list[str], tuple[Any, ...]]:
     return shown, loc
 
 
-def _hint_for_unknown(loc: tuple[Any, ...]) -> str:
+def _hint_for_unknown(loc: Loc) -> str:
     key = str(loc[-1])
     options = allowed_keys(loc[:-1])
     close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
@@ -199,7 +204,7 @@ def _hint_for_unknown(loc: tuple[Any, ...]) -> str:
     return f"{switch} ({hint})" if switch else hint
 
 
-def _method_switch_hint(loc: tuple[Any, ...]) -> str | None:
+def _method_switch_hint(loc: Loc) -> str | None:
     """For `method.r` left over after switching `method.name` to a method without `r`."""
     if len(loc) != 3 or loc[0] != "method":
         return None
@@ -250,7 +255,7 @@ def dedupe(problems: list[Problem]) -> list[Problem]:
 
 
 def build_recipe(
-    data: dict[str, Any], where: str, overrides: list[str] | None = None
+    data: JSONObject, where: str, overrides: list[str] | None = None
 ) -> tuple[Recipe | None, list[Problem]]:
     problems = apply_overrides(data, overrides or [])
     try:

@@ -32,8 +32,9 @@ TASK_TYPES = tuple(TASKS)
 METHOD_NAMES = tuple(METHODS)
 
 
-def _union(classes: list[type[Section]], discriminator: str) -> Any:
-    """A discriminated union over registry config classes, each listed once, in registry order."""
+def _union(classes: list[type[Section]], discriminator: str) -> object:
+    """A discriminated union over registry config classes, each listed once, in registry order
+    (a type form pydantic reads: `Annotated[Union[...], Field(discriminator=...)]`)."""
     unique = list(dict.fromkeys(classes))
     return Annotated[Union[tuple(unique)], Field(discriminator=discriminator)]
 

@@ -8,7 +8,7 @@ model loaders can read their own section's type without importing the whole reci
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
@@ -78,7 +78,7 @@ class DataConfig(Section):
 
     @field_validator("train", "eval", "test", mode="before")
     @classmethod
-    def _shorthand(cls, value: Any) -> Any:
+    def _shorthand(cls, value: object) -> object:  # raw input: what YAML held
         return coerce_source(value)
 
 
@@ -179,7 +179,7 @@ class TrainConfig(Section):
 
     @field_validator("report_to", mode="before")
     @classmethod
-    def _one_or_comma_list(cls, value: Any) -> Any:
+    def _one_or_comma_list(cls, value: object) -> object:
         """`train.report_to=tensorboard` or `=tensorboard,mlflow` on the command line."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
