@@ -224,16 +224,23 @@ def test_models_command_and_card_say_the_weights_are_dequantised(runner):
             "method": {"name": "lora"},
         }
     )
-    info = {
-        "finetune_version": "0.0.0",
-        "versions": {"finetune": "0.0.0"},
-        "family": "llama",
-        "method": "lora",
-        "model_kind": "causal",
-        "task_state": {"labels": [], "prompt": "chat"},
-        "parameters": {"trainable": 10, "total": 1000},
-    }
-    text = render_model_card(recipe, info, {"rougeL": 1.0}, "run", "r")
+    from finetune.methods import METHODS
+    from finetune.run.info import RunInfo
+
+    info = RunInfo.model_validate(
+        {
+            "finetune_version": "0.0.0",
+            "versions": {"finetune": "0.0.0"},
+            "architecture": "llama",
+            "task": "summarization",
+            "method": "lora",
+            "model_kind": "causal",
+            "artifact_dir": "adapter",
+            "task_state": {"labels": [], "prompt": "chat"},
+            "parameters": {"trainable": 10, "total": 1000},
+        }
+    )
+    text = render_model_card(recipe, info, METHODS["lora"], {"rougeL": 1.0}, "run", "r")
     assert ModelCard(text).data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert "Q4_1 (4-bit) GGUF weights" in text and "de-quantised to fp32" in text
     assert "apply_chat_template(" in text
