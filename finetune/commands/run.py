@@ -32,6 +32,7 @@ from finetune.run.fingerprint import run_fingerprint
 from finetune.run.layout import RunPaths
 from finetune.run.resume import choose_checkpoint, resume_command, stopped_message
 from finetune.run.trackers import finish_trackers, log_record, start_trackers
+from finetune.tasks.main_metric import main_metric
 from finetune.train.checkpoints import keep_only_trainable
 from finetune.train.device import device_metrics
 from finetune.train.evaluation import make_eval_loader, run_eval
@@ -284,7 +285,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, plan, progress) -> RunSum
         if eval_loader is not None:
             metrics["eval_history"] = eval_history(paths.log)  # also the evals before a resume
         kept = selection.best_step if selection.keep_weights else None
-        write_curves(paths.log, paths.curves, task.main_metric, kept)
+        write_curves(paths.log, paths.curves, main_metric(recipe), kept)
     # FSDP / ZeRO-3: every rank gathers the whole weights, then the main rank saves them
     whole = gathered_state_dict(accelerator, model, trainable_only=not method.trains_backbone)
     with full_weights(accelerator, model):

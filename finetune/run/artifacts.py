@@ -21,6 +21,7 @@ from finetune.recipe.schema import DataConfig, Recipe
 from finetune.run.card import render_model_card
 from finetune.run.files import atomic_dir, atomic_write_json, atomic_write_text
 from finetune.run.layout import RunPaths
+from finetune.tasks.main_metric import main_metric
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.tasks import Example, Task
@@ -76,6 +77,7 @@ def write_run_start(
         "family": family.name,
         "task": recipe.task.type,
         "model_kind": task.model_kind(),
+        "main_metric": main_metric(recipe),  # task.metric or the task's default: what ranks it
         "method": method.name,
         "lr": recipe.train.lr,  # resolved: the method's default_lr when the recipe left it null
         "artifact_dir": method.artifact_dir,

@@ -27,6 +27,7 @@ from finetune.recipe.io import dump_recipe
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
 from finetune.run.facts import NOT_IN_MODEL_INDEX, is_number, split_metrics
 from finetune.run.snippets import Artefact, CardKind, load_snippet
+from finetune.tasks.main_metric import main_metric
 
 if TYPE_CHECKING:  # pragma: no cover
     from huggingface_hub import EvalResult
@@ -94,15 +95,26 @@ def eval_data(recipe: Recipe) -> EvalData | None:
     return EvalData("local", f"local file {name}", None, split, None, sentence)
 
 
+# our metric names whose Hub metric id (https://hf.co/metrics) is spelled otherwise
+HUB_METRIC_IDS = {"pearson": "pearsonr"}
+
+
+def main_first(quality: dict[str, Any], main: str) -> dict[str, Any]:
+    """The quality metrics with the run's main metric (task.metric) first."""
+    return {**({main: quality[main]} if main in quality else {}), **quality}
+
+
 def eval_results(
     recipe: Recipe, task: type[Task], quality: dict[str, Any]
 ) -> list[EvalResult] | None:
-    """One EvalResult per numeric quality metric (model-index), None without eval data."""
+    """One EvalResult per numeric quality metric (model-index; the main metric first), None
+    without eval data."""
     from huggingface_hub import EvalResult
 
     where = eval_data(recipe)
     if where is None:
         return None
+    quality = main_first(quality, main_metric(recipe))
     results = [
         EvalResult(
             task_type=task.pipeline_tag,
@@ -111,7 +123,7 @@ def eval_results(
             dataset_config=where.config,
             dataset_split=where.split,
             dataset_revision=where.revision,
-            metric_type=key,
+            metric_type=HUB_METRIC_IDS.get(key, key),
             metric_name=key,
             metric_value=value,
         )
@@ -195,6 +207,7 @@ def _evaluation_section(recipe: Recipe, quality: dict[str, Any]) -> str:
     where = eval_data(recipe)
     if where is None or not quality:
         return "No evaluation data was given, so there are no results."
+    quality = main_first(quality, main_metric(recipe))
     numbers = [(k, v) for k, v in metric_items(quality) if is_number(quality[k])]
     notes = [f"- `{k}`: {v}" for k, v in quality.items() if isinstance(v, str)]
     text = f"On {where.sentence}:\n\n" + _table(numbers, ("metric", "value"))
@@ -232,7 +245,9 @@ def _hyperparameters(recipe: Recipe) -> str:
         "seed",
         "precision",
     ]
-    if recipe.task.type != "classification":
+    from finetune.tasks import TASKS
+
+    if TASKS[recipe.task.type].is_generation:
         keep.append("max_target_length")
     rows = [(f"train.{k}", str(train[k])) for k in keep if k in train and train[k] is not None]
     method = recipe.method.model_dump()
@@ -291,6 +306,7 @@ def _artefact(
         model_kind=info.get("model_kind") or task.model_kind(),
         family=family.family,  # the shape's family: bert / gpt2 / t5
         labels=list((info.get("task_state") or {}).get("labels") or []),
+        regression=task.name == "regression",
         prefix=prefix,
         separator=separator,
         max_length=recipe.train.max_length,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from finetune.errors import DataColumnError, DataValueError
+from finetune.errors import DataColumnError, DataError, DataValueError
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.recipe.schema import Recipe
 
 log = logging.getLogger(__name__)
+
+RowCheck = Callable[[dict[str, Any], str], "DataError | None"]  # a row and where it is
 
 
 @dataclass
@@ -51,8 +53,12 @@ class TaskState:
 
 
 def model_kind(task_type: str, family: Family) -> str:
-    """Which head a task needs on a family: 'classification', 'seq2seq' or 'causal'."""
-    if task_type == "classification":
+    """Which head a task needs on a family: 'classification' (a sequence head: classification
+    and regression), 'seq2seq' or 'causal'."""
+    from finetune.tasks import TASKS
+
+    task = TASKS.get(task_type)
+    if task is not None and task.sequence_head:
         return "classification"
     return "causal" if family.architecture == "decoder" else "seq2seq"
 
@@ -69,6 +75,7 @@ class Task(ABC):
     main_metric: str = "loss"
     pipeline_tag: str = ""
     is_generation: bool = False
+    sequence_head: bool = False  # AutoModelForSequenceClassification (model kind 'classification')
 
     def __init__(self, recipe: Recipe, family: Family, tokenizer: Any = None) -> None:
         self.recipe = recipe
@@ -83,6 +90,12 @@ class Task(ABC):
     @abstractmethod
     def required_columns(cls, recipe: Recipe) -> list[str]:
         """Columns every data file must have (checked by `validate` from the header alone)."""
+
+    @classmethod
+    def row_checker(cls, recipe: Recipe) -> RowCheck | None:
+        """A check `validate`'s row scan runs on every row of a local file, returning the
+        row's error (regression: the target is a number); None: the scan checks columns only."""
+        return None
 
     @classmethod
     def languages(cls, recipe: Recipe) -> list[str]:
