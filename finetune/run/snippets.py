@@ -45,7 +45,7 @@ def _use_lines(art: Artefact, model: str, tokenizer: str) -> list[str]:
         return [
             f'inputs = {tokenizer}("an input text", return_tensors="pt", truncation=True, '
             f"max_length={art.max_length})",
-            f"print(float({model}(**inputs).logits[0, 0]))",
+            f"print({model}(**inputs).logits[0, 0].item())",
         ]
     if art.model_kind == "classification":
         return [
