@@ -320,7 +320,7 @@ def predict(
     text: Annotated[Optional[list[str]], typer.Option(help="Input text (repeatable).")] = None,
     file: Annotated[Optional[Path], typer.Option(help="File with one input per line.")] = None,
 ) -> None:
-    """Predict labels (with probability) or generate text; prints JSON lines.
+    """Predict labels (with probability), scores (regression) or texts; prints JSON lines.
 
     With several runs of one base model, the base loads once and each run's adapter is
     switched in (peft methods); each line then names its run."""

@@ -141,6 +141,10 @@ def test_headerless_recipe_validates_and_trains(tmp_path, runner, tiny_model_dir
     assert result.exit_code == 0, result.output
     first = (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()[0]
     assert '"reference": "0"' in first and "bad dull plot 0" in first  # line 1 was an example
+    other = _headerless(tmp_path, "other.tsv")  # eval --data: read as the run read its data
+    result = runner.invoke(app, ["eval", str(tmp_path / "run"), "--data", str(other)])
+    assert result.exit_code == 0, result.output
+    assert '"samples": 4' in (tmp_path / "run" / "eval_other.json").read_text()
 
 
 # --------------------------------------------------------------------------- the GLUE files

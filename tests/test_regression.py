@@ -160,3 +160,33 @@ def test_lora_adapter_card_snippet_loads_the_regression_head(tmp_path, runner, t
     assert 'problem_type="regression"' in text and "library_name: peft" in text
     expected = predict_texts(tmp_path / "run", ["an input text"])[0]["score"]
     assert float(run_snippet(python_snippet(text)).split()[-1]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_extra_metrics_get_numbers(tiny_model_dir, tmp_path):
+    from finetune.tasks.extra_metrics import metric_inputs
+
+    task, _recipe = _task(tiny_model_dir, tmp_path)
+    examples = task.examples_from_texts(["a\tb", "c\td"])
+    examples[0].target, examples[1].target = 1.5, 4.0
+    assert metric_inputs(task, None, [1.25, 3.5], examples) == ([1.25, 3.5], [1.5, 4.0])
+
+
+@pytest.mark.slow
+def test_compare_ranks_regression_by_pearson_with_an_interval(tmp_path, runner, tiny_model_dir):
+    """compare on a regression recipe: pearson from run.json, its bootstrap interval; with
+    task.metric=mse the lowest MSE is best."""
+    train, dev = score_files(tmp_path)
+    data = regression_recipe(tiny_model_dir("bert"), train, dev, tmp_path / "x", {"name": "lora"})
+    data["train"].update(max_steps=4)
+    recipe = write_recipe(tmp_path / "r.yaml", data)
+    for metric, out in (("pearson", tmp_path / "cmp"), ("mse", tmp_path / "cmp-mse")):
+        args = ["compare", str(recipe), f"task.metric={metric}", "--methods", "full,lora"]
+        result = runner.invoke(app, [*args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        rows = {r["method"]: r for r in json.loads((out / "report.json").read_text())}
+        for row in rows.values():
+            assert row["quality_metric"] == metric
+            assert row["quality_low"] <= row["quality"] <= row["quality_high"]
+        best = next(r for r in rows.values() if r["verdict"] == "best")
+        pick = max if metric == "pearson" else min
+        assert best["quality"] == pick(r["quality"] for r in rows.values())

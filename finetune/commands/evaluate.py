@@ -40,7 +40,8 @@ def evaluate_run(path: Path, split: str = "eval", data: str | None = None) -> di
 
 def examples_for(run: LoadedRun, split: str, data: str | None) -> list[Example]:
     if data:
-        table = read_source(LocalSource(path=data), None, None, run.task.languages(run.recipe))
+        source = laid_out_like(run, data)
+        table = read_source(source, None, None, run.task.languages(run.recipe))
         examples = run.task.examples(table, "eval")
     else:
         if split not in ("eval", "test", "train"):
@@ -61,6 +62,16 @@ def examples_for(run: LoadedRun, split: str, data: str | None) -> list[Example]:
     for example in examples:
         run.task.check_example(example)
     return examples
+
+
+def laid_out_like(run: LoadedRun, data: str) -> LocalSource:
+    """`--data FILE` read as the run read its own data when FILE has the same extension: the
+    header, column names and quoting of GLUE-style files (say CoLA's header-less dev_ood.tsv
+    after training on its header-less train.tsv) carry over; otherwise the file's defaults."""
+    template = run.recipe.data.eval or run.recipe.data.train
+    if isinstance(template, LocalSource) and Path(data).suffix == Path(template.path).suffix:
+        return template.model_copy(update={"path": data})
+    return LocalSource(path=data)
 
 
 def _held_out_eval(run: LoadedRun) -> list[Example]:
