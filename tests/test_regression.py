@@ -94,6 +94,47 @@ def test_head_is_one_output_with_mse(tiny_model_dir, tmp_path):
     assert out.loss.item() == pytest.approx(((out.logits[0, 0] - 3.5) ** 2).item(), rel=1e-5)
 
 
+@pytest.mark.parametrize(("family", "head"), [("bert", "classifier"), ("t5", "out_proj")])
+def test_head_bias_starts_at_the_mean_target(family, head, tiny_model_dir, tmp_path):
+    """Without it a short run spends its steps (and Adam's second moments) on the offset."""
+    import numpy as np
+
+    from finetune.commands.build import load_base_and_method, load_splits, train_features
+
+    task, recipe = _task(tiny_model_dir, tmp_path)
+    if family != "bert":
+        task, recipe = _retarget(task, recipe, tiny_model_dir(family), family)
+    splits = load_splits(task, recipe, None, stream_train=True)
+    train = train_features(task, splits, cache=False)
+    loaded, _, _ = load_base_and_method(recipe, task.family, task)
+    task.initialise_head(loaded.model, loaded.new_modules, train)
+    biases = {
+        name: module.bias.item()
+        for name, module in loaded.model.named_modules()
+        if name.endswith(head) and getattr(module, "out_features", 0) == 1
+    }
+    targets = [float(r.split("\t")[-1]) for r in recipe_rows(recipe)]
+    assert len(biases) == 1 and next(iter(biases.values())) == pytest.approx(np.mean(targets))
+
+
+def _retarget(task, recipe, model_dir, family):
+    from finetune.commands.build import make_task
+    from finetune.models.architectures import architecture_named
+    from finetune.models.loading import load_tokenizer
+
+    recipe = recipe.model_copy(deep=True)
+    recipe.model.name = str(model_dir)
+    task = make_task(recipe, architecture_named(family))
+    task.tokenizer = load_tokenizer(str(model_dir))
+    return task, recipe
+
+
+def recipe_rows(recipe) -> list[str]:
+    from pathlib import Path
+
+    return Path(recipe.data.train.path).read_text().splitlines()[1:]
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, tiny_model_dir):
     """Full fine-tuning of the tiny BERT on learnable scores: enough steps to learn them."""

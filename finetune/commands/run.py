@@ -172,6 +172,7 @@ def _run_locked(recipe, recipe_path, out, accelerator, plan, progress) -> RunSum
         encode_features(task, splits.eval, training=False, cache=cache) if splits.eval else None
     )
     loaded, method, ctx = load_base_and_method(recipe, family, task)
+    task.initialise_head(loaded.model, loaded.new_modules, train_set)  # regression: mean bias
     model = apply_method(recipe, loaded, method, ctx)
     trainable, total = count_parameters(model)
     check_trainable(model, method, loaded.new_modules)

@@ -156,6 +156,10 @@ class Task(ABC):
         """Extra kwargs for `from_pretrained` (num_labels, id2label, ...)."""
         return {}
 
+    def initialise_head(self, model: Any, new_modules: list[str], train: Any) -> None:
+        """Set up the new head from the training features before training starts (a fresh
+        run only: a resumed run loads its trained head over it); nothing by default."""
+
     def examples_from_texts(self, texts: list[str]) -> list[Example]:
         """Unlabelled inputs for `finetune predict`."""
         return [Example(source=t, target=None, where=f"input {i + 1}") for i, t in enumerate(texts)]

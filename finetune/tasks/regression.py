@@ -11,6 +11,7 @@ naming the file, line and column. Metrics: Pearson, Spearman (STS-B's) and the M
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.recipe.schema import Recipe
 
 SCORE_NAME = "score"  # the single output's id2label name (what the pipeline prints)
+log = logging.getLogger(__name__)
 
 
 class RegressionConfig(Section):
@@ -122,6 +124,41 @@ class RegressionTask(ClassificationTask):
             "id2label": {0: SCORE_NAME},
             "label2id": {SCORE_NAME: 0},
         }
+
+    def initialise_head(self, model: Any, new_modules: list[str], train: Any) -> None:
+        """The new head's output bias starts at the mean training target.
+
+        A head initialised near 0 against targets around 2.7 (STS-B) spends its first steps
+        learning the offset; those large early gradients fill Adam's second-moment estimates,
+        which then shrink every later update for hundreds of steps, and a short LoRA run ends
+        predicting the mean (Pearson 0.07 on 2,000 STS-B pairs; 0.74 with the offset removed).
+        Heads without a bias (GPT-2-style decoders' `score`) learn the offset in their weights.
+        """
+        import numpy as np
+        import torch
+
+        from finetune.methods.base import inside
+
+        if "labels" not in train.scalars:
+            return
+        values, present = (np.asarray(a) for a in train.scalars["labels"])
+        if not present.any():
+            return
+        mean = float(values[present].astype(np.float64).mean())
+        heads = [
+            (name, module)
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear)
+            and module.out_features == 1
+            and module.bias is not None
+            and inside(name, new_modules)
+        ]
+        with torch.no_grad():
+            for _, module in heads:
+                module.bias.fill_(mean)
+        if heads:
+            names = ", ".join(name for name, _ in heads)
+            log.info("regression head %s: output bias set to the mean target %.4g", names, mean)
 
     def eval_batch(
         self, model: Any, batch: dict[str, Any], predict: bool
