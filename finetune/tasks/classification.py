@@ -130,7 +130,8 @@ class ClassificationTask(Task):
                 fix="check the label column, or add examples of the other classes",
             )
         self.state.labels = sorted(values, key=_label_order if kinds == {"int"} else None)
-        if self.cfg.metric == "f1" and len(self.state.labels) != 2:
+        # getattr: a task built on this one may have a section without `metric`
+        if getattr(self.cfg, "metric", "auto") == "f1" and len(self.state.labels) != 2:
             raise LabelError(
                 f"task.metric: f1 is the positive class's F1 of a two-label task; the training "
                 f"data has {len(self.state.labels)} labels ({', '.join(self.state.labels[:10])})",
