@@ -85,7 +85,8 @@ def run(
 def init(
     data_file: Annotated[Path, typer.Argument(help="Training data: csv/tsv/jsonl/json/parquet.")],
     task: Annotated[
-        Optional[str], typer.Option(help="classification, summarization or translation.")
+        Optional[str],
+        typer.Option(help="classification, regression, summarization or translation."),
     ] = None,
     model: Annotated[Optional[str], typer.Option(help="Default: bundled:minilm-l6.")] = None,
     method: Annotated[str, typer.Option(help="Any method of `finetune options method`.")] = "lora",
@@ -99,6 +100,10 @@ def init(
     summary: Annotated[Optional[str], typer.Option(help="Column with the summary.")] = None,
     source: Annotated[Optional[str], typer.Option(help="Translation source column.")] = None,
     target: Annotated[Optional[str], typer.Option(help="Translation target column.")] = None,
+    header: Annotated[
+        Optional[bool], typer.Option("--header/--no-header", help="csv/tsv: line 1 names columns.")
+    ] = None,
+    quoting: Annotated[Optional[str], typer.Option(help="csv/tsv quotes: rfc4180 or none.")] = None,
 ) -> None:
     """Write a commented recipe guessed from a data file's columns, checked like `validate`."""
     from finetune.commands.init import InitOptions, init_recipe
@@ -115,6 +120,8 @@ def init(
         summary=summary,
         source=source,
         target=target,
+        header=header,
+        quoting=quoting,
     )
     result = init_recipe(data_file, options)
     _out(f"[green]wrote[/] {_escape(str(result.path))}: {result.task} ({_escape(result.summary)})")
@@ -316,7 +323,7 @@ def predict(
     text: Annotated[Optional[list[str]], typer.Option(help="Input text (repeatable).")] = None,
     file: Annotated[Optional[Path], typer.Option(help="File with one input per line.")] = None,
 ) -> None:
-    """Predict labels (with probability) or generate text; prints JSON lines.
+    """Predict labels (with probability), scores (regression) or texts; prints JSON lines.
 
     With several runs of one base model, the base loads once and each run's adapter is
     switched in (peft methods); each line then names its run."""

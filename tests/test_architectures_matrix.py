@@ -8,7 +8,8 @@ tasks come from the registries, so a new table entry is covered by adding its ti
 
 Translation runs the summarization code path with another prompt, so it runs with every method
 only where it differs per architecture (T5's prefixes, mBART's language codes, Marian) and with
-LoRA elsewhere: ~200 cases, about 6 minutes on two cores.
+LoRA elsewhere; regression is classification's head with one output and MSE, run with LoRA and
+full on text pairs: ~260 cases, about 8 minutes on two cores.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from finetune.models import ARCHITECTURES
 from finetune.recipe.schema import TASK_TYPES
 from finetune.tasks import model_kind
 from tests.conftest import classification_recipe, write_recipe
+from tests.regression_data import regression_recipe, score_files
 from tests.test_generation import generation_recipe
 from tests.test_methods_matrix import check_reload
 
@@ -33,6 +35,8 @@ MERGEABLE = ("lora", "full")
 def _methods(model_type: str, task: str) -> list[str]:
     arch = ARCHITECTURES[model_type]
     special = arch.task_prefix or arch.language_codes or model_type == "marian"
+    if task == "regression":  # classification's head with one output: lora and full suffice
+        return ["lora", "full"]
     return ["lora"] if task == "translation" and not special else list(METHODS)
 
 
@@ -53,6 +57,11 @@ def make_recipe(model_dir, task, method, tmp_path, sentiment_files):
     if task == "classification":
         train, dev = sentiment_files
         data = classification_recipe(model_dir, train, dev, tmp_path / "run", spec)
+        data["data"].update(max_train_samples=24, max_eval_samples=8)
+        data["train"].update(epochs=1, max_steps=2, batch_size=8, logging_steps=1)
+    elif task == "regression":
+        train, dev = score_files(tmp_path, pair=True)
+        data = regression_recipe(model_dir, train, dev, tmp_path / "run", spec, pair=True)
         data["data"].update(max_train_samples=24, max_eval_samples=8)
         data["train"].update(epochs=1, max_steps=2, batch_size=8, logging_steps=1)
     else:

@@ -90,7 +90,14 @@ def run_snippet(code: str) -> str:
 
 def check_eval_results(card, metrics: dict) -> None:
     results = {r.metric_type: r for r in card.data.eval_results}
-    assert set(results) == {"accuracy", "f1_macro", "same_label", "same_label_accuracy"}
+    assert set(results) == {
+        "accuracy",
+        "f1_macro",
+        "matthews_correlation",
+        "f1",
+        "same_label",
+        "same_label_accuracy",
+    }
     for key, result in results.items():
         assert result.metric_value == pytest.approx(metrics[key])
         assert result.task_type == "text-classification"

@@ -22,6 +22,7 @@ from finetune.methods.base import inside
 from finetune.models import FAMILIES
 from finetune.recipe.schema import TASK_TYPES
 from tests.conftest import classification_recipe, write_recipe
+from tests.regression_data import regression_recipe, score_files
 from tests.test_generation import generation_recipe
 
 METHOD_OPTIONS = {
@@ -55,6 +56,11 @@ def make_recipe(family, task, method, tmp_path, tiny_model_dir, sentiment_files)
     if task == "classification":
         train, dev = sentiment_files
         data = classification_recipe(tiny_model_dir(family), train, dev, tmp_path / "run", spec)
+        data["train"].update(epochs=1, max_steps=4, logging_steps=1)
+    elif task == "regression":  # text pairs: the pair encoding of every family as well
+        train, dev = score_files(tmp_path, pair=True)
+        model = tiny_model_dir(family)
+        data = regression_recipe(model, train, dev, tmp_path / "run", spec, pair=True)
         data["train"].update(epochs=1, max_steps=4, logging_steps=1)
     else:
         data = generation_recipe(tiny_model_dir(family), task, tmp_path, spec)
@@ -136,6 +142,11 @@ def check_reload(runner, out: Path, task: str) -> None:
         assert [r["label"] for r in again] == [r["label"] for r in saved]
         for got, want in zip(again, saved):
             assert got["probability"] == pytest.approx(want["probability"], abs=1e-5)
+    elif task == "regression":  # numbers, not labels
+        assert all(isinstance(r["score"], float) for r in again)
+        for got, want in zip(again, saved):
+            assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+            assert got["reference"] == want["reference"]
     else:
         assert [r["prediction"] for r in again] == [r["prediction"] for r in saved]
 

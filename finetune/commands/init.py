@@ -37,9 +37,9 @@ from finetune.recipe.guess import (
     Sample,
     TaskGuess,
     aligned_lang,
-    guess_task,
-    read_sample,
 )
+from finetune.recipe.guess_layout import Layout, read_laid_out
+from finetune.recipe.guess_regression import guess_task_of
 from finetune.tasks import TASKS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,14 +71,16 @@ def init_recipe(data_file: Path, opts: InitOptions) -> InitResult:
         raise FinetuneError(
             f"--method {opts.method}: unknown method", fix="choose from " + ", ".join(METHODS)
         )
+    if opts.quoting not in (None, "rfc4180", "none"):
+        raise FinetuneError(f"--quoting {opts.quoting}: unknown", fix="use rfc4180 or none")
     if opts.task is not None and opts.task not in TASKS:
         raise FinetuneError(
             f"--task {opts.task}: unknown task", fix="choose from " + ", ".join(TASKS)
         )
-    sample = read_sample(data_file)
-    guess = guess_task(sample, opts)
+    sample, layout = read_laid_out(data_file, opts.header, opts.quoting)
+    guess, layout = guess_task_of(sample, opts, layout)
     splits, eval_note = find_splits(sample)
-    text = render_recipe(out, sample, guess, splits, opts)
+    text = render_recipe(out, sample, guess, splits, opts, layout)
     write_checked(out, text)
     return InitResult(path=out, task=guess.type, summary=guess.summary, eval_note=eval_note)
 
@@ -223,8 +225,40 @@ def _train_lines(method: str) -> list[str]:
     ]
 
 
+def _source_lines(key: str, path: Path, out: Path, layout: Layout, comment: str) -> list[str]:
+    """One `data.<key>` entry: the path alone, or a block with the layout's options (train's
+    with a comment on why)."""
+    options = layout.options()
+    if not options:
+        return [_line(2, key, _path_for_recipe(path, out), comment)]
+    head = f"  {key}:"
+    lines = [f"{head.ljust(COMMENT_COLUMN - 1)} # {comment}" if comment else head]
+    lines.append(_line(4, "path", _path_for_recipe(path, out)))
+    for option, value in options.items():
+        why = layout.notes.get(option, "") if key == "train" else ""
+        lines.append(_line(4, option, value, why))
+    return lines
+
+
+def _data_lines(
+    out: Path, sample: Sample, splits: dict[str, Path | float], layout: Layout
+) -> list[str]:
+    lines = ["data:", *_source_lines("train", Path(sample.recipe_path), out, layout, "")]
+    for key, value in splits.items():
+        if isinstance(value, Path):
+            lines += _source_lines(key, value, out, layout, "found beside train")
+        else:
+            lines.append(_line(2, key, value, "held out of train (seeded): no dev file found"))
+    return lines
+
+
 def render_recipe(
-    out: Path, sample: Sample, guess: TaskGuess, splits: dict[str, Path | float], opts: InitOptions
+    out: Path,
+    sample: Sample,
+    guess: TaskGuess,
+    splits: dict[str, Path | float],
+    opts: InitOptions,
+    layout: Layout | None = None,
 ) -> str:
     """The recipe text: a description line, the launch line, then each section, commented."""
     source = Path(sample.recipe_path)
@@ -239,12 +273,7 @@ def render_recipe(
     for key, value in guess.keys.items():
         lines.append(_line(2, key, value, guess.comments.get(key, "")))
     lines += _prompt_lines(guess, opts.model or DEFAULT_MODEL)
-    lines += ["data:", _line(2, "train", _path_for_recipe(source, out))]
-    for key, split in splits.items():
-        if isinstance(split, Path):
-            lines.append(_line(2, key, _path_for_recipe(split, out), "found beside train"))
-        else:
-            lines.append(_line(2, key, split, "held out of train (seeded): no dev file found"))
+    lines += _data_lines(out, sample, splits, layout or Layout())
     lines += _method_lines(opts.method)
     lines += _train_lines(opts.method)
     lines += ["output:", _line(2, "dir", f"runs/{out.stem}")]

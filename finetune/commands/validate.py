@@ -16,8 +16,9 @@ def expand_recipes(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            # data/ holds data files, accelerate/ launcher configs (recipes/accelerate/)
-            skipped = {"data", "accelerate"}
+            # data/ holds data files, accelerate/ launcher configs (recipes/accelerate/), suites/
+            # lists of recipes (recipes/suites/)
+            skipped = {"data", "accelerate", "suites"}
             found = sorted(
                 p
                 for p in path.rglob("*.y*ml")

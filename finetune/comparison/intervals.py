@@ -5,6 +5,8 @@ anyway invites a wrong verdict. Each run's quality is recomputed on resamples of
 examples (the same resampled indices for every run, so differences are paired): accuracy from
 per-example correctness, ROUGE from per-example scores (it is a mean), and BLEU from per-example
 n-gram statistics summed per resample, which is exactly corpus BLEU recomputed on the resample.
+Matthews correlation, F1 and Pearson / Spearman correlation are recomputed from each resample's
+(prediction, reference) pairs (`resampled.py`); the MSE is a mean of squared errors.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.comparison.runner import Row
     from finetune.types import JSON, JSONObject
+
+from finetune.comparison.resampled import (
+    CLASS_METRICS,
+    CORRELATIONS,
+    class_metric,
+    regression_metric,
+)
+from finetune.jsonvalues import number
+from finetune.tasks.main_metric import lower_is_better
 
 RESAMPLES = 1000  # enough for a stable 95% interval, fast for thousands of examples
 SEED = 0
@@ -49,8 +60,10 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def interval(values: Sequence[float]) -> tuple[float, float]:
-    """The central 95% of bootstrap values."""
-    return percentile(values, 0.025), percentile(values, 0.975)
+    """The central 95% of bootstrap values (resamples where the metric is undefined, such as a
+    correlation of a constant, are left out)."""
+    defined = [v for v in values if not math.isnan(v)]
+    return percentile(defined, 0.025), percentile(defined, 0.975)
 
 
 def mean_scores(per_example: list[float]) -> Scores:
@@ -101,6 +114,12 @@ def run_scores(run_dir: Path, metric: str) -> Scores | None:
         return None
     if metric == "accuracy":
         return mean_scores([float(r["label"] == r["reference"]) for r in records])
+    if metric in CLASS_METRICS:
+        return Scores(len(records), class_metric(records, _labels(paths.run_info), metric))
+    if metric == "mse":  # a mean of squared errors: it resamples as a mean
+        return mean_scores([(_real(r["score"]) - _real(r["reference"])) ** 2 for r in records])
+    if metric in CORRELATIONS:
+        return Scores(len(records), regression_metric(records, metric))
     predictions = [str(r.get("prediction", "")) for r in records]
     refs = [references(r) for r in records]
     if metric.startswith("rouge"):
@@ -110,6 +129,22 @@ def run_scores(run_dir: Path, metric: str) -> Scores | None:
     if metric == "bleu":
         return bleu_scores(predictions, refs, _target_lang(paths.recipe))
     return None
+
+
+def _real(value: JSON) -> float:
+    """A regression score or target of predictions.jsonl (written as a number)."""
+    found = number(value)
+    if found is None:
+        raise ValueError(f"not a number in predictions.jsonl: {value!r}")
+    return found
+
+
+def _labels(run_info: Path) -> list[str]:
+    """The run's label set in its order (run.json), which fixes the positive class."""
+    if not run_info.is_file():
+        return []
+    info = json.loads(run_info.read_text(encoding="utf-8"))
+    return list((info.get("task_state") or {}).get("labels") or [])
 
 
 def _target_lang(recipe_file: Path) -> str | None:
@@ -172,7 +207,7 @@ def mark_noise(rows: list[Row], boots: dict[int, list[float]], sizes: dict[int, 
     ranked = [i for i, r in enumerate(rows) if r.status == "ok" and r.quality is not None]
     if len(ranked) < 2:
         return
-    sign = -1.0 if rows[ranked[0]].quality_metric == "loss" else 1.0
+    sign = -1.0 if lower_is_better(rows[ranked[0]].quality_metric) else 1.0
     best = max(ranked, key=lambda i: sign * (rows[i].quality or 0.0))  # ranked: all scored
     rows[best].verdict = "best"
     for i in ranked:

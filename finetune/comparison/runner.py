@@ -31,6 +31,7 @@ from finetune.run.files import atomic_write_text
 from finetune.run.layout import RunPaths
 from finetune.setup.checks import check_recipe
 from finetune.tasks import TASKS
+from finetune.tasks.main_metric import lower_is_better
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.comparison.recipes import RecipeData
@@ -195,16 +196,27 @@ def _saved_timing(path: Path) -> Timing | None:
     return Timing(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def quality_key(metrics: Mapping[str, JSON]) -> str:
-    """The task's main metric, else the eval loss; "" when the run had no eval data."""
-    return next((k for k in (*QUALITY_KEYS, "loss") if metrics.get(k) is not None), "")
+def quality_key(metrics: Mapping[str, JSON], main: str | None = None) -> str:
+    """The run's main metric (run.json's: `task.metric` or the task's default), else the eval
+    loss; "" when the run had no eval data. Runs from before run.json named it: the first
+    task default present."""
+    keys = (main,) if main else QUALITY_KEYS
+    return next((k for k in (*keys, "loss") if metrics.get(k) is not None), "")
+
+
+def run_main_metric(run_dir: Path) -> str | None:
+    """The main metric a finished run recorded in run.json (None: an older run)."""
+    from finetune.run.info import RunInfo
+
+    path = RunPaths(run_dir).run_info
+    return RunInfo.read(path).main_metric if path.is_file() else None
 
 
 def row_from_run(
     method: str, name: str, run_dir: Path, lr: float | None, timing: Timing | None
 ) -> Row:
     metrics = json.loads(RunPaths(run_dir).metrics.read_text(encoding="utf-8"))
-    key = quality_key(metrics)
+    key = quality_key(metrics, run_main_metric(run_dir))
     row = Row(
         method=method,
         name=name,
@@ -265,4 +277,4 @@ def fold_seeds(rows: list[Row], name: str, seeds: list[int]) -> Row:
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric != "loss"
+    return not lower_is_better(metric)

@@ -148,12 +148,43 @@ def check_header(header: list[str], delimiter: str, shown: str) -> list[str]:
     return header
 
 
+def field_names(
+    records: Iterator[Record],
+    delimiter: str,
+    shown: str,
+    columns: list[str] | None = None,
+    header: bool = True,
+) -> list[str]:
+    """What each record's fields are called: line 1 (the header), or the source's `columns`,
+    in place of the header line or for a file without one (`header: false`)."""
+    if not header:
+        return list(columns or [])
+    names = _header(records, delimiter, shown)
+    if columns is not None and len(columns) != len(names):
+        raise DataFormatError(
+            f"{shown} line 1: the header has {len(names)} fields and columns: names "
+            f"{len(columns)} ({', '.join(columns)})",
+            fix="name every field of the header line in columns:, in order",
+        )
+    return list(columns) if columns is not None else names
+
+
 def delimited_rows(
-    path: Path, delimiter: str, quoting: str, shown: str
+    path: Path,
+    delimiter: str,
+    quoting: str,
+    shown: str,
+    columns: list[str] | None = None,
+    header: bool = True,
 ) -> tuple[list[str], Iterator[Row]]:
-    """The header, and (line, row or error) for every later record; blank lines skipped."""
+    """The column names, and (line, row or error) for every data record; blank lines skipped.
+
+    `header`: line 1 names the columns (a UTF-8 BOM before it is dropped when lines are read);
+    false: every line is data. `columns`: the names to use instead (required without a header).
+    """
     records = delimited_records(path, delimiter, quoting, shown)
-    header = _header(records, delimiter, shown)
+    names = field_names(records, delimiter, shown, columns, header)
+    given = columns is not None
 
     def rows() -> Iterator[Row]:
         for lineno, values in records:
@@ -161,34 +192,53 @@ def delimited_rows(
                 yield lineno, values
             elif not values or values == [""]:
                 continue
-            elif len(values) != len(header):
-                yield lineno, _field_count_error(shown, lineno, values, header, delimiter)
+            elif len(values) != len(names):
+                yield lineno, _field_count_error(shown, lineno, values, names, delimiter, given)
             else:
-                yield lineno, dict(zip(header, values))
+                yield lineno, dict(zip(names, values))
 
-    return header, rows()
+    return names, rows()
 
 
 def read_delimited(
-    path: Path, delimiter: str, quoting: str, limit: int | None, shown: str | None = None
+    path: Path,
+    delimiter: str,
+    quoting: str,
+    limit: int | None,
+    shown: str | None = None,
+    columns: list[str] | None = None,
+    header: bool = True,
 ) -> tuple[list[str], list[dict], list[int]]:
-    """Header, rows and each row's line number; stops after `limit` rows."""
-    header, rows = delimited_rows(path, delimiter, quoting, shown or str(path))
-    return (header, *collect_rows(rows, limit))
+    """Column names, rows and each row's line number; stops after `limit` rows."""
+    names, rows = delimited_rows(path, delimiter, quoting, shown or str(path), columns, header)
+    return (names, *collect_rows(rows, limit))
 
 
 def _field_count_error(
-    shown: str, lineno: int, values: list[str], header: list[str], delimiter: str
+    shown: str,
+    lineno: int,
+    values: list[str],
+    names: list[str],
+    delimiter: str,
+    given: bool = False,
 ) -> DataFormatError:
-    """Wrong field count: an unclosed quote (the field swallowed line breaks) or a delimiter."""
+    """Wrong field count: an unclosed quote (the field swallowed line breaks), a delimiter, or
+    a `columns:` list that does not fit the file."""
     if any("\n" in v for v in values):
         return DataFormatError(
             f"{shown} line {lineno}: a quoted field opened here runs over "
             f"{max(v.count(chr(10)) for v in values) + 1} lines (an unclosed quote?)",
             fix='close the quote, or double a quote inside a quoted field ("")',
         )
+    if given:
+        return DataFormatError(
+            f"{shown} line {lineno}: {len(values)} fields, but columns: names {len(names)} "
+            f"({', '.join(names)})",
+            fix="name every field of a line in columns:, in order; "
+            + _delimiter_fix(delimiter).replace("check", "and check", 1),
+        )
     return DataFormatError(
-        f"{shown} line {lineno}: {len(values)} fields, header has {len(header)}",
+        f"{shown} line {lineno}: {len(values)} fields, header has {len(names)}",
         fix=_delimiter_fix(delimiter),
     )
 

@@ -104,7 +104,8 @@ def cache_key(task: Task, training: bool, content: str) -> str:
         "code": encoding_code_hash(),
         "libraries": _library_versions(),
         "task": task.name,
-        "task_section": task.cfg.model_dump(mode="json"),
+        # task.metric picks what is reported, not what is encoded
+        "task_section": task.cfg.model_dump(mode="json", exclude={"metric"}),
         "family": task.family.model_type,
         "labels": task.state.labels,
         "prompt": prompt_mode(task),  # chat / plain: what `auto` resolved to for this run

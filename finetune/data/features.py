@@ -25,8 +25,9 @@ _META = "features.json"
 
 class Features:
     """Token columns (`input_ids`, `labels` of generation tasks, ...) as values + offsets;
-    scalar columns (`idx`, `length`, class `labels`) as arrays. A row may lack a column (an
-    unlabelled row of a causal eval split): `present` says which rows have it."""
+    scalar columns (`idx`, `length`, class ids or float32 regression `labels`) as arrays.
+    A row may lack a column (an unlabelled row of a causal eval split): `present` says which
+    rows have it."""
 
     def __init__(
         self,
@@ -124,6 +125,10 @@ class _Builder:
                 values = values.astype(_token_dtype(values))  # 2 bytes a token, not 8, while
                 lengths = lengths.astype(np.int32)  # chunks pile up
                 self.token_parts[name].append((values, lengths, present))
+            elif isinstance(sample, float):  # regression targets: float32, as the loss reads
+                self._absent_before(name, self.scalar_parts, token=False)
+                values = np.fromiter((row.get(name, 0.0) for row in rows), np.float32, n)
+                self.scalar_parts[name].append((values, present))
             else:
                 self._absent_before(name, self.scalar_parts, token=False)
                 values = np.fromiter((row.get(name, 0) for row in rows), np.int64, n)
@@ -161,8 +166,10 @@ class _Builder:
         scalars = {}
         for name in list(self.scalar_parts):
             parts = self.scalar_parts.pop(name)
+            floats = any(p[0].dtype.kind == "f" for p in parts)
             values = _joined(parts, 0)
-            scalars[name] = (values.astype(_token_dtype(values), copy=False), _joined(parts, 1))
+            kind = np.dtype(np.float32) if floats else _token_dtype(values)
+            scalars[name] = (values.astype(kind, copy=False), _joined(parts, 1))
         return Features(self.count, tokens, scalars)
 
 

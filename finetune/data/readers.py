@@ -90,17 +90,27 @@ def _exists(path: Path) -> bool:
 
 
 def detect_format(source: LocalSource, path: Path) -> str:
-    if source.format != "auto":
-        return source.format
-    if LANG_PLACEHOLDER in str(path):
-        return "text"
-    fmt = EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
+    fmt: str = source.format
+    if fmt == "auto":
+        fmt = "text" if LANG_PLACEHOLDER in str(path) else EXTENSIONS.get(path.suffix.lower(), "")
+    if not fmt:
         raise DataFormatError(
             f"{path}: cannot tell the format from the extension {path.suffix!r}",
             fix="use .csv/.tsv/.jsonl/.json/.parquet, or set format: in the data source",
         )
+    if fmt not in ("csv", "tsv") and (not source.header or source.columns is not None):
+        raise DataFormatError(
+            f"{source.path}: header/columns apply to csv and tsv files; this one is read as {fmt}",
+            fix="remove header:/columns: from this data source (its format names its fields)",
+        )
     return fmt
+
+
+def no_rows(source: LocalSource, fmt: str) -> DataFormatError:
+    """The error for a file with no data rows (a header alone counts as none)."""
+    header = fmt in ("csv", "tsv") and source.header
+    what = "has a header but no rows" if header else "has no rows"
+    return DataFormatError(f"{source.path}: {what}", fix="add examples to the file")
 
 
 def delimiter_for(fmt: str) -> str:
@@ -113,9 +123,10 @@ def _read_rows(
     shown = str(source.path)
     if fmt in ("csv", "tsv"):
         columns, rows, lines = read_delimited(
-            path, delimiter_for(fmt), source.quoting, limit, shown
+            path, delimiter_for(fmt), source.quoting, limit, shown, source.columns, source.header
         )
-        return Table(rows=rows, source=shown, first_line=2, columns=columns, lines=lines)
+        first = 2 if source.header else 1
+        return Table(rows=rows, source=shown, first_line=first, columns=columns, lines=lines)
     if fmt == "jsonl":
         rows, lines = read_jsonl(path, limit, shown)
         return Table(rows=rows, source=shown, first_line=1, lines=lines)
@@ -147,8 +158,7 @@ def read_local(
         raise DataFileError(f"{source.path}: file not found", fix="check the path in data:")
     table = _read_rows(source, path, fmt, limit, langs)
     if not table.rows:
-        what = "has a header but no rows" if table.columns else "has no rows"
-        raise DataFormatError(f"{source.path}: {what}", fix="add examples to the file")
+        raise no_rows(source, fmt)
     report_duplicates(table)
     return table
 
@@ -245,6 +255,28 @@ def read_source(
     return read_local(source, base_dir, limit, langs)
 
 
+def _peek_delimited(source: LocalSource, path: Path, fmt: str, shown: str) -> list[str]:
+    """The header's names (or the source's `columns`); a header-less file's first line is
+    read too, so a `columns:` list that does not fit the file is found from one line."""
+    delimiter = delimiter_for(fmt)
+    records = delimited_records(path, delimiter, source.quoting, shown)
+    first = next(records, None)
+    if first is None or not first[1]:
+        return []
+    if isinstance(first[1], DataFormatError):
+        raise first[1]
+    found = check_header(first[1], delimiter, shown) if source.header else first[1]
+    names = source.columns or found
+    if len(names) != len(found):
+        what = "the header has" if source.header else "line 1 has"
+        raise DataFormatError(
+            f"{shown} line 1: {what} {len(found)} fields and columns: names {len(names)} "
+            f"({', '.join(names)})",
+            fix="name every field of a line in columns:, in order",
+        )
+    return list(names)
+
+
 def peek_columns(source: LocalSource, base_dir: Path | None, langs: list[str]) -> list[str]:
     """Column names from the header or first row only: `validate --quick` stays instant on
     huge files."""
@@ -254,13 +286,7 @@ def peek_columns(source: LocalSource, base_dir: Path | None, langs: list[str]) -
     if fmt == "text":
         return list(langs)
     if fmt in ("csv", "tsv"):
-        delimiter = delimiter_for(fmt)
-        first = next(delimited_records(path, delimiter, source.quoting, shown), None)
-        if first is None or not first[1]:
-            return []
-        if isinstance(first[1], DataFormatError):
-            raise first[1]
-        return check_header(first[1], delimiter, shown)
+        return _peek_delimited(source, path, fmt, shown)
     if fmt == "jsonl":
         rows, _ = read_jsonl(path, 1, shown)
         return list(rows[0]) if rows else []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from finetune.errors import (
 )
 
 PROBLEMS_SHOWN = 20
+RowCheck = Callable[[dict[str, Any], str], "DataError | None"]
 
 
 @dataclass
@@ -51,7 +52,9 @@ def _scan_rows(source: LocalSource, path: Path, fmt: str, langs: list[str]) -> I
     """(line or row number, row or error) for every row of any local format, streamed."""
     shown = str(source.path)
     if fmt in ("csv", "tsv"):
-        _, rows = delimited_rows(path, delimiter_for(fmt), source.quoting, shown)
+        _, rows = delimited_rows(
+            path, delimiter_for(fmt), source.quoting, shown, source.columns, source.header
+        )
         yield from rows
     elif fmt == "jsonl":
         yield from jsonl_rows(path, shown)
@@ -69,11 +72,16 @@ def _scan_rows(source: LocalSource, path: Path, fmt: str, langs: list[str]) -> I
 
 
 def scan_local(
-    source: LocalSource, base_dir: Path | None, langs: list[str], columns: Sequence[str] = ()
+    source: LocalSource,
+    base_dir: Path | None,
+    langs: list[str],
+    columns: Sequence[str] = (),
+    check: RowCheck | None = None,
 ) -> Scan:
     """Parse every row as `run` will, keeping none of them: every bad row is counted and the
     first PROBLEMS_SHOWN are kept, so one `validate` lists them all at once. A problem that
-    makes the rest unreadable (not UTF-8, binary, unaligned files) ends the scan."""
+    makes the rest unreadable (not UTF-8, binary, unaligned files) ends the scan. `check`: the
+    task's own row check (`Task.row_checker`: a regression target is a number)."""
     path = resolve_path(source.path, base_dir)
     fmt = detect_format(source, path)
     shown = str(source.path)
@@ -84,7 +92,10 @@ def scan_local(
             if isinstance(row, DataError):
                 scan.add(row)
                 continue
-            missing = _missing_in_row(row, list(columns), f"{shown} {unit} {number}")
+            where = f"{shown} {unit} {number}"
+            missing = _missing_in_row(row, list(columns), where)
+            if missing is None and check is not None:
+                missing = check(row, where)
             if missing is not None:
                 scan.add(missing)
                 continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from finetune.recipe.section import Section
 
@@ -22,6 +22,40 @@ class LocalSource(Section):
         description="csv/tsv quotes: rfc4180 reads quoted fields as pandas writes them and "
         "refuses a stray quote; none keeps every quote as text (GLUE-style files).",
     )
+    header: bool = Field(
+        True,
+        description="csv/tsv: line 1 names the columns; false: every line is data (then "
+        "`columns` names the fields).",
+    )
+    columns: list[str] | None = Field(
+        None,
+        description="csv/tsv: names of the fields in order, for a file without a header line "
+        "or instead of its header; a row with another number of fields is an error.",
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _usable_names(cls, columns: list[str] | None) -> list[str] | None:
+        """Names as a header's are read (stripped); each non-empty and named once."""
+        if columns is None:
+            return None
+        names = [c.strip() for c in columns]
+        if not names or any(not c for c in names):
+            raise ValueError("every field needs a non-empty name")
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(map(repr, repeated))} named twice")
+        return names
+
+    @model_validator(mode="after")
+    def _named_fields(self) -> LocalSource:
+        """A header-less file needs its fields named."""
+        if not self.header and self.columns is None:
+            raise ValueError(
+                "header: false needs columns: [...] naming the fields of each line "
+                "(e.g. columns: [source, label, mark, sentence])"
+            )
+        return self
 
 
 class HubSource(Section):

@@ -29,6 +29,7 @@ from finetune.data.readers import (
     Table,
     delimiter_for,
     detect_format,
+    no_rows,
     resolve_path,
     row_key,
     warn_duplicates,
@@ -110,8 +111,10 @@ def row_chunks(source: LocalSource, base_dir: Path | None, limit: int | None) ->
     if fmt == "jsonl":
         found, first_line = jsonl_rows(path, shown), 1
     else:
-        columns, found = delimited_rows(path, delimiter_for(fmt), source.quoting, shown)
-        first_line = 2
+        columns, found = delimited_rows(
+            path, delimiter_for(fmt), source.quoting, shown, source.columns, source.header
+        )
+        first_line = 2 if source.header else 1
     kept: list[dict[str, Any]] = []
     kept_lines: list[int] = []
     count = 0
@@ -131,8 +134,7 @@ def row_chunks(source: LocalSource, base_dir: Path | None, limit: int | None) ->
     if kept:
         yield Table(kept, shown, first_line, columns, kept_lines)
     if not count:
-        what = "has a header but no rows" if fmt != "jsonl" else "has no rows"
-        raise DataFormatError(f"{source.path}: {what}", fix="add examples to the file")
+        raise no_rows(source, fmt)
 
 
 def _hash(row: dict[str, Any]) -> int:
@@ -141,7 +143,10 @@ def _hash(row: dict[str, Any]) -> int:
 
 def _label_key(target: Any) -> Any:
     """A classification target (kind, value) as is; a generation target (a list of reference
-    texts) fits nothing, so all of them share one key."""
+    texts) or a regression target (a number) fits nothing, so all of them share one key (a
+    million distinct scores must not become a million kept examples)."""
+    if isinstance(target, float):
+        return None
     try:
         hash(target)
     except TypeError:

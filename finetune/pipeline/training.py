@@ -22,6 +22,7 @@ from finetune.run.files import append_jsonl
 from finetune.run.layout import RunPaths
 from finetune.run.resume import stopped_message
 from finetune.run.trackers import log_record, start_trackers
+from finetune.tasks.main_metric import main_metric
 from finetune.train.compiled import eager, mark_warm
 from finetune.train.device import device_metrics
 from finetune.train.evaluation import EvalBatches, make_eval_loader, run_eval
@@ -144,7 +145,7 @@ def train_and_save(setup: RunSetup, out: Path, plan: StartPlan, progress: bool) 
         if loader is not None:
             metrics["eval_history"] = eval_history(paths.log)  # also the evals before a resume
         kept = selection.best_step if selection.keep_weights else None
-        write_curves(paths.log, paths.curves, setup.task.main_metric, kept)
+        write_curves(paths.log, paths.curves, main_metric(recipe.task), kept)
     _save(setup, out, metrics, predictions)
     return RunSummary(out, metrics, setup.parameters.trainable, setup.parameters.total)
 

@@ -56,6 +56,8 @@ class InitOptions:
     summary: str | None = None
     source: str | None = None
     target: str | None = None
+    header: bool | None = None  # csv/tsv: line 1 is a header (None: guess, guess_layout.py)
+    quoting: str | None = None  # csv/tsv: rfc4180 or none (None: guess)
 
 
 @dataclass

@@ -26,8 +26,9 @@ from finetune.recipe.io import dump_recipe
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
 from finetune.redaction import redact
 from finetune.run.info import RunInfo
-from finetune.run.metric_kinds import NOT_IN_MODEL_INDEX, is_number, split_metrics
+from finetune.run.metric_kinds import FACT_NAMES, NOT_IN_MODEL_INDEX, is_number, split_metrics
 from finetune.run.snippets import Artefact, CardKind, load_snippet
+from finetune.tasks.main_metric import main_metric
 
 if TYPE_CHECKING:  # pragma: no cover
     from huggingface_hub import EvalResult, ModelCardData
@@ -94,15 +95,26 @@ def eval_data(recipe: Recipe) -> EvalData | None:
     return EvalData("local", f"local file {name}", None, split, None, sentence)
 
 
+# our metric names whose Hub metric id (https://hf.co/metrics) is spelled otherwise
+HUB_METRIC_IDS = {"pearson": "pearsonr"}
+
+
+def main_first(quality: Mapping[str, float | str], main: str) -> dict[str, float | str]:
+    """The quality metrics with the run's main metric (task.metric) first."""
+    return {**({main: quality[main]} if main in quality else {}), **quality}
+
+
 def eval_results(
     recipe: Recipe, task: type[Task], quality: Mapping[str, float | str]
 ) -> list[EvalResult] | None:
-    """One EvalResult per numeric quality metric (model-index), None without eval data."""
+    """One EvalResult per numeric quality metric (model-index; the main metric first), None
+    without eval data."""
     from huggingface_hub import EvalResult
 
     where = eval_data(recipe)
     if where is None:
         return None
+    quality = main_first(quality, main_metric(recipe.task))
     results = [
         EvalResult(
             task_type=task.pipeline_tag,
@@ -111,7 +123,7 @@ def eval_results(
             dataset_config=where.config,
             dataset_split=where.split,
             dataset_revision=where.revision,
-            metric_type=key,
+            metric_type=HUB_METRIC_IDS.get(key, key),
             metric_name=key,
             metric_value=value,
         )
@@ -213,25 +225,11 @@ def _evaluation_section(recipe: Recipe, quality: Mapping[str, float | str]) -> s
     where = eval_data(recipe)
     if where is None or not quality:
         return "No evaluation data was given, so there are no results."
+    quality = main_first(quality, main_metric(recipe.task))
     numbers = [(k, v) for k, v in metric_items(quality) if is_number(quality[k])]
     notes = [f"- `{k}`: {v}" for k, v in quality.items() if isinstance(v, str)]
     text = f"On {where.sentence}:\n\n" + _table(numbers, ("metric", "value"))
     return text + ("\n\n" + "\n".join(notes) if notes else "")
-
-
-FACT_NAMES = {
-    "train_loss": "final training loss",
-    "train_seconds": "training time (s)",
-    "train_samples_per_s": "training throughput (examples/s)",
-    "peak_memory_bytes": "peak memory (bytes)",
-    "steps": "optimizer steps",
-    "samples": "evaluation examples",
-    "artifact_bytes": "saved weights (bytes)",
-    "trainable_parameters": "trainable parameters",
-    "total_parameters": "total parameters",
-    "best_step": "step of the kept weights",
-    "gen_len_words": "mean generated length (words)",
-}
 
 
 def _hyperparameters(recipe: Recipe) -> str:
@@ -250,7 +248,9 @@ def _hyperparameters(recipe: Recipe) -> str:
         "seed",
         "precision",
     ]
-    if recipe.task.type != "classification":
+    from finetune.tasks import TASKS
+
+    if TASKS[recipe.task.type].is_generation:
         keep.append("max_target_length")
     rows = [(f"train.{k}", str(train[k])) for k in keep if k in train and train[k] is not None]
     method = recipe.method.model_dump()
@@ -315,6 +315,7 @@ def _artefact(
         model_kind=info.model_kind or task.model_kind(),
         family=family.family,  # the shape's family: bert / gpt2 / t5
         labels=info.labels,
+        regression=task.name == "regression",
         prefix=prefix,
         separator=separator,
         max_length=recipe.train.max_length,

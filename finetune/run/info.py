@@ -39,6 +39,7 @@ class RunInfo(BaseModel):
     architecture: str  # the config.json model_type (a row of ARCHITECTURES)
     task: str
     model_kind: str  # classification | seq2seq | causal
+    main_metric: str | None = None  # task.metric or the task's default: what ranks the run
     method: str
     lr: float | None = None  # resolved: the method's default_lr when the recipe left it null
     artifact_dir: str

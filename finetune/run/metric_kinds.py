@@ -56,3 +56,19 @@ def split_metrics(
             continue  # histories, reports: they live in metrics.json, not in a table
         (facts if is_run_fact(key) else quality)[key] = value
     return quality, facts
+
+
+# how the card's table of run facts names the metrics.json keys it shows
+FACT_NAMES = {
+    "train_loss": "final training loss",
+    "train_seconds": "training time (s)",
+    "train_samples_per_s": "training throughput (examples/s)",
+    "peak_memory_bytes": "peak memory (bytes)",
+    "steps": "optimizer steps",
+    "samples": "evaluation examples",
+    "artifact_bytes": "saved weights (bytes)",
+    "trainable_parameters": "trainable parameters",
+    "total_parameters": "total parameters",
+    "best_step": "step of the kept weights",
+    "gen_len_words": "mean generated length (words)",
+}

@@ -30,6 +30,7 @@ class Artefact:
     max_length: int
     max_new_tokens: int
     chat_messages: list[dict[str, str]] | None = None  # a chat-prompted decoder's turns
+    regression: bool = False  # one output, the score itself (no labels, no softmax)
 
 
 AUTO = {
@@ -41,6 +42,12 @@ AUTO = {
 
 def _use_lines(art: Artefact, model: str, tokenizer: str) -> list[str]:
     """Lines that run `model` on one input with `tokenizer`, as finetune does."""
+    if art.regression:
+        return [
+            f'inputs = {tokenizer}("an input text", return_tensors="pt", truncation=True, '
+            f"max_length={art.max_length})",
+            f"print({model}(**inputs).logits[0, 0].item())",
+        ]
     if art.model_kind == "classification":
         return [
             f'inputs = {tokenizer}("an input text", return_tensors="pt", truncation=True, '
@@ -99,8 +106,9 @@ def _subfolder(art: Artefact, name: str) -> str:
 
 
 def _merged_snippet(art: Artefact) -> str:
-    """A plain transformers model: the pipeline for classification, else `generate`
-    (transformers 5 has no summarization / translation pipeline)."""
+    """A plain transformers model: the pipeline for classification (for regression it prints
+    the raw score: the config's problem_type is regression), else `generate` (transformers 5
+    has no summarization / translation pipeline)."""
     if art.model_kind == "classification":
         return _python(
             [
@@ -140,7 +148,9 @@ def _peft_snippet(art: Artefact) -> str:
     """The base model with the run's head configuration, then peft's adapter on top."""
     auto = AUTO[art.model_kind]
     labels = ""
-    if art.model_kind == "classification":
+    if art.regression:  # the head of the trained run: one output, MSE
+        labels = '    num_labels=1,\n    problem_type="regression",\n'
+    elif art.model_kind == "classification":
         id2label = dict(enumerate(art.labels))
         label2id = {label: i for i, label in enumerate(art.labels)}
         labels = (

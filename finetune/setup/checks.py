@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from finetune.data.readers import detect_format, peek_columns, resolve_path
-from finetune.data.scan import scan_local
+from finetune.data.scan import RowCheck, scan_local
 from finetune.errors import DataError, FinetuneError, ModelError, Problem
 from finetune.methods import METHODS
 from finetune.models.architecture import Architecture
@@ -86,7 +86,8 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
     problems.extend(template_problems(recipe, where, family))  # task.prompt: chat, no template
     problems.extend(quantization_problems(recipe, where))
     columns, langs = task.required_columns(recipe.task), task.languages(recipe.task)
-    problems.extend(_check_data(recipe, path, columns, langs, scan_rows))
+    check = task.row_checker(recipe.task)
+    problems.extend(_check_data(recipe, path, columns, langs, scan_rows, check))
     if recipe.eval.metrics:
         from finetune.tasks.extra_metrics import metric_problems
 
@@ -103,7 +104,12 @@ def check_training_options(recipe: Recipe, where: str) -> list[Problem]:
 
 
 def _check_data(
-    recipe: Recipe, path: Path, columns: list[str], langs: list[str], scan_rows: bool
+    recipe: Recipe,
+    path: Path,
+    columns: list[str],
+    langs: list[str],
+    scan_rows: bool,
+    check: RowCheck | None = None,
 ) -> list[Problem]:
     problems: list[Problem] = []
     base = path.parent
@@ -114,17 +120,22 @@ def _check_data(
         key = f"{path}: data.{split}"
         found = _check_local(source, base, key, columns, langs)
         if not found and scan_rows:
-            found = _scan_local(source, base, key, columns, langs)
+            found = _scan_local(source, base, key, columns, langs, check)
         problems.extend(found)
     return problems
 
 
 def _scan_local(
-    source: LocalSource, base: Path, key: str, columns: list[str], langs: list[str]
+    source: LocalSource,
+    base: Path,
+    key: str,
+    columns: list[str],
+    langs: list[str],
+    check: RowCheck | None = None,
 ) -> list[Problem]:
     """Every row parsed, none kept; each bad row (up to a cap, then a count) is a problem."""
     try:
-        scan = scan_local(source, base, langs, columns)
+        scan = scan_local(source, base, langs, columns, check)
     except DataError as exc:
         return [Problem(key, exc.message, exc.fix)]
     except OSError as exc:

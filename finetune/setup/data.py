@@ -110,7 +110,8 @@ def saved_split(task: Task, recipe: Recipe, split: str, data: str | None) -> lis
     the labels the run learnt (task.state, from run.json)."""
     if data:
         languages = task.languages(recipe.task)
-        examples = task.examples(read_source(LocalSource(path=data), None, None, languages), "eval")
+        source = laid_out_like(recipe, data)
+        examples = task.examples(read_source(source, None, None, languages), "eval")
     else:
         if split not in ("eval", "test", "train"):
             raise FinetuneError(f"--split {split}: unknown split", fix="use eval, test or train")
@@ -130,6 +131,16 @@ def saved_split(task: Task, recipe: Recipe, split: str, data: str | None) -> lis
     for example in examples:
         task.check_example(example)
     return examples
+
+
+def laid_out_like(recipe: Recipe, data: str) -> LocalSource:
+    """`--data FILE` read as the run read its own data when FILE has the same extension: the
+    header, column names and quoting of GLUE-style files (say CoLA's header-less dev_ood.tsv
+    after training on its header-less train.tsv) carry over; otherwise the file's defaults."""
+    template = recipe.data.eval or recipe.data.train
+    if isinstance(template, LocalSource) and Path(data).suffix == Path(template.path).suffix:
+        return template.model_copy(update={"path": data})
+    return LocalSource(path=data)
 
 
 def _held_out_eval(task: Task, recipe: Recipe) -> list[Example]:

@@ -102,6 +102,9 @@ class RunSetup:
         train_set = train_features(task, splits, recipe.data.cache)
         eval_set = eval_features(task, splits, recipe.data.cache)
         parts = load_base_and_method(recipe, arch, task)
+        # a fresh head set up from the training data (regression: its bias at the mean target);
+        # a resumed run loads its trained head over it
+        task.initialise_head(parts.loaded.model, parts.loaded.new_modules, train_set)
         model = _setup_model(recipe, parts)
         counts = count_parameters(model)
         _log_parameters(recipe, parts, counts)
@@ -156,12 +159,14 @@ class RunSetup:
     def run_info(self) -> RunInfo:
         """run.json for this run (training): what `eval`, `predict` and `merge` rebuild it from."""
         from finetune.run.artifacts import library_versions
+        from finetune.tasks.main_metric import main_metric
 
         return RunInfo(
             versions=library_versions(),
             architecture=self.architecture.model_type,
             task=self.recipe.task.type,
             model_kind=self.task.model_kind(),
+            main_metric=main_metric(self.recipe.task),
             method=self.method.name,
             lr=self.recipe.train.lr,
             artifact_dir=self.method.artifact_dir,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from finetune.tasks.base import Example, Task, TaskSettings
 from finetune.tasks.classification import ClassificationTask
+from finetune.tasks.regression import RegressionTask
 from finetune.tasks.summarization import SummarizationTask
 from finetune.tasks.translation import TranslationTask
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.architecture import Architecture
 
 TASKS: dict[str, type[Task]] = {
-    t.name: t for t in (ClassificationTask, SummarizationTask, TranslationTask)
+    t.name: t for t in (ClassificationTask, RegressionTask, SummarizationTask, TranslationTask)
 }
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from finetune.errors import DataColumnError, DataValueError
+from finetune.errors import DataColumnError, DataError, DataValueError
 from finetune.recipe.section import Section
 from finetune.recipe.sections import DecodingConfig
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.architecture import Architecture
 
 log = logging.getLogger(__name__)
+
+RowCheck = Callable[[dict[str, Any], str], "DataError | None"]  # a row and where it is
 
 
 @dataclass
@@ -103,6 +105,12 @@ class Task(ABC):
         """Columns every data file must have (checked by `validate` from the header alone)."""
 
     @classmethod
+    def row_checker(cls, cfg: Any) -> RowCheck | None:
+        """A check `validate`'s row scan runs on every row of a local file, returning the
+        row's error (regression: the target is a number); None: the scan checks columns only."""
+        return None
+
+    @classmethod
     def languages(cls, cfg: Any) -> list[str]:
         """Languages of aligned text files (`train.{lang}`); empty for non-translation tasks."""
         return []
@@ -165,6 +173,10 @@ class Task(ABC):
     def model_config_overrides(self) -> dict[str, Any]:
         """Extra kwargs for `from_pretrained` (num_labels, id2label, ...)."""
         return {}
+
+    def initialise_head(self, model: Any, new_modules: list[str], train: Any) -> None:
+        """Set up the new head from the training features before training starts (a fresh
+        run only: a resumed run loads its trained head over it); nothing by default."""
 
     def examples_from_texts(self, texts: list[str]) -> list[Example]:
         """Unlabelled inputs for `finetune predict`."""

@@ -27,6 +27,7 @@ from finetune.tasks.base import (
     tokenize_counting_truncation,
     warn_truncated,
 )
+from finetune.tasks.scores import classification_scores, positive_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
@@ -64,14 +65,22 @@ class ClassificationConfig(Section):
     text: str = Field("text", description="Column with the input text.")
     text_pair: str | None = Field(None, description="Optional second text column (pairs).")
     label: str = Field("label", description="Column with the label (int or string).")
+    metric: Literal["auto", "accuracy", "f1_macro", "matthews_correlation", "f1"] = Field(
+        "auto",
+        description="Main metric (compare, best weights, card); auto: accuracy. f1: the "
+        "positive class's F1 (two labels: 1/true/yes/positive, else the second label); "
+        "matthews_correlation: CoLA's.",
+    )
 
 
 class ClassificationTask(Task):
     name = "classification"
-    config_class = ClassificationConfig
+    config_class: type[Section] = ClassificationConfig
     main_metric = "accuracy"
     pipeline_tag = "text-classification"
     report_name = "classification_report.json"
+    sequence_head = True  # AutoModelForSequenceClassification on every family
+    label_dtype = "long"  # the labels tensor's dtype (regression: float32)
 
     @classmethod
     def required_columns(cls, cfg: ClassificationConfig) -> list[str]:
@@ -119,6 +128,13 @@ class ClassificationTask(Task):
                 fix="check the label column, or add examples of the other classes",
             )
         self.state.labels = sorted(values, key=_label_order if kinds == {"int"} else None)
+        # getattr: a task built on this one may have a section without `metric`
+        if getattr(self.cfg, "metric", "auto") == "f1" and len(self.state.labels) != 2:
+            raise LabelError(
+                f"task.metric: f1 is the positive class's F1 of a two-label task; the training "
+                f"data has {len(self.state.labels)} labels ({', '.join(self.state.labels[:10])})",
+                fix="use task.metric: f1_macro (or accuracy, matthews_correlation)",
+            )
 
     def check_example(self, example: Example) -> None:
         if example.target is not None:
@@ -133,6 +149,15 @@ class ClassificationTask(Task):
                 f"(training labels: {', '.join(self.state.labels)})",
                 fix="fix the label, or add training examples of this class",
             ) from None
+
+    def feature_label(self, example: Example) -> Any:
+        """What an encoded example's `labels` holds: the class id here."""
+        return self.label_id(example)
+
+    def positive_id(self) -> int | None:
+        """The positive class's id of a two-label task (scores.positive_label), else None."""
+        positive = positive_label(self.state.labels)
+        return None if positive is None else self.state.labels.index(positive)
 
     def model_config_overrides(self) -> dict[str, Any]:
         labels = self.state.labels
@@ -165,7 +190,7 @@ class ClassificationTask(Task):
             if segments is not None:
                 feat["token_type_ids"] = segments[i]
             if ex.target is not None:
-                feat["labels"] = self.label_id(ex)
+                feat["labels"] = self.feature_label(ex)
             features.append(feat)
         return features
 
@@ -188,7 +213,8 @@ class ClassificationTask(Task):
         if segments:
             batch["token_type_ids"] = types
         if "labels" in features[0]:
-            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+            labels = [f["labels"] for f in features]
+            batch["labels"] = torch.tensor(labels, dtype=getattr(torch, self.label_dtype))
         batch["idx"] = torch.tensor([f["idx"] for f in features], dtype=torch.long)
         return batch
 
@@ -208,19 +234,16 @@ class ClassificationTask(Task):
         return losses, [(int(b), probs[i].tolist()) for i, b in enumerate(best)]
 
     def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
-        """Accuracy and macro-F1 over the classes present in the truth or the predictions.
+        """Accuracy, macro-F1, Matthews correlation and, with two labels, the positive class's
+        F1 (`tasks/scores.py`)."""
+        y_pred, y_true = self.evaluate_inputs(predictions, examples)
+        return classification_scores(y_true, y_pred, self.positive_id())
 
-        A training class absent from the eval split (and never predicted) has no defined F1;
-        counting it as 0 would punish perfect predictions, so it is left out (sklearn's default).
-        """
-        from sklearn.metrics import accuracy_score, f1_score
-
-        y_pred = [p[0] for p in predictions]
-        y_true = [self.label_id(ex) for ex in examples]
-        return {
-            "accuracy": float(accuracy_score(y_true, y_pred)),
-            "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        }
+    def evaluate_inputs(
+        self, predictions: list[Any], examples: list[Example]
+    ) -> tuple[list[Any], list[Any]]:
+        """(predictions, references) as metric code takes them: class ids."""
+        return [p[0] for p in predictions], [self.label_id(ex) for ex in examples]
 
     def report(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any] | None:
         """Per-class precision/recall/F1/support and the confusion matrix (rows: truth)."""

@@ -8,7 +8,8 @@ predictions and references, and written to metrics.json and the model card:
   offline: `evaluate.load` imports it like any module;
 - a Hub metric name (`accuracy`, `owner/metric`) needs the Hub once (then evaluate's cache).
 
-Inputs: classification gives label ids (predicted, true); generation gives the generated texts
+Inputs: classification gives label ids (predicted, true), regression the predicted and true
+numbers; generation gives the generated texts
 and, as references, one string per example, or a list of strings per example when the metric
 declares list references (or an example has several references).
 
@@ -100,8 +101,8 @@ def metric_inputs(
     task: Task, module: Any, predictions: list[Any], examples: list[Example]
 ) -> tuple[list[Any], list[Any]]:
     """(predictions, references) in the form `evaluate` modules take for this task."""
-    if not task.is_generation:
-        return [p[0] for p in predictions], [task.label_id(ex) for ex in examples]  # type: ignore[attr-defined]
+    if not task.is_generation:  # class ids, or numbers for regression
+        return task.evaluate_inputs(predictions, examples)  # type: ignore[attr-defined]
     references = [list(ex.target) for ex in examples]
     wants = _wants_lists(module)
     several = any(len(refs) != 1 for refs in references)
@@ -142,8 +143,8 @@ def extra_metrics(
         except Exception as exc:
             raise MetricError(
                 f"eval.metrics: {spec!r} failed on this task's predictions: {first_line(exc)}",
-                fix="classification passes label ids, generation passes texts (see README, "
-                "'Extra metrics')",
+                fix="classification passes label ids, regression numbers, generation texts "
+                "(see README, 'Extra metrics')",
             ) from None
         for key, value in scores.items():
             name = key if key not in taken and key not in results else f"{module.name}_{key}"

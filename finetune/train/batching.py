@@ -153,13 +153,16 @@ class SortedBatchSampler:
 def label_tokens(labels: Any, causal: bool) -> Any:
     """Per-example count of the label tokens a model's loss averages over.
 
-    Classification: one per example (1-D labels). Seq2seq: labels that are not -100. Causal
+    Classification and regression: one per example (1-D class ids or float32 targets; the
+    count is an integer either way). Seq2seq: labels that are not -100. Causal
     LMs predict token t+1 from token t, so their loss sees labels shifted by one. Training
     weights micro-batches and evaluation weights examples by these counts, so both losses are
     the same per-token mean.
     """
     if labels.dim() == 1:
-        return labels.new_ones(labels.shape)
+        import torch
+
+        return torch.ones(labels.shape, dtype=torch.long, device=labels.device)
     if causal:
         labels = labels[:, 1:]
     return (labels != IGNORE_INDEX).sum(dim=1)

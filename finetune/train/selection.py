@@ -47,13 +47,13 @@ def metrics_during_training(recipe: Recipe) -> bool:
 def best_rule(recipe: Recipe) -> BestRule:
     """`train.best_metric` / `best_mode` resolved: auto is the task's main metric when the
     in-training evaluations compute it, else the eval loss; a loss is minimised."""
-    from finetune.tasks import TASKS
+    from finetune.tasks.main_metric import lower_is_better, main_metric
 
     cfg = recipe.train
     metric = cfg.best_metric.removeprefix(EVAL_PREFIX)
     why = "train.best_metric"
     if metric == "auto":
-        main = TASKS[recipe.task.type].main_metric
+        main = main_metric(recipe.task)  # task.metric, else the task's default
         if metrics_during_training(recipe):
             metric, why = main, f"the task's main metric ({recipe.task.type})"
         else:
@@ -63,7 +63,7 @@ def best_rule(recipe: Recipe) -> BestRule:
             )
     mode = cfg.best_mode
     if mode == "auto":
-        mode = "min" if "loss" in metric else "max"
+        mode = "min" if lower_is_better(metric) else "max"
     return BestRule(metric, mode, why)
 
 
