@@ -285,6 +285,12 @@ class GenerationTask(Task):
             keep = keep_from_first_label(labels)
             inputs.update(input_ids=batch["input_ids"], logits_to_keep=keep)
             labels = labels[:, -keep:]
+            from finetune.train import chunked_loss  # at the labelled positions, in chunks
+
+            targets = chunked_loss.next_token_targets(labels)
+            losses = chunked_loss.example_losses(model, inputs, targets)
+            if losses is not None:
+                return losses
         elif encoded is not None:
             inputs.update(encoder_outputs=encoded, labels=labels)
         else:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from finetune.errors import NonFiniteLossError
+from finetune.models.lean_backward import lean_backward
 from finetune.recipe.schema import TrainConfig
 from finetune.run.files import append_jsonl
 from finetune.run.trackers import log_record
@@ -31,6 +32,7 @@ from finetune.train.checkpoints import (
     resume_weights,
     save_checkpoint,
 )
+from finetune.train.host_memory import return_freed_memory
 from finetune.train.optim import build_scheduler, plan_steps
 from finetune.train.progress import Progress
 from finetune.train.rng import isolated_rng, private_generator
@@ -125,6 +127,7 @@ def fit(
     bar = Progress(accelerator, total, hooks.progress)
     bar.update(result.global_step, "")
     causal = _is_causal(hooks.model_kind, accelerator.unwrap_model(model))
+    lean_backward(accelerator.unwrap_model(model))  # same numbers, less kept for backward
     loop = _Loop(
         model,
         optimizer,
@@ -255,6 +258,7 @@ class _Loop:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+        return_freed_memory(self.accelerator.device)  # the next batch starts from the model
         result.global_step += 1
         result.train_seconds = time.perf_counter() - self.started
         self.pending.append(_Pending(result.global_step, used_lr, loss_sum, totals))
