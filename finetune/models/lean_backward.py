@@ -58,7 +58,7 @@ def bool_mask_dropout(model: Any) -> int:
     swapped = 0
     for module in model.modules():
         if type(module) is torch.nn.Dropout and not module.inplace and module.p > 0:
-            module.forward = types.MethodType(_bool_mask_dropout_forward, module)
+            module.forward = types.MethodType(_bool_mask_dropout_forward, module)  # type: ignore[method-assign]
             swapped += 1
     return swapped
 

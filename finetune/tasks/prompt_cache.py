@@ -109,7 +109,7 @@ def croppable(cache: Any) -> bool:
     layers do not crop back exactly)."""
     from transformers.cache_utils import DynamicCache, DynamicLayer
 
-    layers = getattr(cache, "layers", None)
+    layers = list(getattr(cache, "layers", None) or [])
     return (
         type(cache) is DynamicCache
         and bool(layers)

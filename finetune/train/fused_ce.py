@@ -60,7 +60,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of a linear layer's output, gradients formed in the forward pass."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         rows: torch.Tensor,
         weight: torch.Tensor,
@@ -74,7 +74,9 @@ class LinearCrossEntropy(torch.autograd.Function):
         want_b = bias is not None and ctx.needs_input_grad[2]
         grad_rows = torch.zeros_like(rows) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if want_w else None
-        grad_b = torch.zeros_like(bias, dtype=torch.float32) if want_b else None
+        grad_b = (
+            torch.zeros_like(bias, dtype=torch.float32) if bias is not None and want_b else None
+        )
         total = torch.zeros((), dtype=torch.float32, device=rows.device)
         with torch.autocast(rows.device.type, enabled=False):
             x, w, b = _operands(rows, weight, bias, dtype)
@@ -97,7 +99,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         return total / count
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
         grad_rows, grad_w, grad_b = ctx.saved_tensors
         scale = grad_out.float()
         rows = None if grad_rows is None else grad_rows * scale.to(grad_rows.dtype)
