@@ -196,9 +196,11 @@ def _base_tokenizer(recipe: Recipe) -> object:
 def _setup_model(recipe: Recipe, parts: BaseAndMethod) -> Model:
     """The method on the base, refused when it would train nothing or leak into the backbone."""
     from finetune.methods.guards import check_trainable
+    from finetune.models.lean_backward import lean_backward
 
     model = apply_method(recipe, parts)
     check_trainable(model, parts.method, parts.loaded.new_modules)
+    lean_backward(model)  # the same numbers, less kept for the backward pass
     return model
 
 

@@ -38,6 +38,7 @@ from finetune.tasks.beam_cache import beam_search_cache
 from finetune.tasks.padding import (
     IGNORE,
     example_mean_losses,
+    feeds_virtual_tokens,
     keep_from_first_label,
     mask_rows,
     pad_rows,
@@ -308,6 +309,12 @@ class GenerationTask(Task):
             keep = keep_from_first_label(labels)
             inputs.update(input_ids=batch["input_ids"], logits_to_keep=keep)
             labels = labels[:, -keep:]
+            from finetune.train import chunked_loss  # at the labelled positions, in chunks
+
+            targets = chunked_loss.next_token_targets(labels)
+            losses = chunked_loss.example_losses(model, inputs, targets)
+            if losses is not None:
+                return losses
         elif encoded is not None:
             inputs.update(encoder_outputs=encoded, labels=labels)
         else:
@@ -389,10 +396,3 @@ class GenerationTask(Task):
             if len(refs) > 1:
                 record["references"] = list(refs)
         return record
-
-
-def feeds_virtual_tokens(model: Any) -> bool:
-    """Whether peft prepends virtual tokens (prompt learning) to every input of this model:
-    then neither an encoder pass nor a prompt cache can be shared with `generate`."""
-    peft_config = getattr(unwrap_parallel(model), "active_peft_config", None)
-    return bool(getattr(peft_config, "is_prompt_learning", False))

@@ -80,3 +80,10 @@ def unwrap_parallel(model: Any) -> Any:
     from torch.nn.parallel import DistributedDataParallel
 
     return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def feeds_virtual_tokens(model: Any) -> bool:
+    """Whether peft prepends virtual tokens (prompt learning) to every input of this model:
+    then neither an encoder pass nor a prompt cache can be shared with `generate`."""
+    peft_config = getattr(unwrap_parallel(model), "active_peft_config", None)
+    return bool(getattr(peft_config, "is_prompt_learning", False))

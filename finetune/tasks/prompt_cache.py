@@ -4,9 +4,10 @@ A decoder's evaluation batch needs the loss on the targets (teacher forcing over
 and generated text (from the prompt alone). Done separately, every prompt runs through the model
 twice, and prompts are most of the tokens (DialogSum: about 200 prompt tokens per 30 target
 tokens). Here the prompt minus its last token runs once into a KV cache; the loss continues from
-a copy of that cache with the last prompt token + the target, and `generate` continues from the
-cache itself with the last prompt token: transformers' documented prefix-cache reuse. It is the
-decoders' counterpart of the encoder-decoders' shared encoder pass (`run_encoder`).
+that cache with the last prompt token + the target, the cache is cropped back to the prompt, and
+`generate` continues from it with the last prompt token: transformers' documented prefix-cache
+reuse, without a second copy of the cache. It is the decoders' counterpart of the
+encoder-decoders' shared encoder pass (`run_encoder`).
 
 Prompts are left-padded, so positions come from the attention mask, as `generate` computes them.
 """
@@ -71,22 +72,49 @@ def losses_after_prompt(
     labels: torch.Tensor,
     pad_id: int,
 ) -> list[float]:
-    """Mean target-token cross-entropy per row, continuing from a copy of the prompt cache
-    (`generate` still needs the original)."""
+    """Mean target-token cross-entropy per row, continuing from the prompt cache, which is
+    then cropped back to the prompt for `generate` (a cache that cannot be cropped is copied
+    first instead: two copies of every prompt's keys and values). The loss is computed from
+    the hidden states at the target positions only (train/chunked_loss.py) where the model
+    allows; else from its logits."""
     import torch
+
+    from finetune.train.chunked_loss import example_losses
 
     target_ids, targets = split_targets(labels, pad_id)
     inputs = torch.cat([ids[:, -1:], target_ids], dim=1)
     full_mask = torch.cat([mask, (targets != IGNORE).long()], dim=1)
-    keyword = cache_keyword(model)
-    logits = model(
-        input_ids=inputs,
-        attention_mask=full_mask,
-        position_ids=positions(full_mask)[:, -inputs.shape[1] :],
-        use_cache=True,
-        **{keyword: copy.deepcopy(cache)},
-    ).logits[:, :-1]  # the logit at position j predicts target token j
-    return example_mean_losses(logits, targets)
+    crop = croppable(cache)
+    kwargs = {
+        "input_ids": inputs,
+        "attention_mask": full_mask,
+        "position_ids": positions(full_mask)[:, -inputs.shape[1] :],
+        "use_cache": True,
+        cache_keyword(model): cache if crop else copy.deepcopy(cache),
+    }
+    # position j predicts target token j; the last position predicts nothing
+    aligned = torch.cat([targets, torch.full_like(targets[:, :1], IGNORE)], dim=1)
+    losses = example_losses(model, kwargs, aligned)
+    if losses is None:
+        logits = model(**kwargs).logits[:, :-1]
+        losses = example_mean_losses(logits, targets)
+    if crop:
+        cache.crop(-inputs.shape[1])
+    return losses
+
+
+def croppable(cache: Any) -> bool:
+    """Whether the loss pass may extend the prompt cache in place and crop it back after: a
+    DynamicCache whose every layer is a plain DynamicLayer (sliding-window and quantised
+    layers do not crop back exactly)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    layers = list(getattr(cache, "layers", None) or [])
+    return (
+        type(cache) is DynamicCache
+        and bool(layers)
+        and all(type(layer) is DynamicLayer for layer in layers)
+    )
 
 
 def generation_cache(model: Any, cache: Any, num_beams: int) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from finetune.train.checkpoints import (
     resume_weights,
     save_checkpoint,
 )
+from finetune.train.host_memory import return_freed_memory
 from finetune.train.optim import Optimization, plan_steps
 from finetune.train.progress import Progress
 from finetune.train.rng import isolated_rng
@@ -207,6 +208,7 @@ class _Loop:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
+        return_freed_memory(self.accelerator.device)  # the next batch starts from the model
         state.global_step += 1
         self.clock()
         self.pending.append(_Pending(state.global_step, used_lr, loss_sum, totals))

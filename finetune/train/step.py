@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from finetune.train.batching import label_tokens
+from finetune.train.chunked_loss import causal_training_loss
 
 
 def micro_batches(loader: Any, size: int, device: Any) -> Iterator[list[dict[str, Any]]]:
@@ -53,7 +54,9 @@ def accumulate_step(
     for i, batch in enumerate(window):
         last = i == len(window) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            loss = model(**batch).loss
+            loss = (
+                causal_training_loss(model, batch, accelerator) if causal else model(**batch).loss
+            )
             accelerator.backward(loss * (counts[i] * scale))
         loss_sum = loss_sum + loss.detach().float() * counts[i]
     return _sum_across(accelerator, loss_sum), totals

@@ -1,0 +1,131 @@
+"""Keep less for the backward pass, with bit-for-bit the same numbers: dropout saves a bool mask
+instead of a float one, and gated MLPs recompute their activation instead of keeping it.
+
+Measured on SmolLM2-135M (30 layers, batch 8 x 448 tokens, LoRA on q/v with dropout 0.05, fp32,
+benchmarks/decoder_memory.py) the tensors a step keeps for backward were ~4.0 GB, of which:
+
+- dropout: PyTorch's CPU dropout (`F.dropout` -> `_dropout_impl`) keeps its mask as a float
+  tensor the size of the input (~0.46 GB for the LoRA dropouts here). `torch.native_dropout`
+  draws the same mask from the same random stream, returns the same output and gradient, and
+  keeps the mask as bool (a quarter of the bytes). CUDA's `F.dropout` already does this.
+- gated MLPs (`down_proj(act_fn(gate_proj(x)) * up_proj(x))`: Llama, Mistral, Qwen2/3, OLMo,
+  Gemma): autograd keeps gate (for the activation's backward), act(gate) and up (for the
+  product's): three intermediate-size tensors per layer, ~1.9 GB here. `GatedProduct` keeps
+  gate and up and recomputes act(gate) in backward (~0.63 GB less, one elementwise pass more).
+
+Both swaps are in memory only (module classes and forwards; no parameter or state-dict key
+changes) and apply only where the code is exactly the one they replace.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import re
+import types
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# the one expression a gated MLP's forward must compute for GatedProduct to replace it
+GATED_MLP = "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))"
+
+
+def lean_backward(model: Any) -> dict[str, int]:
+    """Apply both swaps to `model` (a plain or peft-wrapped model); how many of each."""
+    counts = {"dropout": bool_mask_dropout(model), "gated_mlp": recompute_gated_mlp(model)}
+    if any(counts.values()):
+        log.debug("lean backward: %s", counts)
+    return counts
+
+
+# ---------------------------------------------------------------------- dropout
+
+
+def _bool_mask_dropout_forward(self: Any, x: Any) -> Any:
+    import torch
+
+    if self.training and self.p > 0 and x.device.type == "cpu" and torch.is_grad_enabled():
+        return torch.native_dropout(x, self.p, True)[0]
+    return torch.nn.functional.dropout(x, self.p, self.training, self.inplace)
+
+
+def bool_mask_dropout(model: Any) -> int:
+    """Every `nn.Dropout` (exactly that class, not in place) keeps a bool mask on CPU."""
+    import torch
+
+    swapped = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Dropout and not module.inplace and module.p > 0:
+            module.forward = types.MethodType(_bool_mask_dropout_forward, module)  # type: ignore[method-assign]
+            swapped += 1
+    return swapped
+
+
+# ---------------------------------------------------------------------- gated MLPs
+
+
+@functools.cache
+def _gated_product() -> Any:
+    """The autograd Function (built on first use: this module must not import torch)."""
+    import torch
+
+    class GatedProduct(torch.autograd.Function):
+        """act(gate) * up, keeping gate and up only: act(gate) is recomputed in backward with
+        the same operators, so the gradients are those autograd computes for the plain code."""
+
+        @staticmethod
+        def forward(ctx: Any, gate: Any, up: Any, act: Any) -> Any:
+            ctx.save_for_backward(gate, up)
+            ctx.act = act
+            return act(gate) * up
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            gate, up = ctx.saved_tensors
+            with torch.enable_grad():
+                g = gate.detach().requires_grad_(ctx.needs_input_grad[0])
+                activated = ctx.act(g)
+            grad_up = grad * activated.detach() if ctx.needs_input_grad[1] else None
+            grad_gate = None
+            if ctx.needs_input_grad[0]:
+                (grad_gate,) = torch.autograd.grad(activated, g, grad * up)
+            return grad_gate, grad_up, None
+
+    return GatedProduct
+
+
+def _gated_mlp_forward(self: Any, x: Any) -> Any:
+    import torch
+
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad):
+        return self.down_proj(_gated_product().apply(gate, up, self.act_fn))
+    return self.down_proj(self.act_fn(gate) * up)
+
+
+def is_gated_mlp(module: Any) -> bool:
+    """Whether the module's class computes exactly GATED_MLP in its forward."""
+    if not all(hasattr(module, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+        return False
+    try:
+        source = inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return False
+    body = [ln.strip() for ln in source.splitlines()[1:] if ln.strip()]
+    return (
+        len(body) == 2
+        and re.sub(r"\s", "", body[0]) == "down_proj=" + GATED_MLP.replace(" ", "")
+        and body[1] == "return down_proj"
+    )
+
+
+def recompute_gated_mlp(model: Any) -> int:
+    """Gated MLPs keep gate and up for backward, not also act(gate)."""
+    swapped = 0
+    for module in model.modules():
+        if "forward" not in vars(module) and is_gated_mlp(module):
+            module.forward = types.MethodType(_gated_mlp_forward, module)
+            swapped += 1
+    return swapped
