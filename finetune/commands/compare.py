@@ -88,6 +88,17 @@ def read_base(recipe_path: Path, overrides: list[str]) -> dict[str, Any]:
     return data
 
 
+def baseline_first(methods: list[str], base: dict[str, Any]) -> list[str]:
+    """Methods that train nothing (the zero-shot row) first, so the report reads from the base
+    model down. `--methods all` leaves them out for classification, whose fresh head has no
+    zero-shot score (naming `none` explicitly still shows the reason as a "not run" row)."""
+    untrained = [m for m in methods if not METHODS[m].trains]
+    task = (base.get("task") or {}).get("type")
+    if methods == list(METHOD_NAMES) and task == "classification":
+        untrained = []
+    return untrained + [m for m in methods if METHODS[m].trains]
+
+
 def seed_list(base: dict[str, Any], seeds: int) -> list[int]:
     first = int((base.get("train") or {}).get("seed", 42))
     return [first + k for k in range(seeds)]
@@ -103,22 +114,29 @@ def compare(
     seeds: int = 1,
 ) -> tuple[list[Row], Path]:
     base = read_base(recipe_path, overrides or [])
+    methods = baseline_first(methods, base)
     out = out or Path("runs") / f"compare-{recipe_path.stem}"
     out.mkdir(parents=True, exist_ok=True)
     split = search_split(base, recipe_path.parent, out, tune.seed) if tune else None
     rows = []
     for method in methods:
+        entry = METHODS[method]
         data = method_recipe(base, method)
         search: list[dict[str, Any]] = []
-        if tune is not None and split is not None:
+        if tune is not None and split is not None and entry.trains:
             log.info("compare: tuning the learning rate of %s", method)
             data["train"]["lr"], search = tune_method(data, method, split, out, overwrite, tune)
         log.info("compare: running %s", method)
-        row = run_seeds(data, method, method, out, overwrite, seed_list(base, seeds))
-        row.tuned, row.search = tune is not None, search
+        # nothing trains under the baseline: one run, whatever the seeds, at no rate
+        runs = seed_list(base, seeds if entry.trains else 1)
+        row = run_seeds(data, method, entry.label or method, out, overwrite, runs)
+        row.tuned, row.search = tune is not None and entry.trains, search
+        if not entry.trains:
+            row.baseline, row.lr = True, None
         rows.append(row)
     add_intervals(rows, out)
-    header = rates_header(base, methods, rows, tune) + seeds_header(seeds)
+    trained = [m for m in methods if METHODS[m].trains]
+    header = rates_header(base, trained, rows, tune) + seeds_header(seeds)
     write_report(rows, out, f"finetune compare: {recipe_path}", header)
     return rows, out
 
@@ -126,6 +144,8 @@ def compare(
 def rates_header(
     base: dict[str, Any], methods: list[str], rows: list[Row], tune: TuneOptions | None
 ) -> list[str]:
+    if tune is None and not methods:
+        return []
     if tune is None:
         used = ", ".join(
             f"{m} {method_recipe(base, m)['train']['lr']:g} ({rate_origin(base, m)})"

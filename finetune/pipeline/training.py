@@ -138,6 +138,8 @@ def train_and_save(setup: RunSetup, out: Path, plan: StartPlan, progress: bool) 
 def _fit(setup: RunSetup, evaluations: _Evaluations, plan: StartPlan, progress: bool) -> TrainState:
     """The loop, stopped cleanly (checkpoint + the --resume command) by SIGTERM / Ctrl-C."""
     parts, paths = _training(setup), RunPaths(evaluations.out)
+    if parts.optimization is None or parts.batches is None:
+        raise ValueError(f"method {setup.method.name} trains nothing: see pipeline/zero_shot.py")
     hooks = LoopHooks(
         evaluate=evaluations.during_training,
         after_eval=evaluations.select if evaluations.selection.active else None,

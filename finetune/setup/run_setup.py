@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from finetune.errors import RunDirError
-from finetune.methods.base import Method
+from finetune.methods import METHODS, Method
 from finetune.recipe.io import load_recipe
 from finetune.run.files import is_finished
 from finetune.run.info import ParameterCounts as RunInfoCounts
@@ -47,13 +47,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainingParts:
-    """What only a run in training has: its data, batches, optimizer and scheduler."""
+    """What only a run started by `run` has: its data, batches, optimizer and scheduler (the
+    last three None when the method trains nothing: the zero-shot baseline)."""
 
     splits: Splits
-    train_set: Features
     eval_set: Features | None
-    batches: TrainBatches
-    optimization: Optimization
+    train_set: Features | None = None
+    batches: TrainBatches | None = None
+    optimization: Optimization | None = None
 
 
 @dataclass
@@ -97,16 +98,21 @@ class RunSetup:
         task = make_task(recipe, arch)
         splits = load_splits(task, recipe, base_dir, stream_train=True)
         task.tokenizer = _base_tokenizer(recipe)
-        train_set = train_features(task, splits, recipe.data.cache)
+        trains = METHODS[recipe.method.name].trains
+        train_set = train_features(task, splits, recipe.data.cache) if trains else None
         eval_set = eval_features(task, splits, recipe.data.cache)
         parts = load_base_and_method(recipe, arch, task)
         model = _setup_model(recipe, parts)
         counts = count_parameters(model)
         _log_parameters(recipe, parts, counts)
-        model, optimization, batches = _setup_optimization(
-            recipe, task, parts, model, train_set, accelerator
-        )
-        training = TrainingParts(splits, train_set, eval_set, batches, optimization)
+        if train_set is None:  # nothing trains: the model as `eval` prepares it, no optimizer
+            model = accelerator.prepare_model(model, evaluation_mode=True)
+            training = TrainingParts(splits, eval_set)
+        else:
+            model, optimization, batches = _setup_optimization(
+                recipe, task, parts, model, train_set, accelerator
+            )
+            training = TrainingParts(splits, eval_set, train_set, batches, optimization)
         return cls(
             recipe,
             arch,
@@ -160,7 +166,7 @@ class RunSetup:
             task=self.recipe.task.type,
             model_kind=self.task.model_kind(),
             method=self.method.name,
-            lr=self.recipe.train.lr,
+            lr=self.recipe.train.lr if self.method.trains else None,
             artifact_dir=self.method.artifact_dir,
             new_modules=self.new_modules,
             task_state=self.task.state.to_dict(),
@@ -190,7 +196,8 @@ def _setup_model(recipe: Recipe, parts: BaseAndMethod) -> Model:
     from finetune.methods.guards import check_trainable
 
     model = apply_method(recipe, parts)
-    check_trainable(model, parts.method, parts.loaded.new_modules)
+    if parts.method.trains:  # a method that trains nothing has nothing to guard
+        check_trainable(model, parts.method, parts.loaded.new_modules)
     return model
 
 
@@ -283,7 +290,6 @@ class OpenedRun:
 
 def open_saved(path: Path, full_precision_base: bool = False) -> OpenedRun:
     """The run's task with the labels it was trained with (run.json) and its own tokenizer."""
-    from finetune.methods import METHODS
     from finetune.models.detect import architecture_named
     from finetune.models.loading import load_tokenizer
     from finetune.tasks.base import TaskState
