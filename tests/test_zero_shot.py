@@ -130,6 +130,20 @@ def test_zero_shot_metrics_equal_an_untrained_lora_run_at_step_zero(
     assert preds == [r["prediction"] for r in _jsonl(tmp_path / "b" / "run" / "predictions.jsonl")]
 
 
+def test_predict_shows_the_zero_shot_and_the_trained_reply_side_by_side(
+    tmp_path, runner, bigram_dir
+):
+    zero, lora = tmp_path / "zero", tmp_path / "lora"
+    for folder, method in ((zero, "none"), (lora, "lora")):
+        data = chat_recipe(bigram_dir, folder, "summarization", method=method)
+        data["train"]["max_steps"] = 2
+        _invoke(runner, "run", write_recipe(folder / "r.yaml", data))
+    result = _invoke(runner, "predict", zero / "run", lora / "run", "--text", "a dog runs")
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [r["run"] for r in lines] == [str(zero / "run"), str(lora / "run")]
+    assert lines[0]["prediction"] == "the park"
+
+
 # --------------------------------------------------------------------------- refusals
 
 
