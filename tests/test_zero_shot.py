@@ -231,6 +231,18 @@ def test_compare_tune_skips_the_rate_search_of_the_zero_shot_row(
     assert not list((out / "search").glob("none-*"))  # no search run was started
 
 
+@pytest.mark.parametrize("name", ["smollm2_lora_dialogsum", "smollm2_lora_multi30k"])
+def test_smollm2_recipes_validate_as_they_are_and_as_their_zero_shot_baseline(
+    name, runner, monkeypatch
+):
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    for extra in ([], ["--set", "method=none"]):
+        result = runner.invoke(app, ["validate", f"recipes/{name}.yaml", *extra])
+        assert result.exit_code == 0, result.output
+
+
 def test_methods_all_holds_the_baseline_for_generation_only():
     everything = list(METHOD_NAMES)
     generation = baseline_first(everything, {"task": {"type": "summarization"}})
