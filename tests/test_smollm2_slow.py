@@ -158,17 +158,17 @@ def test_zero_shot_chat_summaries_are_real_text_that_ends_the_turn(smollm2, tmp_
 
     from finetune.models.names import resolve_name
 
-    rows = [{k: r[k] for k in ("dialogue", "summary")} for r in _jsonl(DIALOGSUM)[:3]]
+    rows = [{k: r[k] for k in ("dialogue", "summary")} for r in _jsonl(DIALOGSUM)[:2]]
     path = tmp_path / "dev.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    out, cap = tmp_path / "run", 64
+    out, cap = tmp_path / "run", 48
     instruction = "Summarize the following dialogue in one sentence."
     data = {
         "model": {"name": smollm2},
         "task": {**_SUMMARY, "instruction": instruction},
         "data": {"train": str(path), "eval": str(path)},
         "method": {"name": "none"},
-        "train": {"max_length": 384, "max_target_length": 64},
+        "train": {"max_length": 256, "max_target_length": 48},
         "eval": {"batch_size": 1, "generation": {"max_new_tokens": cap}},  # no padding
         "output": {"dir": str(out)},
     }
@@ -182,12 +182,14 @@ def test_zero_shot_chat_summaries_are_real_text_that_ends_the_turn(smollm2, tmp_
         assert len(tok(text)["input_ids"]) < cap - 8, text  # stopped before the cap
     # the same reply straight from transformers, stopping at <|im_end|> only: it ends the turn
     model = AutoModelForCausalLM.from_pretrained(resolve_name(smollm2).path).eval()
+    dialogue = rows[0]["dialogue"]  # the first row's prompt fits in 256 tokens: nothing cut
     inputs = tok.apply_chat_template(
-        [{"role": "user", "content": f"{instruction}\n\n{rows[0]['dialogue']}"}],
+        [{"role": "user", "content": f"{instruction}\n\n{dialogue}"}],
         add_generation_prompt=True,
         return_tensors="pt",
         return_dict=True,
     )
+    assert inputs["input_ids"].shape[1] <= 256
     with torch.inference_mode():
         reply = model.generate(**inputs, max_new_tokens=cap, do_sample=False, eos_token_id=2)
     new = reply[0, inputs["input_ids"].shape[1] :].tolist()
