@@ -4,7 +4,9 @@ Each case trains a few steps with `finetune run`, then checks that the loss is f
 only base parameters that changed are the ones the method may change (new modules, BitFit's
 biases, everything for `full`), that the method's own parameters did train, and that
 `finetune eval` on the saved run (a fresh base model + `Method.load`) reproduces the
-training-time predictions exactly. Unsupported combinations must be refused by `validate`.
+training-time predictions exactly. A method that trains nothing (the zero-shot baseline) must
+change no parameter and save no weights, and `eval` must reproduce it too. Unsupported
+combinations must be refused by `validate`.
 """
 
 from __future__ import annotations
@@ -123,6 +125,17 @@ def check_parameters(method: str, record: dict) -> None:
     assert trained, f"{method}: none of its own parameters changed in training"
 
 
+def check_untrained(record: dict, out: Path, metrics: dict) -> None:
+    """A method that trains nothing: no parameter trainable or changed, no weights saved."""
+    import torch
+
+    assert record["trainable"] == {}
+    assert all(torch.equal(p, record["before"][n]) for n, p in record["params"].items())
+    assert "train_loss" not in metrics and math.isfinite(metrics["loss"])
+    assert metrics["artifact_bytes"] == 0
+    assert [p.name for p in out.iterdir() if p.is_dir()] == ["tokenizer"]
+
+
 def _predictions(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -160,6 +173,10 @@ def test_supported_combination_trains_saves_reloads(
     assert result.exit_code == 0, result.output
     out = tmp_path / "run"
     metrics = json.loads((out / "metrics.json").read_text())
+    if not METHODS[method].trains:  # the zero-shot baseline: evaluated as it is
+        check_untrained(spy, out, metrics)
+        check_reload(runner, out, task)
+        return
     assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["loss"])
     assert metrics["steps"] == 4
     check_parameters(method, spy)

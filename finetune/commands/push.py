@@ -2,7 +2,9 @@
 
 `push` uploads the merged model (with the same output-parity check as `finetune merge`), or
 with `--adapter` the run's artefact as trained (every method: peft's format, finetune's own, or
-the full model), each with its own model card. Every Hub failure is one redacted line.
+the full model), each with its own model card. Every Hub failure is one redacted line. A
+zero-shot run (`method: none`) is refused: it holds no weights, and the base model is on the
+Hub already.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from finetune.commands.merge import merge_run
+from finetune.commands.merge import merge_run, refuse_untrained
 from finetune.errors import FinetuneError, first_line
 from finetune.run.card import render_model_card
 from finetune.run.layout import (
@@ -125,6 +127,7 @@ def push_run(
     """
     from finetune.methods import METHODS
 
+    refuse_untrained(run_dir, "push")
     _, info = read_run_dir(run_dir)
     method = METHODS[info.method]
     if not adapter and not method.mergeable:

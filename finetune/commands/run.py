@@ -2,7 +2,8 @@
 
 Everything that refuses a run (the recipe, the data, a finished or busy run directory, a
 changed `--resume`) happens before any weight loads; `RunSetup.for_training` assembles the run
-and `train_and_save` trains, evaluates and saves it (finetune/pipeline/training.py).
+and `train_and_save` trains, evaluates and saves it (finetune/pipeline/training.py); a method
+that trains nothing (`none`) is evaluated as it is instead (finetune/pipeline/zero_shot.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from finetune.errors import RecipeError
 from finetune.pipeline.training import RunSummary, StartPlan, train_and_save
+from finetune.pipeline.zero_shot import evaluate_untrained
 from finetune.recipe.schema import Recipe
 from finetune.run.claim import claimed
 from finetune.run.fingerprint import run_fingerprint
@@ -60,7 +62,9 @@ def run(
     with claimed(out, accelerator, overwrite, resume, plan) as start:
         try:
             setup = RunSetup.for_training(recipe, recipe_path.parent, accelerator)
-            summary = train_and_save(setup, out, start, progress)
+            # a method that trains nothing (the zero-shot baseline) is evaluated as it is
+            verb = train_and_save if setup.method.trains else evaluate_untrained
+            summary = verb(setup, out, start, progress)
         finally:
             finish_trackers(accelerator, recipe)
     summary.seconds = time.perf_counter() - started

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from finetune.comparison.intervals import add_intervals
 from finetune.comparison.jobs import Slot, run_all
-from finetune.comparison.recipes import RecipeData, method_recipe, seed_list
+from finetune.comparison.recipes import RecipeData, baseline_first, method_recipe, seed_list
 from finetune.comparison.runner import Point, Row, fold_point, run_point, seeded_points
 from finetune.comparison.tune import Search, TuneOptions, new_search, search_split
 from finetune.jsonvalues import child
+from finetune.methods import METHODS
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,13 @@ def compare_tasks(
     searches = _tune(tasks, methods, tune, jobs, overwrite) if tune else {}
     finals: list[tuple[TaskSpec, str, Point]] = []
     for task in tasks:
-        for method in methods:
+        for method in baseline_first(methods, task.base):
             data = method_recipe(task.base, method)
             search = searches.get((task.name, method))
             if search is not None:
                 child(data, "train")["lr"] = search.best
-            finals.append((task, method, Point(data, method, method)))
+            name = METHODS[method].label or method
+            finals.append((task, method, Point(data, name, method)))
     outcomes = _run_finals(finals, seeds, jobs, overwrite)
     for outcome in outcomes:
         outcome.search = searches.get((outcome.task, outcome.method))
@@ -79,7 +81,7 @@ def _tune(
     searches: dict[tuple[str, str], Search] = {}
     for task in tasks:
         split = search_split(task.base, task.recipe_path.parent, task.out, tune.seed)
-        for method in methods:
+        for method in (m for m in methods if METHODS[m].trains):  # the baseline has no rate
             name = method if len(tasks) == 1 else f"{task.name}/{method}"
             data = method_recipe(task.base, method)
             searches[(task.name, method)] = new_search(name, data, method, split, task.out, tune)
@@ -106,7 +108,8 @@ def _run_finals(
     work: list[tuple[TaskSpec, Point]] = []
     plans: list[tuple[TaskSpec, str, Point, list[int], int, int]] = []
     for task, method, point in finals:
-        chosen = seed_list(task.base, seeds)
+        # nothing trains under the baseline: one run, whatever the seeds
+        chosen = seed_list(task.base, seeds if METHODS[method].trains else 1)
         points = seeded_points(point, chosen)
         plans.append((task, method, point, chosen, len(work), len(points)))
         work += [(task, p) for p in points]
@@ -120,7 +123,11 @@ def _run_finals(
         return f"{item[0].name}/{item[1].name}" if several else item[1].name
 
     rows = run_all(work, run, jobs, label)
-    return [
+    outcomes = [
         Outcome(task.name, method, fold_point(rows[start : start + count], point, chosen))
         for task, method, point, chosen, start, count in plans
     ]
+    for outcome in outcomes:
+        if not METHODS[outcome.method].trains:  # the zero-shot row: no rate, the others' base
+            outcome.row.baseline, outcome.row.lr = True, None
+    return outcomes

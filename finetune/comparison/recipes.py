@@ -76,3 +76,15 @@ def rate_origin(base: Mapping[str, JSON], method: str) -> str:
 def seed_list(base: Mapping[str, JSON], seeds: int) -> list[int]:
     first = integer(as_object(base.get("train")).get("seed", 42), 42)
     return [first + k for k in range(seeds)]
+
+
+def baseline_first(methods: list[str], base: RecipeData) -> list[str]:
+    """Methods that train nothing (the zero-shot row) first, so the report reads from the base
+    model down. `--methods all` leaves them out for classification, whose fresh head has no
+    zero-shot score (naming `none` explicitly still shows the reason as a "not run" row)."""
+    from finetune.recipe.schema import METHOD_NAMES
+
+    untrained = [m for m in methods if not METHODS[m].trains]
+    if methods == list(METHOD_NAMES) and as_object(base.get("task")).get("type") == "classification":
+        untrained = []
+    return untrained + [m for m in methods if METHODS[m].trains]

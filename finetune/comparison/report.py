@@ -58,6 +58,8 @@ def _rate(lr: float | None) -> str:
 
 
 def _time_cell(row: Row) -> str:
+    if row.train_seconds is None and row.baseline and row.wall_seconds is not None:
+        return f"none (wall {row.wall_seconds:.0f} s: load + evaluate)"
     if row.train_seconds is None:
         return "–"
     text = f"{row.train_seconds:.0f} s"
@@ -72,11 +74,29 @@ def _load_cell(row: Row) -> str:
     return f"{row.load_before:.1f} → {row.load_after:.1f} / {row.cores} cores"
 
 
+def baseline(rows: list[Row]) -> Row | None:
+    """The zero-shot row, when it ran and has a quality figure to measure the others from."""
+    return next(
+        (r for r in rows if r.baseline and r.status == "ok" and r.quality is not None), None
+    )
+
+
+def gain_cell(row: Row, base: Row) -> str:
+    """How far this row moved from the zero-shot base model, in the task's metric."""
+    if row is base:
+        return "base model"
+    if row.quality is None or base.quality is None or row.quality_metric != base.quality_metric:
+        return "–"
+    digits = 4 if abs(base.quality) <= 1 else 2  # as _num: fractions, or ROUGE/BLEU x100
+    return f"{row.quality - base.quality:+.{digits}f}"
+
+
 def table(rows: list[Row], point_keys: list[str] | None = None) -> str:
-    keys = point_keys or []
+    keys, base = point_keys or [], baseline(rows)
     head = ["point"] if keys else ["method"]
-    head += keys + ["lr", "quality [95% CI]", "verdict", "trainable parameters"]
-    head += ["peak memory", "train time", "load", "size on disk"]
+    head += keys + ["lr", "quality [95% CI]"] + (["vs zero-shot"] if base else [])
+    head += ["verdict", "trainable parameters", "peak memory", "train time", "load"]
+    head += ["size on disk"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         first = [f"`{r.name or r.method}`"] + [_cell(str(r.point.get(k, ""))) for k in keys]
@@ -89,6 +109,7 @@ def table(rows: list[Row], point_keys: list[str] | None = None) -> str:
         cells = first + [
             _rate(r.lr) + (" (tuned)" if r.tuned else ""),
             quality_cell(r),
+            *([gain_cell(r, base)] if base else []),
             verdict_cell(r),
             f"{r.trainable or 0:,} ({share:.2f}%)",
             human_size(r.peak_memory_bytes),

@@ -82,6 +82,7 @@ class Row:
     per_seed: list[float] = field(default_factory=list)
     within_noise: bool | None = None  # of the best row's quality (paired bootstrap)
     verdict: str = ""  # "best", "within noise of best", "below best"
+    baseline: bool = False  # the zero-shot row (a method that trains nothing)
     trainable: int | None = None
     total: int | None = None
     peak_memory_bytes: int | None = None

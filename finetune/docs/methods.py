@@ -82,7 +82,8 @@ def render_lr_table() -> str:
 
     lines = ["| method | default `train.lr` | where it comes from |", "|---|---|---|"]
     for name, method in METHODS.items():
-        lines.append(f"| `{name}` | {format_lr(method.default_lr)} | {method.lr_source} |")
+        rate = format_lr(method.default_lr) if method.trains else "–"  # nothing trains
+        lines.append(f"| `{name}` | {rate} | {method.lr_source} |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,7 @@ from finetune.methods.peft_methods import (
     PromptMethod,
     RsLoraMethod,
 )
+from finetune.methods.zero_shot import NoneMethod
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -34,6 +35,7 @@ METHODS: dict[str, Method] = {
         HoulsbyMethod(),
         PfeifferMethod(),
         BitFitMethod(),
+        NoneMethod(),
     )
 }
 

@@ -45,7 +45,9 @@ class Method(ABC):
     README's learning-rate table is generated from both),
     `library` says which library loads what `artifact_dir` holds (peft's adapter format, a
     transformers model, or finetune's own format), `trains_backbone` marks full fine-tuning for the
-    guards and the model card, `quantizable` allows a k-bit base (`model.quantization`).
+    guards and the model card, `quantizable` allows a k-bit base (`model.quantization`), and
+    `trains: False` marks a method that trains nothing (`none`, the zero-shot baseline): `run`
+    then evaluates the base model as it is, with no optimizer, no loop and no saved weights.
     """
 
     name: str = ""
@@ -54,9 +56,12 @@ class Method(ABC):
     lr_source: str = ""
     mergeable: bool = False
     trains_backbone: bool = False
+    # False: nothing trains (the zero-shot baseline); no guard, optimizer, loop or artefact
+    trains: bool = True
     # trains only weights it adds beside frozen base layers, so the base may be k-bit (QLoRA)
     quantizable: bool = False
     description: str = ""
+    label: str = ""  # how `compare` names the method's row and run (default: its name)
     artifact_dir: str = "adapter"
     library: Library = "peft"
     # prepends trainable virtual tokens to every input (prompt learning): peft then pads the

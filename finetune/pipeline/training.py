@@ -136,7 +136,7 @@ def train_and_save(setup: RunSetup, out: Path, plan: StartPlan, progress: bool) 
     predict_each = not setup.task.is_generation or recipe.eval.generate_during_training
     evaluations = _Evaluations(setup, out, loader, selection, predict_each)
     state = _fit(setup, evaluations, plan, progress)
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and parts.compiled is not None:
         mark_warm(parts.compiled)  # the next run of this model finds its graphs cached
     metrics, predictions = _final_evaluation(evaluations, state)
     metrics = {**metrics, **_training_metrics(state, recipe, accelerator)}
@@ -153,6 +153,8 @@ def train_and_save(setup: RunSetup, out: Path, plan: StartPlan, progress: bool) 
 def _fit(setup: RunSetup, evaluations: _Evaluations, plan: StartPlan, progress: bool) -> TrainState:
     """The loop, stopped cleanly (checkpoint + the --resume command) by SIGTERM / Ctrl-C."""
     parts, paths = _training(setup), RunPaths(evaluations.out)
+    if parts.optimization is None or parts.batches is None:
+        raise ValueError(f"method {setup.method.name} trains nothing: see pipeline/zero_shot.py")
     hooks = LoopHooks(
         evaluate=evaluations.during_training,
         after_eval=evaluations.select if evaluations.selection.active else None,

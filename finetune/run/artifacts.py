@@ -110,6 +110,22 @@ def write_report(
         atomic_write_json(out / f"{name.stem}{suffix}{name.suffix}", report)
 
 
+def save_weights(
+    paths: RunPaths, method: Method, model: Model, state_dict: StateDict | None
+) -> int:
+    """The method's artefact (adapter/ or model/), written atomically; its size in bytes."""
+    with atomic_dir(paths.artifact(method.artifact_dir)) as tmp:
+        method.save(model, tmp, state_dict)
+        if not any(tmp.glob("*.safetensors")) and not any(tmp.glob("*.bin")):
+            from finetune.errors import CheckpointError
+
+            raise CheckpointError(
+                f"method {method.name} saved no weights to {tmp}",
+                fix="this is a bug; please report it",
+            )
+    return directory_size(paths.artifact(method.artifact_dir))
+
+
 def save_run_artifacts(
     out: Path,
     recipe: Recipe,
@@ -121,18 +137,10 @@ def save_run_artifacts(
     eval_examples: list[Example] | None,
     state_dict: StateDict | None = None,
 ) -> None:
-    """The trained weights, metrics, predictions and card; `.finished` last."""
+    """The trained weights (none for a method that trains nothing), metrics, predictions and
+    card; `.finished` last."""
     paths = RunPaths(out)
-    with atomic_dir(paths.artifact(method.artifact_dir)) as tmp:
-        method.save(model, tmp, state_dict)
-        if not any(tmp.glob("*.safetensors")) and not any(tmp.glob("*.bin")):
-            from finetune.errors import CheckpointError
-
-            raise CheckpointError(
-                f"method {method.name} saved no weights to {tmp}",
-                fix="this is a bug; please report it",
-            )
-    size = directory_size(paths.artifact(method.artifact_dir))
+    size = save_weights(paths, method, model, state_dict) if method.trains else 0
     info = RunInfo.read(paths.run_info)
     metrics = {
         **metrics,  # the run's, then what saving measured

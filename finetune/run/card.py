@@ -146,10 +146,19 @@ class CardFacts:
 
 def _title(recipe: Recipe, method: Method, kind: CardKind, base_id: str | None) -> str:
     base = base_id or Path(recipe.model.name).name
+    if not method.trains:
+        return f"{base}, zero-shot (method {method.name}: nothing trained) on {recipe.task.type}"
     what = "merged into the base weights" if kind == "merged" else "adapter"
     if method.trains_backbone:
         what = "full fine-tuning"
     return f"{base} + {method.name} ({what}) for {recipe.task.type}"
+
+
+NOTHING_TRAINED = (
+    "Nothing was trained: method `{name}` evaluates the base model as it is (a zero-shot "
+    "baseline, with the prompts and generation settings a trained run of this recipe uses), so "
+    "this run holds no weights of its own, only the evaluation below."
+)
 
 
 def _summary(
@@ -173,7 +182,9 @@ def _summary(
         trained += (
             f"; the base model's other weights ({card.info.architecture} family) stayed frozen."
         )
-    if kind == "merged":
+    if not method.trains:
+        trained, what = NOTHING_TRAINED.format(name=method.name), ""
+    elif kind == "merged":
         what = (
             "The adapter's weights are folded into the base model's, so this is a plain "
             "transformers model: loading it needs neither peft nor finetune."
@@ -198,14 +209,16 @@ def _summary(
     if bundle is not None:
         base += f" Its weights here are {honesty_note(bundle)}."
     tool = (
-        f"Trained with finetune {card.info.finetune_version}, a command-line tool for "
-        "parameter-efficient fine-tuning of Hugging Face models, from the recipe below."
+        f"{'Trained' if method.trains else 'Evaluated'} with finetune "
+        f"{card.info.finetune_version}, a command-line tool for parameter-efficient fine-tuning "
+        "of Hugging Face models, from the recipe below."
     )
-    return "\n".join([tool, trained, what, base])
+    return "\n".join(line for line in (tool, trained, what, base) if line)
 
 
-def _data_section(recipe: Recipe) -> str:
-    lines = [f"- train: {_describe_source(recipe.data.train)}"]
+def _data_section(recipe: Recipe, trained: bool = True) -> str:
+    train = _describe_source(recipe.data.train) if trained else "none used (nothing was trained)"
+    lines = [f"- train: {train}"]
     where = eval_data(recipe)
     lines.append(f"- evaluation: {where.sentence}" if where else "- evaluation: none")
     if not hub_datasets(recipe):
@@ -321,6 +334,7 @@ def _artefact(
         max_length=recipe.train.max_length,
         max_new_tokens=int(max_new),
         chat_messages=chat,
+        trained=card.method.trains,
     )
 
 
@@ -362,11 +376,11 @@ def render_model_card(
 
 ## Training data
 
-{_data_section(recipe)}
+{_data_section(recipe, method.trains)}
 
 ## Training
 
-{_hyperparameters(recipe)}
+{_hyperparameters(recipe) if method.trains else f"Nothing was trained (method `{method.name}`)."}
 
 Run facts (time, sizes, counts; they describe the run, not the model's quality):
 

@@ -67,6 +67,7 @@ FACT_NAMES = {
     "steps": "optimizer steps",
     "samples": "evaluation examples",
     "artifact_bytes": "saved weights (bytes)",
+    "eval_seconds": "evaluation time (s)",
     "trainable_parameters": "trainable parameters",
     "total_parameters": "total parameters",
     "best_step": "step of the kept weights",

@@ -7,7 +7,7 @@ subfolder, and finetune's own adapter formats with `finetune predict`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 CardKind = Literal["run", "merged", "adapter"]
@@ -31,6 +31,7 @@ class Artefact:
     max_new_tokens: int
     chat_messages: list[dict[str, str]] | None = None  # a chat-prompted decoder's turns
     regression: bool = False  # one output, the score itself (no labels, no softmax)
+    trained: bool = True  # False: a zero-shot run (method none), whose model is the base itself
 
 
 AUTO = {
@@ -176,6 +177,10 @@ def load_snippet(art: Artefact) -> str:
     if art.kind == "merged":
         return _merged_snippet(art)
     finetune = _finetune_snippet(art)
+    if not art.trained:  # nothing trained: the base model is loaded as it is
+        base = _merged_snippet(replace(art, ref=art.base))
+        lead = "Nothing was trained, so the run holds no weights: load the base model."
+        return f"{lead}\n\n{base}\n\nor with finetune:\n\n{finetune}"
     bert2bert = art.family == "bert" and art.model_kind != "classification"
     if bert2bert:
         why = (

@@ -83,6 +83,7 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
         if reason:
             problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
     problems.extend(check_training_options(recipe, where))
+    problems.extend(evaluation_problems(recipe, where))
     problems.extend(template_problems(recipe, where, family))  # task.prompt: chat, no template
     problems.extend(quantization_problems(recipe, where))
     columns, langs = task.required_columns(recipe.task), task.languages(recipe.task)
@@ -101,6 +102,21 @@ def check_training_options(recipe: Recipe, where: str) -> list[Problem]:
     from finetune.train.selection import check_selection
 
     return check_selection(recipe, where) + check_trackers(recipe, where)
+
+
+def evaluation_problems(recipe: Recipe, where: str) -> list[Problem]:
+    """A method that trains nothing (`none`) only evaluates: without eval data it does nothing."""
+    method = METHODS[recipe.method.name]
+    if method.trains or recipe.data.eval is not None or recipe.data.eval_fraction:
+        return []
+    return [
+        Problem(
+            f"{where}: data.eval",
+            f"method {method.name} trains nothing and evaluates the base model, but the recipe "
+            "has no eval data",
+            "set data.eval (or data.eval_fraction)",
+        )
+    ]
 
 
 def _check_data(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from finetune.errors import RunDirError
-from finetune.methods.base import Method
+from finetune.methods import METHODS, Method
 from finetune.recipe.io import load_recipe
 from finetune.run.files import is_finished
 from finetune.run.info import ParameterCounts as RunInfoCounts
@@ -48,14 +48,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainingParts:
-    """What only a run in training has: its data, batches, optimizer and scheduler."""
+    """What only a run started by `run` has: its data, batches, optimizer and scheduler (the
+    last three None when the method trains nothing: the zero-shot baseline)."""
 
     splits: Splits
-    train_set: Features
     eval_set: Features | None
-    batches: TrainBatches
-    optimization: Optimization
-    compiled: CompilePlan
+    train_set: Features | None = None
+    batches: TrainBatches | None = None
+    optimization: Optimization | None = None
+    compiled: CompilePlan | None = None
 
 
 @dataclass
@@ -99,7 +100,8 @@ class RunSetup:
         task = make_task(recipe, arch)
         splits = load_splits(task, recipe, base_dir, stream_train=True)
         task.tokenizer = _base_tokenizer(recipe)
-        train_set = train_features(task, splits, recipe.data.cache)
+        trains = METHODS[recipe.method.name].trains
+        train_set = train_features(task, splits, recipe.data.cache) if trains else None
         eval_set = eval_features(task, splits, recipe.data.cache)
         parts = load_base_and_method(recipe, arch, task)
         # a fresh head set up from the training data (regression: its bias at the mean target);
@@ -108,11 +110,15 @@ class RunSetup:
         model = _setup_model(recipe, parts)
         counts = count_parameters(model)
         _log_parameters(recipe, parts, counts)
-        model, optimization, batches = _setup_optimization(
-            recipe, task, parts, model, train_set, accelerator
-        )
-        compiled = _setup_compile(recipe, parts, model, optimization, accelerator)
-        training = TrainingParts(splits, train_set, eval_set, batches, optimization, compiled)
+        if train_set is None:  # nothing trains: the model as `eval` prepares it, no optimizer
+            model = accelerator.prepare_model(model, evaluation_mode=True)
+            training = TrainingParts(splits, eval_set)
+        else:
+            model, optimization, batches = _setup_optimization(
+                recipe, task, parts, model, train_set, accelerator
+            )
+            compiled = _setup_compile(recipe, parts, model, optimization, accelerator)
+            training = TrainingParts(splits, eval_set, train_set, batches, optimization, compiled)
         return cls(
             recipe,
             arch,
@@ -168,7 +174,7 @@ class RunSetup:
             model_kind=self.task.model_kind(),
             main_metric=main_metric(self.recipe.task),
             method=self.method.name,
-            lr=self.recipe.train.lr,
+            lr=self.recipe.train.lr if self.method.trains else None,
             artifact_dir=self.method.artifact_dir,
             new_modules=self.new_modules,
             task_state=self.task.state.to_dict(),
@@ -199,8 +205,9 @@ def _setup_model(recipe: Recipe, parts: BaseAndMethod) -> Model:
     from finetune.models.lean_backward import lean_backward
 
     model = apply_method(recipe, parts)
-    check_trainable(model, parts.method, parts.loaded.new_modules)
-    lean_backward(model)  # the same numbers, less kept for the backward pass
+    if parts.method.trains:  # a method that trains nothing has nothing to guard
+        check_trainable(model, parts.method, parts.loaded.new_modules)
+        lean_backward(model)  # the same numbers, less kept for the backward pass
     return model
 
 
@@ -309,7 +316,6 @@ class OpenedRun:
 
 def open_saved(path: Path, full_precision_base: bool = False) -> OpenedRun:
     """The run's task with the labels it was trained with (run.json) and its own tokenizer."""
-    from finetune.methods import METHODS
     from finetune.models.detect import architecture_named
     from finetune.models.loading import load_tokenizer
     from finetune.tasks.base import TaskState
