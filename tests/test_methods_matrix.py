@@ -32,6 +32,16 @@ METHOD_OPTIONS = {
     "prompt": {"num_virtual_tokens": 4},
     "houlsby": {"reduction_factor": 8},
     "pfeiffer": {"reduction_factor": 8},
+    "loha": {"r": 4},
+    "lokr": {"r": 4},
+    "vera": {"r": 16},
+    "adalora": {"init_r": 4, "target_r": 2, "warmup": 0.25, "final": 0.25},
+    "randlora": {"r": 8},
+    "vblora": {"r": 2, "num_vectors": 16, "vector_length": 16},
+    "fourierft": {"n_frequency": 64},
+    "oft": {"block_size": 8},
+    "hra": {"r": 4},
+    "ptuning": {"num_virtual_tokens": 4, "encoder_hidden_size": 16},
 }
 
 

@@ -15,8 +15,18 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 from pydantic import Field
 
-from finetune.errors import FinetuneError, first_line
+from finetune.errors import FinetuneError, Problem, first_line
 from finetune.methods.base import Method, MethodContext
+from finetune.methods.lora_init import (
+    ALPHA_PATTERN_FIELD,
+    CORDA_METHOD_FIELD,
+    EVA_RHO_FIELD,
+    INIT_BATCHES_FIELD,
+    INIT_FIELD,
+    PISSA_ITERS_FIELD,
+    RANK_PATTERN_FIELD,
+    LoraInit,
+)
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +63,13 @@ class LoraOptions(Section):
         "auto", description="Modules to adapt: auto (family table), all-linear, or a list."
     )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
+    init: LoraInit = INIT_FIELD
+    pissa_iters: int | None = PISSA_ITERS_FIELD
+    init_batches: int = INIT_BATCHES_FIELD
+    eva_rho: float = EVA_RHO_FIELD
+    corda_method: Literal["ipm", "kpm"] = CORDA_METHOD_FIELD
+    rank_pattern: dict[str, int] = RANK_PATTERN_FIELD
+    alpha_pattern: dict[str, float] = ALPHA_PATTERN_FIELD
 
 
 class IA3Options(Section):
@@ -113,12 +130,17 @@ class PeftMethod(Method):
         return any(marker in name for marker in self.markers)
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from peft import get_peft_model
-
+        config = self.peft_config(model, ctx)
         try:
-            return get_peft_model(model, self.peft_config(model, ctx))
+            return self.wrap(model, config, ctx)
         except ValueError as exc:  # peft's "Target modules ... not found" and friends
             raise _targets_error(exc, ctx) from None
+
+    def wrap(self, model: Any, config: Any, ctx: MethodContext) -> Any:
+        """The base wrapped by peft as `config` says (a method may add its own steps)."""
+        from peft import get_peft_model
+
+        return get_peft_model(model, config)
 
     def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
         from finetune.methods.guards import check_saved_adapter
@@ -147,6 +169,9 @@ class PeftMethod(Method):
         model.set_adapter(adapter_name)
 
     def merge(self, model: Any) -> Any:
+        from finetune.methods.saved_modules import unwrap_saved_modules
+
+        unwrap_saved_modules(model)
         return model.merge_and_unload()
 
 
@@ -158,6 +183,8 @@ class LoraMethod(PeftMethod):
     quantizable = True
     description = "low-rank updates on the attention projections (peft LoraConfig)"
     no_decay = ("lora_magnitude_vector",)  # DoRA's magnitudes start at ||W||
+    group = "lora-family"
+    optimizers: tuple[str, ...] = ("adamw", "loraplus", "lorafa")
 
     def owns_parameter(self, name: str, config: Any = None) -> bool:
         """`bias: all` trains every bias on purpose; `bias: lora_only` only those of the
@@ -170,8 +197,41 @@ class LoraMethod(PeftMethod):
             return True
         return super().owns_parameter(name, config)
 
+    def option_problems(self, config: Any, where: str) -> list[Problem]:
+        from finetune.methods.lora_init import init_problems
+
+        return init_problems(config, where)
+
+    def wrap(self, model: Any, config: Any, ctx: MethodContext) -> Any:
+        from finetune.methods.lora_init import apply_lora
+
+        return apply_lora(model, config, ctx)
+
+    def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
+        """PiSSA/OLoRA/CorDA runs are saved converted onto the original weights (lora_init)."""
+        from finetune.methods.guards import check_saved_adapter
+        from finetune.methods.lora_init import initial_adapter
+
+        model.save_pretrained(
+            out_dir,
+            safe_serialization=True,
+            state_dict=state_dict,
+            path_initial_model_for_weight_conversion=initial_adapter(model),
+        )
+        check_saved_adapter(out_dir, self.name)
+
+    def merge_refusal(self, config: Any) -> str | None:
+        if getattr(config, "init", None) == "loftq":
+            return (
+                "a LoftQ adapter corrects the quantisation error of its 4-bit base: folded into "
+                "the full-precision weights it would add that correction twice"
+            )
+        return None
+
     def peft_config(self, model: Any, ctx: MethodContext) -> Any:
         import peft
+
+        from finetune.methods.lora_init import init_kwargs
 
         cfg = ctx.config
         return peft.LoraConfig(
@@ -185,12 +245,15 @@ class LoraMethod(PeftMethod):
             use_dora=self.name == "dora",
             use_rslora=self.name == "rslora",
             modules_to_save=list(ctx.new_modules) or None,
+            **init_kwargs(cfg),
         )
 
 
 class DoraMethod(LoraMethod):
     name = "dora"
     description = "LoRA with the weight split into magnitude and direction (use_dora)"
+    # LoRA-FA pairs every parameter named lora_* as (A, B): the magnitude vector breaks the pairs
+    optimizers = ("adamw", "loraplus")
 
 
 class RsLoraMethod(LoraMethod):
@@ -258,6 +321,7 @@ class PromptLearningMethod(PeftMethod):
     mergeable = False
     markers = ("modules_to_save", "prompt_encoder")
     virtual_tokens = True
+    group = "prompts"
 
 
 class PrefixMethod(PromptLearningMethod):
