@@ -161,7 +161,10 @@ def compare(
         typer.Argument(help="Dotted overrides applied to every run.", show_default=False),
     ] = None,
     methods: Annotated[
-        str, typer.Option(help="Comma-separated methods, or all.")
+        str,
+        typer.Option(
+            help="Comma-separated methods or groups: all, lora-family, adapters, prompts."
+        ),
     ] = "full,lora,houlsby",
     out: Annotated[Optional[Path], typer.Option(help="Default: runs/compare-<recipe>.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Rerun finished runs.")] = False,
@@ -266,6 +269,25 @@ def merge(
     )
 
 
+@app.command("merge-adapters")
+@handle_errors
+def merge_adapters(
+    runs: Annotated[list[Path], typer.Argument(help="Finished LoRA runs of one base model.")],
+    out: Annotated[Path, typer.Option(help="The new run directory.")],
+    weights: Annotated[Optional[str], typer.Option(help="One per run, e.g. 0.5,0.5.")] = None,
+    how: Annotated[str, typer.Option(help="linear, ties, dare_ties or cat.")] = "linear",
+    density: Annotated[float, typer.Option(help="ties/dare_ties: share kept.")] = 0.2,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Combine LoRA runs into a new run (peft's add_weighted_adapter; README: Adapter
+    arithmetic); eval, predict, merge and push take it like any run."""
+    from finetune.commands.merge_adapters import merge_adapter_runs
+
+    result = merge_adapter_runs(runs, out, weights, how, density, overwrite)
+    _out(f"[green]combined[/] {len(runs)} runs ({how}, rank {result.rank}) into {result.out}")
+    print_metrics(result.metrics)
+
+
 @app.command()
 @handle_errors
 def push(
@@ -318,21 +340,9 @@ def predict(
 
     With several runs of one base model, the base loads once and each run's adapter is
     switched in (peft methods); each line then names its run."""
-    from finetune.commands.evaluate import predict_texts
+    from finetune.commands.evaluate import predict_texts, read_inputs
 
-    inputs = list(text or [])
-    if file is not None:
-        try:
-            inputs += [
-                line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()
-            ]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise FinetuneError(
-                f"--file {file}: cannot be read ({exc})",
-                fix="pass a UTF-8 text file, one input per line",
-            ) from None
-    if not inputs:
-        raise FinetuneError("nothing to predict", fix='pass --text "..." or --file inputs.txt')
+    inputs = read_inputs(text or [], file)
     for record in predict_texts(list(run_dirs), inputs):
         typer.echo(json.dumps(record, ensure_ascii=False))
 

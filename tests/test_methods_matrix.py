@@ -172,6 +172,16 @@ def test_supported_combination_trains_saves_reloads(
         with safe_open(str(artifact / "adapter_model.safetensors"), framework="pt") as handle:
             assert set(handle.keys()) == set(spy["trainable"])
     check_reload(runner, out, task)
+    if METHODS[method].mergeable:
+        check_merge(runner, out, tmp_path / "merged")
+
+
+def check_merge(runner, out: Path, merged: Path) -> None:
+    """`finetune merge` folds the method in and its parity check (merged logits == adapter
+    logits on the eval inputs) passes; the result is a plain transformers model."""
+    result = runner.invoke(app, ["merge", str(out), "--out", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert (merged / "config.json").exists() and not (merged / "adapter_config.json").exists()
 
 
 @pytest.mark.parametrize(("method", "family", "task"), UNSUPPORTED)

@@ -28,16 +28,29 @@ log = logging.getLogger(__name__)
 
 
 def parse_methods(text: str) -> list[str]:
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    if names == ["all"]:
-        return list(METHOD_NAMES)
-    unknown = [m for m in names if m not in METHOD_NAMES]
+    """Method names, `all` (every registered method) or a group of them (`lora-family`,
+    `adapters`, `prompts`: Method.group), comma-separated, each method once, in order."""
+    from finetune.methods import GROUPS, group_names
+
+    names: list[str] = []
+    unknown: list[str] = []
+    for item in (m.strip() for m in text.split(",")):
+        if not item:
+            continue
+        if item == "all":
+            names += METHOD_NAMES
+        elif item in GROUPS:
+            names += group_names(item)
+        elif item in METHOD_NAMES:
+            names.append(item)
+        else:
+            unknown.append(item)
     if unknown or not names:
         raise FinetuneError(
             f"--methods: unknown method {', '.join(unknown) or '(none given)'}",
-            fix="choose from " + ", ".join(METHOD_NAMES) + ", or all",
+            fix="choose from " + ", ".join(METHOD_NAMES) + "; or all, " + ", ".join(GROUPS),
         )
-    return names
+    return list(dict.fromkeys(names))
 
 
 def method_recipe(base: dict[str, Any], method: str) -> dict[str, Any]:

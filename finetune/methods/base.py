@@ -143,6 +143,16 @@ class Method(ABC):
         """Make `adapter_name` the adapter the next forward pass uses."""
         raise NotImplementedError(f"{self.name} has no multi-adapter API")
 
+    # `finetune merge-adapters`: adapters of several runs combined into one (`combine`)
+    arithmetic: bool = False
+
+    def combine(
+        self, model: Model, names: list[str], weights: list[float], how: str, density: float
+    ) -> int:
+        """Add adapter `default` to `model` (holding the adapters `names`), the runs' adapters
+        combined with `weights` as `how` says; make it active and return its rank."""
+        raise NotImplementedError(f"{self.name} has no adapter arithmetic")
+
     def merge_refusal(self, config: Any) -> str | None:
         """Why a run of this (mergeable) method with these options cannot be merged, or None."""
         return None

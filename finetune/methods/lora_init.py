@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -185,11 +186,32 @@ def _corda_pass(model: Model, config: Any, ctx: MethodContext) -> None:
         model.eval()
         with torch.no_grad():
             for batch in batches:
-                model(**_on_device(batch, model))
+                for row in single_rows(batch):  # peft's covariance hook reads one row a call
+                    model(**_on_device(row, model))
         model.train(was_training)
 
     preprocess_corda(model, config, run_model=run_model)
     log.info("corda: done in %.1f s", time.perf_counter() - started)
+
+
+TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+
+def single_rows(batch: Batch) -> list[Batch]:
+    """A batch as one-row batches without their padding (CorDA's hook squeezes the batch
+    dimension away and would count padding positions in the covariance)."""
+    mask = batch.get("attention_mask")
+    rows = []
+    for i in range(batch["input_ids"].shape[0]):
+        keep = mask[i].bool() if mask is not None else None
+        row = {}
+        for key, value in batch.items():
+            one = value[i : i + 1]
+            if keep is not None and key in TOKEN_KEYS and one.shape[-1] == keep.shape[0]:
+                one = one[:, keep]
+            row[key] = one
+        rows.append(row)
+    return rows
 
 
 def _eva_pass(peft_model: Model, ctx: MethodContext) -> None:
@@ -237,7 +259,6 @@ def keep_initial_adapter(peft_model: Any) -> None:
     import shutil
     import tempfile
     import weakref
-    from pathlib import Path
 
     root = Path(tempfile.mkdtemp(prefix="finetune-lora-init-"))
     weakref.finalize(peft_model, shutil.rmtree, root, True)
@@ -254,3 +275,21 @@ def keep_initial_adapter(peft_model: Any) -> None:
 def initial_adapter(model: Model) -> str | None:
     """Where `keep_initial_adapter` saved this model's initial adapter, if it did."""
     return model.__dict__.get(INITIAL_ADAPTER_ATTR)
+
+
+def keep_other_tensors(model: Any, out_dir: Path, state_dict: dict[str, Any] | None) -> None:
+    """peft 0.21's conversion returns the lora_A / lora_B tensors only, dropping everything
+    else the adapter holds (the head in `modules_to_save`, biases of `bias: all`): they are
+    written back beside the converted ones, exactly as an unconverted save writes them."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    from finetune.run.layout import ADAPTER_WEIGHTS
+
+    whole = get_peft_model_state_dict(model, state_dict=state_dict)
+    path = out_dir / ADAPTER_WEIGHTS
+    saved = load_file(str(path))
+    for key, value in whole.items():
+        if "lora_A" not in key and "lora_B" not in key:
+            saved[key] = value.detach().cpu().contiguous()
+    save_file(saved, str(path), metadata={"format": "pt"})

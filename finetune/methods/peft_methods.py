@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 from pydantic import Field
 
-from finetune.errors import FinetuneError, Problem, first_line
+from finetune.errors import FinetuneError, first_line
 from finetune.methods.base import Method, MethodContext
 from finetune.methods.lora_init import (
     ALPHA_PATTERN_FIELD,
@@ -27,6 +27,7 @@ from finetune.methods.lora_init import (
     RANK_PATTERN_FIELD,
     LoraInit,
 )
+from finetune.methods.lora_variants import LoraVariants
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -175,7 +176,7 @@ class PeftMethod(Method):
         return model.merge_and_unload()
 
 
-class LoraMethod(PeftMethod):
+class LoraMethod(LoraVariants, PeftMethod):
     name = "lora"
     config_class = LoraOptions
     default_lr = 2e-3
@@ -196,37 +197,6 @@ class LoraMethod(PeftMethod):
         if bias == "lora_only" and name.endswith(".base_layer.bias"):
             return True
         return super().owns_parameter(name, config)
-
-    def option_problems(self, config: Any, where: str) -> list[Problem]:
-        from finetune.methods.lora_init import init_problems
-
-        return init_problems(config, where)
-
-    def wrap(self, model: Any, config: Any, ctx: MethodContext) -> Any:
-        from finetune.methods.lora_init import apply_lora
-
-        return apply_lora(model, config, ctx)
-
-    def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
-        """PiSSA/OLoRA/CorDA runs are saved converted onto the original weights (lora_init)."""
-        from finetune.methods.guards import check_saved_adapter
-        from finetune.methods.lora_init import initial_adapter
-
-        model.save_pretrained(
-            out_dir,
-            safe_serialization=True,
-            state_dict=state_dict,
-            path_initial_model_for_weight_conversion=initial_adapter(model),
-        )
-        check_saved_adapter(out_dir, self.name)
-
-    def merge_refusal(self, config: Any) -> str | None:
-        if getattr(config, "init", None) == "loftq":
-            return (
-                "a LoftQ adapter corrects the quantisation error of its 4-bit base: folded into "
-                "the full-precision weights it would add that correction twice"
-            )
-        return None
 
     def peft_config(self, model: Any, ctx: MethodContext) -> Any:
         import peft
@@ -254,6 +224,7 @@ class DoraMethod(LoraMethod):
     description = "LoRA with the weight split into magnitude and direction (use_dora)"
     # LoRA-FA pairs every parameter named lora_* as (A, B): the magnitude vector breaks the pairs
     optimizers = ("adamw", "loraplus")
+    arithmetic = False  # peft's add_weighted_adapter leaves the magnitude vectors out
 
 
 class RsLoraMethod(LoraMethod):

@@ -24,7 +24,7 @@ def unwrap_saved_modules(model: Any) -> None:
     for name, wrapper in wrappers:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        active = wrapper.active_adapters[0] if wrapper.active_adapters else None
+        active = str(wrapper.active_adapters[0]) if wrapper.active_adapters else ""
         replacement = wrapper.original_module
         if active in wrapper.modules_to_save:  # a ModuleDict: no .get
             replacement = wrapper.modules_to_save[active]
