@@ -109,7 +109,7 @@ def test_rank_pattern_sets_per_module_ranks(tmp_path, runner, tiny_model_dir, se
 
     out = train(runner, tmp_path, tiny_model_dir, sentiment_files, {"rank_pattern": {"value": 2}})
     with safe_open(str(out / "adapter" / "adapter_model.safetensors"), framework="pt") as f:
-        shapes = {k: f.get_slice(k).get_shape() for k in f.keys() if "lora_A" in k}
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys() if "lora_A" in k}  # noqa: SIM118
     assert {s[0] for k, s in shapes.items() if ".value." in k} == {2}
     assert {s[0] for k, s in shapes.items() if ".query." in k} == {4}
 

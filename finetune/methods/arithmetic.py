@@ -84,8 +84,10 @@ def weighted_copies(model: Any, names: list[str], weights: list[float]) -> list[
 
 
 def _drop_copies(model: Any, names: list[str]) -> None:
+    """All but the active (first) run's copies: peft refuses adapters that each carry one, and
+    re-activates the active adapter's copy while it adds the new adapter."""
     for wrapper in _wrappers(model):
-        for name in names:
+        for name in names[1:]:
             if name in wrapper.modules_to_save:
                 del wrapper.modules_to_save[name]
 
