@@ -1,11 +1,15 @@
-"""Does `torch.compile` pay back its compile time on the quick-start training step? (issue #12)
+"""Does `train.compile` pay back its compile time on the quick-start training step? (#12, #24)
 
 The quick-start model (bundled MiniLM + LoRA r8 query/value, the classifier head trained) on
-quick-start batches (length-grouped SST-2 rows, batch 32, max_length 64), fp32 on the CPU: the
-eager step vs the step of `torch.compile(model, dynamic=True)` (inductor; one graph for every
-length, so no recompile per length bucket). Reports the compile time (first steps), the steady
-step time of both, and after how many steps compiling would pay back. Nothing here changes what
-`finetune run` does.
+quick-start batches (length-grouped SST-2 rows, batch 32, max_length 64) on the CPU, in the
+precision `train.precision: auto` picks here (bf16 autocast where the CPU has AVX512-BF16/AMX,
+else fp32; `--precision` to force one): the eager step vs finetune's compiled step
+(finetune/train/compiled.py: each transformer block compiled in place, one dynamic graph),
+first with an empty inductor cache (`cold`), then in a fresh process with the cache the first
+one filled (`warm`, what a second `finetune run` of the same model sees). Reports the compile
+time of each (first steps less their steady time), the steady step times, and after how many
+steps each pays back: the numbers `train.compile: auto` decides with (COLD_PAYBACK_STEPS,
+WARM_PAYBACK_STEPS).
 
     python benchmarks/compile_step.py                 # 60 timed steps each
     python benchmarks/compile_step.py --steps 10
@@ -28,6 +32,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=3, help="steps before timing (compiles)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--one", choices=["eager", "cold", "warm"], help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -70,11 +77,14 @@ def model_and_optimizer() -> tuple[Any, Any]:
     return model, torch.optim.AdamW(trainable, lr=2e-3)
 
 
-def timed_steps(model: Any, optimizer: Any, data: list[dict[str, Any]]) -> list[float]:
+def timed_steps(model: Any, optimizer: Any, data: list[dict[str, Any]], bf16: bool) -> list[float]:
+    import torch
+
     out = []
     for batch in data:
         start = time.perf_counter()
-        loss = model(**batch).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -82,42 +92,79 @@ def timed_steps(model: Any, optimizer: Any, data: list[dict[str, Any]]) -> list[
     return out
 
 
-def main() -> None:
+def precision(choice: str) -> bool:
+    """Whether to run in bf16: `auto` as finetune decides it on this CPU."""
+    if choice != "auto":
+        return choice == "bf16"
+    from finetune.train.precision import cpu_native_bf16
+
+    return cpu_native_bf16()
+
+
+def one(label: str, args: argparse.Namespace) -> None:
+    """One measurement in this fresh process: (warm-up seconds, median step) as JSON."""
+    import json
     import statistics
 
     import torch
     from transformers import AutoTokenizer
 
     from finetune.models.names import resolve_name
+    from finetune.train.compiled import CompilePlan, compile_model
 
-    args = parse_args()
     torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(resolve_name("bundled:minilm-l6").path)
     data = batches(tokenizer, args.warmup + args.steps)
+    model, optimizer = model_and_optimizer()
+    if label != "eager":
+        compile_model(model, CompilePlan(True, "benchmark", "bench"))
+    times = timed_steps(model, optimizer, data, precision(args.precision))
+    print(json.dumps([sum(times[: args.warmup]), statistics.median(times[args.warmup :])]))
+
+
+def main() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import torch
+
+    args = parse_args()
+    if args.one:
+        one(args.one, args)
+        return
     results = {}
-    for label in ("eager", "compiled"):
-        model, optimizer = model_and_optimizer()
-        if label == "compiled":
-            model = torch.compile(model, dynamic=True)
-        times = timed_steps(model, optimizer, data)
-        results[label] = (sum(times[: args.warmup]), statistics.median(times[args.warmup :]))
-    eager, compiled = results["eager"][1], results["compiled"][1]
-    first = results["compiled"][0] - args.warmup * compiled
+    with tempfile.TemporaryDirectory(prefix="finetune-compile-") as cache:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        for label in ("eager", "cold", "warm"):
+            cmd = [sys.executable, __file__, "--one", label, "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--threads", str(args.threads),
+                   "--precision", args.precision]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+            results[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    eager = results["eager"][1]
+    bf16 = precision(args.precision)
     print(
-        f"torch.compile on the quick-start step: MiniLM + LoRA r8, batch 32, fp32, "
-        f"{args.threads} threads, {args.steps} timed steps after {args.warmup}"
+        f"train.compile on the quick-start step: MiniLM + LoRA r8, batch 32, "
+        f"{'bf16' if bf16 else 'fp32'}, {args.threads} threads, {args.steps} timed steps after "
+        f"{args.warmup}"
     )
-    print(f"machine: {platform.machine()}, torch {torch.__version__}")
+    print(
+        f"machine: {platform.machine()}, torch {torch.__version__}, load {os.getloadavg()[0]:.1f}"
+    )
     print(f"eager step (median): {eager * 1000:.0f} ms")
-    print(f"compiled step (median): {compiled * 1000:.0f} ms ({eager / compiled:.2f}x)")
-    print(f"compile time (first {args.warmup} steps, less their steady time): {first:.0f} s")
-    if compiled < eager:
-        print(
-            f"pays back after {first / (eager - compiled):.0f} steps "
-            f"(the quick start trains {10000 // 32 + 1})"
-        )
-    else:
-        print("never pays back: the compiled step is not faster")
+    for label in ("cold", "warm"):
+        warmup, step = results[label]
+        first = warmup - args.warmup * step
+        print(f"{label}: compiled step (median) {step * 1000:.0f} ms ({eager / step:.2f}x), "
+              f"compile time {first:.0f} s", end="")  # fmt: skip
+        if step < eager:
+            print(f", pays back after {first / (eager - step):.0f} steps")
+        else:
+            print(", never pays back: the compiled step is not faster")
+    print(f"(the quick start trains {10000 // 32 + 1} steps)")
 
 
 if __name__ == "__main__":

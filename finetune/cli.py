@@ -155,11 +155,14 @@ def validate(
 @app.command()
 @handle_errors
 def compare(
-    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (the base of every run).")],
-    overrides: Annotated[
-        Optional[list[str]],
-        typer.Argument(help="Dotted overrides applied to every run.", show_default=False),
-    ] = None,
+    recipes: Annotated[
+        list[str],
+        typer.Argument(
+            help="Recipe YAML files (one task each) or suite files, then dotted overrides "
+            "(key=value) applied to every run.",
+            show_default=False,
+        ),
+    ],
     methods: Annotated[
         str,
         typer.Option(
@@ -176,40 +179,34 @@ def compare(
         float, typer.Option(help="Fraction of the training steps per search run.")
     ] = 0.3,
     seeds: Annotated[int, typer.Option(help="Seeds per method (mean ± std).", min=1)] = 1,
+    jobs: Annotated[
+        int, typer.Option(help="Runs at once: one GPU each, or a share of the CPU cores.", min=1)
+    ] = 1,
 ) -> None:
-    """Run one recipe with several methods; writes report.md/.csv/.json and report.png:
-    quality with 95% intervals, trainable parameters, peak memory, time and size on disk."""
+    """Run recipes with several methods; writes report.md/.csv/.json and report.png: quality
+    with 95% intervals, trainable parameters, peak memory, time and size on disk. Several
+    recipes (or a suite file) also get a methods x tasks table with the average and mean rank."""
     from finetune.commands.compare import compare as run_compare
-    from finetune.commands.compare import parse_methods
+    from finetune.commands.compare import parse_methods, recipes_and_overrides, tune_options
     from finetune.comparison.report import table
-    from finetune.comparison.tune import TuneOptions
 
-    options = TuneOptions(rates=_tune_rates(tune_rates), budget=_budget(tune_budget))
-    rows, where = run_compare(
-        recipe,
+    paths, overrides = recipes_and_overrides(recipes)
+    options = tune_options(tune_rates, tune_budget)
+    outcomes, where = run_compare(
+        paths,
         parse_methods(methods),
-        overrides or [],
+        overrides,
         out,
         overwrite,
         options if tune else None,
         seeds,
+        jobs,
     )
-    _out(table(rows))
+    if len({o.task for o in outcomes}) == 1:
+        _out(table([o.row for o in outcomes]))
+    else:
+        _out((where / "report.md").read_text(encoding="utf-8"))
     _out(f"report: {where / 'report.md'} and {where / 'report.png'}")
-
-
-def _tune_rates(count: int) -> int:
-    if count not in (3, 5):
-        raise FinetuneError(f"--tune-rates {count}: must be 3 or 5", fix="use --tune-rates 3 or 5")
-    return count
-
-
-def _budget(fraction: float) -> float:
-    if not 0 < fraction <= 1:
-        raise FinetuneError(
-            f"--tune-budget {fraction}: must be in (0, 1]", fix="e.g. --tune-budget 0.3"
-        )
-    return fraction
 
 
 @app.command()
@@ -233,6 +230,9 @@ def sweep(
     seeds: Annotated[int, typer.Option(help="Seeds per point (mean ± std).", min=1)] = 1,
     out: Annotated[Optional[Path], typer.Option(help="Default: runs/sweep-<recipe>.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Rerun finished points.")] = False,
+    jobs: Annotated[
+        int, typer.Option(help="Runs at once: one GPU each, or a share of the CPU cores.", min=1)
+    ] = 1,
 ) -> None:
     """Run a grid (or --random N points of it), one run per point, resumable; writes the
     compare report files plus best.yaml, the best point's recipe."""
@@ -241,7 +241,9 @@ def sweep(
     from finetune.comparison.report import table
 
     chosen = parse_methods(methods) if methods else None
-    rows, where, keys = run_sweep(recipe, axes or [], chosen, out, overwrite, random, seed, seeds)
+    rows, where, keys = run_sweep(
+        recipe, axes or [], chosen, out, overwrite, random, seed, seeds, jobs
+    )
     _out(table(rows, keys))
     _out(f"report: {where / 'report.md'}; best point's recipe: {where / 'best.yaml'}")
 
@@ -279,8 +281,7 @@ def merge_adapters(
     density: Annotated[float, typer.Option(help="ties/dare_ties: share kept.")] = 0.2,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
 ) -> None:
-    """Combine LoRA runs into a new run (peft's add_weighted_adapter; README: Adapter
-    arithmetic); eval, predict, merge and push take it like any run."""
+    """Combine LoRA runs into a new run that eval, predict, merge and push take (peft)."""
     from finetune.commands.merge_adapters import merge_adapter_runs
 
     result = merge_adapter_runs(runs, out, weights, how, density, overwrite)

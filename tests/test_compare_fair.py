@@ -13,7 +13,6 @@ import csv
 import json
 import math
 import statistics
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,7 +50,7 @@ class FakeRun:
     def __init__(self) -> None:
         self.recipes: list[dict] = []
 
-    def __call__(self, cmd: list[str]):
+    def __call__(self, cmd: list[str], log_file: Path, env: dict):
         recipe = yaml.safe_load(Path(cmd[4]).read_text())
         self.recipes.append(recipe)
         method, lr = recipe["method"]["name"], recipe["train"]["lr"]
@@ -79,7 +78,8 @@ class FakeRun:
         paths.metrics.write_text(json.dumps(metrics))
         paths.finished.write_text("done\n")
         timing = runner_module.Timing(2.0, 3.0, 0.5, 9.0, 2)  # load 9 on 2 cores: busy
-        return subprocess.CompletedProcess(cmd, 0, "", ""), timing
+        log_file.write_text("")
+        return 0, timing
 
 
 @pytest.fixture()
@@ -106,7 +106,8 @@ def test_compare_tune_searches_on_train_hold_out_only(tmp_path, runner, fake_run
     assert result.exit_code == 0, result.output
     search = [r for r in fake_run.recipes if "/search/" in r["output"]["dir"]]
     finals = [r for r in fake_run.recipes if "/search/" not in r["output"]["dir"]]
-    assert len(search) == 10 and len(finals) == 2
+    # 5 rates per method, plus one past the edge for full, whose best (2e-4) is its largest
+    assert len(search) == 11 and len(finals) == 2
     # the search never names the eval split (nor any file but its own two)
     for r in search:
         assert str(dev) not in yaml.safe_dump(r)
@@ -129,7 +130,9 @@ def test_compare_tune_searches_on_train_hold_out_only(tmp_path, runner, fake_run
         5e-5,
         1e-4,
         2e-4,
+        4e-4,  # the grid widened past its edge; 4e-4 scored lower, so 2e-4 stays chosen
     ]
+    assert [s["lr"] for s in rows["lora"]["search"]] == [5e-4, 1e-3, 2e-3, 4e-3, 8e-3]
     report = (out / "report.md").read_text()
     assert "Learning rates were tuned per method" in report and "not tuned" not in report
     assert "### `full`: learning-rate search" in report

@@ -1,27 +1,27 @@
-"""`finetune compare`: one recipe, several methods -> one table and one plot.
+"""`finetune compare`: recipes x methods -> one table and one plot.
 
-Each method is one point of the shared runner (commands/runner.py: one `finetune run`
-subprocess per point, resumable, timed with the machine's load) and the rows go through the
-shared report writer (commands/report.py) that `sweep` uses too. With `--tune`, each method's
-learning rate comes from a short search on data held out from train (commands/tune.py); with
-`--seeds N`, each method runs N seeds. Every quality figure gets a bootstrap interval
-(commands/intervals.py).
+One recipe compares its methods (report.md/.csv/.json/.png in the output folder, as always);
+several recipes, or a suite file listing them (comparison/suite.py), compare them across tasks:
+each task keeps its own folder and report, and the suite's report sets methods against tasks
+with the average and mean rank (comparison/suite_report.py). Every run is one point of the
+shared runner (one `finetune run` process each, finished runs read back), `--jobs` of them at
+once (comparison/jobs.py); `--tune` searches each method's rate per task on data held out from
+train first (comparison/tune.py); every quality figure gets a bootstrap interval.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
-from finetune.comparison.intervals import add_intervals
+from finetune.comparison.plan import Outcome, TaskSpec, compare_tasks
+from finetune.comparison.recipes import method_recipe, rate_origin
 from finetune.comparison.report import write_report
-from finetune.comparison.runner import Row, run_seeds
-from finetune.comparison.tune import HOLD_OUT, TuneOptions, search_split, tune_method
-from finetune.errors import FinetuneError, RecipeError
-from finetune.methods import METHODS
-from finetune.recipe.io import apply_overrides, read_yaml
+from finetune.comparison.runner import Row
+from finetune.comparison.suite import default_out, suite_tasks
+from finetune.comparison.suite_report import write_suite_report
+from finetune.comparison.tune import HOLD_OUT, WIDEN, TuneOptions
+from finetune.errors import FinetuneError
 from finetune.recipe.schema import METHOD_NAMES
 
 log = logging.getLogger(__name__)
@@ -53,95 +53,40 @@ def parse_methods(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def method_recipe(base: dict[str, Any], method: str) -> dict[str, Any]:
-    """The base recipe with this method. The recipe's own method keeps its options and lr;
-    the others run at their registry `default_lr`: one rate for all would favour whichever
-    method it was tuned for."""
-    data = json.loads(json.dumps(base))
-    own = (data.get("method") or {}).get("name") == method
-    if not own:
-        data["method"] = {"name": method}
-        data.setdefault("train", {})["lr"] = METHODS[method].default_lr
-    data.setdefault("train", {}).setdefault("lr", METHODS[method].default_lr)
-    data.pop("output", None)
-    return data
-
-
-def rate_origin(base: dict[str, Any], method: str) -> str:
-    own = (base.get("method") or {}).get("name") == method
-    return "the recipe's" if own and (base.get("train") or {}).get("lr") else "registry default"
-
-
-def absolute_data_paths(data: dict[str, Any], base_dir: Path) -> None:
-    """Resolve local data paths as `run` would, so the per-method recipes run from anywhere.
-
-    A `data:` section that does not validate is left as written: the method's run reports it.
-    """
-    from pydantic import ValidationError
-
-    from finetune.recipe.sections import DataConfig
-    from finetune.run.artifacts import absolute_sources
-
-    try:
-        section = DataConfig.model_validate(data.get("data") or {})
-    except ValidationError:
-        return
-    absolute_sources(section, base_dir)
-    data["data"] = section.model_dump(mode="json", exclude_defaults=True)
-
-
-def read_base(recipe_path: Path, overrides: list[str]) -> dict[str, Any]:
-    data, problems = read_yaml(recipe_path)
-    if data is None:
-        raise RecipeError(problems)
-    problems = apply_overrides(data, overrides)
-    if problems:
-        raise RecipeError(problems)
-    absolute_data_paths(data, recipe_path.parent)
-    return data
-
-
-def seed_list(base: dict[str, Any], seeds: int) -> list[int]:
-    first = int((base.get("train") or {}).get("seed", 42))
-    return [first + k for k in range(seeds)]
-
-
 def compare(
-    recipe_path: Path,
+    recipes: Path | list[Path],
     methods: list[str],
     overrides: list[str] | None = None,
     out: Path | None = None,
     overwrite: bool = False,
     tune: TuneOptions | None = None,
     seeds: int = 1,
-) -> tuple[list[Row], Path]:
-    base = read_base(recipe_path, overrides or [])
-    out = out or Path("runs") / f"compare-{recipe_path.stem}"
+    jobs: int = 1,
+) -> tuple[list[Outcome], Path]:
+    paths = recipes if isinstance(recipes, list) else [recipes]
+    out = out or default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
-    split = search_split(base, recipe_path.parent, out, tune.seed) if tune else None
-    rows = []
-    for method in methods:
-        data = method_recipe(base, method)
-        search: list[dict[str, Any]] = []
-        if tune is not None and split is not None:
-            log.info("compare: tuning the learning rate of %s", method)
-            data["train"]["lr"], search = tune_method(data, method, split, out, overwrite, tune)
-        log.info("compare: running %s", method)
-        row = run_seeds(data, method, method, out, overwrite, seed_list(base, seeds))
-        row.tuned, row.search = tune is not None, search
-        rows.append(row)
-    add_intervals(rows, out)
-    header = rates_header(base, methods, rows, tune) + seeds_header(seeds)
-    write_report(rows, out, f"finetune compare: {recipe_path}", header)
-    return rows, out
+    tasks = suite_tasks(paths, overrides or [], out)
+    outcomes = compare_tasks(tasks, methods, tune, seeds, jobs, overwrite)
+    header = seeds_header(seeds) + jobs_header(jobs)
+    for task in tasks:
+        rows = [o.row for o in outcomes if o.task == task.name]
+        task_header = rates_header(task, methods, rows, tune) + header
+        write_report(rows, task.out, f"finetune compare: {task.recipe_path}", task_header)
+    if len(tasks) > 1:
+        names = [task.name for task in tasks]
+        title = f"finetune compare: {len(tasks)} tasks ({', '.join(names)})"
+        suite_header = [_suite_rates(tune), *header]
+        write_suite_report(out, title, suite_header, names, outcomes)
+    return outcomes, out
 
 
 def rates_header(
-    base: dict[str, Any], methods: list[str], rows: list[Row], tune: TuneOptions | None
+    task: TaskSpec, methods: list[str], rows: list[Row], tune: TuneOptions | None
 ) -> list[str]:
     if tune is None:
         used = ", ".join(
-            f"{m} {method_recipe(base, m)['train']['lr']:g} ({rate_origin(base, m)})"
+            f"{m} {method_recipe(task.base, m)['train']['lr']:g} ({rate_origin(task.base, m)})"
             for m in methods
         )
         return [
@@ -151,13 +96,65 @@ def rates_header(
     chosen = ", ".join(f"{r.method} {r.lr:g}" for r in rows if r.lr is not None)
     return [
         f"**Learning rates were tuned per method**: {tune.rates} log-spaced rates around each "
-        f"method's default, {tune.budget:.0%} of the training steps each, scored on a "
-        f"seeded {HOLD_OUT:.0%} hold-out of the training rows (never on the eval split "
-        f"below). Chosen: {chosen}. The search tables are at the end."
+        f"method's default (up to {WIDEN} more past an edge when the best one lies on it), "
+        f"{tune.budget:.0%} of the training steps each, scored on a seeded {HOLD_OUT:.0%} "
+        f"hold-out of the training rows (never on the eval split below). Chosen: {chosen}. "
+        "The search tables are at the end."
     ]
+
+
+def _suite_rates(tune: TuneOptions | None) -> str:
+    if tune is None:
+        return (
+            "**Learning rates were not tuned**: each method ran at its recipe's or registry "
+            "rate on every task (each task's report names them)."
+        )
+    return (
+        f"**Learning rates were tuned per method and per task** ({tune.rates} rates, widened "
+        "past an edge when the best lay on it; each task's report holds its search tables)."
+    )
 
 
 def seeds_header(seeds: int) -> list[str]:
     if seeds <= 1:
         return ["One seed per method: the interval covers eval-example noise, not seed noise."]
     return [f"{seeds} seeds per method: quality is their mean ± standard deviation."]
+
+
+def jobs_header(jobs: int) -> list[str]:
+    if jobs <= 1:
+        return []
+    return [
+        f"{jobs} runs at a time (`--jobs {jobs}`), the machine split among them: training "
+        "times are shared-machine times; quality does not depend on it."
+    ]
+
+
+def recipes_and_overrides(args: list[str]) -> tuple[list[Path], list[str]]:
+    """Recipe and suite files first, then key=value overrides (a file name may hold '=' only
+    if it exists)."""
+    paths = [Path(a) for a in args if "=" not in a or Path(a).exists()]
+    overrides = [a for a in args if "=" in a and not Path(a).exists()]
+    if not paths:
+        raise FinetuneError(
+            "compare: no recipe given", fix="finetune compare RECIPE.yaml [RECIPE.yaml ...]"
+        )
+    return paths, overrides
+
+
+def _tune_rates(count: int) -> int:
+    if count not in (3, 5):
+        raise FinetuneError(f"--tune-rates {count}: must be 3 or 5", fix="use --tune-rates 3 or 5")
+    return count
+
+
+def _budget(fraction: float) -> float:
+    if not 0 < fraction <= 1:
+        raise FinetuneError(
+            f"--tune-budget {fraction}: must be in (0, 1]", fix="e.g. --tune-budget 0.3"
+        )
+    return fraction
+
+
+def tune_options(rates: int, budget: float) -> TuneOptions:
+    return TuneOptions(rates=_tune_rates(rates), budget=_budget(budget))

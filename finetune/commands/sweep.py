@@ -17,10 +17,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-from finetune.commands.compare import method_recipe, read_base, seed_list
 from finetune.comparison.intervals import add_intervals
+from finetune.comparison.jobs import Slot, run_all
+from finetune.comparison.recipes import method_recipe, read_base, seed_list
 from finetune.comparison.report import write_report
-from finetune.comparison.runner import Row, higher_is_better, recipe_text, run_seeds
+from finetune.comparison.runner import (
+    Point,
+    Row,
+    fold_point,
+    higher_is_better,
+    recipe_text,
+    run_point,
+    seeded_points,
+)
 from finetune.errors import FinetuneError, RecipeError
 from finetune.methods import METHODS
 from finetune.recipe.io import apply_overrides, parse_scalar
@@ -94,6 +103,7 @@ def sweep(
     random: int | None = None,
     seed: int = 0,
     seeds: int = 1,
+    jobs: int = 1,
 ) -> tuple[list[Row], Path, list[str]]:
     axes, fixed = parse_axes(args)
     base = read_base(recipe_path, fixed)
@@ -102,13 +112,14 @@ def sweep(
     points = sample(grid(axes, methods), random, seed)
     out = out or Path("runs") / f"sweep-{recipe_path.stem}"
     out.mkdir(parents=True, exist_ok=True)
-    rows, recipes = [], {}
-    for method, point in points:
-        name = point_name(method, point)
-        recipes[name] = point_recipe(base, method, point)
-        row = run_seeds(recipes[name], method, name, out, overwrite, seed_list(base, seeds))
-        row.point = point
-        rows.append(row)
+    recipes = {point_name(m, p): point_recipe(base, m, p) for m, p in points}
+    rows = run_points(
+        [(Point(recipes[point_name(m, p)], point_name(m, p), m), p) for m, p in points],
+        seed_list(base, seeds),
+        out,
+        overwrite,
+        jobs,
+    )
     add_intervals(rows, out)
     keys = list(axes)
     header = [
@@ -119,6 +130,30 @@ def sweep(
     write_report(rows, out, f"finetune sweep: {recipe_path}", header, keys)
     write_best(rows, recipes, out)
     return rows, out, keys
+
+
+def run_points(
+    points: list[tuple[Point, dict[str, Any]]],
+    seeds: list[int],
+    out: Path,
+    overwrite: bool,
+    jobs: int,
+) -> list[Row]:
+    """Every point at every seed, `jobs` at a time; each point's seeds folded into its row."""
+    work = [(run, axes) for point, axes in points for run in seeded_points(point, seeds)]
+
+    def run(item: tuple[Point, dict[str, Any]], slot: Slot) -> Row:
+        return run_point(item[0], out, overwrite, slot)
+
+    done = run_all(work, run, jobs, lambda item: item[0].name)
+    rows, start = [], 0
+    for point, axes in points:
+        count = max(len(seeds), 1)
+        row = fold_point(done[start : start + count], point, seeds)
+        row.point = axes
+        rows.append(row)
+        start += count
+    return rows
 
 
 def write_best(rows: list[Row], recipes: dict[str, dict[str, Any]], out: Path) -> None:

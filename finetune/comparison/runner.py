@@ -4,8 +4,9 @@ Each point runs as its own subprocess, so a crash or an unsupported combination 
 not the whole report, and each run's peak memory is its own (in-process runs would report the
 high-water mark of every run before it). Finished points are not rerun: a point whose run
 directory is finished and whose recipe is unchanged is read back, so an interrupted comparison
-or sweep resumes where it stopped. Each row records wall and CPU time and the load average
-before and after, because a training time measured on a busy machine says little.
+or sweep resumes where it stopped. Each row records wall and CPU time (its own process's, also
+when several run at once: `--jobs`, comparison/jobs.py) and the load average before and after,
+because a training time measured on a busy machine says little.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import logging
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from finetune.comparison.jobs import Slot, cpu_cores
 from finetune.run.files import atomic_write_text
 from finetune.run.layout import RunPaths
 from finetune.setup.checks import check_recipe
@@ -80,24 +81,32 @@ class Row:
     log: str | None = None  # the point's `finetune run` output: why it failed, in full
 
 
-def cores() -> int:
-    """CPUs this process may use (a container's share, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
+@dataclass
+class Point:
+    """One run of a comparison: its recipe, the name of its run directory under the report's
+    folder, and the method it shows in the report."""
+
+    data: dict[str, Any]
+    name: str
+    method: str
 
 
-def timed_run(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], Timing]:
+def timed_run(cmd: list[str], log_file: Path, env: dict[str, str]) -> tuple[int, Timing]:
+    """Run `cmd` with its output in `log_file`; its own CPU time comes from wait4, so runs in
+    parallel (`--jobs`) do not count each other's."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    with log_file.open("w", encoding="utf-8") as output:
+        process = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=output, env={**os.environ, **env}
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
-    timing = Timing(round(wall, 1), round(cpu, 1), load_before, os.getloadavg()[0], cores())
-    return done, timing
+    cpu = usage.ru_utime + usage.ru_stime
+    timing = Timing(round(wall, 1), round(cpu, 1), load_before, os.getloadavg()[0], cpu_cores())
+    return process.returncode, timing
 
 
 def error_line(stderr: str) -> str:
@@ -126,11 +135,12 @@ def reusable(recipe_file: Path, run_dir: Path, text: str) -> bool:
     )
 
 
-def run_point(data: dict[str, Any], name: str, method: str, out: Path, overwrite: bool) -> Row:
+def run_point(point: Point, out: Path, overwrite: bool, slot: Slot | None = None) -> Row:
     """Write `out/<name>.yaml` (output in `out/<name>/`), run it unless it already finished."""
+    name, method = point.name, point.method
     run_dir = out / name
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    data = {**data, "output": {**(data.get("output") or {}), "dir": str(run_dir)}}
+    data = {**point.data, "output": {**(point.data.get("output") or {}), "dir": str(run_dir)}}
     text = recipe_text(data)
     recipe_file = out / f"{name}.yaml"
     lr = (data.get("train") or {}).get("lr")
@@ -150,10 +160,9 @@ def run_point(data: dict[str, Any], name: str, method: str, out: Path, overwrite
     if run_dir.exists():  # this report's own point: replaced (a finished one only if changed)
         cmd.append("--overwrite")
     log.info("running %s", name)
-    done, timing = timed_run(cmd)
-    atomic_write_text(log_file, done.stderr)
-    if done.returncode != 0:
-        reason = error_line(done.stderr)
+    returncode, timing = timed_run(cmd, log_file, slot.env if slot else {})
+    if returncode != 0:
+        reason = error_line(log_file.read_text(encoding="utf-8", errors="replace"))
         log.warning("%s: failed: %s (full output: %s)", name, reason, log_file)
         return Row(method=method, name=name, status=f"failed: {reason}", lr=lr, log=str(log_file))
     atomic_write_text(out / f"{name}.timing.json", json.dumps(timing.__dict__) + "\n")
@@ -198,23 +207,24 @@ def row_from_run(
     return row
 
 
-def run_seeds(
-    data: dict[str, Any], method: str, name: str, out: Path, overwrite: bool, seeds: list[int]
-) -> Row:
-    """One point at each seed (`name-seedN` when several), folded into one row: mean quality,
-    its standard deviation across seeds, summed times, the highest load seen."""
-    rows = []
+def seeded_points(point: Point, seeds: list[int]) -> list[Point]:
+    """The point once per seed (`name-seedN` when several)."""
+    if len(seeds) <= 1:
+        return [point]
+    out = []
     for seed in seeds:
-        seeded = json.loads(json.dumps(data))
-        if len(seeds) > 1:
-            seeded.setdefault("train", {})["seed"] = seed
-        row = run_point(
-            seeded, name if len(seeds) == 1 else f"{name}-seed{seed}", method, out, overwrite
-        )
-        if row.status != "ok":
-            return row
-        rows.append(row)
-    return fold_seeds(rows, name, seeds if len(seeds) > 1 else [])
+        data = json.loads(json.dumps(point.data))
+        data.setdefault("train", {})["seed"] = seed
+        out.append(Point(data, f"{point.name}-seed{seed}", point.method))
+    return out
+
+
+def fold_point(rows: list[Row], point: Point, seeds: list[int]) -> Row:
+    """The seeds' rows of one point folded into one row; the first failed seed's row if any."""
+    failed = [r for r in rows if r.status != "ok"]
+    if failed:
+        return failed[0]
+    return fold_seeds(rows, point.name, seeds if len(seeds) > 1 else [])
 
 
 def fold_seeds(rows: list[Row], name: str, seeds: list[int]) -> Row:

@@ -4,6 +4,8 @@ A method run at a guessed rate loses to a tuned rival for the wrong reason (issu
 fine-tuning at 5e-5 "lost" by 20 points). Each method tries a few log-spaced rates around its
 default on a fraction of the training budget, scored on a seeded hold-out of the training rows
 (written to `search/train.jsonl` and `search/dev.jsonl`), then runs in full at the best one.
+When the best rate lies on an edge of the grid, the grid grows past that edge, one rate at a
+time (twice at most), so a search does not stop at a rate that was merely the largest tried.
 The eval split that the report shows is never read by the search: the search recipes name
 only the two search files, so the verdict is not fitted to the figures it reports.
 """
@@ -12,11 +14,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.comparison.runner import Row, higher_is_better, run_point
+from finetune.comparison.runner import Point, Row, higher_is_better
 from finetune.errors import FinetuneError, RecipeError
 from finetune.run.files import atomic_write_text
 
@@ -120,23 +122,63 @@ def search_recipe(data: dict[str, Any], split: SearchData, lr: float, steps: int
     return recipe
 
 
-def tune_method(
-    data: dict[str, Any],
-    method: str,
-    split: SearchData,
-    out: Path,
-    overwrite: bool,
-    options: TuneOptions,
-) -> tuple[float, list[dict[str, Any]]]:
-    """Try each rate on the search split; the best held-out score wins (ties: the default)."""
+WIDEN = 2  # extra rates a search may add beyond an edge of its grid, one at a time
+STEP = 2.0  # the factor between neighbouring rates of the grid, and of each widening
+
+
+@dataclass
+class Search:
+    """One method's rate search on one task: the rates tried, their held-out scores, and the
+    next rate to try when the best one lies on an edge of the grid (the grid widens by one
+    rate at a time, at most WIDEN times: a best rate at the edge may not be the best one)."""
+
+    name: str  # the report's name of what is searched ("lora", or "cola/lora" in a suite)
+    method: str
+    data: dict[str, Any]
+    split: SearchData
+    out: Path
+    steps: int
+    default: float
+    pending: list[float] = field(default_factory=list)
+    table: list[dict[str, Any]] = field(default_factory=list)
+    widened: int = 0
+
+    def points(self) -> list[Point]:
+        return [
+            Point(search_recipe(self.data, self.split, lr, self.steps), self._name(lr), self.method)
+            for lr in self.pending
+        ]
+
+    def _name(self, lr: float) -> str:
+        return f"{SEARCH_DIR}/{self.method}-lr{lr:g}"
+
+    def record(self, rows: list[Row]) -> None:
+        """Add this round's scores; plan the next round (one rate past an edge) or finish."""
+        self.table += [_search_entry(row, lr, self.steps) for row, lr in zip(rows, self.pending)]
+        self.table.sort(key=lambda entry: entry["lr"])
+        self.pending = []
+        scored = [entry for entry in self.table if entry["score"] is not None]
+        if not scored or self.widened >= WIDEN:
+            return
+        best, tried = self.best, [entry["lr"] for entry in self.table]
+        if best == max(tried) and best * STEP <= 1.0:
+            self.pending = [float(f"{best * STEP:.3g}")]
+        elif best == min(tried):
+            self.pending = [float(f"{best / STEP:.3g}")]
+        self.widened += bool(self.pending)
+
+    @property
+    def best(self) -> float:
+        return best_rate(self.table, self.default)
+
+
+def new_search(
+    name: str, data: dict[str, Any], method: str, split: SearchData, out: Path, options: TuneOptions
+) -> Search:
     default = float(data["train"]["lr"])
     steps = search_steps(data.get("train") or {}, split.rows, options.budget)
-    table: list[dict[str, Any]] = []
-    for lr in search_rates(default, options.rates):
-        name = f"{SEARCH_DIR}/{method}-lr{lr:g}"
-        row = run_point(search_recipe(data, split, lr, steps), name, method, out, overwrite)
-        table.append(_search_entry(row, lr, steps))
-    return best_rate(table, default), table
+    rates = search_rates(default, options.rates)
+    return Search(name, method, data, split, out, steps, default, pending=rates)
 
 
 def _search_entry(row: Row, lr: float, steps: int) -> dict[str, Any]:

@@ -92,6 +92,10 @@ def option_rows(section: str | None = None) -> list[OptionRow]:
     for name, field in Recipe.model_fields.items():
         if section and name != section:
             continue
+        if not models_in(field.annotation):  # a top-level value (the recipe's name)
+            desc = field.description or ""
+            rows.append(OptionRow(name, _type_name(field.annotation), _default(field), desc))
+            continue
         for model in models_in(field.annotation):
             tags = sorted(tag_of(model)) if len(models_in(field.annotation)) > 1 else []
             tag = "/".join(tags) if tags else None

@@ -23,6 +23,7 @@ from finetune.run.files import append_jsonl
 from finetune.run.layout import RunPaths
 from finetune.run.resume import stopped_message
 from finetune.run.trackers import log_record, start_trackers
+from finetune.train.compiled import eager, mark_warm
 from finetune.train.device import device_metrics
 from finetune.train.evaluation import make_eval_loader, run_eval
 from finetune.train.loop import LoopHooks, LoopOutputs, fit
@@ -75,11 +76,18 @@ class _Evaluations:
     predict_each: bool  # generation tasks generate only when asked during training
 
     def run(self, predict: bool = True) -> tuple[Metrics, list[Any] | None]:
+        """An evaluation, with compiled blocks run eagerly (generation's shapes vary)."""
         parts, accelerator = _training(self.setup), _accelerator(self.setup)
         examples = parts.splits.eval or []
-        return run_eval(
-            self.setup.model, self.setup.task, self.loader, examples, accelerator, predict=predict
-        )
+        with eager(self.setup.model):
+            return run_eval(
+                self.setup.model,
+                self.setup.task,
+                self.loader,
+                examples,
+                accelerator,
+                predict=predict,
+            )
 
     def during_training(self, step: int, epoch: int) -> Metrics:
         if self.loader is None:
@@ -124,6 +132,8 @@ def train_and_save(setup: RunSetup, out: Path, plan: StartPlan, progress: bool) 
     predict_each = not setup.task.is_generation or recipe.eval.generate_during_training
     evaluations = _Evaluations(setup, out, loader, selection, predict_each)
     state = _fit(setup, evaluations, plan, progress)
+    if accelerator.is_main_process:
+        mark_warm(parts.compiled)  # the next run of this model finds its graphs cached
     metrics, predictions = _final_evaluation(evaluations, state)
     metrics = {**metrics, **_training_metrics(state, recipe, accelerator)}
     if accelerator.is_main_process:

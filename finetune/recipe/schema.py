@@ -53,6 +53,11 @@ class Recipe(Section):
     so the optimizer, the run's recipe.yaml and run.json all see the value that ran.
     """
 
+    name: str | None = Field(
+        None,
+        description="A short name for the recipe; `compare` names its task column after it "
+        "(default: the file name).",
+    )
     model: ModelConfig = Field(description="Which pretrained model to start from.")
     task: TaskConfig = Field(description="What to learn and which columns hold it.")
     data: DataConfig = Field(description="Where the examples come from.")

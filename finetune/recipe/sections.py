@@ -138,6 +138,12 @@ class TrainConfig(Section):
         description="auto: bf16 where the hardware computes it natively (GPUs with bf16, CPUs "
         "with AVX512-BF16/AMX), fp32 elsewhere; fp16 on T5 warns (overflows).",
     )
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile the transformer blocks for training, with the compiled code "
+        "cached for later runs; auto: only when it pays back within the run (cached graphs, or "
+        "enough steps).",
+    )
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute activations in backward: less memory, about 30% slower.",

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.recipe.schema import Recipe
     from finetune.tasks import Task
     from finetune.train.batching import TrainBatches
+    from finetune.train.compiled import CompilePlan
     from finetune.train.optim import Optimization
     from finetune.types import Accelerator, Model
 
@@ -54,6 +55,7 @@ class TrainingParts:
     eval_set: Features | None
     batches: TrainBatches
     optimization: Optimization
+    compiled: CompilePlan
 
 
 @dataclass
@@ -105,7 +107,8 @@ class RunSetup:
         counts = count_parameters(model)
         _log_parameters(recipe, parts, counts)
         model, optimization = _setup_optimization(recipe, parts, model, batches, accelerator)
-        training = TrainingParts(splits, train_set, eval_set, batches, optimization)
+        compiled = _setup_compile(recipe, parts, model, optimization, accelerator)
+        training = TrainingParts(splits, train_set, eval_set, batches, optimization, compiled)
         return cls(
             recipe,
             arch,
@@ -251,6 +254,22 @@ def _setup_optimization(
     if not parts.method.trains_backbone:
         keep_only_trainable(accelerator, model)
     return model, build_optimization(optimizer, recipe.train, len(batches.sampler))
+
+
+def _setup_compile(
+    recipe: Recipe,
+    parts: BaseAndMethod,
+    model: Model,
+    optimization: Optimization,
+    accelerator: Accelerator,
+) -> CompilePlan:
+    """`train.compile` decided for this run's length and cache, then applied to its blocks."""
+    from finetune.train.compiled import compile_model, graph_key, plan_compile
+
+    key = graph_key(parts.loaded.model, parts.method.name, str(accelerator.mixed_precision))
+    plan = plan_compile(recipe.train.compile, optimization.total_steps, key)
+    compile_model(model, plan)
+    return plan
 
 
 # --------------------------------------------------------------------------- finished runs

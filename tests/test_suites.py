@@ -1,0 +1,177 @@
+"""Comparing methods across a suite of tasks: suite files, the methods x tasks report with its
+average and mean rank, the LaTeX table and plots, failed cells, the widening rate search, and
+`--jobs` (the same results with two processes at once as with one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from finetune.cli import app
+from finetune.comparison.jobs import slots
+from finetune.comparison.runner import Point, Row
+from finetune.comparison.tune import WIDEN, Search, SearchData
+from tests.conftest import classification_recipe, write_csv, write_recipe
+from tests.tiny_models import sentiment_rows
+
+
+def test_cpu_slots_split_the_cores_and_gpu_slots_take_one_gpu_each(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cpu = slots(2, gpus=0, cores=8)
+    assert [s.env["OMP_NUM_THREADS"] for s in cpu] == ["4", "4"]
+    assert slots(3, gpus=0, cores=2)[0].env["OMP_NUM_THREADS"] == "1"  # at least one each
+    gpu = slots(3, gpus=2)
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in gpu] == ["0", "1", "0"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots(2, gpus=2)] == ["5", "7"]
+
+
+def _search(tmp_path: Path) -> Search:
+    split = SearchData(tmp_path / "t.jsonl", tmp_path / "d.jsonl", rows=10)
+    data = {"method": {"name": "lora"}, "train": {"lr": 1e-3}}
+    return Search("lora", "lora", data, split, tmp_path, 3, 1e-3, pending=[5e-4, 1e-3, 2e-3])
+
+
+def _rows(scores: list[float]) -> list[Row]:
+    return [Row("lora", "ok", quality_metric="accuracy", quality=s) for s in scores]
+
+
+def test_search_widens_past_an_edge_at_most_twice(tmp_path):
+    search = _search(tmp_path)
+    assert [p.name for p in search.points()] == [
+        "search/lora-lr0.0005",
+        "search/lora-lr0.001",
+        "search/lora-lr0.002",
+    ]
+    search.record(_rows([0.5, 0.6, 0.7]))  # best at the top edge: try one rate further up
+    assert search.pending == [4e-3]
+    search.record(_rows([0.8]))  # still the edge
+    assert search.pending == [8e-3]
+    search.record(_rows([0.9]))  # still rising, but the grid has widened WIDEN times
+    assert WIDEN == 2 and search.pending == [] and search.best == 8e-3
+    inner = _search(tmp_path)
+    inner.record(_rows([0.5, 0.9, 0.7]))  # best inside the grid: done
+    assert inner.pending == [] and inner.best == 1e-3
+    low = _search(tmp_path)
+    low.record(_rows([0.9, 0.6, 0.5]))  # best at the bottom edge: one rate further down
+    assert low.pending == [2.5e-4]
+
+
+def _task(tmp_path: Path, name: str, seed: int, model: Path) -> Path:
+    train = write_csv(tmp_path / name / "train.csv", sentiment_rows(48, seed=seed))
+    dev = write_csv(tmp_path / name / "dev.csv", sentiment_rows(24, seed=seed + 100))
+    data = classification_recipe(model, train, dev, tmp_path / "unused", {"name": "lora"})
+    data["train"].update(epochs=1, batch_size=16)
+    data["name"] = name
+    return write_recipe(tmp_path / f"{name}.yaml", data)
+
+
+def _suite(tmp_path: Path, model: Path) -> Path:
+    first = _task(tmp_path, "movies", 1, model)
+    second = _task(tmp_path, "reviews", 7, model)
+    suite = {
+        "name": "tiny",
+        "tasks": [
+            {"recipe": first.name},
+            {"recipe": second.name, "overrides": ["train.max_length=24"]},
+        ],
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+@pytest.mark.slow
+def test_two_task_suite_with_two_jobs_equals_one_job(tmp_path, runner, tiny_model_dir):
+    suite = _suite(tmp_path, tiny_model_dir("bert"))
+    results = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"cmp-{jobs}"
+        args = ["compare", str(suite), "--methods", "lora,bitfit", "--jobs", str(jobs)]
+        result = runner.invoke(app, [*args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        results[jobs] = json.loads((out / "report.json").read_text())
+        for name in ("report.md", "report.csv", "report.tex", "report.png", "heatmap.png"):
+            assert (out / name).is_file(), name
+        for task in ("movies", "reviews"):  # each task keeps its own folder and report
+            assert (out / task / "report.md").is_file()
+            assert (out / task / "lora" / "metrics.json").is_file()
+        # the suite's override reached its task only
+        reviews = yaml.safe_load((out / "reviews" / "lora.yaml").read_text())
+        movies = yaml.safe_load((out / "movies" / "lora.yaml").read_text())
+        assert reviews["train"]["max_length"] == 24 and movies["train"]["max_length"] == 32
+    one, two = results[1], results[2]
+    assert [r["method"] for r in one] == [r["method"] for r in two] == ["lora", "bitfit"]
+    for a, b in zip(one, two):
+        for task in ("movies", "reviews"):
+            assert a["tasks"][task]["status"] == b["tasks"][task]["status"] == "ok"
+            assert a["tasks"][task]["quality"] == pytest.approx(b["tasks"][task]["quality"])
+        assert a["average"] == pytest.approx(b["average"])
+        assert a["mean_rank"] == pytest.approx(b["mean_rank"])
+    report = (tmp_path / "cmp-2" / "report.md").read_text()
+    assert "| method | movies | reviews | average | mean rank |" in report
+    assert "2 runs at a time" in report
+    tex = (tmp_path / "cmp-2" / "report.tex").read_text()
+    assert tex.startswith("\\begin{tabular}") and "movies & reviews & Avg." in tex
+
+
+def test_suite_report_scores_ranks_and_keeps_failed_cells(tmp_path):
+    from finetune.comparison.plan import Outcome
+    from finetune.comparison.suite_report import write_suite_report
+
+    def ok(metric: str, value: float, trainable: int = 100) -> Row:
+        return Row("m", "ok", quality_metric=metric, quality=value, trainable=trainable)
+
+    outcomes = [
+        Outcome("cola", "full", ok("mcc", 0.50, 1000)),
+        Outcome("stsb", "full", ok("pearson", 0.80, 1000)),
+        Outcome("sum", "full", ok("rougeL", 30.0, 1000)),
+        Outcome("cola", "lora", ok("mcc", 0.40)),
+        Outcome("stsb", "lora", ok("pearson", 0.85)),
+        Outcome("sum", "lora", ok("rougeL", 30.0)),
+        Outcome("cola", "ia3", Row("ia3", "failed: out of memory (E900)", log="/x/ia3.log")),
+        Outcome("stsb", "ia3", ok("pearson", 0.70, 10)),
+        Outcome("sum", "ia3", ok("rougeL", 20.0, 10)),
+    ]
+    tasks = ["cola", "stsb", "sum"]
+    rows = {r.method: r for r in write_suite_report(tmp_path, "t", [], tasks, outcomes)}
+    # fractions x100, ROUGE as is: (50 + 80 + 30) / 3 and (40 + 85 + 30) / 3
+    assert rows["full"].average == pytest.approx(160 / 3)
+    assert rows["lora"].average == pytest.approx(155 / 3)
+    assert rows["ia3"].average is None  # a failed task leaves no average, not a partial one
+    # ranks: cola full 1, lora 2; stsb lora 1, full 2, ia3 3; sum full/lora tie 1.5, ia3 3
+    assert rows["full"].mean_rank == pytest.approx((1 + 2 + 1.5) / 3)
+    assert rows["ia3"].mean_rank == pytest.approx((3 + 3) / 2)
+    report = (tmp_path / "report.md").read_text()
+    assert "failed: out of memory (E900) (log: /x/ia3.log)" in report
+    assert "50.0" in report and "cola: mcc" in report
+    tex = (tmp_path / "report.tex").read_text()
+    assert "\\textbf{50.0}" in tex and "\\textbf{85.0}" in tex
+
+
+def test_suite_file_errors_name_the_file_and_the_fix(tmp_path, runner, tiny_model_dir):
+    recipe = _task(tmp_path, "movies", 1, tiny_model_dir("bert"))
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump({"tasks": [{"recipe": "nope.yaml"}]}))
+    result = runner.invoke(app, ["compare", str(missing), "--methods", "lora"])
+    assert result.exit_code == 2 and "task recipe nope.yaml not found" in result.output
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(yaml.safe_dump({"tasks": [{"recipe": recipe.name}, {"recipe": recipe.name}]}))
+    result = runner.invoke(app, ["compare", str(twice), "--methods", "lora"])
+    assert result.exit_code == 2 and "two tasks are named movies" in result.output
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump({"tasks": [{"recipe": recipe.name, "overides": []}]}))
+    result = runner.invoke(app, ["compare", str(typo), "--methods", "lora"])
+    assert result.exit_code == 2 and "overides" in result.output
+
+
+def test_point_names_carry_the_seed(tmp_path):
+    from finetune.comparison.runner import seeded_points
+
+    point = Point({"train": {"seed": 1}}, "lora", "lora")
+    names = [p.name for p in seeded_points(point, [1, 2])]
+    assert names == ["lora-seed1", "lora-seed2"]
+    assert seeded_points(point, [1]) == [point]
