@@ -142,17 +142,57 @@ def run_method(recipe: dict[str, Any], method: str, out: Path) -> dict[str, Any]
     except FinetuneError as exc:  # refused by validate (e.g. loftq without a GPU): its reason
         problems = getattr(exc, "problems", None)
         return {"method": method, "error": problems[0].message if problems else exc.message}
-    metrics = json.loads((summary.run_dir / "metrics.json").read_text(encoding="utf-8"))
+    row = finished_row(summary.run_dir, method, recipe)
+    return {**row, "wall_seconds": round(time.perf_counter() - started, 1)}
+
+
+def finished_row(run_dir: Path, method: str, recipe: dict[str, Any]) -> dict[str, Any]:
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     return {
         "method": method,
         "accuracy": metrics.get("accuracy"),
-        "trainable": summary.trainable,
-        "total": summary.total,
+        "trainable": metrics.get("trainable_parameters"),
+        "total": metrics.get("total_parameters"),
         "adapter_bytes": metrics.get("artifact_bytes"),
         "train_seconds": metrics.get("train_seconds"),
-        "wall_seconds": round(time.perf_counter() - started, 1),
         "lr": recipe["train"]["lr"],
     }
+
+
+def reused_row(recipe: dict[str, Any], method: str) -> dict[str, Any] | None:
+    """A finished run of exactly this recipe from an earlier, interrupted invocation."""
+    run_dir = Path(recipe["output"]["dir"])
+    saved = run_dir.parent / f"{run_dir.name}.recipe.json"
+    if not (run_dir / ".finished").exists() or not saved.exists():
+        return None
+    if json.loads(saved.read_text(encoding="utf-8")) != recipe:
+        return None
+    return finished_row(run_dir, method, recipe)
+
+
+def run_or_reuse(recipe: dict[str, Any], method: str, out: Path, reuse: bool) -> dict[str, Any]:
+    row = reused_row(recipe, method) if reuse else None
+    if row is None:
+        row = run_method(recipe, method, out)
+        run_dir = Path(recipe["output"]["dir"])
+        saved = run_dir.parent / f"{run_dir.name}.recipe.json"
+        saved.write_text(json.dumps(recipe), encoding="utf-8")
+    return row
+
+
+def grid_rows(
+    base: dict[str, Any], method: str, args: argparse.Namespace
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The method at each --grid-rates rate: (the best row by accuracy, every row)."""
+    tried = []
+    for rate in [float(r) for r in args.grid_rates.split(",")]:
+        recipe = method_recipe(base, method, args, args.out)
+        recipe["train"]["lr"] = rate
+        recipe["output"]["dir"] += f"-lr{rate:g}"
+        tried.append(run_or_reuse(recipe, method, args.out, args.reuse))
+    ran = [row for row in tried if "error" not in row]
+    best = max(ran, key=lambda row: row["accuracy"]) if ran else tried[0]
+    return best, tried
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -184,6 +224,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_methods_sst2")
     parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results")
     parser.add_argument("--name", default="methods_sst2", help="results file name (no suffix)")
+    parser.add_argument("--grid-methods", default="", help="run these at every --grid-rates")
+    parser.add_argument("--grid-rates", default="5e-4,2e-3,8e-3", help="comma-separated")
+    parser.add_argument("--reuse", action="store_true", help="keep finished runs of a recipe")
     return parser.parse_args(argv)
 
 
@@ -203,11 +246,23 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown methods: {', '.join(unknown)}")
     args.out.mkdir(parents=True, exist_ok=True)
     load_before, started = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M")
-    rows = []
+    rows, grids = [], []
+    grid_methods = [m for m in args.grid_methods.split(",") if m]
     for method in methods:
         print(f"--- {method}", file=sys.stderr, flush=True)
-        rows.append(run_method(method_recipe(base, method, args, args.out), method, args.out))
+        if method in grid_methods:
+            best, tried = grid_rows(base, method, args)
+            rows.append(best)
+            grids += tried
+        else:
+            recipe = method_recipe(base, method, args, args.out)
+            rows.append(run_or_reuse(recipe, method, args.out, args.reuse))
     table = render(rows)
+    if grids:
+        table += (
+            "\nLearning-rate grid (" + ", ".join(grid_methods) + "; the best rate is the row "
+            "above):\n\n" + render(grids)
+        )
     header = (
         f"Recipe: {recipe_path or 'built-in quick-start fallback'}; "
         f"train rows: {args.max_train or base.get('data', {}).get('max_train_samples', 'all')}; "
@@ -220,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{args.name}.md").write_text(header + table, encoding="utf-8")
-        (RESULTS / f"{args.name}.json").write_text(json.dumps(rows, indent=2) + "\n", "utf-8")
+        dumped = json.dumps({"rows": rows, "grid": grids}, indent=2) + "\n"
+        (RESULTS / f"{args.name}.json").write_text(dumped, "utf-8")
     return 0
 
 

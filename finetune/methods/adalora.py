@@ -20,7 +20,7 @@ from pydantic import Field
 
 from finetune.errors import FinetuneError, Problem
 from finetune.methods.base import MethodContext
-from finetune.methods.tuner import TargetModules, TunerMethod, targets_field
+from finetune.methods.tuner import LORA_RATE, TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,10 +67,7 @@ class AdaLoraMethod(TunerMethod):
     config_class = AdaLoraOptions
     peft_class = "AdaLoraConfig"
     default_lr = 2e-3
-    lr_source = (
-        "measured on a 3,000-row quick-start subset (SST-2, 1 epoch) among 5e-4, 2e-3 and 8e-3; "
-        "Zhang et al. 2023 use 8e-4 for SST-2 on DeBERTaV3-base (24 epochs)"
-    )
+    lr_source = LORA_RATE + "; Zhang et al. 2023 use 8e-4 for SST-2 on DeBERTaV3-base (24 epochs)"
     description = "LoRA in SVD form with its rank budget moved between layers (peft AdaLoraConfig)"
     markers = ("lora_", "modules_to_save")
     group = "lora-family"

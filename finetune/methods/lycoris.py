@@ -13,12 +13,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from finetune.methods.base import MethodContext
-from finetune.methods.tuner import TargetModules, TunerMethod, targets_field
+from finetune.methods.tuner import LORA_RATE, TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
-
-LYCORIS_LR_SOURCE = (
-    "measured on a 3,000-row quick-start subset (SST-2, 1 epoch) among 5e-4, 2e-3 and 8e-3"
-)
 
 
 class LoHaOptions(Section):
@@ -57,7 +53,7 @@ class LoHaMethod(TunerMethod):
     peft_class = "LoHaConfig"
     linear_only = True
     default_lr = 2e-3
-    lr_source = LYCORIS_LR_SOURCE
+    lr_source = LORA_RATE
     description = "Hadamard product of two low-rank updates (peft LoHaConfig)"
     markers = ("hada_", "modules_to_save")
     group = "lora-family"
@@ -77,7 +73,7 @@ class LoKrMethod(TunerMethod):
     peft_class = "LoKrConfig"
     linear_only = True
     default_lr = 2e-3
-    lr_source = LYCORIS_LR_SOURCE
+    lr_source = LORA_RATE
     description = "Kronecker product of a small block and a low-rank factor (peft LoKrConfig)"
     markers = ("lokr_", "modules_to_save")
     group = "lora-family"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from finetune.methods.base import MethodContext, inside
-from finetune.methods.tuner import TargetModules, TunerMethod, targets_field
+from finetune.methods.tuner import GRID, TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,9 +43,7 @@ class LNTuningMethod(TunerMethod):
     config_class = LNTuningOptions
     peft_class = "LNTuningConfig"
     default_lr = 2e-3
-    lr_source = (
-        "measured on a 3,000-row quick-start subset (SST-2, 1 epoch) among 5e-4, 2e-3 and 8e-3"
-    )
+    lr_source = GRID
     description = "only the layer norms train (peft LNTuningConfig)"
     markers = ("ln_tuning_layers", "modules_to_save")
     # the norms' scales start at 1: weight decay would pull them to 0

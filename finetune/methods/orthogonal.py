@@ -15,10 +15,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from finetune.methods.base import MethodContext
-from finetune.methods.tuner import TargetModules, TunerMethod, targets_field
+from finetune.methods.tuner import GRID, TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
-
-MEASURED = "measured on a 3,000-row quick-start subset (SST-2, 1 epoch) among {}"
 
 
 class OFTOptions(Section):
@@ -63,7 +61,7 @@ class OFTMethod(TunerMethod):
     peft_class = "OFTConfig"
     linear_only = True
     default_lr = 2e-3
-    lr_source = MEASURED.format("5e-4, 2e-3 and 8e-3")
+    lr_source = GRID
     description = "block-diagonal orthogonal rotation of each adapted weight (peft OFTConfig)"
     markers = ("oft_", "modules_to_save")
 
@@ -84,7 +82,7 @@ class BOFTMethod(TunerMethod):
     peft_class = "BOFTConfig"
     linear_only = True
     default_lr = 2e-3
-    lr_source = MEASURED.format("5e-4, 2e-3 and 8e-3")
+    lr_source = GRID
     description = "orthogonal rotation as a butterfly product of sparse blocks (peft BOFTConfig)"
     markers = ("boft_", "modules_to_save")
     no_decay = ("boft_s",)  # the output scale starts at 1
@@ -104,7 +102,7 @@ class HRAMethod(TunerMethod):
     peft_class = "HRAConfig"
     linear_only = True
     default_lr = 2e-3
-    lr_source = MEASURED.format("5e-4, 2e-3 and 8e-3")
+    lr_source = GRID
     description = "a chain of r trained Householder reflections of each weight (peft HRAConfig)"
     markers = ("hra_", "modules_to_save")
 

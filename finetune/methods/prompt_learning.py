@@ -19,6 +19,7 @@ from finetune.methods.peft_methods import (
     PromptMethod,
     prompt_dims,
 )
+from finetune.methods.tuner import GRID
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,9 +44,7 @@ class PTuningMethod(PromptLearningMethod):
     name = "ptuning"
     config_class = PTuningOptions
     default_lr = 3e-3
-    lr_source = (
-        "measured on a 3,000-row quick-start subset (SST-2, 1 epoch) among 1e-3, 3e-3 and 1e-2"
-    )
+    lr_source = GRID
     description = "virtual tokens from a trained MLP/LSTM prompt encoder (peft PromptEncoderConfig)"
 
     def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:

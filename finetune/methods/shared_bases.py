@@ -16,10 +16,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from finetune.methods.base import MethodContext
-from finetune.methods.tuner import TargetModules, TunerMethod, targets_field
+from finetune.methods.tuner import LORA_RATE, TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
-
-MEASURED = "measured on a 3,000-row quick-start subset (SST-2, 1 epoch) among {}"
 
 
 class VeraOptions(Section):
@@ -88,7 +86,7 @@ class RandLoraMethod(TunerMethod):
     peft_class = "RandLoraConfig"
     has_exclude = False
     default_lr = 2e-3
-    lr_source = MEASURED.format("5e-4, 2e-3 and 8e-3")
+    lr_source = LORA_RATE
     description = "sum of frozen random bases with trained diagonal scales (peft RandLoraConfig)"
     markers = ("randlora_lambda", "randlora_gamma", "modules_to_save")
     no_decay = ("randlora_lambda", "randlora_gamma")
@@ -110,7 +108,7 @@ class VBLoraMethod(TunerMethod):
     config_class = VBLoraOptions
     peft_class = "VBLoRAConfig"
     default_lr = 2e-3
-    lr_source = MEASURED.format("5e-4, 2e-3 and 8e-3")
+    lr_source = LORA_RATE
     description = (
         "every layer's low-rank factors mixed from one shared vector bank (peft VBLoRAConfig)"
     )

@@ -24,6 +24,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TargetModules = Union[Literal["auto", "all-linear"], list[str]]
 
+# where the new methods' default rates come from (README, Learning rates)
+LORA_RATE = (
+    "LoRA's rate (measured on the quick start: 2e-3 beats 5e-4 by about a point), not searched "
+    "for this method; `compare --tune` searches it"
+)
+GRID = (
+    "measured on the quick start's first 1,000 train rows (1 epoch, SST-2 dev) among 5e-4, "
+    "2e-3 and 8e-3 (benchmarks/results/methods_sst2.md)"
+)
+
 LINEAR_ONLY = (
     "peft's LoHa, LoKr, OFT, BOFT and HRA layers wrap torch.nn.Linear only, and GPT-2's "
     "projections are transformers' Conv1D, which peft 0.21 refuses (TypeError); use LoRA, VeRA "
