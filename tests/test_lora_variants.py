@@ -206,3 +206,28 @@ def test_lorafa_keeps_a_frozen_and_trains_b(tmp_path, runner, tiny_model_dir, se
     info = json.loads((out / "run.json").read_text())
     a_count = sum(v.numel() for k, v in seen.items() if "lora_A" in k)
     assert a_count and info["parameters"]["trainable"] == trainable - a_count  # A not counted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("init", ["pissa", "eva", "corda"])
+@pytest.mark.parametrize(("family", "task"), [("gpt2", "summarization"), ("bert", "translation")])
+def test_data_and_residual_inits_on_generation_models(
+    init, family, task, tmp_path, runner, tiny_model_dir
+):
+    """The decoder (GPT-2's left context, a causal LM) and bert2bert (new cross-attention in
+    modules_to_save, kept through the conversion): `eval` reproduces the run, merge is exact."""
+    from tests.test_generation import generation_recipe
+    from tests.test_methods_matrix import check_merge, check_reload
+
+    method = {"name": "lora", "r": 4, "dropout": 0.0, "init": init, "init_batches": 2}
+    data = generation_recipe(tiny_model_dir(family), task, tmp_path, method)
+    data["train"].update(max_steps=3)
+    data["eval"]["generation"] = {"max_new_tokens": 4, "num_beams": 1}
+    data["data"]["max_eval_samples"] = 6
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, ["run", str(write_recipe(tmp_path / "r.yaml", data)), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    check_reload(runner, out, task)
+    check_merge(runner, out, tmp_path / "merged")

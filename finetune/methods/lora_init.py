@@ -169,8 +169,11 @@ def init_batches(ctx: MethodContext) -> Sequence[Batch]:
 
 
 def _on_device(batch: Batch, model: Model) -> Batch:
+    """Tensors onto the model's device; plain values (`logits_to_keep`) as they are."""
     device = next(model.parameters()).device
-    return {key: value.to(device) for key, value in batch.items()}
+    return {
+        key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()
+    }
 
 
 def _corda_pass(model: Model, config: Any, ctx: MethodContext) -> None:
@@ -206,6 +209,9 @@ def single_rows(batch: Batch) -> list[Batch]:
         keep = mask[i].bool() if mask is not None else None
         row = {}
         for key, value in batch.items():
+            if not hasattr(value, "shape"):  # logits_to_keep: the same for every row
+                row[key] = value
+                continue
             one = value[i : i + 1]
             if keep is not None and key in TOKEN_KEYS and one.shape[-1] == keep.shape[0]:
                 one = one[:, keep]
