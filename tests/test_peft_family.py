@@ -146,3 +146,19 @@ def test_compare_groups_come_from_the_registry():
     assert len(parse_methods("lora,lora-family")) == len(family)
     every = ["full"] + group_names("lora-family") + group_names("adapters") + group_names("prompts")
     assert sorted(every) == sorted(METHODS)  # every method is in exactly one group (or full)
+
+
+def test_compare_runs_lora_inits_as_variants_of_the_recipes_method():
+    from finetune.commands.compare import parse_methods
+    from finetune.comparison.recipes import method_recipe
+
+    assert parse_methods("lora,lora:pissa,dora:eva") == ["lora", "lora:pissa", "dora:eva"]
+    with pytest.raises(Exception, match="unknown method"):
+        parse_methods("lora:nope")
+    base = {"method": {"name": "lora", "r": 16, "dropout": 0.0}, "train": {"lr": 1e-3}}
+    pissa = method_recipe(base, "lora:pissa")
+    assert pissa["method"] == {"name": "lora", "r": 16, "dropout": 0.0, "init": "pissa"}
+    assert pissa["train"]["lr"] == 1e-3  # only the init differs from the recipe's own run
+    eva = method_recipe(base, "dora:eva")
+    assert eva["method"] == {"name": "dora", "init": "eva"}
+    assert eva["train"]["lr"] == METHODS["dora"].default_lr

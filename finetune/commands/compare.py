@@ -22,6 +22,7 @@ from finetune.comparison.suite import default_out, suite_tasks
 from finetune.comparison.suite_report import write_suite_report
 from finetune.comparison.tune import HOLD_OUT, WIDEN, TuneOptions
 from finetune.errors import FinetuneError
+from finetune.methods import METHODS
 from finetune.recipe.schema import METHOD_NAMES
 
 log = logging.getLogger(__name__)
@@ -41,16 +42,31 @@ def parse_methods(text: str) -> list[str]:
             names += METHOD_NAMES
         elif item in GROUPS:
             names += group_names(item)
-        elif item in METHOD_NAMES:
+        elif item in METHOD_NAMES or is_variant(item):
             names.append(item)
         else:
             unknown.append(item)
     if unknown or not names:
         raise FinetuneError(
             f"--methods: unknown method {', '.join(unknown) or '(none given)'}",
-            fix="choose from " + ", ".join(METHOD_NAMES) + "; or all, " + ", ".join(GROUPS),
+            fix="choose from "
+            + ", ".join(METHOD_NAMES)
+            + "; or all, "
+            + ", ".join(GROUPS)
+            + "; or a LoRA init as lora:pissa",
         )
     return list(dict.fromkeys(names))
+
+
+def is_variant(item: str) -> bool:
+    """`NAME:INIT`: a method with an `init` option (LoRA's) at one of its values."""
+    from typing import get_args
+
+    name, _, init = item.partition(":")
+    if name not in METHOD_NAMES or not init:
+        return False
+    field = METHODS[name].config_class.model_fields.get("init")
+    return field is not None and init in get_args(field.annotation)
 
 
 def compare(

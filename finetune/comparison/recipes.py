@@ -47,13 +47,16 @@ def absolute_data_paths(data: RecipeData, base_dir: Path) -> None:
 def method_recipe(base: RecipeData, method: str) -> RecipeData:
     """The base recipe with this method. The recipe's own method keeps its options and lr;
     the others run at their registry `default_lr`: one rate for all would favour whichever
-    method it was tuned for."""
+    method it was tuned for. `NAME:INIT` (lora:pissa) is the method with that `method.init`."""
     data = json.loads(json.dumps(base))
-    own = (data.get("method") or {}).get("name") == method
-    if not own:
-        data["method"] = {"name": method}
-        data.setdefault("train", {})["lr"] = METHODS[method].default_lr
-    data.setdefault("train", {}).setdefault("lr", METHODS[method].default_lr)
+    name, _, init = method.partition(":")
+    section = data.get("method") or {}
+    if init and section.get("name") == name:  # the recipe's method, only its init changed
+        data["method"] = {**section, "init": init}
+    elif section.get("name") != method:
+        data["method"] = {"name": name, **({"init": init} if init else {})}
+        data.setdefault("train", {})["lr"] = METHODS[name].default_lr
+    data.setdefault("train", {}).setdefault("lr", METHODS[name].default_lr)
     data.pop("output", None)
     data.pop("name", None)
     return data
