@@ -162,3 +162,36 @@ def test_compare_runs_lora_inits_as_variants_of_the_recipes_method():
     eva = method_recipe(base, "dora:eva")
     assert eva["method"] == {"name": "dora", "init": "eva"}
     assert eva["train"]["lr"] == METHODS["dora"].default_lr
+
+
+NEW_PEFT = ["loha", "lokr", "vera", "adalora", "randlora", "vblora", "fourierft", "oft", "boft"]
+NEW_PEFT += ["hra", "ln_tuning", "ptuning"]
+
+
+@pytest.mark.parametrize("name", NEW_PEFT)
+def test_saved_adapter_loads_in_plain_peft(name, tiny_model_dir, tmp_path):
+    """peft's format: PeftModel.from_pretrained alone gives the trained model's outputs."""
+    import torch
+    from peft import PeftModel
+
+    from finetune.methods.base import TrainingPlan
+    from tests.test_methods_matrix import METHOD_OPTIONS
+
+    family, kind = ("t5", "seq2seq") if name == "ptuning" else ("bert", "classification")
+    loaded, tokenizer = load(tiny_model_dir, family, kind)
+    ctx = ctx_for(loaded, family, kind, method_config(name, **METHOD_OPTIONS.get(name, {})))
+    ctx.plan = TrainingPlan(10, lambda n: [])
+    model = METHODS[name].apply(loaded.model, ctx)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.1)
+    model.eval()
+    inputs = batch(tokenizer, kind)
+    with torch.no_grad():
+        want = model(**inputs).logits
+    METHODS[name].save(model, tmp_path)
+    fresh, _ = load(tiny_model_dir, family, kind)
+    again = PeftModel.from_pretrained(fresh.model, str(tmp_path)).eval()
+    with torch.no_grad():
+        assert torch.allclose(again(**inputs).logits, want, atol=1e-5)
