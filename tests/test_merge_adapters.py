@@ -177,3 +177,15 @@ def test_refuses_bad_options(args, words, runner, tmp_path, lora_runs):
     a, b = lora_runs
     result = merge_adapters(runner, a, b, *args, "--out", tmp_path / "m")
     assert result.exit_code == 2 and words in " ".join(result.output.split())
+
+
+def test_per_module_ranks_merge_with_cat_only(runner, tmp_path, tiny_model_dir, sentiment_files):
+    method = {"name": "lora", "r": 4, "dropout": 0.0, "rank_pattern": {"value": 2}}
+    a = classifier_run(runner, tmp_path, tiny_model_dir, sentiment_files, "a", method)
+    refused = merge_adapters(runner, a, a, "--how", "linear", "--out", tmp_path / "m")
+    assert refused.exit_code == 2 and "rank_pattern" in " ".join(refused.output.split())
+    out = tmp_path / "cat"
+    assert merge_adapters(runner, a, a, "--how", "cat", "--out", out).exit_code == 0
+    assert _probabilities(out / "predictions_eval.jsonl") == pytest.approx(
+        _probabilities(a / "predictions.jsonl"), abs=1e-5
+    )

@@ -50,7 +50,13 @@ def open_runs(paths: list[Path], how: str) -> list[OpenedRun]:
     _same(runs, "labels", lambda r: tuple(r.saved.info.labels), lambda r: str(r.saved.info.labels))
     _same(runs, "new modules", lambda r: tuple(r.saved.info.new_modules), _new_modules_text)
     if how in ("linear", "ties", "dare_ties"):
-        _same(runs, "LoRA rank", _rank, lambda r: str(_rank(r)), fix="use --how cat")
+        _same(runs, "LoRA rank", _rank, _rank, fix="use --how cat")
+        if any("rank_pattern" in _rank(run) for run in runs):
+            raise FinetuneError(
+                f"--how {how} adds the runs' factors at one rank, and per-module ranks "
+                f"(rank_pattern, e.g. EVA's) give factors of other shapes: {_listing(runs, _rank)}",
+                fix="use --how cat",
+            )
     return runs
 
 
