@@ -17,7 +17,6 @@ from finetune.console import escape as _escape
 from finetune.console import print_err as _err
 from finetune.console import print_metrics
 from finetune.console import print_out as _out
-from finetune.errors import FinetuneError
 from finetune.exits import STATE, handle_errors
 
 app = typer.Typer(
@@ -171,7 +170,10 @@ def compare(
         ),
     ],
     methods: Annotated[
-        str, typer.Option(help="Comma-separated methods, or all.")
+        str,
+        typer.Option(
+            help="Comma-separated methods or groups: all, lora-family, adapters, prompts."
+        ),
     ] = "full,lora,houlsby",
     out: Annotated[Optional[Path], typer.Option(help="Default: runs/compare-<recipe>.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Rerun finished runs.")] = False,
@@ -275,6 +277,24 @@ def merge(
     )
 
 
+@app.command("merge-adapters")
+@handle_errors
+def merge_adapters(
+    runs: Annotated[list[Path], typer.Argument(help="Finished LoRA runs of one base model.")],
+    out: Annotated[Path, typer.Option(help="The new run directory.")],
+    weights: Annotated[Optional[str], typer.Option(help="One per run, e.g. 0.5,0.5.")] = None,
+    how: Annotated[str, typer.Option(help="linear, ties, dare_ties or cat.")] = "linear",
+    density: Annotated[float, typer.Option(help="ties/dare_ties: share kept.")] = 0.2,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Combine LoRA runs into a new run that eval, predict, merge and push take (peft)."""
+    from finetune.commands.merge_adapters import merge_adapter_runs
+
+    result = merge_adapter_runs(runs, out, weights, how, density, overwrite)
+    _out(f"[green]combined[/] {len(runs)} runs ({how}, rank {result.rank}) into {result.out}")
+    print_metrics(result.metrics)
+
+
 @app.command()
 @handle_errors
 def push(
@@ -327,21 +347,9 @@ def predict(
 
     With several runs of one base model, the base loads once and each run's adapter is
     switched in (peft methods); each line then names its run."""
-    from finetune.commands.evaluate import predict_texts
+    from finetune.commands.evaluate import predict_texts, read_inputs
 
-    inputs = list(text or [])
-    if file is not None:
-        try:
-            inputs += [
-                line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()
-            ]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise FinetuneError(
-                f"--file {file}: cannot be read ({exc})",
-                fix="pass a UTF-8 text file, one input per line",
-            ) from None
-    if not inputs:
-        raise FinetuneError("nothing to predict", fix='pass --text "..." or --file inputs.txt')
+    inputs = read_inputs(text or [], file)
     for record in predict_texts(list(run_dirs), inputs):
         typer.echo(json.dumps(record, ensure_ascii=False))
 
@@ -352,20 +360,10 @@ def recipes(
     directory: Annotated[Optional[Path], typer.Argument(help="Where to look.")] = None,
 ) -> None:
     """List the bundled recipes with their one-line description."""
-    from finetune.recipe.io import recipe_description
+    from finetune.commands.listing import recipe_lines
 
-    root = directory or _bundled_recipe_dir()
-    if root is None or not root.is_dir():
-        raise FinetuneError("no recipes directory found", fix="pass one: finetune recipes DIR")
-    for path in sorted(root.glob("*.yaml")):
-        _out(f"[bold]{_escape(str(path))}[/]  {_escape(recipe_description(path))}")
-
-
-def _bundled_recipe_dir() -> Path | None:
-    for candidate in (Path("recipes"), Path(__file__).resolve().parent.parent / "recipes"):
-        if candidate.is_dir():
-            return candidate
-    return None
+    for line in recipe_lines(directory):
+        _out(line)
 
 
 @app.command()
@@ -374,13 +372,10 @@ def options(
     section: Annotated[Optional[str], typer.Argument(help="Only this section, e.g. train.")] = None,
 ) -> None:
     """Every recipe option with its type, default and description (from the schema)."""
-    from finetune.docs.options import option_rows
+    from finetune.commands.listing import option_lines
 
-    for row in option_rows(section):
-        _out(
-            f"[bold]{row.key}[/]  [dim]{_escape(row.type)} = {_escape(row.default)}[/]  "
-            f"{_escape(row.description)}"
-        )
+    for line in option_lines(section):
+        _out(line)
 
 
 @app.command()

@@ -35,6 +35,16 @@ METHOD_OPTIONS = {
     "prompt": {"num_virtual_tokens": 4},
     "houlsby": {"reduction_factor": 8},
     "pfeiffer": {"reduction_factor": 8},
+    "loha": {"r": 4},
+    "lokr": {"r": 4},
+    "vera": {"r": 16},
+    "adalora": {"init_r": 4, "target_r": 2, "warmup": 0.25, "final": 0.25},
+    "randlora": {"r": 8},
+    "vblora": {"r": 2, "num_vectors": 16, "vector_length": 16},
+    "fourierft": {"n_frequency": 64},
+    "oft": {"block_size": 8},
+    "hra": {"r": 4},
+    "ptuning": {"num_virtual_tokens": 4, "encoder_hidden_size": 16},
 }
 
 
@@ -190,6 +200,16 @@ def test_supported_combination_trains_saves_reloads(
         with safe_open(str(artifact / "adapter_model.safetensors"), framework="pt") as handle:
             assert set(handle.keys()) == set(spy["trainable"])
     check_reload(runner, out, task)
+    if METHODS[method].mergeable:
+        check_merge(runner, out, tmp_path / "merged")
+
+
+def check_merge(runner, out: Path, merged: Path) -> None:
+    """`finetune merge` folds the method in and its parity check (merged logits == adapter
+    logits on the eval inputs) passes; the result is a plain transformers model."""
+    result = runner.invoke(app, ["merge", str(out), "--out", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert (merged / "config.json").exists() and not (merged / "adapter_config.json").exists()
 
 
 @pytest.mark.parametrize(("method", "family", "task"), UNSUPPORTED)

@@ -468,6 +468,23 @@ def valid_recipes(draw: st.DrawFn, root: Path) -> dict[str, Any]:
         recipe["data"]["max_train_samples"] = draw(st.integers(1, 10**9))
     if draw(st.booleans()):
         recipe["data"]["train"] = {"path": recipe["data"]["train"], "format": "csv"}
+    return respect_cross_option_rules(recipe)
+
+
+def respect_cross_option_rules(recipe: dict[str, Any]) -> dict[str, Any]:
+    """Values each valid alone that `validate` refuses together, on purpose (setup/
+    method_checks.py, Method.option_problems); tests/test_lora_variants.py tests the refusals."""
+    method, train = recipe["method"], recipe.setdefault("train", {})
+    if method.get("init") == "loftq":  # needs a 4-bit base on a CUDA GPU
+        method["init"] = "pissa"
+    if method.get("init") == "orthogonal" and method.get("r", 8) % 2:  # r/2 pairs
+        method["r"] = method["r"] + 1 if method["r"] < 1024 else 1024
+    if method["name"] == "dora" and method.get("init") in ("pissa", "olora", "corda"):
+        method["init"] = "gaussian"  # peft converts LoRA only back onto the original weights
+    if method["name"] == "adalora" and method.get("target_r", 8) > method.get("init_r", 12):
+        method["target_r"] = method.get("init_r", 12)  # AdaLoRA only prunes
+    if train.get("optimizer", "adamw") not in METHODS[method["name"]].optimizers:
+        train["optimizer"] = "adamw"  # LoRA+ / LoRA-FA need LoRA's A/B pairs
     return recipe
 
 

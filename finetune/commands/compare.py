@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from finetune.comparison.plan import Outcome, TaskSpec, compare_tasks
-from finetune.comparison.recipes import RecipeData, method_recipe, rate_origin
+from finetune.comparison.recipes import RecipeData, method_entry, method_recipe, rate_origin
 from finetune.comparison.report import write_report
 from finetune.comparison.runner import Row
 from finetune.comparison.suite import default_out, suite_tasks
@@ -30,16 +30,44 @@ log = logging.getLogger(__name__)
 
 
 def parse_methods(text: str) -> list[str]:
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    if names == ["all"]:
-        return list(METHOD_NAMES)
-    unknown = [m for m in names if m not in METHOD_NAMES]
+    """Method names, `all` (every registered method) or a group of them (`lora-family`,
+    `adapters`, `prompts`: Method.group), comma-separated, each method once, in order."""
+    from finetune.methods import GROUPS, group_names
+
+    names: list[str] = []
+    unknown: list[str] = []
+    for item in (m.strip() for m in text.split(",")):
+        if not item:
+            continue
+        if item == "all":
+            names += METHOD_NAMES
+        elif item in GROUPS:
+            names += group_names(item)
+        elif item in METHOD_NAMES or is_variant(item):
+            names.append(item)
+        else:
+            unknown.append(item)
     if unknown or not names:
         raise FinetuneError(
             f"--methods: unknown method {', '.join(unknown) or '(none given)'}",
-            fix="choose from " + ", ".join(METHOD_NAMES) + ", or all",
+            fix="choose from "
+            + ", ".join(METHOD_NAMES)
+            + "; or all, "
+            + ", ".join(GROUPS)
+            + "; or a LoRA init as lora:pissa",
         )
-    return names
+    return list(dict.fromkeys(names))
+
+
+def is_variant(item: str) -> bool:
+    """`NAME:INIT`: a method with an `init` option (LoRA's) at one of its values."""
+    from typing import get_args
+
+    name, _, init = item.partition(":")
+    if name not in METHOD_NAMES or not init:
+        return False
+    field = METHODS[name].config_class.model_fields.get("init")
+    return field is not None and init in get_args(field.annotation)
 
 
 def compare(
@@ -60,7 +88,7 @@ def compare(
     header = seeds_header(seeds) + jobs_header(jobs)
     for task in tasks:
         rows = [o.row for o in outcomes if o.task == task.name]
-        trained = [m for m in methods if METHODS[m].trains]
+        trained = [m for m in methods if method_entry(m).trains]
         task_header = rates_header(task, trained, rows, tune) + header
         write_report(rows, task.out, f"finetune compare: {task.recipe_path}", task_header)
     if len(tasks) > 1:

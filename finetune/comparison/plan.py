@@ -15,11 +15,16 @@ from pathlib import Path
 
 from finetune.comparison.intervals import add_intervals
 from finetune.comparison.jobs import Slot, run_all
-from finetune.comparison.recipes import RecipeData, baseline_first, method_recipe, seed_list
+from finetune.comparison.recipes import (
+    RecipeData,
+    baseline_first,
+    method_entry,
+    method_recipe,
+    seed_list,
+)
 from finetune.comparison.runner import Point, Row, fold_point, run_point, seeded_points
 from finetune.comparison.tune import Search, TuneOptions, new_search, search_split
 from finetune.jsonvalues import child
-from finetune.methods import METHODS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +67,7 @@ def compare_tasks(
             search = searches.get((task.name, method))
             if search is not None:
                 child(data, "train")["lr"] = search.best
-            name = METHODS[method].label or method
+            name = method_entry(method).label or method
             finals.append((task, method, Point(data, name, method)))
     outcomes = _run_finals(finals, seeds, jobs, overwrite)
     for outcome in outcomes:
@@ -81,7 +86,7 @@ def _tune(
     searches: dict[tuple[str, str], Search] = {}
     for task in tasks:
         split = search_split(task.base, task.recipe_path.parent, task.out, tune.seed)
-        for method in (m for m in methods if METHODS[m].trains):  # the baseline has no rate
+        for method in (m for m in methods if method_entry(m).trains):  # the baseline has no rate
             name = method if len(tasks) == 1 else f"{task.name}/{method}"
             data = method_recipe(task.base, method)
             searches[(task.name, method)] = new_search(name, data, method, split, task.out, tune)
@@ -109,7 +114,7 @@ def _run_finals(
     plans: list[tuple[TaskSpec, str, Point, list[int], int, int]] = []
     for task, method, point in finals:
         # nothing trains under the baseline: one run, whatever the seeds
-        chosen = seed_list(task.base, seeds if METHODS[method].trains else 1)
+        chosen = seed_list(task.base, seeds if method_entry(method).trains else 1)
         points = seeded_points(point, chosen)
         plans.append((task, method, point, chosen, len(work), len(points)))
         work += [(task, p) for p in points]
@@ -128,6 +133,6 @@ def _run_finals(
         for task, method, point, chosen, start, count in plans
     ]
     for outcome in outcomes:
-        if not METHODS[outcome.method].trains:  # the zero-shot row: no rate, the others' base
+        if not method_entry(outcome.method).trains:  # the zero-shot row: no rate, the others' base
             outcome.row.baseline, outcome.row.lr = True, None
     return outcomes

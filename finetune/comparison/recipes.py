@@ -15,6 +15,7 @@ from finetune.recipe.io import apply_overrides, read_yaml
 from finetune.types import JSONObject
 
 if TYPE_CHECKING:  # pragma: no cover
+    from finetune.methods.base import Method
     from finetune.types import JSON
 
 RecipeData = JSONObject  # a recipe as YAML holds it, before validation
@@ -53,15 +54,19 @@ def method_recipe(base: Mapping[str, JSON], method: str) -> RecipeData:
     """The base recipe with this method. The recipe's own method keeps its options and lr;
     the others run at their registry `default_lr`: one rate for all would favour whichever
     method it was tuned for. An unset lr (missing or null) is the method's `default_lr`, as a
-    run resolves it, so the rate search starts from a number."""
+    run resolves it, so the rate search starts from a number. `NAME:INIT` (lora:pissa) is the
+    method with that `method.init`."""
     data = copy_object(base)
-    own = as_object(data.get("method")).get("name") == method
-    if not own:
-        data["method"] = {"name": method}
-        child(data, "train")["lr"] = METHODS[method].default_lr
+    name, _, init = method.partition(":")
+    section = as_object(data.get("method"))
+    if init and section.get("name") == name:  # the recipe's method, only its init changed
+        data["method"] = {**section, "init": init}
+    elif section.get("name") != method:
+        data["method"] = {"name": name, **({"init": init} if init else {})}
+        child(data, "train")["lr"] = METHODS[name].default_lr
     train = child(data, "train")
     if train.get("lr") is None:
-        train["lr"] = METHODS[method].default_lr
+        train["lr"] = METHODS[name].default_lr
     data.pop("output", None)
     data.pop("name", None)
     return data
@@ -78,13 +83,21 @@ def seed_list(base: Mapping[str, JSON], seeds: int) -> list[int]:
     return [first + k for k in range(seeds)]
 
 
+def method_entry(method: str) -> Method:
+    """The registry entry of a compared method (`lora:pissa` is LoRA's)."""
+    return METHODS[method.partition(":")[0]]
+
+
 def baseline_first(methods: list[str], base: RecipeData) -> list[str]:
     """Methods that train nothing (the zero-shot row) first, so the report reads from the base
     model down. `--methods all` leaves them out for classification, whose fresh head has no
     zero-shot score (naming `none` explicitly still shows the reason as a "not run" row)."""
     from finetune.recipe.schema import METHOD_NAMES
 
-    untrained = [m for m in methods if not METHODS[m].trains]
-    if methods == list(METHOD_NAMES) and as_object(base.get("task")).get("type") == "classification":
+    untrained = [m for m in methods if not method_entry(m).trains]
+    if (
+        methods == list(METHOD_NAMES)
+        and as_object(base.get("task")).get("type") == "classification"
+    ):
         untrained = []
-    return untrained + [m for m in methods if METHODS[m].trains]
+    return untrained + [m for m in methods if method_entry(m).trains]

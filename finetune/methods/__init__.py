@@ -8,10 +8,15 @@ import torch: `finetune validate` asks the methods which families/tasks they ser
 
 from __future__ import annotations
 
-from finetune.methods.base import Method, MethodContext
+from finetune.methods.adalora import AdaLoraMethod
+from finetune.methods.base import GROUPS, Method, MethodContext
 from finetune.methods.bitfit import BitFitMethod
 from finetune.methods.bottleneck import HoulsbyMethod, PfeifferMethod
+from finetune.methods.fourier import FourierFTMethod
 from finetune.methods.full import FullMethod
+from finetune.methods.lycoris import LoHaMethod, LoKrMethod
+from finetune.methods.norms import LNTuningMethod
+from finetune.methods.orthogonal import BOFTMethod, HRAMethod, OFTMethod
 from finetune.methods.peft_methods import (
     DoraMethod,
     IA3Method,
@@ -20,6 +25,8 @@ from finetune.methods.peft_methods import (
     PromptMethod,
     RsLoraMethod,
 )
+from finetune.methods.prompt_learning import PTuningMethod
+from finetune.methods.shared_bases import RandLoraMethod, VBLoraMethod, VeraMethod
 from finetune.methods.zero_shot import NoneMethod
 
 METHODS: dict[str, Method] = {
@@ -35,6 +42,18 @@ METHODS: dict[str, Method] = {
         HoulsbyMethod(),
         PfeifferMethod(),
         BitFitMethod(),
+        LoHaMethod(),
+        LoKrMethod(),
+        VeraMethod(),
+        AdaLoraMethod(),
+        RandLoraMethod(),
+        VBLoraMethod(),
+        FourierFTMethod(),
+        OFTMethod(),
+        BOFTMethod(),
+        HRAMethod(),
+        LNTuningMethod(),
+        PTuningMethod(),
         NoneMethod(),
     )
 }
@@ -45,4 +64,9 @@ def mergeable_names() -> list[str]:
     return [name for name, method in METHODS.items() if method.mergeable]
 
 
-__all__ = ["METHODS", "Method", "MethodContext", "mergeable_names"]
+def group_names(group: str) -> list[str]:
+    """The registered methods of one group (`compare --methods lora-family`), in order."""
+    return [name for name, method in METHODS.items() if method.group == group]
+
+
+__all__ = ["GROUPS", "METHODS", "Method", "MethodContext", "group_names", "mergeable_names"]

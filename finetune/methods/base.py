@@ -8,6 +8,7 @@ the task's new modules (classification head, cross-attention) arrive in `MethodC
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,13 +18,33 @@ from finetune.recipe.section import Section
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from finetune.errors import Problem
     from finetune.models.architecture import Architecture
-    from finetune.types import PretrainedModel
+    from finetune.types import Model, PretrainedModel, Tensor
 
 
 # who loads a method's saved artefact: peft (PeftModel.from_pretrained), transformers
 # (from_pretrained of a whole model), or finetune itself (our adapter formats)
 Library = Literal["peft", "transformers", "finetune"]
+
+
+# "lora-family": additive weight updates (low-rank or otherwise), "adapters": other changes of
+# the base's layers (rescaling, rotations, bottlenecks, norms, biases), "prompts": virtual tokens;
+# `compare --methods lora-family` etc. run one group
+Group = Literal["full", "lora-family", "adapters", "prompts"]
+GROUPS: tuple[Group, ...] = ("lora-family", "adapters", "prompts")
+
+Batch = dict[str, "Tensor"]
+
+
+@dataclass
+class TrainingPlan:
+    """What a run in training tells the method at apply time: the planned optimizer steps
+    (AdaLoRA's rank schedule) and the run's own training batches, in training order and on
+    the model's device (`batches(n)`: the first n), for inits that read data (EVA, CorDA)."""
+
+    total_steps: int
+    batches: Callable[[int], Sequence[Batch]]
 
 
 @dataclass
@@ -34,6 +55,7 @@ class MethodContext:
     task_kind: str  # "classification" | "seq2seq" | "causal"
     config: Any  # the recipe's method section
     new_modules: list[str] = field(default_factory=list)  # newly initialised: always train
+    plan: TrainingPlan | None = None  # None when a saved run is rebuilt (eval, merge, predict)
 
 
 class Method(ABC):
@@ -70,9 +92,24 @@ class Method(ABC):
     # names of trainable parameters that start away from zero (IA3 vectors at 1, DoRA
     # magnitudes at ||W||): weight decay would pull them to 0 and unlearn the identity
     no_decay: tuple[str, ...] = ()
+    group: Group = "adapters"
+    # the `train.optimizer` values this method can train with (train/optim.py)
+    optimizers: tuple[str, ...] = ("adamw",)
 
     def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
         """Why this method cannot serve this family/task, or None if it can."""
+        return None
+
+    def option_problems(self, config: Any, where: str) -> list[Problem]:
+        """What `validate` must refuse in this method's options beyond their types (an option
+        that needs other options, or hardware this machine lacks); empty when none."""
+        return []
+
+    def step_hook(self, model: Model) -> Callable[[int], None] | None:
+        """Work the method does after every optimizer step, before the gradients are cleared
+        (AdaLoRA's rank allocation reads them), called with the 1-based step; None: none. The
+        training verb passes it to the loop, which knows no method by name; a hook with
+        `state_dict`/`load_state_dict` is saved in checkpoints and restored by `--resume`."""
         return None
 
     @abstractmethod
@@ -110,6 +147,20 @@ class Method(ABC):
     def activate(self, model: torch.nn.Module, adapter_name: str) -> None:
         """Make `adapter_name` the adapter the next forward pass uses."""
         raise NotImplementedError(f"{self.name} has no multi-adapter API")
+
+    # `finetune merge-adapters`: adapters of several runs combined into one (`combine`)
+    arithmetic: bool = False
+
+    def combine(
+        self, model: Model, names: list[str], weights: list[float], how: str, density: float
+    ) -> int:
+        """Add adapter `default` to `model` (holding the adapters `names`), the runs' adapters
+        combined with `weights` as `how` says; make it active and return its rank."""
+        raise NotImplementedError(f"{self.name} has no adapter arithmetic")
+
+    def merge_refusal(self, config: Any) -> str | None:
+        """Why a run of this (mergeable) method with these options cannot be merged, or None."""
+        return None
 
     def merge(self, model: torch.nn.Module) -> PretrainedModel:
         """The plain transformers model with the method folded in (only if mergeable)."""

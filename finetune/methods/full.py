@@ -26,6 +26,7 @@ class FullMethod(Method):
     description = "every weight trains; saves the whole model"
     artifact_dir = "model"
     library = "transformers"  # the whole model, save_pretrained in safetensors
+    group = "full"
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
         fixed = rebuilt_keys(model)

@@ -17,6 +17,17 @@ from pydantic import Field
 
 from finetune.errors import FinetuneError, first_line
 from finetune.methods.base import Method, MethodContext
+from finetune.methods.lora_init import (
+    ALPHA_PATTERN_FIELD,
+    CORDA_METHOD_FIELD,
+    EVA_RHO_FIELD,
+    INIT_BATCHES_FIELD,
+    INIT_FIELD,
+    PISSA_ITERS_FIELD,
+    RANK_PATTERN_FIELD,
+    LoraInit,
+)
+from finetune.methods.lora_variants import LoraVariants
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +64,13 @@ class LoraOptions(Section):
         "auto", description="Modules to adapt: auto (family table), all-linear, or a list."
     )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
+    init: LoraInit = INIT_FIELD
+    pissa_iters: int | None = PISSA_ITERS_FIELD
+    init_batches: int = INIT_BATCHES_FIELD
+    eva_rho: float = EVA_RHO_FIELD
+    corda_method: Literal["ipm", "kpm"] = CORDA_METHOD_FIELD
+    rank_pattern: dict[str, int] = RANK_PATTERN_FIELD
+    alpha_pattern: dict[str, float] = ALPHA_PATTERN_FIELD
 
 
 class IA3Options(Section):
@@ -113,12 +131,17 @@ class PeftMethod(Method):
         return any(marker in name for marker in self.markers)
 
     def apply(self, model: Any, ctx: MethodContext) -> Any:
-        from peft import get_peft_model
-
+        config = self.peft_config(model, ctx)
         try:
-            return get_peft_model(model, self.peft_config(model, ctx))
+            return self.wrap(model, config, ctx)
         except ValueError as exc:  # peft's "Target modules ... not found" and friends
             raise _targets_error(exc, ctx) from None
+
+    def wrap(self, model: Any, config: Any, ctx: MethodContext) -> Any:
+        """The base wrapped by peft as `config` says (a method may add its own steps)."""
+        from peft import get_peft_model
+
+        return get_peft_model(model, config)
 
     def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
         from finetune.methods.guards import check_saved_adapter
@@ -147,10 +170,13 @@ class PeftMethod(Method):
         model.set_adapter(adapter_name)
 
     def merge(self, model: Any) -> Any:
+        from finetune.methods.saved_modules import unwrap_saved_modules
+
+        unwrap_saved_modules(model)
         return model.merge_and_unload()
 
 
-class LoraMethod(PeftMethod):
+class LoraMethod(LoraVariants, PeftMethod):
     name = "lora"
     config_class = LoraOptions
     default_lr = 2e-3
@@ -158,6 +184,8 @@ class LoraMethod(PeftMethod):
     quantizable = True
     description = "low-rank updates on the attention projections (peft LoraConfig)"
     no_decay = ("lora_magnitude_vector",)  # DoRA's magnitudes start at ||W||
+    group = "lora-family"
+    optimizers: tuple[str, ...] = ("adamw", "loraplus", "lorafa")
 
     def owns_parameter(self, name: str, config: Any = None) -> bool:
         """`bias: all` trains every bias on purpose; `bias: lora_only` only those of the
@@ -173,6 +201,8 @@ class LoraMethod(PeftMethod):
     def peft_config(self, model: Any, ctx: MethodContext) -> Any:
         import peft
 
+        from finetune.methods.lora_init import init_kwargs
+
         cfg = ctx.config
         return peft.LoraConfig(
             task_type=PEFT_TASK_TYPES.get(ctx.task_kind),
@@ -185,12 +215,16 @@ class LoraMethod(PeftMethod):
             use_dora=self.name == "dora",
             use_rslora=self.name == "rslora",
             modules_to_save=list(ctx.new_modules) or None,
+            **init_kwargs(cfg),
         )
 
 
 class DoraMethod(LoraMethod):
     name = "dora"
     description = "LoRA with the weight split into magnitude and direction (use_dora)"
+    # LoRA-FA pairs every parameter named lora_* as (A, B): the magnitude vector breaks the pairs
+    optimizers = ("adamw", "loraplus")
+    arithmetic = False  # peft's add_weighted_adapter leaves the magnitude vectors out
 
 
 class RsLoraMethod(LoraMethod):
@@ -258,6 +292,7 @@ class PromptLearningMethod(PeftMethod):
     mergeable = False
     markers = ("modules_to_save", "prompt_encoder")
     virtual_tokens = True
+    group = "prompts"
 
 
 class PrefixMethod(PromptLearningMethod):

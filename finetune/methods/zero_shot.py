@@ -28,8 +28,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.types import Model
 
 NEW_HEAD = (
-    "nothing trains under method none, and a classification head starts freshly initialised, "
-    "so its score would be chance, not a zero-shot baseline; compare trained methods instead"
+    "nothing trains under method none, and a classification head (or regression head) starts "
+    "freshly initialised, so its score would be chance, not a zero-shot baseline; compare "
+    "trained methods instead"
 )
 NEW_CROSS_ATTENTION = (
     "nothing trains under method none, and bert2bert's decoder cross-attention starts freshly "

@@ -68,6 +68,9 @@ class Architecture:
     hidden_size_keys: tuple[str, ...] = ("hidden_size", "d_model", "n_embd", "dim")
     # fp16 overflows in this architecture's feed-forward activations (T5: the loss turns NaN)
     fp16_overflows: bool = False
+    # the projections are transformers' Conv1D (GPT-2), not nn.Linear: several peft tuners
+    # (LoHa, LoKr, OFT, BOFT, HRA) wrap nn.Linear only
+    conv1d_layers: bool = False
 
     @property
     def family(self) -> str:

@@ -46,6 +46,7 @@ DECODERS = [
         attention_output=r"\bh\.(\d+)\.attn\.resid_dropout$",
         ffn_output=r"\bh\.(\d+)\.mlp\.dropout$",
         ffn_stream=r"\bh\.(\d+)$",  # the block ends with the feed-forward residual add
+        conv1d_layers=True,
     ),
     Architecture(
         model_type="gpt_neo",

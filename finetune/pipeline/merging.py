@@ -115,6 +115,11 @@ def merge(setup: RunSetup, out: Path, tolerance: float, card_ref: str) -> MergeR
             fix="use the run directly with `finetune predict`, or train a mergeable method "
             f"({', '.join(mergeable_names())})",
         )
+    refusal = method.merge_refusal(setup.recipe.method)
+    if refusal:
+        raise FinetuneError(
+            f"{setup.run_dir}: {refusal}", fix="use the run itself with `eval` or `predict`"
+        )
     batch = parity_batch(setup)
     before = _logits(setup.model, batch)
     merged = method.merge(setup.model)

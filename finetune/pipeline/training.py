@@ -10,6 +10,7 @@ curves and the model card. Every process runs this; only the main one writes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,6 +159,7 @@ def _fit(setup: RunSetup, evaluations: _Evaluations, plan: StartPlan, progress: 
     hooks = LoopHooks(
         evaluate=evaluations.during_training,
         after_eval=evaluations.select if evaluations.selection.active else None,
+        after_optimizer_step=method_step_hook(setup),
     )
     outputs = LoopOutputs(paths.log, paths.checkpoints, progress, plan.fingerprint)
     with stop_on_signals() as stop:
@@ -175,6 +177,16 @@ def _fit(setup: RunSetup, evaluations: _Evaluations, plan: StartPlan, progress: 
             )
         except TrainingStopped as stopped:
             raise RunStoppedError(stopped_message(stopped, plan.command)) from None
+
+
+def method_step_hook(setup: RunSetup) -> Callable[[int], None] | None:
+    """The method's per-step work (Method.step_hook) on the model inside Accelerate's wrapper;
+    a hook with state is checkpointed with the run (registered before the loop's scheduler)."""
+    accelerator = _accelerator(setup)
+    hook = setup.method.step_hook(accelerator.unwrap_model(setup.model))
+    if hook is not None and hasattr(hook, "state_dict"):
+        accelerator.register_for_checkpointing(hook)
+    return hook
 
 
 def _final_evaluation(

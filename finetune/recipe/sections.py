@@ -112,6 +112,14 @@ class TrainConfig(Section):
         description="Peak rate of newly initialised modules (classification heads, bert2bert "
         "cross-attention); null: max(train.lr, 3e-3).",
     )
+    optimizer: Literal["adamw", "loraplus", "lorafa"] = Field(
+        "adamw",
+        description="adamw; loraplus: LoRA's B matrices at lr x loraplus_lr_ratio (LoRA+); "
+        "lorafa: A frozen, B's gradient projected (LoRA-FA). loraplus/lorafa: LoRA-family only.",
+    )
+    loraplus_lr_ratio: float = Field(
+        16.0, ge=1, le=1024, description="loraplus: the B matrices' rate over train.lr."
+    )
     weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
     warmup_fraction: float = Field(
         0.06, ge=0, lt=1, description="Fraction of steps for linear warm-up."

@@ -21,6 +21,7 @@ CARD = "README.md"
 TOKENIZER = "tokenizer"
 CHECKPOINTS = "checkpoints"
 FINISHED = ".finished"
+MERGED_FROM = "merged_from.json"  # merge-adapters: the runs, weights and combination
 LOCK = ".lock"
 
 # inside a checkpoint
@@ -110,6 +111,10 @@ class RunPaths:
     @property
     def lock(self) -> Path:
         return self.root / LOCK
+
+    @property
+    def merged_from(self) -> Path:
+        return self.root / MERGED_FROM
 
     def artifact(self, artifact_dir: str) -> Path:
         """adapter/ or model/, as the method's registry entry says."""

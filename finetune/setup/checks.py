@@ -20,6 +20,7 @@ from finetune.models.architecture import Architecture
 from finetune.recipe.io import build_recipe, read_yaml
 from finetune.recipe.schema import HubSource, LocalSource, Recipe
 from finetune.setup.architecture import recipe_architecture
+from finetune.setup.method_checks import method_problems
 from finetune.setup.model import quantization_problems
 
 
@@ -84,6 +85,7 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
             problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
     problems.extend(check_training_options(recipe, where))
     problems.extend(evaluation_problems(recipe, where))
+    problems.extend(method_problems(recipe, where))  # train.optimizer, method.init, ...
     problems.extend(template_problems(recipe, where, family))  # task.prompt: chat, no template
     problems.extend(quantization_problems(recipe, where))
     columns, langs = task.required_columns(recipe.task), task.languages(recipe.task)

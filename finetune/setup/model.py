@@ -18,6 +18,7 @@ from finetune.methods import METHODS, Method, MethodContext
 from finetune.models.names import resolve_name
 
 if TYPE_CHECKING:  # pragma: no cover
+    from finetune.methods.base import TrainingPlan
     from finetune.models.architecture import Architecture
     from finetune.models.pretrained import LoadedModel
     from finetune.recipe.schema import Recipe
@@ -47,18 +48,30 @@ class BaseAndMethod:
 
 
 def method_context(
-    recipe: Recipe, arch: Architecture, task: Task, new_modules: list[str]
+    recipe: Recipe,
+    arch: Architecture,
+    task: Task,
+    new_modules: list[str],
+    plan: TrainingPlan | None = None,
 ) -> MethodContext:
     return MethodContext(
-        family=arch, task_kind=task.model_kind(), config=recipe.method, new_modules=new_modules
+        family=arch,
+        task_kind=task.model_kind(),
+        config=recipe.method,
+        new_modules=new_modules,
+        plan=plan,
     )
 
 
 def load_base_and_method(
-    recipe: Recipe, arch: Architecture, task: Task, saved_new_modules: list[str] | None = None
+    recipe: Recipe,
+    arch: Architecture,
+    task: Task,
+    saved_new_modules: list[str] | None = None,
+    plan: TrainingPlan | None = None,
 ) -> BaseAndMethod:
     """The base model for this task plus the method and its context (new modules from the
-    loading report, or those recorded in a saved run)."""
+    loading report, or those recorded in a saved run; the training plan when training)."""
     from finetune.models.loading import load_base_model
 
     loaded = load_base_model(
@@ -72,7 +85,7 @@ def load_base_and_method(
     )
     new_modules = loaded.new_modules if saved_new_modules is None else saved_new_modules
     method = METHODS[recipe.method.name]
-    return BaseAndMethod(loaded, method, method_context(recipe, arch, task, new_modules))
+    return BaseAndMethod(loaded, method, method_context(recipe, arch, task, new_modules, plan))
 
 
 def apply_method(recipe: Recipe, parts: BaseAndMethod) -> Model:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from finetune.errors import RunDirError
-from finetune.methods import METHODS, Method
+from finetune.methods import METHODS
+from finetune.methods.base import Method, TrainingPlan
 from finetune.recipe.io import load_recipe
 from finetune.run.files import is_finished
 from finetune.run.info import ParameterCounts as RunInfoCounts
@@ -103,20 +104,20 @@ class RunSetup:
         trains = METHODS[recipe.method.name].trains
         train_set = train_features(task, splits, recipe.data.cache) if trains else None
         eval_set = eval_features(task, splits, recipe.data.cache)
-        parts = load_base_and_method(recipe, arch, task)
+        batches = _training_batches(recipe, task, train_set, accelerator) if train_set else None
+        plan = _training_plan(recipe, batches) if batches is not None else None
+        parts = load_base_and_method(recipe, arch, task, plan=plan)
         # a fresh head set up from the training data (regression: its bias at the mean target);
         # a resumed run loads its trained head over it
         task.initialise_head(parts.loaded.model, parts.loaded.new_modules, train_set)
         model = _setup_model(recipe, parts)
         counts = count_parameters(model)
         _log_parameters(recipe, parts, counts)
-        if train_set is None:  # nothing trains: the model as `eval` prepares it, no optimizer
+        if batches is None:  # nothing trains: the model as `eval` prepares it, no optimizer
             model = accelerator.prepare_model(model, evaluation_mode=True)
             training = TrainingParts(splits, eval_set)
         else:
-            model, optimization, batches = _setup_optimization(
-                recipe, task, parts, model, train_set, accelerator
-            )
+            model, optimization = _setup_optimization(recipe, parts, model, batches, accelerator)
             compiled = _setup_compile(recipe, parts, model, optimization, accelerator)
             training = TrainingParts(splits, eval_set, train_set, batches, optimization, compiled)
         return cls(
@@ -199,14 +200,36 @@ def _base_tokenizer(recipe: Recipe) -> object:
     return load_tokenizer(resolve_name(recipe.model.name).path, recipe.model.revision)
 
 
+def _training_batches(
+    recipe: Recipe, task: Task, train_set: Features, accelerator: Accelerator
+) -> TrainBatches:
+    """This process's training batches (length-grouped, sharded), made before the model: the
+    method may read them (EVA, CorDA) and plans its schedule on their count (AdaLoRA)."""
+    from finetune.train.batching import train_batches
+
+    causal = task.model_kind() == "causal"
+    return train_batches(train_set, task.collate, recipe.train, accelerator, causal)
+
+
+def _training_plan(recipe: Recipe, batches: TrainBatches) -> TrainingPlan:
+    """The planned optimizer steps and the first training batches, for the method's apply."""
+    from finetune.train.optim import plan_steps
+
+    _, total = plan_steps(len(batches.sampler), recipe.train)
+    return TrainingPlan(total_steps=total, batches=batches.first)
+
+
 def _setup_model(recipe: Recipe, parts: BaseAndMethod) -> Model:
-    """The method on the base, refused when it would train nothing or leak into the backbone."""
+    """The method on the base, refused when it would train nothing or leak into the backbone;
+    then what the optimizer freezes itself (LoRA-FA's A matrices)."""
     from finetune.methods.guards import check_trainable
     from finetune.models.lean_backward import lean_backward
+    from finetune.train.optim import freeze_for_optimizer
 
     model = apply_method(recipe, parts)
     if parts.method.trains:  # a method that trains nothing has nothing to guard
         check_trainable(model, parts.method, parts.loaded.new_modules)
+        freeze_for_optimizer(model, recipe.train)
         lean_backward(model)  # the same numbers, less kept for the backward pass
     return model
 
@@ -226,15 +249,13 @@ def _log_parameters(recipe: Recipe, parts: BaseAndMethod, counts: ParameterCount
 
 def _setup_optimization(
     recipe: Recipe,
-    task: Task,
     parts: BaseAndMethod,
     model: Model,
-    train_set: Features,
+    batches: TrainBatches,
     accelerator: Accelerator,
-) -> tuple[Model, Optimization, TrainBatches]:
+) -> tuple[Model, Optimization]:
     """The optimizer on the model, both prepared by Accelerate (FSDP shards the blocks chosen
-    here), then the training batches and the schedule over their planned steps."""
-    from finetune.train.batching import train_batches
+    here), then the schedule over the batches' planned steps."""
     from finetune.train.checkpoints import keep_only_trainable
     from finetune.train.optim import build_optimization, build_optimizer
     from finetune.train.sharded import fsdp_wrap_blocks
@@ -248,9 +269,7 @@ def _setup_optimization(
     model, optimizer = accelerator.prepare(model, optimizer)
     if not parts.method.trains_backbone:
         keep_only_trainable(accelerator, model)
-    causal = task.model_kind() == "causal"
-    batches = train_batches(train_set, task.collate, recipe.train, accelerator, causal)
-    return model, build_optimization(optimizer, recipe.train, len(batches.sampler)), batches
+    return model, build_optimization(optimizer, recipe.train, len(batches.sampler))
 
 
 def _setup_compile(

@@ -178,6 +178,17 @@ class TrainBatches:
     sampler: LengthGroupedBatchSampler
     causal: bool
 
+    def first(self, count: int) -> list[dict[str, Any]]:
+        """The first `count` batches of the first epoch as training will see them, without
+        their row indices and without moving the sampler (data-driven inits read them)."""
+        out: list[dict[str, Any]] = []
+        for batch in self.loader:
+            batch.pop("idx", None)
+            out.append(batch)
+            if len(out) >= count:
+                break
+        return out
+
 
 def train_batches(
     train_set: TokenDataset,

@@ -61,6 +61,9 @@ class LoopHooks:
     after_eval: Callable[[int, EvalRecord], bool] | None = None
     # SIGTERM / Ctrl-C: stop after the current step with a checkpoint (train/signals.py)
     stop: StopRequest | None = None
+    # the method's work after each optimizer step, before the gradients are cleared, called
+    # with the step's 1-based number (Method.step_hook: AdaLoRA's rank allocation)
+    after_optimizer_step: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -206,6 +209,8 @@ class _Loop:
             self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)
         used_lr = float(scheduler.get_last_lr()[0])
         optimizer.step()
+        if self.hooks.after_optimizer_step is not None:
+            self.hooks.after_optimizer_step(state.global_step + 1)
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         return_freed_memory(self.accelerator.device)  # the next batch starts from the model

@@ -48,18 +48,19 @@ def param_groups(
     (`classifier.modules_to_save.default.weight` lies inside `classifier`)."""
     from finetune.methods.base import inside
 
-    groups: dict[tuple[bool, bool], list[Any]] = {}
+    groups: dict[tuple[bool, bool], list[tuple[str, Any]]] = {}
     skip = NO_DECAY + tuple(no_decay)
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         key = (inside(name, list(new_modules)), any(k in name for k in skip))
-        groups.setdefault(key, []).append(param)
+        groups.setdefault(key, []).append((name, param))
     out = []
-    for (new, spared), params in sorted(groups.items()):
+    for (new, spared), named in sorted(groups.items()):
         out.append(
             {
-                "params": params,
+                "params": [param for _, param in named],
+                "names": [name for name, _ in named],  # LoRA+ / LoRA-FA split groups by name
                 "weight_decay": 0.0 if spared else cfg.weight_decay,
                 "lr": new_modules_lr(cfg) if new else _lr(cfg),
                 "new_modules": new,  # AdamW keeps extra keys: the tests and logs read them
@@ -83,9 +84,25 @@ def build_optimizer(
     new_modules: list[str] | tuple[str, ...] = (),
     no_decay: tuple[str, ...] = (),
 ) -> Optimizer:
+    """`train.optimizer`: AdamW over the decay / new-module groups, or LoRA+ / LoRA-FA over
+    the same groups (train/lora_optimizers.py)."""
     import torch
 
-    return torch.optim.AdamW(param_groups(model, cfg, new_modules, no_decay), lr=_lr(cfg))
+    groups = param_groups(model, cfg, new_modules, no_decay)
+    if cfg.optimizer != "adamw":
+        from finetune.train.lora_optimizers import build_lora_optimizer
+
+        return build_lora_optimizer(model, groups, cfg)
+    return torch.optim.AdamW(groups, lr=_lr(cfg))
+
+
+def freeze_for_optimizer(model: Model, cfg: TrainConfig) -> None:
+    """What the chosen optimizer never trains is frozen before parameters are counted:
+    LoRA-FA keeps every A matrix at its initial value."""
+    if cfg.optimizer == "lorafa":
+        from finetune.train.lora_optimizers import freeze_lora_a
+
+        freeze_lora_a(model)
 
 
 def build_optimization(

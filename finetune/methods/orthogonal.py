@@ -1,0 +1,110 @@
+"""OFT, BOFT and HRA: the base weight is multiplied by a trained orthogonal matrix instead of
+having an update added to it, which keeps the angles between its neurons (the "hyperspherical
+energy") unchanged.
+
+OFT's rotation is block-diagonal (blocks of `block_size`, Cayley-parametrised); BOFT builds a
+dense rotation from a butterfly product of sparse block-diagonal ones; HRA chains r Householder
+reflections. Each starts at the identity, folds into the weight (mergeable: W' = R·W) and is
+saved in peft's format.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from finetune.methods.base import MethodContext
+from finetune.methods.tuner import GRID, GRID_TOP, TargetModules, TunerMethod, targets_field
+from finetune.recipe.section import Section
+
+
+class OFTOptions(Section):
+    name: Literal["oft"] = Field(
+        description="Method: OFT (block-diagonal orthogonal rotation of each weight)."
+    )
+    block_size: int = Field(
+        32, ge=1, description="Size of each orthogonal block; must divide the layers' input size."
+    )
+    coft: bool = Field(False, description="Constrained OFT: keep the rotation within eps of I.")
+    eps: float = Field(6e-5, gt=0, description="Constrained OFT's radius.")
+    block_share: bool = Field(False, description="One block shared by the whole layer.")
+    module_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Probability of dropping whole blocks in training."
+    )
+    target_modules: TargetModules = targets_field()
+
+
+class BOFTOptions(Section):
+    name: Literal["boft"] = Field(
+        description="Method: BOFT (butterfly-factorised orthogonal rotation)."
+    )
+    block_size: int = Field(4, ge=0, description="Size of each block (0: set by block_num).")
+    block_num: int = Field(0, ge=0, description="Blocks per layer (0: set by block_size).")
+    butterfly_factors: int = Field(
+        1, ge=1, description="Butterfly factors (1: plain block-diagonal OFT)."
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="Multiplicative dropout of blocks.")
+    target_modules: TargetModules = targets_field()
+
+
+class HRAOptions(Section):
+    name: Literal["hra"] = Field(description="Method: HRA (chain of Householder reflections).")
+    r: int = Field(8, ge=1, le=1024, description="Number of Householder reflections.")
+    apply_gs: bool = Field(False, description="Gram-Schmidt-orthogonalise the reflection vectors.")
+    target_modules: TargetModules = targets_field()
+
+
+class OFTMethod(TunerMethod):
+    name = "oft"
+    config_class = OFTOptions
+    peft_class = "OFTConfig"
+    linear_only = True
+    default_lr = 2e-3
+    lr_source = GRID
+    description = "block-diagonal orthogonal rotation of each adapted weight (peft OFTConfig)"
+    markers = ("oft_", "modules_to_save")
+
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+        return {
+            "r": 0,
+            "oft_block_size": cfg.block_size,
+            "coft": cfg.coft,
+            "eps": cfg.eps,
+            "block_share": cfg.block_share,
+            "module_dropout": cfg.module_dropout,
+        }
+
+
+class BOFTMethod(TunerMethod):
+    name = "boft"
+    config_class = BOFTOptions
+    peft_class = "BOFTConfig"
+    linear_only = True
+    default_lr = 8e-3
+    lr_source = GRID_TOP
+    description = "orthogonal rotation as a butterfly product of sparse blocks (peft BOFTConfig)"
+    markers = ("boft_", "modules_to_save")
+    no_decay = ("boft_s",)  # the output scale starts at 1
+
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+        return {
+            "boft_block_size": cfg.block_size,
+            "boft_block_num": cfg.block_num,
+            "boft_n_butterfly_factor": cfg.butterfly_factors,
+            "boft_dropout": cfg.dropout,
+        }
+
+
+class HRAMethod(TunerMethod):
+    name = "hra"
+    config_class = HRAOptions
+    peft_class = "HRAConfig"
+    linear_only = True
+    default_lr = 8e-3
+    lr_source = GRID_TOP
+    description = "a chain of r trained Householder reflections of each weight (peft HRAConfig)"
+    markers = ("hra_", "modules_to_save")
+
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+        return {"r": cfg.r, "apply_GS": cfg.apply_gs}

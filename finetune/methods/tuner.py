@@ -1,0 +1,96 @@
+"""The shared mapping of the peft tuners that change the base's layers: one recipe section onto
+one peft config, with finetune's target rules.
+
+Every such method adapts `target_modules` (`auto`: a default from the architecture table, as
+peft's own per-model tables do), never inside a newly initialised module (bert2bert's
+cross-attention holds `query`/`value` too), and keeps the task's new modules (the head) in
+`modules_to_save`. A subclass names its peft config class and maps its own options; saving,
+loading, several adapters and merging are peft's (`PeftMethod`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+from pydantic import Field
+
+from finetune.methods.peft_methods import PEFT_TASK_TYPES, PeftMethod, exclude_pattern
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.methods.base import MethodContext
+    from finetune.models.architecture import Architecture
+    from finetune.types import Model
+
+TargetModules = Union[Literal["auto", "all-linear"], list[str]]
+
+# where the new methods' default rates come from (README, Learning rates)
+LORA_RATE = (
+    "LoRA's rate (measured on the quick start: 2e-3 beats 5e-4 by about a point), not searched "
+    "for this method; `compare --tune` searches it"
+)
+GRID = (
+    "best on 3,000 quick-start train rows (1 epoch, SST-2 dev) among 5e-4, 2e-3 and 8e-3 "
+    "(benchmarks/results/lr_grid_3000rows.md)"
+)
+GRID_TOP = GRID + "; the top of that grid, so a higher rate may do better: `compare --tune` widens"
+
+LINEAR_ONLY = (
+    "peft's LoHa, LoKr, OFT, BOFT and HRA layers wrap torch.nn.Linear only, and GPT-2's "
+    "projections are transformers' Conv1D, which peft 0.21 refuses (TypeError); use LoRA, VeRA "
+    "or FourierFT on GPT-2, or another decoder (Llama, Qwen2, SmolLM2)"
+)
+
+
+def targets_field(what: str = "Modules to adapt") -> Any:
+    return Field("auto", description=f"{what}: auto (family table), all-linear, or a list.")
+
+
+def targets_outside(targets: Any, new_modules: list[str]) -> Any:
+    """Targets as one regex that matches no module inside a new module, for the peft configs
+    that have no `exclude_modules` (VeRA, RandLoRA): peft full-matches a string target."""
+    if not new_modules or not isinstance(targets, list):
+        return targets
+    names = "|".join(re.escape(m) for m in new_modules)
+    wanted = "|".join(re.escape(t) for t in targets)
+    return rf"(?!(?:.*\.)?(?:{names})\.)(?:.*\.)?(?:{wanted})"
+
+
+class TunerMethod(PeftMethod):
+    """A peft tuner that wraps target layers: `peft_class` plus `tuner_options`."""
+
+    peft_class: str = ""  # the config class's name in peft (LoHaConfig, ...)
+    has_exclude: bool = True  # the peft config takes `exclude_modules`
+    linear_only: bool = False  # peft's layer wraps nn.Linear only (not GPT-2's Conv1D)
+
+    def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
+        return LINEAR_ONLY if self.linear_only and family.conv1d_layers else None
+
+    def default_targets(self, ctx: MethodContext) -> tuple[str, ...]:
+        """`target_modules: auto`: the attention projections LoRA adapts, as peft's tables."""
+        return ctx.family.lora_targets
+
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+        """This method's own keyword arguments of its peft config."""
+        return {}
+
+    def targets(self, ctx: MethodContext) -> Any:
+        value = ctx.config.target_modules
+        return list(self.default_targets(ctx)) if value == "auto" else value
+
+    def peft_config(self, model: Model, ctx: MethodContext) -> Any:
+        import peft
+
+        config_class = getattr(peft, self.peft_class)
+        targets = self.targets(ctx)
+        where: dict[str, Any] = {"target_modules": targets}
+        if self.has_exclude:
+            where["exclude_modules"] = exclude_pattern(ctx.new_modules)
+        else:
+            where["target_modules"] = targets_outside(targets, ctx.new_modules)
+        return config_class(
+            task_type=PEFT_TASK_TYPES.get(ctx.task_kind),
+            modules_to_save=list(ctx.new_modules) or None,
+            **where,
+            **self.tuner_options(ctx.config, ctx),
+        )
