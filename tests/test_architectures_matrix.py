@@ -84,7 +84,7 @@ def test_architecture_trains_saves_reloads_merges(
     metrics = json.loads((out / "metrics.json").read_text())
     assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["loss"])
     assert metrics["steps"] == 2
-    assert json.loads((out / "run.json").read_text())["family"] == model_type
+    assert json.loads((out / "run.json").read_text())["architecture"] == model_type
     check_reload(runner, out, task)
     if method in MERGEABLE:
         merged = runner.invoke(app, ["merge", str(out), "--out", str(tmp_path / "merged")])
