@@ -128,3 +128,50 @@ def test_compiled_run_saves_reloads_and_warms_the_cache(
         run(write_recipe(tmp_path / "r2.yaml", data), progress=False)
     text = caplog.text
     assert "train.compile: off" in text and "too few" in text  # 6 steps: loading is not worth it
+
+
+@pytest.mark.slow
+def test_compiled_two_processes_train_like_eager_two_processes(
+    tmp_path, tiny_model_dir, sentiment_files
+):
+    """Under torchrun (two gloo ranks) each rank compiles its blocks (one shared cache) and the
+    run trains as the eager two-process run does: same steps, losses to float tolerance."""
+    import os
+    import subprocess
+
+    from tests.conftest import REPO, classification_recipe, write_recipe
+    from tests.test_multiprocess import _torchrun
+
+    train, dev = sentiment_files
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+        "FINETUNE_CACHE_DIR": str(tmp_path / "cache"),
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache" / "compile" / "inductor"),
+    }
+    logs = {}
+    for name, compiled, port in (("eager", False, "29541"), ("compiled", True, "29542")):
+        data = classification_recipe(
+            tiny_model_dir("bert-nodropout"),
+            train,
+            dev,
+            tmp_path / name,
+            {"name": "lora", "dropout": 0.0},
+            epochs=1,
+            batch_size=8,
+        )
+        data["train"]["compile"] = compiled
+        recipe = write_recipe(tmp_path / f"{name}.yaml", data)
+        cmd = [*_torchrun(), "--nproc_per_node", "2", "--master_port", port]
+        cmd += ["-m", "finetune", "run", str(recipe), "--no-progress"]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        warm = list((tmp_path / "cache" / "compile" / "finetune-warm").glob("*.json"))
+        assert bool(warm) == compiled  # the compiled run marked its graphs cached
+        rows = (tmp_path / name / "log.jsonl").read_text().splitlines()
+        logs[name] = [json.loads(r)["loss"] for r in rows if "loss" in json.loads(r)]
+    assert len(logs["eager"]) == len(logs["compiled"]) >= 3
+    assert logs["compiled"] == pytest.approx(logs["eager"], rel=1e-3, abs=1e-4)
