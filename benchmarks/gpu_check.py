@@ -17,9 +17,16 @@ What it runs, each a few optimizer steps in bf16 (the GPU) or fp32 (the dry mode
 5. peak memory LoRA / full fine-tuning on bert-base, above the loaded weights (goal <= 0.6);
 6. training throughput, ours (eager, and with `train.compile: true`) / transformers.Trainer +
    peft with its best settings (bf16, group_by_length), same model, rows, batch and steps,
-   lengths varying as in real text, with each side's model FLOPs utilisation (MFU);
-7. decoders: padding-free packed batches against padded ones (equal per-sequence losses) and
-   their throughput on a SmolLM2-size decoder (see check_packing).
+   lengths varying as in real text, with each side's model FLOPs utilisation (MFU); on the GPU
+   also a bare LoRA loop eager and with CUDA graphs (`torch.compile(mode="reduce-overhead")`,
+   batches padded up to 16/32/48/64-token buckets so four graphs serve every batch:
+   benchmarks/cudagraphs.py), what that mode would give (skipped with the reason on a CPU);
+7. decoders: padding-free packed batches (benchmarks/packing.py: one row per batch,
+   position_ids restarting per sequence, no attention_mask, as DataCollatorWithFlattening)
+   against right-padded ones: per-sequence losses equal (max |diff| in fp32, and bf16 on the
+   GPU; a row whose positions do not restart must differ), then LoRA r8 training steps both
+   ways on a SmolLM2-135M-size random Llama (tiny in the dry mode): samples/s, tokens/s and
+   packed/padded.
 
 Models are random-initialised from configs of real sizes (bert-base, gpt2, t5-small) with
 tokenizers built here: the machine needs no Hub. Needed there beyond torch, transformers, peft
@@ -417,6 +424,8 @@ def check_throughput(setup: Setup) -> None:
                           compile=compiled)  # fmt: skip
             data["data"] = {"train": str(setup.data["cls_big"])}  # 4,096 rows: one epoch end
             rounds[side].append(run_recipe(setup, name, data)["train_samples_per_s"])
+    graphs = cuda_graph_rounds(setup, steps)
+    rounds.update(graphs)
     with profiled(setup, "profile_ours.txt"), profiled(setup, "profile_trainer.txt"):
         pass
     best = {side: max(values) for side, values in rounds.items()}
@@ -428,9 +437,58 @@ def check_throughput(setup: Setup) -> None:
     shown = ", ".join(f"{k} {v:.1f} samples/s (MFU {_share(mfu[k])})" for k, v in best.items())
     detail = (f"best of interleaved rounds: {shown}: {ratio:.2f}x the Trainer (goal >= 2 on "
               f"an H100/H200); rounds: {each}")  # fmt: skip
+    if not graphs:
+        detail += "; CUDA graphs (reduce-overhead, length buckets): skipped: needs a CUDA GPU"
     setup.record(Check("throughput vs Trainer", ratio >= 2.0 or not setup.gpu, detail,
                        {**best, "ratio": round(ratio, 3),
                         **{f"mfu {k}": v for k, v in mfu.items()}}))  # fmt: skip
+
+
+def check_packing(setup: Setup) -> None:
+    """Padding-free packed batches on a decoder (benchmarks/packing.py): per-sequence losses
+    equal to padded batches' (fp32, and bf16 on the GPU), positions that do not restart caught
+    as different, then LoRA r8 training steps padded vs packed on a SmolLM2-135M-size random
+    Llama (tiny in the dry mode), best of interleaved rounds."""
+    from benchmarks.packing import TOLERANCE, measure
+
+    gpu = setup.gpu
+    found = measure(gpu, batch=16 if gpu else 4, steps=40 if gpu else 4, rounds=2 if gpu else 1)
+    tolerance = TOLERANCE["cuda" if gpu else "cpu"]
+    equal = found.fp32_diff <= tolerance and (found.bf16_diff or 0.0) <= TOLERANCE["bf16"]
+    caught = found.run_on_diff > 10 * tolerance
+    bf16 = "" if found.bf16_diff is None else f", bf16 {found.bf16_diff:.2e}"
+    bf16 += f" (<= {TOLERANCE['bf16']})" if bf16 else ""
+    detail = (f"fp32 {found.fp32_diff:.2e} (<= {tolerance:g}){bf16}; positions not restarting: "
+              f"{found.run_on_diff:.2e} ({'caught' if caught else 'NOT caught'})")  # fmt: skip
+    setup.record(Check("packed == padded per-sequence losses: max |diff|", equal and caught,
+                       detail, {"fp32": found.fp32_diff, "bf16": found.bf16_diff,
+                                "run_on": found.run_on_diff}))  # fmt: skip
+    best = {side: {key: found.best(side, key) for key in ("samples_per_s", "tokens_per_s")}
+            for side in found.speeds}  # fmt: skip
+    ratio = best["packed"]["samples_per_s"] / best["padded"]["samples_per_s"]
+    shown = ", ".join(f"{side} {v['samples_per_s']:.1f} samples/s {v['tokens_per_s']:.0f} tokens/s"
+                      for side, v in best.items())  # fmt: skip
+    size = "SmolLM2-135M-size Llama, bf16 autocast" if gpu else "tiny Llama, fp32"
+    detail = (f"{size}, LoRA r8 q/v, sdpa; {shown}: packed/padded {ratio:.2f}x "
+              f"({100 * found.padding:.0f}% of the padded tokens were pads)")  # fmt: skip
+    setup.record(Check("packing throughput packed/padded", True, detail,
+                       {**{f"{s} {k}": v for s, d in best.items() for k, v in d.items()},
+                        "ratio": round(ratio, 3)}))  # fmt: skip
+
+
+def cuda_graph_rounds(setup: Setup, steps: int) -> dict[str, list[float]]:
+    """A bare LoRA loop on the same rows, eager and with torch.compile(mode="reduce-overhead")
+    (CUDA graphs), batches padded up to 16/32/48/64-token buckets (benchmarks/cudagraphs.py;
+    not finetune's loop, which has no hook for the compile mode). Empty on a CPU."""
+    if not setup.gpu:
+        return {}
+    from benchmarks.cudagraphs import samples_per_s
+
+    found: dict[str, list[float]] = {}
+    for side, graphs in (("bare eager buckets", False), ("bare CUDA graphs buckets", True)):
+        reset_memory()
+        found[side] = [samples_per_s(setup.models["bert"], setup.data["cls_big"], steps, graphs)]
+    return found
 
 
 # bf16 dense tensor peak (FLOP/s) of the GPUs this check runs on (vendor data sheets, SXM)
@@ -597,7 +655,8 @@ def report(setup: Setup, seconds: float) -> str:
         "|---|---|---|",
     ]
     for check in setup.checks:
-        lines.append(f"| {check.name} | {'ok' if check.ok else 'FAIL'} | {check.detail} |")
+        name, detail = (text.replace("|", "\\|") for text in (check.name, check.detail))
+        lines.append(f"| {name} | {'ok' if check.ok else 'FAIL'} | {detail} |")
     return "\n".join(lines) + "\n"
 
 
@@ -630,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-imports", action="store_true", help="list missing modules")
     parser.add_argument(
         "--only",
-        default="checkpointing,precision,memory,throughput,qlora,fsdp,matrix",
+        default="checkpointing,precision,memory,throughput,packing,qlora,fsdp,matrix",
         help="comma-separated subset of the checks",
     )
     parser.add_argument("--cells", default="", help="matrix cells, e.g. bert-lora-classification")
@@ -668,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
             "fsdp": check_fsdp,
             "memory": check_memory_ratio,
             "throughput": check_throughput,
+            "packing": check_packing,
         }
         for name in args.only.split(","):
             if not setup.time_left():

@@ -76,3 +76,17 @@ def test_full_dry_mode(tmp_path):
     assert "QLoRA 4-bit gpt2 | ok | skipped: no CUDA GPU" in table
     assert "FSDP 1 process lora | ok" in table and "FSDP 1 process full | ok" in table
     assert "throughput vs Trainer | ok" in table
+    assert "CUDA graphs (reduce-overhead, length buckets): skipped: needs a CUDA GPU" in table
+    assert "packing throughput packed/padded | ok" in table
+
+
+def test_dry_mode_packing_writes_its_rows(tmp_path):
+    gpu_check = _load()
+    out = tmp_path / "table.md"
+    code = gpu_check.main(["--device", "cpu", "--only", "packing", "--out", str(out)])
+    table = out.read_text()
+    assert code == 0, table
+    assert "| packed == padded per-sequence losses: max \\|diff\\| | ok | fp32 " in table
+    assert "(caught)" in table
+    row = next(line for line in table.splitlines() if "packing throughput" in line)
+    assert "| ok |" in row and "packed/padded" in row and "tokens/s" in row
