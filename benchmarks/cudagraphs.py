@@ -54,34 +54,33 @@ def bucketed_batches(
     return found
 
 
-def samples_per_s(model_dir: Path, rows_csv: Path, steps: int, graphs: bool) -> float:
+def samples_per_s(
+    model_dir: Path, rows_csv: Path, steps: int, graphs: bool, device: str = "cuda"
+) -> float:
     """Training samples/s of the bare loop, eager or with CUDA graphs; every bucket's graph is
-    compiled and recorded in untimed warm-up steps first."""
-    import peft
+    compiled and recorded in untimed warm-up steps first (three calls each: cudagraph trees
+    run a first call eagerly, record the second and replay from then on). `device="cpu"` runs
+    the eager loop only (the tests)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     with open(rows_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     ids = tokenizer([r["text"] for r in rows], truncation=True, max_length=BUCKETS[-1])
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
-    lora = peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.05,
-                           target_modules=["query", "value"])  # fmt: skip
-    model.config.problem_type = "single_label_classification"  # not set inside the graph
-    model = peft.get_peft_model(model, lora).cuda().train()
+    labels = [int(r["label"]) for r in rows]
+    batches = bucketed_batches(ids["input_ids"], labels, 32, tokenizer.pad_token_id or 0)
+    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
+    model = _lora_classifier(model_dir, device)
+    cuda = device.startswith("cuda")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3,
-                                  fused=True)  # fmt: skip
+                                  fused=cuda)  # fmt: skip
 
     def loss_of(batch: dict[str, Any]) -> Any:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             return model(**batch).loss
 
     step_loss = torch.compile(loss_of, mode="reduce-overhead", dynamic=False) if graphs else loss_of
-    batches = bucketed_batches(ids["input_ids"], [int(r["label"]) for r in rows], 32,
-                               tokenizer.pad_token_id or 0)  # fmt: skip
-    batches = [{k: v.cuda() for k, v in b.items()} for b in batches]
-    warm = list({b["input_ids"].shape[1]: b for b in batches}.values()) * 3  # record each graph
 
     def step(batch: dict[str, Any]) -> None:
         if graphs:
@@ -90,11 +89,30 @@ def samples_per_s(model_dir: Path, rows_csv: Path, steps: int, graphs: bool) -> 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for batch in warm:
-        step(batch)
-    torch.cuda.synchronize()
+    for batch in list({b["input_ids"].shape[1]: b for b in batches}.values()) * 3:
+        step(batch)  # warm-up: compile and record every bucket's graph
+    _sync(cuda)
     began = time.perf_counter()
     for i in range(steps):
         step(batches[i % len(batches)])
-    torch.cuda.synchronize()
+    _sync(cuda)
     return steps * 32 / (time.perf_counter() - began)
+
+
+def _lora_classifier(model_dir: Path, device: str) -> Any:
+    """The checkpoint as a 2-label classifier with LoRA r8 on query/value, as the Trainer's."""
+    import peft
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
+    model.config.problem_type = "single_label_classification"  # not decided inside the graph
+    lora = peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.05,
+                           target_modules=["query", "value"])  # fmt: skip
+    return peft.get_peft_model(model, lora).to(device).train()
+
+
+def _sync(cuda: bool) -> None:
+    import torch
+
+    if cuda:
+        torch.cuda.synchronize()

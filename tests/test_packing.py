@@ -34,15 +34,22 @@ def test_packed_batch_layout(data):
     assert batch["labels"][0, -1] == data[1].input_ids[-1]  # targets kept
 
 
-def test_packed_losses_equal_padded_per_sequence(model, data):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_losses_equal_padded_per_sequence(model, data, attention):
+    """sdpa and eager both get the block-diagonal mask transformers builds from the restarts."""
     lengths = [len(e.input_ids) for e in data]
     assert len(set(lengths)) > 1  # padding happens
-    with torch.no_grad():
-        padded = packing.padded_losses(model, packing.padded_batch(data))
-        packed = packing.packed_losses(model, packing.packed_batch(data), lengths)
-    assert padded.shape == packed.shape == (len(data),)
-    assert torch.allclose(padded, packed, atol=packing.TOLERANCE["cpu"], rtol=0)
-    assert packing.loss_difference(model, data, "cpu") <= packing.TOLERANCE["cpu"]
+    model.set_attn_implementation(attention)
+    try:
+        assert model.config._attn_implementation == attention
+        with torch.no_grad():
+            padded = packing.padded_losses(model, packing.padded_batch(data))
+            packed = packing.packed_losses(model, packing.packed_batch(data), lengths)
+        assert padded.shape == packed.shape == (len(data),)
+        assert torch.allclose(padded, packed, atol=packing.TOLERANCE["cpu"], rtol=0)
+        assert packing.loss_difference(model, data, "cpu") <= packing.TOLERANCE["cpu"]
+    finally:
+        model.set_attn_implementation("sdpa")
 
 
 def test_positions_running_on_give_other_losses(model, data):
@@ -68,3 +75,14 @@ def test_length_buckets():
     for b in found:
         assert (b["attention_mask"].sum(1) == (b["input_ids"] == 5).sum(1)).all()
     assert [cudagraphs.bucket(n) for n in (1, 16, 33, 99)] == [16, 16, 48, 64]
+
+
+def test_bare_loop_runs_eager_on_cpu(tmp_path):
+    """The loop the GPU runs with CUDA graphs, eager on a tiny bert: it trains over buckets."""
+    from tests.conftest import write_csv
+    from tests.tiny_models import BUILDERS
+
+    model_dir = BUILDERS["bert"](tmp_path / "bert")
+    rows = [{"text": " ".join(["good film"] * (1 + i % 20)), "label": i % 2} for i in range(96)]
+    csv_path = write_csv(tmp_path / "rows.csv", rows)
+    assert cudagraphs.samples_per_s(model_dir, csv_path, steps=3, graphs=False, device="cpu") > 0
