@@ -220,8 +220,10 @@ class PackingResult:
 
 
 # per-sequence loss tolerances: fp32 (kernels differ by layout: 1e-4 on a CPU, 1e-3 for the
-# GPU's attention kernels), bf16 (8-bit mantissa: ~0.04 steps at a random model's ~10.8 loss)
-TOLERANCE = {"cpu": 1e-4, "cuda": 1e-3, "bf16": 0.1}
+# GPU's attention kernels), bf16 autocast (the two layouts round differently). Measured on a
+# CPU (2026-12-03, the SmolLM2-size random Llama, 6 sequences of 40-101 tokens): fp32 1.9e-6,
+# bf16 9.7e-5, and positions that do not restart 0.24: the check has room both ways.
+TOLERANCE = {"cpu": 1e-4, "cuda": 1e-3, "bf16": 2e-2}
 
 
 def measure(gpu: bool, batch: int, steps: int, rounds: int) -> PackingResult:
