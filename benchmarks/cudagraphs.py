@@ -56,12 +56,14 @@ def bucketed_batches(
 
 def samples_per_s(
     model_dir: Path, rows_csv: Path, steps: int, graphs: bool, device: str = "cuda"
-) -> float:
-    """Training samples/s of the bare loop, eager or with CUDA graphs; every bucket's graph is
-    compiled and recorded in untimed warm-up steps first (three calls each: cudagraph trees
-    run a first call eagerly, record the second and replay from then on). `device="cpu"` runs
-    the eager loop only (the tests)."""
+) -> tuple[float, int]:
+    """Training samples/s of the bare loop, eager or with CUDA graphs, and how many compiled
+    graphs inductor ran without a CUDA graph (its `cudagraph_skips`: 0 when every graph was
+    recorded). Every bucket's graph is compiled and recorded in untimed warm-up steps first
+    (three calls each: cudagraph trees run a first call eagerly, record the second and replay
+    from then on). `device="cpu"` runs the eager loop only (the tests)."""
     import torch
+    from torch._dynamo.utils import counters
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -89,6 +91,7 @@ def samples_per_s(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    skips = counters["inductor"]["cudagraph_skips"]
     for batch in list({b["input_ids"].shape[1]: b for b in batches}.values()) * 3:
         step(batch)  # warm-up: compile and record every bucket's graph
     _sync(cuda)
@@ -96,7 +99,8 @@ def samples_per_s(
     for i in range(steps):
         step(batches[i % len(batches)])
     _sync(cuda)
-    return steps * 32 / (time.perf_counter() - began)
+    seconds = time.perf_counter() - began
+    return steps * 32 / seconds, counters["inductor"]["cudagraph_skips"] - skips
 
 
 def _lora_classifier(model_dir: Path, device: str) -> Any:
