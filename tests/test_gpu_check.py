@@ -90,3 +90,20 @@ def test_dry_mode_packing_writes_its_rows(tmp_path):
     assert "(caught)" in table
     row = next(line for line in table.splitlines() if "packing throughput" in line)
     assert "| ok |" in row and "packed/padded" in row and "tokens/s" in row
+
+
+def test_a_failing_cuda_graphs_variant_is_reported_not_raised(monkeypatch, tmp_path):
+    """On the GPU the extra variant runs after the Trainer/ours rounds: its failure must leave
+    the throughput check its numbers and say why in the row."""
+    import benchmarks.cudagraphs
+
+    gpu_check = _load()
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("no graph today")
+
+    monkeypatch.setattr(benchmarks.cudagraphs, "samples_per_s", fails)
+    setup = gpu_check.Setup(gpu=True, work=tmp_path, steps=1, batch=1)
+    setup.models["bert"], setup.data["cls_big"] = tmp_path, tmp_path
+    found, note = gpu_check.cuda_graph_rounds(setup, 1)
+    assert found == {} and "failed: RuntimeError: no graph today" in note
