@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from finetune.errors import Problem
     from finetune.models.architecture import Architecture
-    from finetune.types import Model, PretrainedModel, Tensor
+    from finetune.types import Batch, Model, PretrainedModel
 
 
 # who loads a method's saved artefact: peft (PeftModel.from_pretrained), transformers
@@ -33,8 +33,6 @@ Library = Literal["peft", "transformers", "finetune"]
 # `compare --methods lora-family` etc. run one group
 Group = Literal["full", "lora-family", "adapters", "prompts"]
 GROUPS: tuple[Group, ...] = ("lora-family", "adapters", "prompts")
-
-Batch = dict[str, "Tensor"]
 
 
 @dataclass
