@@ -7,7 +7,7 @@ Shared by the generation task, the decoders' shared prompt pass and the tests.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -24,7 +24,8 @@ class Generator(Protocol):
     config: PretrainedConfig
     generation_config: GenerationConfig
 
-    def __call__(self, *args: object, **kwargs: object) -> object: ...
+    # a ModelOutput, whose fields (logits, the cache, ...) depend on the model class
+    def __call__(self, *args: object, **kwargs: object) -> Any: ...
     def generate(self, **kwargs: object) -> Tensor: ...  # no dict output: token ids
     def get_encoder(self) -> Model: ...
     def forward(self, *args: object, **kwargs: object) -> object: ...
@@ -101,7 +102,7 @@ def token_ids(labels: list[int] | float) -> list[int]:
     return labels
 
 
-def unwrap_parallel(model: Model) -> Generator:
+def unwrap_parallel(model: Model | Generator) -> Generator:
     """DistributedDataParallel hides `generate`; peft and plain models expose it directly."""
     from torch.nn.parallel import DistributedDataParallel
 
@@ -109,7 +110,7 @@ def unwrap_parallel(model: Model) -> Generator:
     return cast("Generator", inner)  # a generation task's model: a transformers or peft one
 
 
-def feeds_virtual_tokens(model: Model) -> bool:
+def feeds_virtual_tokens(model: Model | Generator) -> bool:
     """Whether peft prepends virtual tokens (prompt learning) to every input of this model:
     then neither an encoder pass nor a prompt cache can be shared with `generate`."""
     peft_config = getattr(unwrap_parallel(model), "active_peft_config", None)

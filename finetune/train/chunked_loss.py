@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     import torch
 
+    from finetune.tasks.padding import Generator
     from finetune.types import Accelerator, Batch, Model, Tensor
 
 # fp32 logits computed at once: 64 MiB is 341 rows of a 49,152-token vocabulary
@@ -108,7 +109,7 @@ def causal_training_loss(model: Model, batch: Batch, accelerator: Accelerator) -
 
 
 def example_losses(
-    model: Model, inputs: Mapping[str, object], targets: torch.Tensor
+    model: Model | Generator, inputs: Mapping[str, object], targets: torch.Tensor
 ) -> list[float] | None:
     """Mean target-token cross-entropy of each row (`targets` as in `LossRequest`), or None
     when the model's own logits must be used (the caller's plain path)."""
@@ -118,7 +119,9 @@ def example_losses(
     return [float(x) for x in losses.tolist()]
 
 
-def requested_loss(model: Model, inputs: Mapping[str, object], request: LossRequest) -> Tensor:
+def requested_loss(
+    model: Model | Generator, inputs: Mapping[str, object], request: LossRequest
+) -> Tensor:
     """Call the model with `request` active; the hooked head fills in its loss."""
     token = _ACTIVE.set(request)
     try:
