@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from finetune.errors import Problem
     from finetune.models.architecture import Architecture
-    from finetune.types import Batch, Model, PretrainedModel
+    from finetune.types import Batch, Model, PretrainedModel, StateDict
 
 
 # who loads a method's saved artefact: peft (PeftModel.from_pretrained), transformers
@@ -115,7 +115,7 @@ class Method(ABC):
 
     @abstractmethod
     def save(
-        self, model: torch.nn.Module, out_dir: Path, state_dict: dict[str, Any] | None = None
+        self, model: torch.nn.Module, out_dir: Path, state_dict: StateDict | None = None
     ) -> None:
         """Write the trained weights; `state_dict`, when given, holds the model's whole tensors
         (FSDP2 shards the model's own, see train/sharded.py) and is read instead of the model."""
@@ -123,7 +123,7 @@ class Method(ABC):
     @abstractmethod
     def load(self, model: torch.nn.Module, in_dir: Path, ctx: MethodContext) -> torch.nn.Module: ...
 
-    def owns_parameter(self, name: str, config: Any = None) -> bool:
+    def owns_parameter(self, name: str, config: Section | None = None) -> bool:
         """Whether a trainable parameter belongs to this method (not to the frozen backbone).
 
         `config` is the recipe's method section, for methods whose trainable set depends on an
