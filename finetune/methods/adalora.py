@@ -21,6 +21,7 @@ from pydantic import Field
 from finetune.errors import FinetuneError, Problem
 from finetune.methods.base import MethodContext
 from finetune.methods.tuner import LORA_RATE, TargetModules, TunerMethod, targets_field
+from finetune.methods.wrapped import peft_model
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,7 +86,7 @@ class AdaLoraMethod(TunerMethod):
             )
         ]
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         if ctx.plan is None:
             raise FinetuneError(
                 "method adalora needs the run's planned step count to schedule its ranks",
@@ -106,17 +107,20 @@ class AdaLoraMethod(TunerMethod):
     # peft's AdaLoraModel keeps one trainable adapter: each run loads on a base of its own
     multi_adapter = False
 
-    def load(self, model: Any, in_dir: Path, ctx: MethodContext) -> Any:
+    def load(self, model: Model, in_dir: Path, ctx: MethodContext) -> Model:
         """peft's load, then the adapter named trainable again: AdaLoraModel.forward reads
         `trainable_adapter_name` (for its orthogonality loss) whenever labels are given, and
         peft sets it only when training, so an evaluation with labels would fail
         (AttributeError in peft 0.21). The loss then matches the one logged in training."""
         loaded = super().load(model, in_dir, ctx)
-        loaded.base_model.trainable_adapter_name = "default"
+        setattr(peft_model(loaded).base_model, TRAINABLE_ATTR, "default")
         return loaded
 
     def step_hook(self, model: Model) -> Callable[[int], None] | None:
         return AdaLoraSteps(model.base_model)
+
+
+TRAINABLE_ATTR = "trainable_adapter_name"  # on peft's AdaLoraModel (an untyped attribute)
 
 
 class AdaLoraSteps:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import Field
 
@@ -37,10 +37,10 @@ from finetune.errors import FinetuneError, Problem
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Mapping, Sequence
 
-    from peft import LoraConfig
+    from peft import LoraConfig, PeftModel
 
     from finetune.methods.base import Batch, MethodContext
-    from finetune.types import Model, Tensor
+    from finetune.types import Model, StateDict, Tensor
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def init_problems(cfg: Any, where: str) -> list[Problem]:
     return problems
 
 
-def apply_lora(model: Model, config: Any, ctx: MethodContext) -> Model:
+def apply_lora(model: Model, config: LoraConfig, ctx: MethodContext) -> Model:
     """get_peft_model plus the init's own steps: CorDA's covariance pass before the wrap,
     EVA's SVD pass and LoftQ's re-initialisation after it, the initial adapter kept last."""
     from peft import get_peft_model
@@ -276,7 +276,7 @@ def eva_rows(
     return x[mask]
 
 
-def keep_initial_adapter(peft_model: Any) -> None:
+def keep_initial_adapter(peft_model: PeftModel) -> None:
     """Save the adapter as initialised, for peft's conversion at save time (module docstring):
     with `init_lora_weights=True` in its config, so loading it re-initialises nothing."""
     import shutil
@@ -285,7 +285,7 @@ def keep_initial_adapter(peft_model: Any) -> None:
 
     root = Path(tempfile.mkdtemp(prefix="finetune-lora-init-"))
     weakref.finalize(peft_model, shutil.rmtree, root, True)
-    config = peft_model.peft_config["default"]
+    config = cast("LoraConfig", peft_model.peft_config["default"])  # a LoRA method's
     chosen = config.init_lora_weights
     config.init_lora_weights = True
     try:
@@ -300,7 +300,7 @@ def initial_adapter(model: Model) -> str | None:
     return model.__dict__.get(INITIAL_ADAPTER_ATTR)
 
 
-def keep_other_tensors(model: Any, out_dir: Path, state_dict: dict[str, Any] | None) -> None:
+def keep_other_tensors(model: Model, out_dir: Path, state_dict: StateDict | None) -> None:
     """peft 0.21's conversion returns the lora_A / lora_B tensors only, dropping everything
     else the adapter holds (the head in `modules_to_save`, biases of `bias: all`): they are
     written back beside the converted ones, exactly as an unconverted save writes them."""
