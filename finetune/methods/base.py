@@ -123,11 +123,12 @@ class Method(ABC):
     @abstractmethod
     def load(self, model: torch.nn.Module, in_dir: Path, ctx: MethodContext) -> torch.nn.Module: ...
 
-    def owns_parameter(self, name: str, config: Section | None = None) -> bool:
+    def owns_parameter(self, name: str, config: object = None) -> bool:
         """Whether a trainable parameter belongs to this method (not to the frozen backbone).
 
-        `config` is the recipe's method section, for methods whose trainable set depends on an
-        option (LoRA's `bias: all`). The guards ask this to catch a leaking backbone.
+        `config` is the recipe's method section (or, for a loaded peft model, its peft config),
+        for methods whose trainable set depends on an option (LoRA's `bias: all`, read with
+        getattr). The guards ask this to catch a leaking backbone.
         """
         return False
 

@@ -56,7 +56,7 @@ class BitFitMethod(Method):
     def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
         return None if family.has_biases else NO_BIASES
 
-    def owns_parameter(self, name: str, config: Section | None = None) -> bool:
+    def owns_parameter(self, name: str, config: object = None) -> bool:
         return is_bias(name)
 
     def apply(self, model: Model, ctx: MethodContext) -> Model:

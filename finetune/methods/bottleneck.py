@@ -211,7 +211,7 @@ class BottleneckMethod(Method):
         """How this method's adapters are hooked in on this family."""
         return OUTPUT
 
-    def owns_parameter(self, name: str, config: Section | None = None) -> bool:
+    def owns_parameter(self, name: str, config: object = None) -> bool:
         return f".{CHILD}." in f".{name}"
 
     def plan(self, model: Model, ctx: MethodContext) -> AdapterPlan:

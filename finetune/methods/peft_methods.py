@@ -131,7 +131,7 @@ class PeftMethod(Method):
     def peft_config(self, model: Model, ctx: MethodContext) -> PeftConfig:  # pragma: no cover
         raise NotImplementedError
 
-    def owns_parameter(self, name: str, config: Section | None = None) -> bool:
+    def owns_parameter(self, name: str, config: object = None) -> bool:
         return any(marker in name for marker in self.markers)
 
     def apply(self, model: Model, ctx: MethodContext) -> Model:
@@ -194,7 +194,7 @@ class LoraMethod(LoraVariants, PeftMethod):
     group = "lora-family"
     optimizers: tuple[str, ...] = ("adamw", "loraplus", "lorafa")
 
-    def owns_parameter(self, name: str, config: Section | None = None) -> bool:
+    def owns_parameter(self, name: str, config: object = None) -> bool:
         """`bias: all` trains every bias on purpose; `bias: lora_only` only those of the
         LoRA-wrapped modules, which peft keeps as `<target>.base_layer.bias`: any other
         trainable bias is a leak."""
