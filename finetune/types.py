@@ -35,6 +35,9 @@ Scalar: TypeAlias = Union[bool, int, float, str, None]  # a JSON value that is n
 JSON: TypeAlias = Union[Scalar, Sequence["JSON"], Mapping[str, "JSON"]]
 # one JSON object a function builds or owns (metrics.json, a log.jsonl record, a recipe's data)
 JSONObject: TypeAlias = dict[str, JSON]
+# one row of a data table: column -> cell as its file holds it (text from CSV, any JSON value
+# from JSON lines, whatever pyarrow gives for Parquet); tasks check each cell they read
+TableRow: TypeAlias = dict[str, object]
 
 _T = TypeVar("_T")
 
@@ -123,6 +126,7 @@ __all__ = [
     "Scalar",
     "Scheduler",
     "StateDict",
+    "TableRow",
     "Tensor",
     "Tokenizer",
 ]

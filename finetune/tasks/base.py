@@ -23,11 +23,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.features import Features
     from finetune.data.readers import Table
     from finetune.models.architecture import Architecture
-    from finetune.types import JSON, Batch, Feature, JSONObject, Model, Tokenizer
+    from finetune.types import JSON, Batch, Feature, JSONObject, Model, TableRow, Tokenizer
 
 log = logging.getLogger(__name__)
 
-RowCheck = Callable[[dict[str, Any], str], "DataError | None"]  # a row and where it is
+RowCheck = Callable[["TableRow", str], "DataError | None"]  # a row and where it is
 
 
 @dataclass

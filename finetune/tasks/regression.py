@@ -27,7 +27,7 @@ from finetune.tasks.scores import regression_scores
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.features import Features
     from finetune.data.readers import Table
-    from finetune.types import JSON, Batch, JSONObject, Model
+    from finetune.types import JSON, Batch, JSONObject, Model, TableRow
 
 SCORE_NAME = "score"  # the single output's id2label name (what the pipeline prints)
 log = logging.getLogger(__name__)
@@ -77,13 +77,11 @@ class RegressionTask(ClassificationTask):
     label_dtype = "float32"
 
     @classmethod
-    def row_checker(
-        cls, cfg: RegressionConfig
-    ) -> Callable[[dict[str, Any], str], DataError | None]:
+    def row_checker(cls, cfg: RegressionConfig) -> Callable[[TableRow, str], DataError | None]:
         """`validate`'s row scan checks each target parses as a number, as `run` will."""
         column = cfg.label
 
-        def check(row: dict[str, Any], where: str) -> DataError | None:
+        def check(row: TableRow, where: str) -> DataError | None:
             try:
                 parse_target(row.get(column), column, where)
             except DataError as exc:

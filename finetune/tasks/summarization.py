@@ -31,7 +31,7 @@ def summary_columns(cfg: SummarizationConfig) -> list[str]:
     return [summary] if isinstance(summary, str) else list(summary)
 
 
-def reference_texts(values: list[tuple[str, Any]], where: str) -> list[str]:
+def reference_texts(values: list[tuple[str, object]], where: str) -> list[str]:
     """(column, cell) pairs -> non-empty reference strings; list cells give several."""
     refs: list[str] = []
     for _column, value in values:

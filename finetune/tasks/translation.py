@@ -23,6 +23,7 @@ from finetune.tasks.summarization import reference_texts
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
+    from finetune.types import TableRow
 
 LANGUAGE_NAMES = {
     "ar": "Arabic",
@@ -152,7 +153,7 @@ class TranslationTask(GenerationTask):
                     fix=f"set task.translation_column: {column}",
                 )
 
-    def _cells(self, row: dict[str, Any], where: str) -> tuple[Any, str, Any, str]:
+    def _cells(self, row: TableRow, where: str) -> tuple[object, str, object, str]:
         """(source value, its name, target value, its name) for one row of any layout."""
         cfg = self.cfg
         if not cfg.translation_column:
