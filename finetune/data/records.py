@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.data.lines import (
     LANG_PLACEHOLDER,
@@ -21,6 +21,8 @@ from finetune.errors import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pyarrow.parquet import ParquetFile
+
     from finetune.types import TableRow
 
 
@@ -75,7 +77,7 @@ def read_json(path: Path, limit: int | None, shown: str | None = None) -> list[T
     return value[:limit] if limit else value
 
 
-def parquet_file(path: Path, shown: str) -> Any:
+def parquet_file(path: Path, shown: str) -> ParquetFile:
     import pyarrow.parquet as pq
 
     open_binary(path, shown).close()

@@ -97,6 +97,6 @@ class SummarizationTask(GenerationTask):
             out.append(Example(source=text, target=refs, where=where))
         return out
 
-    def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
+    def metrics(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
         references = [ex.target for ex in examples]
         return {**rouge(predictions, references), **length_stats(predictions)}
