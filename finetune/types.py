@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar, Union
+from typing import TYPE_CHECKING, Protocol, TypeAlias, TypedDict, TypeVar, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -35,8 +35,39 @@ Scalar: TypeAlias = Union[bool, int, float, str, None]  # a JSON value that is n
 JSON: TypeAlias = Union[Scalar, Sequence["JSON"], Mapping[str, "JSON"]]
 # one JSON object a function builds or owns (metrics.json, a log.jsonl record, a recipe's data)
 JSONObject: TypeAlias = dict[str, JSON]
+# one row of a data table: column -> cell as its file holds it (text from CSV, any JSON value
+# from JSON lines, whatever pyarrow gives for Parquet); tasks check each cell they read
+TableRow: TypeAlias = dict[str, object]
 
 _T = TypeVar("_T")
+
+
+class Feature(TypedDict, total=False):
+    """One encoded example, as a task's `encode` makes it and its `collate` reads it: token
+    ids, its index in the split, its length for the length-grouped sampler, and its label (a
+    class id, a regression target, or a generation task's target token ids)."""
+
+    input_ids: list[int]
+    token_type_ids: list[int]  # BERT-family text pairs
+    prompt_ids: list[int]  # a decoder's prompt alone, for generation
+    labels: list[int] | float  # token ids (generation) or a class id / target (int is a float)
+    idx: int
+    length: int
+
+
+class Batch(TypedDict, total=False):
+    """A collated batch of `Feature`s: the model's inputs and labels as tensors, with `idx`
+    (the rows' indices in the split, dropped before the forward pass) and, for a decoder in
+    training, `logits_to_keep` (how many trailing positions need logits)."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    token_type_ids: Tensor
+    labels: Tensor
+    idx: Tensor
+    prompt_ids: Tensor  # left-padded decoder prompts (generation)
+    prompt_mask: Tensor
+    logits_to_keep: int
 
 
 class Accelerator(Protocol):
@@ -85,7 +116,9 @@ class Accelerator(Protocol):
 __all__ = [
     "JSON",
     "Accelerator",
+    "Batch",
     "DataLoader",
+    "Feature",
     "JSONObject",
     "Model",
     "Optimizer",
@@ -93,6 +126,7 @@ __all__ = [
     "Scalar",
     "Scheduler",
     "StateDict",
+    "TableRow",
     "Tensor",
     "Tokenizer",
 ]

@@ -17,9 +17,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from finetune import __version__
 from finetune.cache import cache_home
@@ -28,6 +28,15 @@ from finetune.tasks.base import truncation_tally, warn_truncated
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.tasks.base import Example, Task
+    from finetune.types import Feature, Tokenizer
+
+
+class Digest(Protocol):
+    """A hashlib hash object: what `examples_digest` feeds."""
+
+    def update(self, data: bytes, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +70,7 @@ def encode_chunks(
     return _cached(key, lambda: _encoded(task, chunks(), training))
 
 
-def _cached(key: str | None, make: Callable[[], Iterable[list[dict[str, Any]]]]) -> Features:
+def _cached(key: str | None, make: Callable[[], Iterable[list[Feature]]]) -> Features:
     if key is not None:
         hit = _load(key)
         if hit is not None:
@@ -74,7 +83,9 @@ def _cached(key: str | None, make: Callable[[], Iterable[list[dict[str, Any]]]])
     return features
 
 
-def _encoded(task: Task, chunks: Iterable[list[Example]], training: bool) -> Any:
+def _encoded(
+    task: Task, chunks: Iterable[list[Example]], training: bool
+) -> Iterator[list[Feature]]:
     start = 0
     for examples in chunks:
         rows = task.encode(examples, training)
@@ -84,11 +95,11 @@ def _encoded(task: Task, chunks: Iterable[list[Example]], training: bool) -> Any
         yield rows
 
 
-def examples_digest(chunks: Iterable[list[Example]], *into: Any) -> str:
+def examples_digest(chunks: Iterable[list[Example]], *into: Digest) -> str:
     """SHA-256 of the examples' content, in order (part of the cache key), as hex. A streamed
     read passes its own hashers in `into` (the whole split's and this chunk's): each example is
     encoded once and fed to all of them; the first one's digest is returned."""
-    digests = into or (hashlib.sha256(),)
+    digests: tuple[Digest, ...] = into or (hashlib.sha256(),)
     for examples in chunks:
         for ex in examples:
             data = repr((ex.source, ex.pair, ex.target)).encode("utf-8", "surrogatepass") + b"\x00"
@@ -165,7 +176,7 @@ _NOT_SETTINGS = (
 )
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> str:
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
     """A hash of what decides the ids: the fast tokenizer's full JSON (vocabulary, merges,
     normaliser, post-processor) or a slow one's vocabulary, its construction settings
     (`init_kwargs`: lower-casing, BOS/EOS flags, ...), truncation side and input names, and

@@ -13,11 +13,14 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Feature, JSONObject
 
 FORMAT = 1
 _META = "features.json"
@@ -43,24 +46,24 @@ class Features:
     def __len__(self) -> int:
         return self.count
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        row: dict[str, Any] = {}
+    def __getitem__(self, index: int) -> Feature:
+        row: dict[str, list[int] | int | float] = {}
         for name, (values, offsets, present) in self.tokens.items():
             if present[index]:
                 row[name] = values[offsets[index] : offsets[index + 1]].tolist()
         for name, (values, present) in self.scalars.items():
             if present[index]:
                 row[name] = values[index].item()
-        return row
+        return cast("Feature", row)  # the columns tasks' `encode` made
 
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def from_rows(cls, rows: list[dict[str, Any]]) -> Features:
+    def from_rows(cls, rows: list[Feature]) -> Features:
         return cls.concat([rows])
 
     @classmethod
-    def concat(cls, chunks: Iterable[list[dict[str, Any]]]) -> Features:
+    def concat(cls, chunks: Iterable[list[Feature]]) -> Features:
         """One store from chunks of row dicts, in order; each chunk is dropped once packed."""
         builder = _Builder()
         for rows in chunks:
@@ -73,16 +76,23 @@ class Features:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        meta: dict[str, Any] = {"format": FORMAT, "count": self.count, "tokens": [], "scalars": []}
+        token_names: list[str] = []
+        scalar_names: list[str] = []
+        meta: JSONObject = {
+            "format": FORMAT,
+            "count": self.count,
+            "tokens": token_names,
+            "scalars": scalar_names,
+        }
         for name, (values, offsets, present) in self.tokens.items():
             np.save(directory / f"{name}.values.npy", values)
             np.save(directory / f"{name}.offsets.npy", offsets)
             np.save(directory / f"{name}.present.npy", present)
-            meta["tokens"].append(name)
+            token_names.append(name)
         for name, (values, present) in self.scalars.items():
             np.save(directory / f"{name}.npy", values)
             np.save(directory / f"{name}.present.npy", present)
-            meta["scalars"].append(name)
+            scalar_names.append(name)
         (directory / _META).write_text(json.dumps(meta), encoding="utf-8")
 
     @classmethod
@@ -111,14 +121,14 @@ class _Builder:
         self.token_parts: dict[str, list[tuple[np.ndarray, ...]]] = {}
         self.scalar_parts: dict[str, list[tuple[np.ndarray, ...]]] = {}
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
+    def add(self, rows: Sequence[Mapping[str, object]]) -> None:
         n = len(rows)
         for name in sorted({k for row in rows for k in row}):
             sample = next(row[name] for row in rows if name in row)
             present = np.fromiter((name in row for row in rows), dtype=bool, count=n)
             if isinstance(sample, list | tuple | np.ndarray):
                 self._absent_before(name, self.token_parts, token=True)
-                seqs = [row.get(name, []) for row in rows]
+                seqs = [cast("Sequence[int]", row.get(name, [])) for row in rows]
                 lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
                 flat = itertools.chain.from_iterable(seqs)
                 values = np.fromiter(flat, np.int64, int(lengths.sum()))
@@ -183,7 +193,7 @@ def _absent(count: int, token: bool) -> tuple[np.ndarray, ...]:
 
 
 @functools.cache
-def _malloc_trim() -> Any:
+def _malloc_trim() -> Callable[[int], int] | None:
     import ctypes
     import ctypes.util
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from finetune.errors import (
     DataFileError,
     DataFormatError,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import TableRow
 
 MAX_LINE_BYTES = 64 * 1024 * 1024  # longer "lines" are binary files or a missing newline
 CSV_FIELD_LIMIT = MAX_LINE_BYTES
@@ -106,12 +109,12 @@ class LineTracker:
 # A record is yielded as its fields, or as the error that makes it unusable, so `read_local`
 # can stop at the first bad row and `scan_local` (validate) can list every one of them.
 Record = tuple[int, "list[str] | DataFormatError"]
-Row = tuple[int, "dict[str, Any] | DataFormatError"]
+Row = tuple[int, "TableRow | DataFormatError"]
 
 
-def collect_rows(rows: Iterator[Row], limit: int | None) -> tuple[list[dict], list[int]]:
+def collect_rows(rows: Iterator[Row], limit: int | None) -> tuple[list[TableRow], list[int]]:
     """Rows and their lines up to `limit`; the first bad row is raised (as `run` needs)."""
-    kept: list[dict[str, Any]] = []
+    kept: list[TableRow] = []
     lines: list[int] = []
     for lineno, row in rows:
         if limit is not None and len(kept) >= limit:

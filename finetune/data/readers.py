@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finetune.data.delimited import check_header, delimited_records, read_delimited
 from finetune.data.lines import LANG_PLACEHOLDER
@@ -29,6 +29,9 @@ from finetune.errors import (
     DataFormatError,
     first_line,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import TableRow
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ EXTENSIONS = {
 class Table:
     """Rows of one split, with where each came from (for messages like 'train.tsv line 12')."""
 
-    rows: list[dict[str, Any]]
+    rows: list[TableRow]
     source: str
     first_line: int = 2  # line of rows[0] (1-based; csv header is line 1); 0: count rows
     columns: list[str] | None = None
@@ -206,7 +209,7 @@ def warn_duplicates(source: str, count: int, shown: list[tuple[str, str]]) -> No
         )
 
 
-def row_key(row: dict[str, Any]) -> str:
+def row_key(row: TableRow) -> str:
     """What makes two rows the same row."""
     return json.dumps(row, sort_keys=True, default=str, ensure_ascii=False)
 

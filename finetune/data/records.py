@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finetune.data.lines import (
     LANG_PLACEHOLDER,
@@ -19,6 +19,11 @@ from finetune.errors import (
     AlignmentError,
     DataFormatError,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyarrow.parquet import ParquetFile
+
+    from finetune.types import TableRow
 
 
 def jsonl_rows(path: Path, shown: str) -> Iterator[Row]:
@@ -54,7 +59,7 @@ def read_jsonl(path: Path, limit: int | None, shown: str | None = None) -> tuple
     return collect_rows(jsonl_rows(path, shown or str(path)), limit)
 
 
-def read_json(path: Path, limit: int | None, shown: str | None = None) -> list[dict]:
+def read_json(path: Path, limit: int | None, shown: str | None = None) -> list[TableRow]:
     shown = shown or str(path)
     try:
         value = json.loads(read_text_file(path))
@@ -72,7 +77,7 @@ def read_json(path: Path, limit: int | None, shown: str | None = None) -> list[d
     return value[:limit] if limit else value
 
 
-def parquet_file(path: Path, shown: str) -> Any:
+def parquet_file(path: Path, shown: str) -> ParquetFile:
     import pyarrow.parquet as pq
 
     open_binary(path, shown).close()
@@ -84,10 +89,10 @@ def parquet_file(path: Path, shown: str) -> Any:
         ) from None
 
 
-def read_parquet(path: Path, limit: int | None, shown: str | None = None) -> list[dict]:
+def read_parquet(path: Path, limit: int | None, shown: str | None = None) -> list[TableRow]:
     """Row groups are read one batch at a time, so a limit never loads the whole file."""
     shown = shown or str(path)
-    rows: list[dict[str, Any]] = []
+    rows: list[TableRow] = []
     for batch in parquet_file(path, shown).iter_batches(batch_size=limit or 65536):
         rows.extend(batch.to_pylist())
         if limit is not None and len(rows) >= limit:
@@ -95,7 +100,7 @@ def read_parquet(path: Path, limit: int | None, shown: str | None = None) -> lis
     return rows
 
 
-def aligned_rows(path: Path, langs: list[str]) -> Iterator[dict[str, str]]:
+def aligned_rows(path: Path, langs: list[str]) -> Iterator[TableRow]:
     """train.{lang} -> rows {en: ..., de: ...} from line-aligned files, read in lockstep."""
     files = {lang: str(path).replace(LANG_PLACEHOLDER, lang) for lang in langs}
     streams = {lang: iter_lines(Path(name)) for lang, name in files.items()}
@@ -119,8 +124,8 @@ def aligned_rows(path: Path, langs: list[str]) -> Iterator[dict[str, str]]:
         yield {lang: line[1].rstrip("\r\n") for lang, line in got.items() if line is not None}
 
 
-def read_aligned_text(path: Path, langs: list[str], limit: int | None) -> list[dict]:
-    rows: list[dict[str, Any]] = []
+def read_aligned_text(path: Path, langs: list[str], limit: int | None) -> list[TableRow]:
+    rows: list[TableRow] = []
     for row in aligned_rows(path, langs):
         if limit is not None and len(rows) >= limit:
             break

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finetune.data.delimited import delimited_rows
 from finetune.data.lines import Row
@@ -18,8 +18,11 @@ from finetune.errors import (
     DataFormatError,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import TableRow
+
 PROBLEMS_SHOWN = 20
-RowCheck = Callable[[dict[str, Any], str], "DataError | None"]
+RowCheck = Callable[["TableRow", str], "DataError | None"]
 
 
 @dataclass
@@ -37,7 +40,7 @@ class Scan:
             self.problems.append(error)
 
 
-def _missing_in_row(row: dict[str, Any], columns: list[str], where: str) -> DataError | None:
+def _missing_in_row(row: TableRow, columns: list[str], where: str) -> DataError | None:
     missing = [c for c in columns if c not in row]
     if not missing:
         return None

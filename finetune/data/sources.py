@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
@@ -65,7 +65,7 @@ class HubSource(Section):
     revision: str | None = Field(None, description="Dataset revision to pin.")
 
 
-def _source_tag(value: Any) -> str:
+def _source_tag(value: object) -> str:
     if isinstance(value, dict):
         return "hub" if "hub" in value else "local"
     if isinstance(value, HubSource):
@@ -73,7 +73,7 @@ def _source_tag(value: Any) -> str:
     return "local"
 
 
-def coerce_source(value: Any) -> Any:
+def coerce_source(value: object) -> object:
     """A bare string is shorthand for {path: ...}."""
     return {"path": value} if isinstance(value, str) else value
 

@@ -15,10 +15,10 @@ Other sources (a Hub split, JSON arrays, parquet, aligned text) and `data.eval_f
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from finetune.data.sources import LocalSource
 from finetune.errors import DataError, DataFileError, DataFormatError
 from finetune.tasks.base import Example, Task
 
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import TableRow
+
 STREAMED_FORMATS = ("csv", "tsv", "jsonl")
 
 
@@ -52,7 +55,7 @@ class StreamedSplit:
     firsts: list[Example]  # one example per distinct label, in order: what `Task.fit` needs
 
 
-def streamable(source: Any, base_dir: Path | None, eval_fraction: float | None) -> bool:
+def streamable(source: object, base_dir: Path | None, eval_fraction: float | None) -> bool:
     if not isinstance(source, LocalSource) or eval_fraction:
         return False
     path = resolve_path(source.path, base_dir)
@@ -77,7 +80,7 @@ def scan_train(
             raise _changed(source, None)
 
     digest = hashlib.sha256()
-    firsts: dict[Any, Example] = {}  # one example per distinct label, in order of appearance
+    firsts: dict[Hashable, Example] = {}  # one example per distinct label, in order of appearance
     hashes: list[np.ndarray] = []
     lines: list[np.ndarray] = []
     for table in row_chunks(source, base_dir, limit):
@@ -115,7 +118,7 @@ def row_chunks(source: LocalSource, base_dir: Path | None, limit: int | None) ->
             path, delimiter_for(fmt), source.quoting, shown, source.columns, source.header
         )
         first_line = 2 if source.header else 1
-    kept: list[dict[str, Any]] = []
+    kept: list[TableRow] = []
     kept_lines: list[int] = []
     count = 0
     for lineno, row in found:
@@ -137,11 +140,11 @@ def row_chunks(source: LocalSource, base_dir: Path | None, limit: int | None) ->
         raise no_rows(source, fmt)
 
 
-def _hash(row: dict[str, Any]) -> int:
+def _hash(row: TableRow) -> int:
     return int.from_bytes(hashlib.blake2b(row_key(row).encode(), digest_size=8).digest(), "little")
 
 
-def _label_key(target: Any) -> Any:
+def _label_key(target: object) -> Hashable:
     """A classification target (kind, value) as is; a generation target (a list of reference
     texts) or a regression target (a number) fits nothing, so all of them share one key (a
     million distinct scores must not become a million kept examples)."""

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from pydantic import Field
 
 from finetune.errors import FinetuneError, Problem
 from finetune.methods.base import MethodContext
 from finetune.methods.tuner import LORA_RATE, TargetModules, TunerMethod, targets_field
+from finetune.methods.wrapped import peft_model
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.types import Model
+    from peft.tuners.adalora import AdaLoraConfig, AdaLoraModel
+
+    from finetune.types import Model, Tensor
 
 
 class AdaLoraOptions(Section):
@@ -85,7 +88,7 @@ class AdaLoraMethod(TunerMethod):
             )
         ]
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         if ctx.plan is None:
             raise FinetuneError(
                 "method adalora needs the run's planned step count to schedule its ranks",
@@ -106,17 +109,31 @@ class AdaLoraMethod(TunerMethod):
     # peft's AdaLoraModel keeps one trainable adapter: each run loads on a base of its own
     multi_adapter = False
 
-    def load(self, model: Any, in_dir: Path, ctx: MethodContext) -> Any:
+    def load(self, model: Model, in_dir: Path, ctx: MethodContext) -> Model:
         """peft's load, then the adapter named trainable again: AdaLoraModel.forward reads
         `trainable_adapter_name` (for its orthogonality loss) whenever labels are given, and
         peft sets it only when training, so an evaluation with labels would fail
         (AttributeError in peft 0.21). The loss then matches the one logged in training."""
         loaded = super().load(model, in_dir, ctx)
-        loaded.base_model.trainable_adapter_name = "default"
+        setattr(peft_model(loaded).base_model, TRAINABLE_ATTR, "default")
         return loaded
 
     def step_hook(self, model: Model) -> Callable[[int], None] | None:
-        return AdaLoraSteps(model.base_model)
+        tuner = cast("AdaLoraModel", peft_model(model).base_model)  # what AdaLoraConfig wraps
+        return AdaLoraSteps(tuner)
+
+
+TRAINABLE_ATTR = "trainable_adapter_name"  # on peft's AdaLoraModel (an untyped attribute)
+
+
+class AllocatorState(TypedDict):
+    """What a checkpoint keeps of AdaLoRA's schedule: the ranks kept so far and the
+    allocator's running importance scores (per parameter name)."""
+
+    rank_pattern: dict[str, list[bool]] | None
+    ipt: dict[str, Tensor]
+    exp_avg_ipt: dict[str, Tensor]
+    exp_avg_unc: dict[str, Tensor]
 
 
 class AdaLoraSteps:
@@ -125,15 +142,18 @@ class AdaLoraSteps:
     running scores and the ranks kept so far as checkpoint state: `--resume` continues the
     same schedule instead of starting the scores over."""
 
-    def __init__(self, tuner: Any) -> None:
+    def __init__(self, tuner: AdaLoraModel) -> None:
         self.tuner = tuner
 
     def __call__(self, step: int) -> None:
         self.tuner.update_and_allocate(step)
 
-    def state_dict(self) -> dict[str, Any]:
+    def config(self) -> AdaLoraConfig:
+        return cast("AdaLoraConfig", self.tuner.peft_config[self.tuner.trainable_adapter_name])
+
+    def state_dict(self) -> AllocatorState:
         allocator = self.tuner.rankallocator
-        config = self.tuner.peft_config[self.tuner.trainable_adapter_name]
+        config = self.config()
         return {
             "rank_pattern": config.rank_pattern,
             "ipt": allocator.ipt,
@@ -141,9 +161,9 @@ class AdaLoraSteps:
             "exp_avg_unc": allocator.exp_avg_unc,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: AllocatorState) -> None:
         allocator = self.tuner.rankallocator
-        config = self.tuner.peft_config[self.tuner.trainable_adapter_name]
+        config = self.config()
         config.rank_pattern = state["rank_pattern"]
         allocator.ipt = state["ipt"]
         allocator.exp_avg_ipt = state["exp_avg_ipt"]

@@ -23,9 +23,14 @@ rsLoRA's included), saved in peft's format.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
+
+from finetune.methods.wrapped import peft_model as as_peft
 
 if TYPE_CHECKING:  # pragma: no cover
+    from peft import LoraConfig
+    from peft.utils import ModulesToSaveWrapper
+
     from finetune.types import Model, Tensor
 
 HOWS = ("linear", "ties", "dare_ties", "cat")
@@ -49,7 +54,7 @@ def combine_lora(
     returns its rank."""
     import torch
 
-    peft_model: Any = model
+    peft_model = as_peft(model)
     copies = weighted_copies(peft_model, names, weights)
     _drop_copies(peft_model, names)
     torch.manual_seed(DARE_SEED)  # DARE prunes at random
@@ -60,7 +65,7 @@ def combine_lora(
         combination_type=how,
         density=density if how != "linear" and how != "cat" else None,
     )
-    config = peft_model.peft_config[MERGED]
+    config = cast("LoraConfig", peft_model.peft_config[MERGED])  # LoRA's combined adapter
     config.init_lora_weights = True  # the merged weights are loaded, never initialised
     _plain_scaling(peft_model, config)
     _set_copies(peft_model, copies)
@@ -68,13 +73,15 @@ def combine_lora(
     return int(config.r)
 
 
-def _wrappers(model: Any) -> list[Any]:
+def _wrappers(model: Model) -> list[ModulesToSaveWrapper]:
     from peft.utils import ModulesToSaveWrapper
 
     return [m for m in model.modules() if isinstance(m, ModulesToSaveWrapper)]
 
 
-def weighted_copies(model: Any, names: list[str], weights: list[float]) -> list[dict[str, Tensor]]:
+def weighted_copies(
+    model: Model, names: list[str], weights: list[float]
+) -> list[dict[str, Tensor]]:
     """Per modules_to_save wrapper, Σ w_i x (run i's trained copy), tensor by tensor."""
     out = []
     for wrapper in _wrappers(model):
@@ -83,7 +90,7 @@ def weighted_copies(model: Any, names: list[str], weights: list[float]) -> list[
     return out
 
 
-def _drop_copies(model: Any, names: list[str]) -> None:
+def _drop_copies(model: Model, names: list[str]) -> None:
     """All but the active (first) run's copies: peft refuses adapters that each carry one, and
     re-activates the active adapter's copy while it adds the new adapter."""
     for wrapper in _wrappers(model):
@@ -92,12 +99,12 @@ def _drop_copies(model: Any, names: list[str]) -> None:
                 del wrapper.modules_to_save[name]
 
 
-def _set_copies(model: Any, copies: list[dict[str, Tensor]]) -> None:
+def _set_copies(model: Model, copies: list[dict[str, Tensor]]) -> None:
     for wrapper, state in zip(_wrappers(model), copies):
         wrapper.modules_to_save[MERGED].load_state_dict(state)
 
 
-def _plain_scaling(model: Any, config: Any) -> None:
+def _plain_scaling(model: Model, config: LoraConfig) -> None:
     """The combined factors carry every run's own scaling already: the new adapter must scale
     by 1, which peft's alpha = r gives LoRA but not rsLoRA (alpha / sqrt(r))."""
     from peft.tuners.lora import LoraLayer

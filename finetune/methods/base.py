@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from finetune.errors import Problem
     from finetune.models.architecture import Architecture
-    from finetune.types import Model, PretrainedModel, Tensor
+    from finetune.types import Batch, Model, PretrainedModel, StateDict
 
 
 # who loads a method's saved artefact: peft (PeftModel.from_pretrained), transformers
@@ -33,8 +33,6 @@ Library = Literal["peft", "transformers", "finetune"]
 # `compare --methods lora-family` etc. run one group
 Group = Literal["full", "lora-family", "adapters", "prompts"]
 GROUPS: tuple[Group, ...] = ("lora-family", "adapters", "prompts")
-
-Batch = dict[str, "Tensor"]
 
 
 @dataclass
@@ -117,7 +115,7 @@ class Method(ABC):
 
     @abstractmethod
     def save(
-        self, model: torch.nn.Module, out_dir: Path, state_dict: dict[str, Any] | None = None
+        self, model: torch.nn.Module, out_dir: Path, state_dict: StateDict | None = None
     ) -> None:
         """Write the trained weights; `state_dict`, when given, holds the model's whole tensors
         (FSDP2 shards the model's own, see train/sharded.py) and is read instead of the model."""
@@ -125,11 +123,12 @@ class Method(ABC):
     @abstractmethod
     def load(self, model: torch.nn.Module, in_dir: Path, ctx: MethodContext) -> torch.nn.Module: ...
 
-    def owns_parameter(self, name: str, config: Any = None) -> bool:
+    def owns_parameter(self, name: str, config: object = None) -> bool:
         """Whether a trainable parameter belongs to this method (not to the frozen backbone).
 
-        `config` is the recipe's method section, for methods whose trainable set depends on an
-        option (LoRA's `bias: all`). The guards ask this to catch a leaking backbone.
+        `config` is the recipe's method section (or, for a loaded peft model, its peft config),
+        for methods whose trainable set depends on an option (LoRA's `bias: all`, read with
+        getattr). The guards ask this to catch a leaking backbone.
         """
         return False
 

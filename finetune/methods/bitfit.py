@@ -7,16 +7,25 @@ whose layers carry no biases (T5) is rejected up front: BitFit would train only 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from finetune.methods.base import Method, MethodContext, freeze_all_but
-from finetune.methods.saved import load_trained, read_adapter_config, save_trained
+from finetune.methods.saved import (
+    PLAN_ATTR,
+    AdapterPlan,
+    attach_plan,
+    attached_plan,
+    load_trained,
+    read_adapter_config,
+    save_trained,
+)
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.architecture import Architecture
+    from finetune.types import Model, PretrainedModel, StateDict
 
 NO_BIASES = (
     "these layers have no bias terms (bias-free linear layers and RMS or bias-free layer norm), "
@@ -47,29 +56,31 @@ class BitFitMethod(Method):
     def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
         return None if family.has_biases else NO_BIASES
 
-    def owns_parameter(self, name: str, config: Any = None) -> bool:
+    def owns_parameter(self, name: str, config: object = None) -> bool:
         return is_bias(name)
 
-    def apply(self, model: Any, ctx: MethodContext) -> Any:
+    def apply(self, model: Model, ctx: MethodContext) -> Model:
         self.set_trainable(model, {"method": self.name, "new_modules": list(ctx.new_modules)})
         return model
 
-    def set_trainable(self, model: Any, plan: dict[str, Any]) -> None:
+    def set_trainable(self, model: Model, plan: AdapterPlan) -> None:
         """Biases and new modules train; a bias tied into a new module stays frozen."""
         freeze_all_but(model, plan["new_modules"])
         for name, param in model.named_parameters():
             if is_bias(name):
                 param.requires_grad_(True)
-        model.finetune_adapter_config = plan
+        attach_plan(model, plan)
 
-    def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
-        save_trained(model, out_dir, model.finetune_adapter_config, self.name, state_dict)
+    def save(self, model: Model, out_dir: Path, state_dict: StateDict | None = None) -> None:
+        save_trained(model, out_dir, attached_plan(model), self.name, state_dict)
 
-    def load(self, model: Any, in_dir: Path, ctx: MethodContext) -> Any:
+    def load(self, model: Model, in_dir: Path, ctx: MethodContext) -> Model:
         self.set_trainable(model, read_adapter_config(in_dir, self.name))
         return load_trained(model, in_dir)
 
-    def merge(self, model: Any) -> Any:
+    def merge(self, model: Model) -> PretrainedModel:
         """BitFit changes base tensors in place: the loaded model is already the merged one."""
-        model.__dict__.pop("finetune_adapter_config", None)
-        return model
+        from finetune.models.memory import transformers_model
+
+        model.__dict__.pop(PLAN_ATTR, None)
+        return transformers_model(model)  # the loaded base itself

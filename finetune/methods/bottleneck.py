@@ -23,17 +23,29 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from finetune.errors import FinetuneError
 from finetune.methods.base import Method, MethodContext, freeze_all_but, inside
-from finetune.methods.saved import load_trained, save_trained
+from finetune.methods.saved import (
+    AdapterPlan,
+    attach_plan,
+    attached_plan,
+    load_trained,
+    save_trained,
+)
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from finetune.models.architecture import Architecture
+    from finetune.types import Model, StateDict, Tensor
+
+    # what a forward hook gets and gives: a block's output, or its tuple led by the hidden states
+    Output = Tensor | tuple[Tensor, ...]
 
 CHILD = "bottleneck"
 # How an adapter is hooked in (recorded per run in adapter_config.json as "hook"):
@@ -59,7 +71,7 @@ class BottleneckOptions(Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _published_non_linearity(cls, data: Any) -> Any:
+    def _published_non_linearity(cls, data: object) -> object:
         """Houlsby's reference uses swish, Pfeiffer's relu (the `adapters` library's
         DoubleSeqBnConfig / SeqBnConfig); filled in here so recipe.yaml shows what ran."""
         if isinstance(data, dict) and data.get("non_linearity") is None:
@@ -69,7 +81,7 @@ class BottleneckOptions(Section):
         return data
 
 
-def _run_adapter(module: Any, args: Any, output: Any) -> Any:
+def _run_adapter(module: torch.nn.Module, args: tuple[Tensor, ...], output: Output) -> Output:
     """Forward hook: looks the adapter up on the module itself, so deepcopy/pickle keep working."""
     adapter = getattr(module, CHILD, None)
     if adapter is None:
@@ -79,7 +91,7 @@ def _run_adapter(module: Any, args: Any, output: Any) -> Any:
     return adapter(output)
 
 
-def _renormalise(module: Any, args: Any, output: Any) -> Any:
+def _renormalise(module: torch.nn.Module, args: tuple[Tensor, ...], output: Output) -> Output:
     """Forward hook on a post-LN LayerNorm: LN(s) -> LN(s + A(LN(s))), s its input (Pfeiffer).
 
     `module.forward` (not `module(...)`) re-applies the same LayerNorm without re-entering hooks.
@@ -94,7 +106,7 @@ def _renormalise(module: Any, args: Any, output: Any) -> Any:
 HOOKS = {OUTPUT: _run_adapter, RENORM: _renormalise}
 
 
-def output_width(module: Any) -> int | None:
+def output_width(module: object) -> int | None:
     """Output features of a projection: nn.Linear.out_features, or GPT-2 Conv1D.nf."""
     for attr in ("out_features", "nf"):
         value = getattr(module, attr, None)
@@ -103,7 +115,7 @@ def output_width(module: Any) -> int | None:
     return None
 
 
-def site_width(model: Any, name: str, family: Architecture | None = None) -> int | None:
+def site_width(model: Model, name: str, family: Architecture | None = None) -> int | None:
     """Width of the hidden states at a module: a projection's output, a LayerNorm's shape, else
     the hidden size in the config of the nearest enclosing model (bert2bert has two)."""
     module = model.get_submodule(name)
@@ -135,7 +147,7 @@ def adapter_parameters(hidden: int, bottleneck: int) -> int:
 
 
 def insertion_points(
-    model: Any,
+    model: Model,
     family: Architecture,
     sites: tuple[str, ...],
     layers: list[int] | None,
@@ -162,7 +174,7 @@ def _layer_index(match: re.Match[str]) -> int:
 
 
 def inject(
-    model: Any, targets: list[str], bottleneck: int, non_linearity: str, hook: str = OUTPUT
+    model: Model, targets: list[str], bottleneck: int, non_linearity: str, hook: str = OUTPUT
 ) -> None:
     """Attach one adapter to each target module (as child `bottleneck`) and hook it in."""
     from finetune.methods.bottleneck_layer import BottleneckAdapter
@@ -199,10 +211,10 @@ class BottleneckMethod(Method):
         """How this method's adapters are hooked in on this family."""
         return OUTPUT
 
-    def owns_parameter(self, name: str, config: Any = None) -> bool:
+    def owns_parameter(self, name: str, config: object = None) -> bool:
         return f".{CHILD}." in f".{name}"
 
-    def plan(self, model: Any, ctx: MethodContext) -> dict[str, Any]:
+    def plan(self, model: Model, ctx: MethodContext) -> AdapterPlan:
         """What to build: recorded in adapter_config.json so `load` rebuilds the same thing."""
         cfg = ctx.config
         targets = insertion_points(model, ctx.family, self.sites, cfg.layers, ctx.new_modules)
@@ -224,24 +236,24 @@ class BottleneckMethod(Method):
             "new_modules": list(ctx.new_modules),
         }
 
-    def apply(self, model: Any, ctx: MethodContext) -> Any:
+    def apply(self, model: Model, ctx: MethodContext) -> Model:
         plan = self.plan(model, ctx)
         inject(model, plan["targets"], plan["bottleneck_size"], plan["non_linearity"], plan["hook"])
         self.set_trainable(model, plan)
         return model
 
-    def set_trainable(self, model: Any, plan: dict[str, Any]) -> None:
+    def set_trainable(self, model: Model, plan: AdapterPlan) -> None:
         """Adapters and new modules train, nothing else; `save` writes exactly these."""
         freeze_all_but(model, plan["new_modules"])
         for name, param in model.named_parameters():
             if self.owns_parameter(name):
                 param.requires_grad_(True)
-        model.finetune_adapter_config = plan
+        attach_plan(model, plan)
 
-    def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
-        save_trained(model, out_dir, model.finetune_adapter_config, self.name, state_dict)
+    def save(self, model: Model, out_dir: Path, state_dict: StateDict | None = None) -> None:
+        save_trained(model, out_dir, attached_plan(model), self.name, state_dict)
 
-    def load(self, model: Any, in_dir: Path, ctx: MethodContext) -> Any:
+    def load(self, model: Model, in_dir: Path, ctx: MethodContext) -> Model:
         from finetune.methods.saved import read_adapter_config
 
         plan = read_adapter_config(in_dir, self.name)

@@ -39,7 +39,7 @@ class FourierFTMethod(TunerMethod):
     markers = ("fourierft_spectrum", "modules_to_save")
     group = "lora-family"
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         return {
             "n_frequency": cfg.n_frequency,
             "scaling": cfg.scaling,

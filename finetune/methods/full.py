@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from finetune.methods.base import Method, MethodContext
 from finetune.recipe.section import Section
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Model, PretrainedModel, StateDict
 
 
 class FullOptions(Section):
@@ -28,19 +31,22 @@ class FullMethod(Method):
     library = "transformers"  # the whole model, save_pretrained in safetensors
     group = "full"
 
-    def apply(self, model: Any, ctx: MethodContext) -> Any:
+    def apply(self, model: Model, ctx: MethodContext) -> Model:
         fixed = rebuilt_keys(model)
         for name, param in model.named_parameters():
             param.requires_grad_(not any(re.search(pattern, name) for pattern in fixed))
         return model
 
-    def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
-        model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
+    def save(self, model: Model, out_dir: Path, state_dict: StateDict | None = None) -> None:
+        from finetune.models.memory import transformers_model
 
-    def load(self, model: Any, in_dir: Path, ctx: MethodContext) -> Any:
+        pretrained = transformers_model(model)  # the model itself: full wraps nothing
+        pretrained.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
+
+    def load(self, model: Model, in_dir: Path, ctx: MethodContext) -> Model:
         from safetensors.torch import load_file
 
-        state: dict[str, Any] = {}
+        state: StateDict = {}
         for shard in sorted(in_dir.glob("*.safetensors")):
             state.update(load_file(str(shard)))
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -61,17 +67,21 @@ class FullMethod(Method):
             )
         return model
 
-    def merge(self, model: Any) -> Any:
-        return model
+    def merge(self, model: Model) -> PretrainedModel:
+        from finetune.models.memory import transformers_model
+
+        return transformers_model(model)  # the model itself: full wraps nothing
 
 
-def rebuilt_keys(model: Any) -> list[str]:
+def rebuilt_keys(model: Model) -> list[str]:
     """Weights the model computes itself and never saves (Marian's sinusoidal positions): they
     must not train, or the saved run would not reproduce the trained model."""
     return list(getattr(model, "_keys_to_ignore_on_load_missing", None) or [])
 
 
-def renamed_state(model: Any, in_dir: Path) -> dict[str, Any]:
+def renamed_state(model: Model, in_dir: Path) -> StateDict:
     """The saved weights under the model's own parameter names: transformers' from_pretrained
     applies the checkpoint key conversions that save_pretrained applied in reverse."""
-    return type(model).from_pretrained(str(in_dir)).state_dict()
+    from finetune.models.memory import transformers_model
+
+    return type(transformers_model(model)).from_pretrained(str(in_dir)).state_dict()

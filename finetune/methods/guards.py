@@ -8,8 +8,9 @@ trains the whole backbone, a save that drops the adapter ships the base model.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import FinetuneError
 from finetune.methods.base import inside
@@ -17,9 +18,12 @@ from finetune.run.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.methods.base import Method
+    from finetune.types import JSON, Model
 
 
-def check_trainable(model: Any, method: Method, new_modules: list[str], config: Any = None) -> None:
+def check_trainable(
+    model: Model, method: Method, new_modules: list[str], config: object = None
+) -> None:
     """Refuse to train when nothing trains, when the method itself trains nothing beyond the
     new modules, or when backbone parameters the method does not own would train."""
     method_name = method.name
@@ -49,7 +53,7 @@ def check_trainable(model: Any, method: Method, new_modules: list[str], config: 
         )
 
 
-def _peft_config(model: Any) -> Any:
+def _peft_config(model: Model) -> object:
     """The active peft config of a PeftModel (its LoRA `bias` option), else None."""
     configs = getattr(model, "peft_config", None)
     if isinstance(configs, dict) and configs:
@@ -59,9 +63,10 @@ def _peft_config(model: Any) -> Any:
     return None
 
 
-def saved_new_modules(config: dict[str, Any]) -> list[str]:
+def saved_new_modules(config: Mapping[str, JSON]) -> list[str]:
     """New modules recorded in an adapter_config.json (peft's or ours)."""
-    return list(config.get("modules_to_save") or config.get("new_modules") or [])
+    found = config.get("modules_to_save") or config.get("new_modules") or []
+    return [str(name) for name in found] if isinstance(found, list) else []
 
 
 def check_saved_adapter(out_dir: Path, method_name: str) -> None:

@@ -28,17 +28,19 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import Field
 
 from finetune.errors import FinetuneError, Problem
 
 if TYPE_CHECKING:  # pragma: no cover
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+
+    from peft import LoraConfig, PeftModel
 
     from finetune.methods.base import Batch, MethodContext
-    from finetune.types import Model, Tensor
+    from finetune.types import Model, StateDict, Tensor
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,7 @@ def init_problems(cfg: Any, where: str) -> list[Problem]:
     return problems
 
 
-def apply_lora(model: Model, config: Any, ctx: MethodContext) -> Model:
+def apply_lora(model: Model, config: LoraConfig, ctx: MethodContext) -> Model:
     """get_peft_model plus the init's own steps: CorDA's covariance pass before the wrap,
     EVA's SVD pass and LoftQ's re-initialisation after it, the initial adapter kept last."""
     from peft import get_peft_model
@@ -168,15 +170,18 @@ def init_batches(ctx: MethodContext) -> Sequence[Batch]:
     return ctx.plan.batches(ctx.config.init_batches)
 
 
-def _on_device(batch: Batch, model: Model) -> Batch:
+def _on_device(batch: Mapping[str, object], model: Model) -> dict[str, object]:
     """Tensors onto the model's device; plain values (`logits_to_keep`) as they are."""
+    import torch
+
     device = next(model.parameters()).device
     return {
-        key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()
+        key: value.to(device) if isinstance(value, torch.Tensor) else value
+        for key, value in batch.items()
     }
 
 
-def _corda_pass(model: Model, config: Any, ctx: MethodContext) -> None:
+def _corda_pass(model: Model, config: LoraConfig, ctx: MethodContext) -> None:
     import torch
     from peft.tuners.lora.corda import preprocess_corda
 
@@ -200,16 +205,18 @@ def _corda_pass(model: Model, config: Any, ctx: MethodContext) -> None:
 TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 
 
-def single_rows(batch: Batch) -> list[Batch]:
+def single_rows(batch: Batch) -> list[dict[str, object]]:
     """A batch as one-row batches without their padding (CorDA's hook squeezes the batch
     dimension away and would count padding positions in the covariance)."""
+    import torch
+
     mask = batch.get("attention_mask")
     rows = []
     for i in range(batch["input_ids"].shape[0]):
         keep = mask[i].bool() if mask is not None else None
-        row = {}
+        row: dict[str, object] = {}
         for key, value in batch.items():
-            if not hasattr(value, "shape"):  # logits_to_keep: the same for every row
+            if not isinstance(value, torch.Tensor):  # logits_to_keep: the same for every row
                 row[key] = value
                 continue
             one = value[i : i + 1]
@@ -236,22 +243,32 @@ def _eva_pass(peft_model: Model, ctx: MethodContext) -> None:
     log.info("eva: done in %.1f s", time.perf_counter() - started)
 
 
-def _model_inputs(model_input: Batch, peft_config: Any) -> Batch:
+def _model_inputs(
+    model_input: Mapping[str, object], peft_config: LoraConfig
+) -> Mapping[str, object]:
     return model_input
 
 
-def eva_rows(layer_input: Any, model_input: Batch, layer_name: str) -> Tensor:
+def eva_rows(
+    layer_input: Tensor | Sequence[Tensor], model_input: Mapping[str, object], layer_name: str
+) -> Tensor:
     """One row per real token of a layer's input. Encoder layers see the input's length
     (attention_mask), decoder layers of T5/bert2bert the target's (labels); a classifier's
     labels are one per example and mask nothing."""
-    x = layer_input[0] if isinstance(layer_input, (tuple, list)) else layer_input
+    import torch
+
+    x = layer_input if isinstance(layer_input, torch.Tensor) else layer_input[0]
     if x.dim() <= 2:
         return x
     batch, length = x.shape[0], x.shape[1]
     mask = None
     for key, masked in (("attention_mask", 0), ("labels", -100)):
         value = model_input.get(key)
-        if value is not None and value.dim() == 2 and tuple(value.shape) == (batch, length):
+        if (
+            isinstance(value, torch.Tensor)
+            and value.dim() == 2
+            and tuple(value.shape) == (batch, length)
+        ):
             mask = value != masked
             break
     if mask is None:
@@ -259,7 +276,7 @@ def eva_rows(layer_input: Any, model_input: Batch, layer_name: str) -> Tensor:
     return x[mask]
 
 
-def keep_initial_adapter(peft_model: Any) -> None:
+def keep_initial_adapter(peft_model: PeftModel) -> None:
     """Save the adapter as initialised, for peft's conversion at save time (module docstring):
     with `init_lora_weights=True` in its config, so loading it re-initialises nothing."""
     import shutil
@@ -268,7 +285,7 @@ def keep_initial_adapter(peft_model: Any) -> None:
 
     root = Path(tempfile.mkdtemp(prefix="finetune-lora-init-"))
     weakref.finalize(peft_model, shutil.rmtree, root, True)
-    config = peft_model.peft_config["default"]
+    config = cast("LoraConfig", peft_model.peft_config["default"])  # a LoRA method's
     chosen = config.init_lora_weights
     config.init_lora_weights = True
     try:
@@ -283,7 +300,7 @@ def initial_adapter(model: Model) -> str | None:
     return model.__dict__.get(INITIAL_ADAPTER_ATTR)
 
 
-def keep_other_tensors(model: Any, out_dir: Path, state_dict: dict[str, Any] | None) -> None:
+def keep_other_tensors(model: Model, out_dir: Path, state_dict: StateDict | None) -> None:
     """peft 0.21's conversion returns the lora_A / lora_B tensors only, dropping everything
     else the adapter holds (the head in `modules_to_save`, biases of `bias: all`): they are
     written back beside the converted ones, exactly as an unconverted save writes them."""

@@ -6,12 +6,14 @@ the peft mapping itself stays in peft_methods.py."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # pragma: no cover
+    from peft import LoraConfig, PeftConfig
+
     from finetune.errors import Problem
     from finetune.methods.base import MethodContext
-    from finetune.types import Model
+    from finetune.types import Model, StateDict
 
 
 class LoraVariants:
@@ -23,19 +25,20 @@ class LoraVariants:
 
         return init_problems(config, where)
 
-    def wrap(self, model: Any, config: Any, ctx: MethodContext) -> Any:
+    def wrap(self, model: Model, config: PeftConfig, ctx: MethodContext) -> Model:
         from finetune.methods.lora_init import apply_lora
 
-        return apply_lora(model, config, ctx)
+        return apply_lora(model, cast("LoraConfig", config), ctx)  # what LoraMethod made
 
-    def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
+    def save(self, model: Model, out_dir: Path, state_dict: StateDict | None = None) -> None:
         """PiSSA/OLoRA/CorDA runs are saved converted onto the original weights (lora_init)."""
         from finetune.methods.guards import check_saved_adapter
         from finetune.methods.lora_init import initial_adapter, keep_other_tensors
+        from finetune.methods.wrapped import peft_model
 
         initial = initial_adapter(model)
-        model.save_pretrained(
-            out_dir,
+        peft_model(model).save_pretrained(
+            str(out_dir),
             safe_serialization=True,
             state_dict=state_dict,
             path_initial_model_for_weight_conversion=initial,

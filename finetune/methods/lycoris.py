@@ -58,7 +58,7 @@ class LoHaMethod(TunerMethod):
     markers = ("hada_", "modules_to_save")
     group = "lora-family"
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         return {
             "r": cfg.r,
             "alpha": cfg.alpha,
@@ -78,7 +78,7 @@ class LoKrMethod(TunerMethod):
     markers = ("lokr_", "modules_to_save")
     group = "lora-family"
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         return {
             "r": cfg.r,
             "alpha": cfg.alpha,

@@ -8,7 +8,7 @@ the merged model is exact.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -17,6 +17,8 @@ from finetune.methods.tuner import GRID_TOP, TargetModules, TunerMethod, targets
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
+    from peft import PeftConfig
+
     from finetune.types import Model
 
 
@@ -49,7 +51,7 @@ class LNTuningMethod(TunerMethod):
     # the norms' scales start at 1: weight decay would pull them to 0
     no_decay = ("ln_tuning_layers",)
 
-    def peft_config(self, model: Model, ctx: MethodContext) -> Any:
+    def peft_config(self, model: Model, ctx: MethodContext) -> PeftConfig:
         if ctx.config.target_modules == "auto":
             found = norm_layers(model, ctx.new_modules)
             ctx = MethodContext(

@@ -65,7 +65,7 @@ class OFTMethod(TunerMethod):
     description = "block-diagonal orthogonal rotation of each adapted weight (peft OFTConfig)"
     markers = ("oft_", "modules_to_save")
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         return {
             "r": 0,
             "oft_block_size": cfg.block_size,
@@ -87,7 +87,7 @@ class BOFTMethod(TunerMethod):
     markers = ("boft_", "modules_to_save")
     no_decay = ("boft_s",)  # the output scale starts at 1
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         return {
             "boft_block_size": cfg.block_size,
             "boft_block_num": cfg.block_num,
@@ -106,5 +106,5 @@ class HRAMethod(TunerMethod):
     description = "a chain of r trained Householder reflections of each weight (peft HRAConfig)"
     markers = ("hra_", "modules_to_save")
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         return {"r": cfg.r, "apply_GS": cfg.apply_gs}

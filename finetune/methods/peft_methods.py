@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Union, cast
 
 from pydantic import Field
 
@@ -28,10 +28,14 @@ from finetune.methods.lora_init import (
     LoraInit,
 )
 from finetune.methods.lora_variants import LoraVariants
+from finetune.methods.wrapped import peft_model
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
+    from peft import PeftConfig
+
     from finetune.models.architecture import Architecture
+    from finetune.types import Model, PretrainedModel, StateDict
 
 PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM", "causal": "CAUSAL_LM"}
 
@@ -93,7 +97,7 @@ class PromptOptions(Section):
     init_text: str | None = Field(None, description="Initialise the prompt from this text.")
 
 
-def resolve_targets(value: Any, default: tuple[str, ...]) -> Any:
+def resolve_targets(value: str | list[str], default: tuple[str, ...]) -> str | list[str]:
     """`auto` -> the family table's list; `all-linear` or an explicit list pass through."""
     if value == "auto":
         return list(default)
@@ -124,39 +128,42 @@ class PeftMethod(Method):
     library = "peft"  # PeftModel.from_pretrained loads the adapter
     markers: tuple[str, ...] = ("lora_", "modules_to_save", "ia3_l", "prompt_encoder")
 
-    def peft_config(self, model: Any, ctx: MethodContext) -> Any:  # pragma: no cover - abstract
+    def peft_config(self, model: Model, ctx: MethodContext) -> PeftConfig:  # pragma: no cover
         raise NotImplementedError
 
-    def owns_parameter(self, name: str, config: Any = None) -> bool:
+    def owns_parameter(self, name: str, config: object = None) -> bool:
         return any(marker in name for marker in self.markers)
 
-    def apply(self, model: Any, ctx: MethodContext) -> Any:
+    def apply(self, model: Model, ctx: MethodContext) -> Model:
         config = self.peft_config(model, ctx)
         try:
             return self.wrap(model, config, ctx)
         except ValueError as exc:  # peft's "Target modules ... not found" and friends
             raise _targets_error(exc, ctx) from None
 
-    def wrap(self, model: Any, config: Any, ctx: MethodContext) -> Any:
+    def wrap(self, model: Model, config: PeftConfig, ctx: MethodContext) -> Model:
         """The base wrapped by peft as `config` says (a method may add its own steps)."""
         from peft import get_peft_model
 
-        return get_peft_model(model, config)
+        return get_peft_model(cast("PretrainedModel", model), config)
 
-    def save(self, model: Any, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
+    def save(self, model: Model, out_dir: Path, state_dict: StateDict | None = None) -> None:
         from finetune.methods.guards import check_saved_adapter
 
-        model.save_pretrained(out_dir, safe_serialization=True, state_dict=state_dict)
+        peft = peft_model(model)
+        peft.save_pretrained(str(out_dir), safe_serialization=True, state_dict=state_dict)
         check_saved_adapter(out_dir, self.name)
 
-    def load(self, model: Any, in_dir: Path, ctx: MethodContext) -> Any:
+    def load(self, model: Model, in_dir: Path, ctx: MethodContext) -> Model:
         from peft import PeftModel
 
         return PeftModel.from_pretrained(model, str(in_dir), is_trainable=False)
 
     multi_adapter = True
 
-    def load_named(self, model: Any, in_dir: Path, ctx: MethodContext, adapter_name: str) -> Any:
+    def load_named(
+        self, model: Model, in_dir: Path, ctx: MethodContext, adapter_name: str
+    ) -> Model:
         from peft import PeftModel
 
         if isinstance(model, PeftModel):
@@ -166,14 +173,14 @@ class PeftMethod(Method):
             model, str(in_dir), adapter_name=adapter_name, is_trainable=False
         )
 
-    def activate(self, model: Any, adapter_name: str) -> None:
-        model.set_adapter(adapter_name)
+    def activate(self, model: Model, adapter_name: str) -> None:
+        peft_model(model).set_adapter(adapter_name)
 
-    def merge(self, model: Any) -> Any:
+    def merge(self, model: Model) -> PretrainedModel:
         from finetune.methods.saved_modules import unwrap_saved_modules
 
         unwrap_saved_modules(model)
-        return model.merge_and_unload()
+        return cast("PretrainedModel", peft_model(model).merge_and_unload())
 
 
 class LoraMethod(LoraVariants, PeftMethod):
@@ -187,7 +194,7 @@ class LoraMethod(LoraVariants, PeftMethod):
     group = "lora-family"
     optimizers: tuple[str, ...] = ("adamw", "loraplus", "lorafa")
 
-    def owns_parameter(self, name: str, config: Any = None) -> bool:
+    def owns_parameter(self, name: str, config: object = None) -> bool:
         """`bias: all` trains every bias on purpose; `bias: lora_only` only those of the
         LoRA-wrapped modules, which peft keeps as `<target>.base_layer.bias`: any other
         trainable bias is a leak."""
@@ -198,7 +205,7 @@ class LoraMethod(LoraVariants, PeftMethod):
             return True
         return super().owns_parameter(name, config)
 
-    def peft_config(self, model: Any, ctx: MethodContext) -> Any:
+    def peft_config(self, model: Model, ctx: MethodContext) -> PeftConfig:
         import peft
 
         from finetune.methods.lora_init import init_kwargs
@@ -242,7 +249,7 @@ class IA3Method(PeftMethod):
     description = "learned rescaling of keys, values and feed-forward activations (peft IA3Config)"
     no_decay = ("ia3_l",)  # the rescaling vectors start at 1
 
-    def peft_config(self, model: Any, ctx: MethodContext) -> Any:
+    def peft_config(self, model: Model, ctx: MethodContext) -> PeftConfig:
         import peft
 
         cfg = ctx.config
@@ -256,7 +263,9 @@ class IA3Method(PeftMethod):
         )
 
 
-def feedforward_for(value: Any, targets: Any, family: Architecture) -> list[str]:
+def feedforward_for(
+    value: str | list[str], targets: str | list[str], family: Architecture
+) -> list[str]:
     """peft requires feed-forward modules to be a subset of the targets: `auto` keeps the
     family's feed-forward names that are also targeted."""
     if value != "auto":
@@ -267,7 +276,15 @@ def feedforward_for(value: Any, targets: Any, family: Architecture) -> list[str]
     return default
 
 
-def prompt_dims(model: Any) -> dict[str, Any]:
+class PromptDims(TypedDict, total=False):
+    """What peft's prompt-learning configs take when they cannot read the model's shape."""
+
+    num_layers: int
+    token_dim: int
+    num_attention_heads: int
+
+
+def prompt_dims(model: Model) -> PromptDims:
     """num_layers/token_dim/heads for peft prompt learning when it cannot read them itself.
 
     peft reads them from the top-level config; an EncoderDecoderModel (bert2bert) keeps them in
@@ -309,7 +326,7 @@ class PrefixMethod(PromptLearningMethod):
             return NO_CACHE_FOR_CLASSIFIERS
         return None
 
-    def peft_config(self, model: Any, ctx: MethodContext) -> Any:
+    def peft_config(self, model: Model, ctx: MethodContext) -> PeftConfig:
         from peft import PrefixTuningConfig
 
         cfg = ctx.config
@@ -338,7 +355,7 @@ class PromptMethod(PromptLearningMethod):
             return GPT2_CLS_POOLING
         return None
 
-    def peft_config(self, model: Any, ctx: MethodContext) -> Any:
+    def peft_config(self, model: Model, ctx: MethodContext) -> PeftConfig:
         from peft import PromptTuningConfig
 
         cfg = ctx.config
@@ -358,7 +375,7 @@ class PromptMethod(PromptLearningMethod):
         )
 
 
-def _tokenizer_path(model: Any) -> str:
+def _tokenizer_path(model: Model) -> str:
     """Where the model was loaded from: its tokenizer initialises the prompt from text."""
     config = model.config
     path = getattr(config, "_name_or_path", "") or getattr(

@@ -8,7 +8,7 @@ encoder's output embeddings, which is all inference needs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -23,6 +23,8 @@ from finetune.methods.tuner import GRID_TOP
 from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
+    from peft import PeftConfig
+
     from finetune.models.architecture import Architecture
     from finetune.types import Model
 
@@ -50,7 +52,7 @@ class PTuningMethod(PromptLearningMethod):
     def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
         return PromptMethod().unsupported_reason(family, task_kind)
 
-    def peft_config(self, model: Model, ctx: MethodContext) -> Any:
+    def peft_config(self, model: Model, ctx: MethodContext) -> PeftConfig:
         from peft import PromptEncoderConfig
 
         cfg = ctx.config
@@ -69,7 +71,7 @@ class PTuningMethod(PromptLearningMethod):
 
 
 def _hidden_size(model: Model) -> int:
-    config: Any = model.config
+    config: object = model.config
     for key in ("hidden_size", "d_model", "n_embd", "dim"):
         if getattr(config, key, None):
             return int(getattr(config, key))

@@ -10,20 +10,49 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from finetune import __version__
 from finetune.errors import FinetuneError
 from finetune.run.layout import ADAPTER_CONFIG as CONFIG
 from finetune.run.layout import ADAPTER_WEIGHTS as WEIGHTS
 
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Model, StateDict, Tensor
+
+PLAN_ATTR = "finetune_adapter_config"  # where the plan rides on the model until `save`
+
+
+class AdapterPlan(TypedDict, total=False):
+    """What a method of our own built (adapter_config.json): every method records its name and
+    the new modules; bottleneck adapters also where and how wide they are."""
+
+    method: str
+    new_modules: list[str]
+    targets: list[str]
+    hook: str  # bottleneck.OUTPUT or bottleneck.RENORM (runs before it was recorded: none)
+    hidden_size: int
+    bottleneck_size: int
+    non_linearity: str
+    finetune_version: str
+
+
+def attach_plan(model: Model, plan: AdapterPlan) -> None:
+    """Keep the plan on the model, for `save` (a plain attribute, not a module or tensor)."""
+    setattr(model, PLAN_ATTR, plan)
+
+
+def attached_plan(model: Model) -> AdapterPlan:
+    plan: AdapterPlan = getattr(model, PLAN_ATTR)
+    return plan
+
 
 def save_trained(
-    model: Any,
+    model: Model,
     out_dir: Path,
-    plan: dict[str, Any],
+    plan: AdapterPlan,
     method_name: str,
-    state_dict: dict[str, Any] | None = None,
+    state_dict: StateDict | None = None,
 ) -> None:
     """Write every trainable parameter (adapter + new modules) and the build plan; the values
     come from `state_dict` when one is given (whole tensors gathered from FSDP2's shards)."""
@@ -39,18 +68,18 @@ def save_trained(
     tensors = {name: tensor.contiguous() for name, tensor in tensors.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_dir / WEIGHTS), metadata={"format": "pt", "method": method_name})
-    config = {**plan, "method": method_name, "finetune_version": __version__}
+    config: AdapterPlan = {**plan, "method": method_name, "finetune_version": __version__}
     (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     check_saved_adapter(out_dir, method_name)
 
 
-def _whole(state_dict: dict[str, Any], name: str) -> Any:
+def _whole(state_dict: StateDict, name: str) -> Tensor:
     """The gathered tensor of a parameter; FSDP's activation checkpointing wraps blocks, which
     puts `_checkpoint_wrapped_module.` in parameter names but not in the gathered keys."""
     return state_dict[name.replace("_checkpoint_wrapped_module.", "")]
 
 
-def read_adapter_config(in_dir: Path, method_name: str) -> dict[str, Any]:
+def read_adapter_config(in_dir: Path, method_name: str) -> AdapterPlan:
     """The plan saved with the adapter; refuses an adapter written by another method."""
     path = in_dir / CONFIG
     if not path.exists():
@@ -58,7 +87,7 @@ def read_adapter_config(in_dir: Path, method_name: str) -> dict[str, Any]:
             f"{in_dir}: no {CONFIG}; this is not an adapter saved by finetune",
             fix="point at the run directory of a finished `finetune run`",
         )
-    plan = json.loads(path.read_text(encoding="utf-8"))
+    plan: AdapterPlan = json.loads(path.read_text(encoding="utf-8"))
     if plan.get("method") != method_name:
         raise FinetuneError(
             f"{path}: adapter was saved by method {plan.get('method')!r}, not {method_name!r}",
@@ -67,7 +96,7 @@ def read_adapter_config(in_dir: Path, method_name: str) -> dict[str, Any]:
     return plan
 
 
-def load_trained(model: Any, in_dir: Path) -> Any:
+def load_trained(model: Model, in_dir: Path) -> Model:
     """Put saved tensors back; every saved tensor and every trainable parameter must match."""
     from safetensors.torch import load_file
 

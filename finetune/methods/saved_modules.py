@@ -9,10 +9,13 @@ trained copies already in place, every tuner's merge sees only its own layers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Model
 
 
-def unwrap_saved_modules(model: Any) -> None:
+def unwrap_saved_modules(model: Model) -> None:
     """Replace every ModulesToSaveWrapper by its active adapter's trained copy, in place."""
     from peft.utils import ModulesToSaveWrapper
 

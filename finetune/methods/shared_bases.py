@@ -70,7 +70,7 @@ class VeraMethod(TunerMethod):
     no_decay = ("vera_lambda_",)
     group = "lora-family"
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         return {
             "r": cfg.r,
             "d_initial": cfg.d_initial,
@@ -92,7 +92,7 @@ class RandLoraMethod(TunerMethod):
     no_decay = ("randlora_lambda", "randlora_gamma")
     group = "lora-family"
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         return {
             "r": cfg.r,
             "randlora_alpha": cfg.alpha,
@@ -115,7 +115,7 @@ class VBLoraMethod(TunerMethod):
     markers = ("vblora_", "modules_to_save")
     group = "lora-family"
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         return {
             "r": cfg.r,
             "num_vectors": cfg.num_vectors,

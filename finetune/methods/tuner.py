@@ -18,6 +18,8 @@ from pydantic import Field
 from finetune.methods.peft_methods import PEFT_TASK_TYPES, PeftMethod, exclude_pattern
 
 if TYPE_CHECKING:  # pragma: no cover
+    from peft import PeftConfig
+
     from finetune.methods.base import MethodContext
     from finetune.models.architecture import Architecture
     from finetune.types import Model
@@ -46,7 +48,7 @@ def targets_field(what: str = "Modules to adapt") -> Any:
     return Field("auto", description=f"{what}: auto (family table), all-linear, or a list.")
 
 
-def targets_outside(targets: Any, new_modules: list[str]) -> Any:
+def targets_outside(targets: str | list[str], new_modules: list[str]) -> str | list[str]:
     """Targets as one regex that matches no module inside a new module, for the peft configs
     that have no `exclude_modules` (VeRA, RandLoRA): peft full-matches a string target."""
     if not new_modules or not isinstance(targets, list):
@@ -70,15 +72,15 @@ class TunerMethod(PeftMethod):
         """`target_modules: auto`: the attention projections LoRA adapts, as peft's tables."""
         return ctx.family.lora_targets
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, Any]:
+    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         """This method's own keyword arguments of its peft config."""
         return {}
 
-    def targets(self, ctx: MethodContext) -> Any:
+    def targets(self, ctx: MethodContext) -> str | list[str]:
         value = ctx.config.target_modules
         return list(self.default_targets(ctx)) if value == "auto" else value
 
-    def peft_config(self, model: Model, ctx: MethodContext) -> Any:
+    def peft_config(self, model: Model, ctx: MethodContext) -> PeftConfig:
         import peft
 
         config_class = getattr(peft, self.peft_class)

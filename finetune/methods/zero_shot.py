@@ -15,7 +15,7 @@ so those combinations are refused by `validate`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -25,7 +25,7 @@ from finetune.recipe.section import Section
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.architecture import Architecture
-    from finetune.types import Model
+    from finetune.types import Model, StateDict
 
 NEW_HEAD = (
     "nothing trains under method none, and a classification head (or regression head) starts "
@@ -78,7 +78,7 @@ class NoneMethod(Method):
             param.requires_grad_(False)
         return model
 
-    def save(self, model: Model, out_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
+    def save(self, model: Model, out_dir: Path, state_dict: StateDict | None = None) -> None:
         raise NotImplementedError("method none trains nothing, so it saves nothing")
 
     def load(self, model: Model, in_dir: Path, ctx: MethodContext) -> Model:

@@ -24,7 +24,13 @@ import inspect
 import logging
 import re
 import types
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from finetune.types import Model, Tensor
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +38,7 @@ log = logging.getLogger(__name__)
 GATED_MLP = "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))"
 
 
-def lean_backward(model: Any) -> dict[str, int]:
+def lean_backward(model: Model) -> dict[str, int]:
     """Apply both swaps to `model` (a plain or peft-wrapped model); how many of each."""
     counts = {"dropout": bool_mask_dropout(model), "gated_mlp": recompute_gated_mlp(model)}
     if any(counts.values()):
@@ -43,7 +49,7 @@ def lean_backward(model: Any) -> dict[str, int]:
 # ---------------------------------------------------------------------- dropout
 
 
-def _bool_mask_dropout_forward(self: Any, x: Any) -> Any:
+def _bool_mask_dropout_forward(self: torch.nn.Dropout, x: Tensor) -> Tensor:
     import torch
 
     if self.training and self.p > 0 and x.device.type == "cpu" and torch.is_grad_enabled():
@@ -51,7 +57,7 @@ def _bool_mask_dropout_forward(self: Any, x: Any) -> Any:
     return torch.nn.functional.dropout(x, self.p, self.training, self.inplace)
 
 
-def bool_mask_dropout(model: Any) -> int:
+def bool_mask_dropout(model: Model) -> int:
     """Every `nn.Dropout` (exactly that class, not in place) keeps a bool mask on CPU."""
     import torch
 
@@ -67,7 +73,7 @@ def bool_mask_dropout(model: Any) -> int:
 
 
 @functools.cache
-def _gated_product() -> Any:
+def _gated_product() -> type[torch.autograd.Function]:
     """The autograd Function (built on first use: this module must not import torch)."""
     import torch
 
@@ -76,13 +82,18 @@ def _gated_product() -> Any:
         the same operators, so the gradients are those autograd computes for the plain code."""
 
         @staticmethod
-        def forward(ctx: Any, gate: Any, up: Any, act: Any) -> Any:
+        def forward(
+            ctx: Any,  # torch's FunctionCtx, which holds what backward needs as attributes
+            gate: Tensor,
+            up: Tensor,
+            act: Callable[[Tensor], Tensor],
+        ) -> Tensor:
             ctx.save_for_backward(gate, up)
             ctx.act = act
             return act(gate) * up
 
         @staticmethod
-        def backward(ctx: Any, grad: Any) -> Any:
+        def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
             gate, up = ctx.saved_tensors
             with torch.enable_grad():
                 g = gate.detach().requires_grad_(ctx.needs_input_grad[0])
@@ -96,7 +107,16 @@ def _gated_product() -> Any:
     return GatedProduct
 
 
-def _gated_mlp_forward(self: Any, x: Any) -> Any:
+class GatedMLP(Protocol):
+    """The parts of a gated MLP (Llama's, Qwen's, ...) that GATED_MLP names."""
+
+    gate_proj: Callable[[Tensor], Tensor]
+    up_proj: Callable[[Tensor], Tensor]
+    down_proj: Callable[[Tensor], Tensor]
+    act_fn: Callable[[Tensor], Tensor]
+
+
+def _gated_mlp_forward(self: GatedMLP, x: Tensor) -> Tensor:
     import torch
 
     gate, up = self.gate_proj(x), self.up_proj(x)
@@ -105,7 +125,7 @@ def _gated_mlp_forward(self: Any, x: Any) -> Any:
     return self.down_proj(self.act_fn(gate) * up)
 
 
-def is_gated_mlp(module: Any) -> bool:
+def is_gated_mlp(module: torch.nn.Module) -> bool:
     """Whether the module's class computes exactly GATED_MLP in its forward."""
     if not all(hasattr(module, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn")):
         return False
@@ -121,7 +141,7 @@ def is_gated_mlp(module: Any) -> bool:
     )
 
 
-def recompute_gated_mlp(model: Any) -> int:
+def recompute_gated_mlp(model: Model) -> int:
     """Gated MLPs keep gate and up for backward, not also act(gate)."""
     swapped = 0
     for module in model.modules():

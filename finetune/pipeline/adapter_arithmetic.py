@@ -15,10 +15,11 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import FinetuneError
 from finetune.methods.guards import check_saved_adapter
+from finetune.methods.wrapped import peft_model
 from finetune.pipeline.inference import evaluate
 from finetune.run.artifacts import directory_size
 from finetune.run.card import render_model_card
@@ -41,7 +42,7 @@ COMBINED = "default"  # the adapter name `Method.combine` adds
 class CombinedRun:
     out: Path
     rank: int
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: JSONObject = field(default_factory=dict)
 
 
 def merge_adapters(
@@ -54,8 +55,7 @@ def merge_adapters(
     with atomic_dir(out) as tmp:
         paths, source = RunPaths(tmp), RunPaths(first.saved.path)
         adapter = paths.artifact(info.artifact_dir)
-        peft_model: Any = side.model
-        peft_model.save_pretrained(str(adapter), selected_adapters=[COMBINED])
+        peft_model(side.model).save_pretrained(str(adapter), selected_adapters=[COMBINED])
         check_saved_adapter(adapter, first.method.name)
         shutil.copy2(source.recipe, paths.recipe)
         shutil.copytree(source.tokenizer, paths.tokenizer)
@@ -91,7 +91,7 @@ def _info(side: SideBySide) -> RunInfo:
     )
 
 
-def _finish(out: Path, info: RunInfo, metrics: dict[str, Any]) -> None:
+def _finish(out: Path, info: RunInfo, metrics: JSONObject) -> None:
     """metrics.json, the model card and `.finished` (written last)."""
     from finetune.methods import METHODS
     from finetune.recipe.io import load_recipe
@@ -110,7 +110,7 @@ def _finish(out: Path, info: RunInfo, metrics: dict[str, Any]) -> None:
     atomic_write_text(paths.finished, dt.datetime.now(dt.timezone.utc).isoformat() + "\n")
 
 
-def _evaluate(out: Path, info: RunInfo) -> dict[str, Any]:
+def _evaluate(out: Path, info: RunInfo) -> JSONObject:
     """The combined run on its recipe's eval split, reloaded as `eval` would; {} without one."""
     setup = RunSetup.from_run_dir(out)
     try:

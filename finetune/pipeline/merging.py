@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +27,7 @@ from finetune.setup.data import saved_split
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.setup.run_setup import RunSetup
     from finetune.tasks import Example, Task
-    from finetune.types import Model, Tensor
+    from finetune.types import Batch, Model, Tensor
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def parity(
     )
 
 
-def parity_batch(setup: RunSetup) -> Mapping[str, Tensor | int]:
+def parity_batch(setup: RunSetup) -> Batch:
     """A batch of real inputs (with targets, so generation models return logits too): tensors,
     and the number of positions a causal model computes logits for (`logits_to_keep`)."""
     try:
@@ -98,7 +97,7 @@ def made_up_examples(task: Task) -> list[Example]:
     return examples
 
 
-def _logits(model: Model, batch: Mapping[str, Tensor | int]) -> Tensor:
+def _logits(model: Model, batch: Batch) -> Tensor:
     import torch
 
     with torch.inference_mode():

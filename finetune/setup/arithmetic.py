@@ -9,9 +9,10 @@ before a weight loads, the message naming each run and what it has. The factored
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import FinetuneError
 from finetune.methods import METHODS
@@ -76,7 +77,13 @@ def load_side_by_side(runs: list[OpenedRun]) -> SideBySide:
     return SideBySide(runs, model, names, parts)
 
 
-def _same(runs: list[OpenedRun], what: str, key: Any, shown: Any, fix: str = "") -> None:
+def _same(
+    runs: list[OpenedRun],
+    what: str,
+    key: Callable[[OpenedRun], Hashable],
+    shown: Callable[[OpenedRun], object],
+    fix: str = "",
+) -> None:
     if len({key(run) for run in runs}) > 1:
         raise FinetuneError(
             f"merge-adapters needs runs of one {what}; these differ: {_listing(runs, shown)}",
@@ -84,7 +91,7 @@ def _same(runs: list[OpenedRun], what: str, key: Any, shown: Any, fix: str = "")
         )
 
 
-def _listing(runs: list[OpenedRun], shown: Any) -> str:
+def _listing(runs: list[OpenedRun], shown: Callable[[OpenedRun], object]) -> str:
     return "; ".join(f"{run.saved.path}: {shown(run)}" for run in runs)
 
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.train.batching import TrainBatches
     from finetune.train.compiled import CompilePlan
     from finetune.train.optim import Optimization
-    from finetune.types import Accelerator, Model
+    from finetune.types import Accelerator, Model, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class RunSetup:
 # --------------------------------------------------------------------------- steps
 
 
-def _base_tokenizer(recipe: Recipe) -> object:
+def _base_tokenizer(recipe: Recipe) -> Tokenizer:
     from finetune.models.loading import load_tokenizer
     from finetune.models.names import resolve_name
 

@@ -9,23 +9,25 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from finetune.errors import DataColumnError, DataError, DataValueError
 from finetune.recipe.section import Section
 from finetune.recipe.sections import DecodingConfig
 
 if TYPE_CHECKING:  # pragma: no cover
+    from finetune.data.features import Features
     from finetune.data.readers import Table
     from finetune.models.architecture import Architecture
+    from finetune.types import JSON, Batch, Feature, JSONObject, Model, TableRow, Tokenizer
 
 log = logging.getLogger(__name__)
 
-RowCheck = Callable[[dict[str, Any], str], "DataError | None"]  # a row and where it is
+RowCheck = Callable[["TableRow", str], "DataError | None"]  # a row and where it is
 
 
 @dataclass
@@ -46,14 +48,28 @@ class TaskState:
     labels: list[str] = field(default_factory=list)
     prompt: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return {"labels": self.labels, "prompt": self.prompt}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> TaskState:
+    def from_dict(cls, data: Mapping[str, object] | None) -> TaskState:
         """A saved run's state; runs from before chat prompts have no `prompt` and were plain."""
         found = data or {}
-        return cls(labels=list(found.get("labels") or []), prompt=found.get("prompt", "plain"))
+        labels = found.get("labels") or []
+        prompt = found.get("prompt", "plain")
+        return cls(
+            labels=[str(label) for label in labels] if isinstance(labels, list) else [],
+            prompt=prompt if isinstance(prompt, str) else None,
+        )
+
+
+class ModelOverrides(TypedDict, total=False):
+    """The config keywords a task gives `from_pretrained`: its head's size and label names."""
+
+    num_labels: int
+    id2label: dict[int, str]
+    label2id: dict[str, int]
+    problem_type: str
 
 
 @dataclass(frozen=True)
@@ -89,13 +105,31 @@ class Task(ABC):
         cfg: Any,
         family: Architecture,
         settings: TaskSettings | None = None,
-        tokenizer: Any = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         self.cfg = cfg  # this task's own recipe section (its config_class)
         self.family = family
         self.settings = settings or TaskSettings()
+        self._tokenizer: Tokenizer | None = None
         self.tokenizer = tokenizer
         self.state = TaskState()
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The base model's tokenizer; setup sets it before anything is encoded."""
+        if self._tokenizer is None:
+            raise AttributeError(f"the {self.name or 'task'} task has no tokenizer yet")
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: Tokenizer | None) -> None:
+        self._tokenizer = value
+        if value is not None:
+            self.on_tokenizer(value)
+
+    def on_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """What a task settles once it has its tokenizer (generation: language codes, the
+        chat prompt); nothing by default."""
 
     # ------------------------------------------------------------------ schema-level facts
 
@@ -137,18 +171,18 @@ class Task(ABC):
         """Raise DataError if an example cannot be used after `fit` (an unseen label)."""
 
     @abstractmethod
-    def encode(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
+    def encode(self, examples: list[Example], training: bool) -> list[Feature]:
         """Examples -> features with token ids, 'idx' and 'length'."""
 
     @abstractmethod
-    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+    def collate(self, features: list[Feature]) -> Batch:
         """Features -> a padded batch of tensors (keeps 'idx')."""
 
     # ------------------------------------------------------------------ evaluation
 
     @abstractmethod
     def eval_batch(
-        self, model: Any, batch: dict[str, Any], predict: bool
+        self, model: Model, batch: Batch, predict: bool
     ) -> tuple[list[float] | None, list[Any] | None]:
         """Per-example losses (when the batch has targets) and, if `predict`, predictions.
 
@@ -157,24 +191,24 @@ class Task(ABC):
         """
 
     @abstractmethod
-    def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
+    def metrics(self, predictions: list[Any], examples: list[Example]) -> Mapping[str, JSON]:
         """Standard metrics over the whole split."""
 
     report_name: str = ""
 
-    def report(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any] | None:
+    def report(self, predictions: list[Any], examples: list[Example]) -> JSONObject | None:
         """A detailed report written next to metrics.json as `report_name` (None: no file)."""
         return None
 
     @abstractmethod
-    def prediction_record(self, prediction: Any, example: Example) -> dict[str, Any]:
+    def prediction_record(self, prediction: Any, example: Example) -> JSONObject:
         """One line of predictions.jsonl."""
 
-    def model_config_overrides(self) -> dict[str, Any]:
+    def model_config_overrides(self) -> ModelOverrides:
         """Extra kwargs for `from_pretrained` (num_labels, id2label, ...)."""
         return {}
 
-    def initialise_head(self, model: Any, new_modules: list[str], train: Any) -> None:
+    def initialise_head(self, model: Model, new_modules: list[str], train: Features | None) -> None:
         """Set up the new head from the training features before training starts (a fresh
         run only: a resumed run loads its trained head over it); nothing by default."""
 
@@ -183,7 +217,7 @@ class Task(ABC):
         return [Example(source=t, target=None, where=f"input {i + 1}") for i, t in enumerate(texts)]
 
 
-def require_text(value: Any, column: str, where: str) -> str:
+def require_text(value: object, column: str, where: str) -> str:
     """A non-empty string, or a DataError naming the row and column."""
     if value is None or (isinstance(value, float) and value != value):
         raise DataValueError(f"{where}: column '{column}' is empty (null/NaN)", fix=_EMPTY_FIX)
@@ -247,7 +281,7 @@ def truncation_tally() -> Iterator[list[tuple[int, str, int, int]]]:
 
 
 def tokenize_counting_truncation(
-    tokenizer: Any, texts: list[str], max_length: int, pairs: list[str] | None = None
+    tokenizer: Tokenizer, texts: list[str], max_length: int, pairs: list[str] | None = None
 ) -> tuple[dict[str, list[list[int]]], int]:
     """Tokenise with truncation and count exactly how many inputs were cut.
 

@@ -11,9 +11,15 @@ beam of its own row, so leaving the cross-attention cache where it is gives the 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finetune.tasks.prompt_cache import cache_keyword
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from transformers import DynamicCache, PretrainedConfig
+
+    from finetune.tasks.padding import Generator
 
 
 @functools.cache
@@ -23,13 +29,13 @@ def _cache_class() -> type:
     class SharedCrossAttentionCache(EncoderDecoderCache):
         """Reorders the self-attention cache only."""
 
-        def reorder_cache(self, beam_idx: Any) -> None:
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
             self.self_attention_cache.reorder_cache(beam_idx)
 
     return SharedCrossAttentionCache
 
 
-def _dynamic_cache(config: Any) -> Any:
+def _dynamic_cache(config: PretrainedConfig) -> DynamicCache:
     from transformers import DynamicCache
 
     try:
@@ -38,7 +44,7 @@ def _dynamic_cache(config: Any) -> Any:
         return DynamicCache()
 
 
-def beam_search_cache(model: Any, num_beams: int) -> dict[str, Any]:
+def beam_search_cache(model: Generator, num_beams: int) -> dict[str, object]:
     """`generate` keyword arguments: a fresh cache of this kind for encoder-decoder beam search,
     nothing otherwise (greedy search and decoders reorder nothing they could share)."""
     if num_beams <= 1 or not getattr(model.config, "is_encoder_decoder", False):

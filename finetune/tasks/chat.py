@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from pydantic import Field
 
@@ -36,19 +36,33 @@ from finetune.tasks.base import warn_truncated
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.tasks.base import Example, TaskSettings, TaskState
+    from finetune.types import Tokenizer
+
+
+class ChatOptions(Protocol):
+    """The chat options of a generation task's recipe section (`prompt_field` and friends)."""
+
+    @property
+    def prompt(self) -> PromptMode: ...
+    @property
+    def instruction(self) -> str | None: ...
+    @property
+    def system(self) -> str | None: ...
 
 
 class GenerationTask(Protocol):
     """What the chat prompt reads of a generation task (tasks/generation.py implements it)."""
 
-    cfg: Any
+    cfg: ChatOptions
     settings: TaskSettings
     state: TaskState
-    tokenizer: Any
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
 
     def is_causal(self) -> bool: ...
 
-    def default_instruction(self, cfg: Any) -> str: ...
+    def default_instruction(self, cfg: ChatOptions) -> str: ...
 
 
 log = logging.getLogger(__name__)
@@ -91,12 +105,12 @@ class ChatFormat:
 
 
 # tokenizer -> {(instruction, system, max_length): ChatFormat}
-_FORMATS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], ChatFormat]] = (
+_FORMATS: weakref.WeakKeyDictionary[Tokenizer, dict[tuple[str, str | None, int], ChatFormat]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def has_chat_template(tokenizer: Any) -> bool:
+def has_chat_template(tokenizer: object) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
@@ -218,9 +232,8 @@ def _work_out(task: GenerationTask) -> ChatFormat:
             f"no room for the input within train.max_length ({limit})",
             fix="raise train.max_length or shorten task.instruction / task.system",
         )
-    rendered = tokenizer.apply_chat_template(
-        [messages(task, "a", reply=_SENTINEL)], tokenize=False
-    )[0]
+    batch = [messages(task, "a", reply=_SENTINEL)]
+    rendered = cast("list[str]", tokenizer.apply_chat_template(batch, tokenize=False))[0]
     tail = rendered[rendered.rindex(_SENTINEL) + len(_SENTINEL) :]
     special = set(tokenizer.all_special_ids) | {
         i for i, added in tokenizer.added_tokens_decoder.items() if added.special
@@ -260,7 +273,7 @@ def _fit(task: GenerationTask, text: str, excess: int) -> tuple[list[int], str]:
     source = tokenizer(text, add_special_tokens=False)["input_ids"]
     keep = len(source) - excess
     while keep > 0:
-        cut = tokenizer.decode(source[:keep])
+        cut = cast("str", tokenizer.decode(source[:keep]))  # one sequence: one text
         ids = encode(task, [messages(task, cut)], prompt=True)[0]
         if len(ids) <= limit:
             return ids, cut

@@ -13,6 +13,7 @@ between the two texts (GPT-2) get PAIR_SEPARATOR in front of the second text.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -21,6 +22,7 @@ from finetune.errors import DataValueError, LabelError
 from finetune.recipe.section import Section
 from finetune.tasks.base import (
     Example,
+    ModelOverrides,
     Task,
     check_columns,
     require_text,
@@ -31,6 +33,7 @@ from finetune.tasks.scores import classification_scores, positive_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
+    from finetune.types import JSON, Batch, Feature, JSONObject, Model
 
 
 PAIR_SEPARATOR = "\n"
@@ -38,7 +41,7 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
-def _label_key(value: Any) -> tuple[str, str]:
+def _label_key(value: object) -> tuple[str, str]:
     """(kind, class name): the name is the label as written, surrounding whitespace stripped.
 
     Only real integers unify (3 and 3.0 from a JSON or Parquet column are '3', as is the text
@@ -150,7 +153,7 @@ class ClassificationTask(Task):
                 fix="fix the label, or add training examples of this class",
             ) from None
 
-    def feature_label(self, example: Example) -> Any:
+    def feature_label(self, example: Example) -> float:
         """What an encoded example's `labels` holds: the class id here."""
         return self.label_id(example)
 
@@ -159,7 +162,7 @@ class ClassificationTask(Task):
         positive = positive_label(self.state.labels)
         return None if positive is None else self.state.labels.index(positive)
 
-    def model_config_overrides(self) -> dict[str, Any]:
+    def model_config_overrides(self) -> ModelOverrides:
         labels = self.state.labels
         return {
             "num_labels": len(labels),
@@ -176,7 +179,7 @@ class ClassificationTask(Task):
         lead = "" if separated else PAIR_SEPARATOR
         return [lead + (ex.pair or "") for ex in examples]
 
-    def encode(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
+    def encode(self, examples: list[Example], training: bool) -> list[Feature]:
         texts = [ex.source for ex in examples]
         limit = self.settings.max_length
         encoded, cut = tokenize_counting_truncation(
@@ -186,7 +189,7 @@ class ClassificationTask(Task):
         segments = encoded.get("token_type_ids")
         features = []
         for i, (ex, seq) in enumerate(zip(examples, encoded["input_ids"])):
-            feat: dict[str, Any] = {"input_ids": seq, "idx": i, "length": len(seq)}
+            feat: Feature = {"input_ids": seq, "idx": i, "length": len(seq)}
             if segments is not None:
                 feat["token_type_ids"] = segments[i]
             if ex.target is not None:
@@ -194,7 +197,7 @@ class ClassificationTask(Task):
             features.append(feat)
         return features
 
-    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+    def collate(self, features: list[Feature]) -> Batch:
         import torch
 
         pad_id = self.tokenizer.pad_token_id
@@ -209,7 +212,7 @@ class ClassificationTask(Task):
             mask[row, : len(seq)] = 1
             if segments:
                 types[row, : len(seq)] = torch.tensor(feat["token_type_ids"], dtype=torch.long)
-        batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        batch: Batch = {"input_ids": ids, "attention_mask": mask}
         if segments:
             batch["token_type_ids"] = types
         if "labels" in features[0]:
@@ -219,11 +222,11 @@ class ClassificationTask(Task):
         return batch
 
     def eval_batch(
-        self, model: Any, batch: dict[str, Any], predict: bool
+        self, model: Model, batch: Batch, predict: bool
     ) -> tuple[list[float] | None, list[Any] | None]:
         import torch
 
-        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
         logits = model(**inputs).logits.float()
         losses = None
         if "labels" in batch:
@@ -233,7 +236,7 @@ class ClassificationTask(Task):
         best = probs.argmax(dim=-1)
         return losses, [(int(b), probs[i].tolist()) for i, b in enumerate(best)]
 
-    def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
+    def metrics(self, predictions: list[Any], examples: list[Example]) -> Mapping[str, JSON]:
         """Accuracy, macro-F1, Matthews correlation and, with two labels, the positive class's
         F1 (`tasks/scores.py`)."""
         y_pred, y_true = self.evaluate_inputs(predictions, examples)
@@ -245,7 +248,7 @@ class ClassificationTask(Task):
         """(predictions, references) as metric code takes them: class ids."""
         return [p[0] for p in predictions], [self.label_id(ex) for ex in examples]
 
-    def report(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any] | None:
+    def report(self, predictions: list[Any], examples: list[Example]) -> JSONObject | None:
         """Per-class precision/recall/F1/support and the confusion matrix (rows: truth)."""
         from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
@@ -273,9 +276,9 @@ class ClassificationTask(Task):
             "confusion_matrix_axes": "rows: true label, columns: predicted label (order of labels)",
         }
 
-    def prediction_record(self, prediction: Any, example: Example) -> dict[str, Any]:
+    def prediction_record(self, prediction: Any, example: Example) -> JSONObject:
         best, probs = prediction
-        record: dict[str, Any] = {
+        record: JSONObject = {
             "text": example.source,
             "label": self.state.labels[best],
             "probability": round(probs[best], 6),

@@ -22,14 +22,18 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from finetune.errors import MetricError, Problem, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
+    from evaluate import EvaluationModule
+
     from finetune.recipe.sections import EvalConfig
     from finetune.tasks.base import Example, Task
+    from finetune.types import JSON, JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ def local_path(spec: str, base_dir: Path | None = None) -> Path | None:
 
 
 @functools.cache
-def load_metric(spec: str) -> Any:
+def load_metric(spec: str) -> EvaluationModule:
     """`evaluate.load` once per process; failures become a MetricError naming the fix."""
     path = local_path(spec)
     if path is not None and not path.exists():
@@ -88,7 +92,7 @@ def metric_problems(evaluation: EvalConfig, recipe_path: Path) -> list[Problem]:
     return problems
 
 
-def _wants_lists(module: Any) -> bool | None:
+def _wants_lists(module: EvaluationModule) -> bool | None:
     """Whether the module declares list references (True), single ones (False) or both (None)."""
     features = getattr(module, "features", None)
     if features is None or isinstance(features, list):
@@ -98,8 +102,8 @@ def _wants_lists(module: Any) -> bool | None:
 
 
 def metric_inputs(
-    task: Task, module: Any, predictions: list[Any], examples: list[Example]
-) -> tuple[list[Any], list[Any]]:
+    task: Task, module: EvaluationModule, predictions: list[Any], examples: list[Example]
+) -> tuple[Sequence[object], Sequence[object]]:
     """(predictions, references) in the form `evaluate` modules take for this task."""
     if not task.is_generation:  # class ids, or numbers for regression
         return task.evaluate_inputs(predictions, examples)  # type: ignore[attr-defined]
@@ -117,7 +121,7 @@ def metric_inputs(
     return list(predictions), [refs[0] for refs in references]
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> JSON:
     """numpy scalars/arrays -> JSON values; NaN -> None (metrics.json stays strict JSON)."""
     if hasattr(value, "tolist"):
         value = value.tolist()
@@ -127,14 +131,14 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    return value
+    return cast("JSON", value)  # what `compute` returns besides containers: numbers, text
 
 
 def extra_metrics(
     task: Task, predictions: list[Any], examples: list[Example], taken: set[str]
-) -> dict[str, Any]:
+) -> JSONObject:
     """The recipe's `eval.metrics`, computed; a key already taken gets the module's name first."""
-    results: dict[str, Any] = {}
+    results: JSONObject = {}
     for spec in task.settings.extra_metrics:
         module = load_metric(spec)
         preds, refs = metric_inputs(task, module, predictions, examples)

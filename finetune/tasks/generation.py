@@ -37,20 +37,25 @@ from finetune.tasks.base import (
 from finetune.tasks.beam_cache import beam_search_cache
 from finetune.tasks.padding import (
     IGNORE,
+    Generator,
     example_mean_losses,
     feeds_virtual_tokens,
     keep_from_first_label,
     mask_rows,
     pad_rows,
     slice_encoded,
+    token_ids,
     trim_padding,
     unwrap_parallel,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from transformers import GenerationConfig
+    from transformers.modeling_outputs import BaseModelOutput
 
     from finetune.models.architecture import Architecture
+    from finetune.types import Batch, Feature, JSONObject, Model, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +69,14 @@ class GenerationTask(Task):
     def kind_on(cls, arch: Architecture) -> str:
         return "causal" if arch.shape == "decoder" else "seq2seq"
 
-    @property
-    def tokenizer(self) -> Any:
-        return self._tokenizer
+    def on_tokenizer(self, tokenizer: Tokenizer) -> None:
+        self.configure_tokenizer(tokenizer)
+        chat.on_tokenizer(self)  # resolves task.prompt now: template errors before weights
 
-    @tokenizer.setter
-    def tokenizer(self, value: Any) -> None:
-        self._tokenizer = value
-        if value is not None:
-            self.configure_tokenizer(value)
-            chat.on_tokenizer(self)  # resolves task.prompt now: template errors before weights
-
-    def configure_tokenizer(self, tokenizer: Any) -> None:
+    def configure_tokenizer(self, tokenizer: Tokenizer) -> None:
         """Task-specific tokenizer settings (translation: mBART language codes)."""
 
-    def generation_start(self) -> dict[str, Any]:
+    def generation_start(self) -> dict[str, int]:
         """Settings that start generated text right (translation: the target language code)."""
         return {}
 
@@ -148,12 +146,12 @@ class GenerationTask(Task):
                 ids[i] = list(row)
         return ids
 
-    def encode(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
+    def encode(self, examples: list[Example], training: bool) -> list[Feature]:
         if self.is_causal():
             return self._encode_causal(examples, training)
         return self._encode_seq2seq(examples)
 
-    def _encode_seq2seq(self, examples: list[Example]) -> list[dict[str, Any]]:
+    def _encode_seq2seq(self, examples: list[Example]) -> list[Feature]:
         limit = self.settings.max_length
         sources = [self.prefix() + ex.source for ex in examples]
         encoded, cut = tokenize_counting_truncation(self.tokenizer, sources, limit)
@@ -166,7 +164,7 @@ class GenerationTask(Task):
         labels = dict(zip(labelled, targets))
         features = []
         for i, seq in enumerate(ids):
-            feat: dict[str, Any] = {"input_ids": seq, "idx": i, "length": len(seq)}
+            feat: Feature = {"input_ids": seq, "idx": i, "length": len(seq)}
             if i in labels:
                 feat["labels"] = labels[i]
             features.append(feat)
@@ -195,7 +193,7 @@ class GenerationTask(Task):
             return []
         return [int(bos)] if tok("a")["input_ids"][:1] == [bos] else []
 
-    def _encode_causal(self, examples: list[Example], training: bool) -> list[dict[str, Any]]:
+    def _encode_causal(self, examples: list[Example], training: bool) -> list[Feature]:
         if self.prompt_mode() == "chat":
             prompts, targets = chat.prompts_and_replies(self, examples)
         else:
@@ -205,7 +203,7 @@ class GenerationTask(Task):
             targets = dict(zip(labelled, self.target_ids(texts, lead=" ")))
         features = []
         for i, prompt in enumerate(prompts):
-            feat: dict[str, Any] = {"idx": i, "length": len(prompt)}
+            feat: Feature = {"idx": i, "length": len(prompt)}
             if i in targets:
                 feat["input_ids"] = prompt + targets[i]
                 feat["labels"] = [IGNORE] * len(prompt) + targets[i]
@@ -218,16 +216,16 @@ class GenerationTask(Task):
 
     # ------------------------------------------------------------------ collate
 
-    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+    def collate(self, features: list[Feature]) -> Batch:
         import torch
 
         pad = self.tokenizer.pad_token_id
-        batch: dict[str, Any] = {}
+        batch: Batch = {}
         if "input_ids" in features[0]:
             batch["input_ids"] = pad_rows([f["input_ids"] for f in features], pad)
             batch["attention_mask"] = mask_rows([f["input_ids"] for f in features])
         if "labels" in features[0]:
-            batch["labels"] = pad_rows([f["labels"] for f in features], IGNORE)
+            batch["labels"] = pad_rows([token_ids(f["labels"]) for f in features], IGNORE)
             if self.is_causal() and "prompt_ids" not in features[0] and self.can_keep_logits():
                 keep = keep_from_first_label(batch["labels"])
                 batch["labels"] = batch["labels"][:, -keep:]
@@ -242,8 +240,8 @@ class GenerationTask(Task):
     # ------------------------------------------------------------------ evaluation
 
     def eval_batch(
-        self, model: Any, batch: dict[str, Any], predict: bool
-    ) -> tuple[list[float] | None, list[Any] | None]:
+        self, model: Model, batch: Batch, predict: bool
+    ) -> tuple[list[float] | None, list[str] | None]:
         if predict and "labels" in batch and self.can_share_prompt(model, batch):
             return self.eval_sharing_prompts(model, batch)
         encoded = None
@@ -258,11 +256,11 @@ class GenerationTask(Task):
         virtual tokens (peft then pads the labels for them, and they must stay full length)."""
         return not self.settings.virtual_tokens
 
-    def can_share_encoder(self, model: Any) -> bool:
+    def can_share_encoder(self, model: Model) -> bool:
         """Encoder-decoders can reuse one encoder pass, unless peft feeds it virtual tokens."""
         return not self.is_causal() and not feeds_virtual_tokens(model)
 
-    def can_share_prompt(self, model: Any, batch: dict[str, Any]) -> bool:
+    def can_share_prompt(self, model: Model, batch: Batch) -> bool:
         """Decoders can reuse one pass over the prompts unless peft feeds them virtual tokens,
         the model's generation config brings a cache of its own (Gemma 2's hybrid cache), or a
         prompt is a single token (nothing to cache before the last one)."""
@@ -273,7 +271,7 @@ class GenerationTask(Task):
             return False
         return int(batch["prompt_mask"].sum(dim=1).min()) >= 2
 
-    def eval_sharing_prompts(self, model: Any, batch: dict[str, Any]) -> tuple[list[float], list]:
+    def eval_sharing_prompts(self, model: Model, batch: Batch) -> tuple[list[float], list[str]]:
         """Losses and generated texts with one prompt pass per sub-batch (tasks/prompt_cache.py)."""
         from finetune.tasks import prompt_cache
 
@@ -295,16 +293,18 @@ class GenerationTask(Task):
             texts += self._generate_chunk(model, sub_ids, sub_mask, extra)
         return losses, texts
 
-    def run_encoder(self, model: Any, batch: dict[str, Any]) -> Any:
+    def run_encoder(self, model: Model, batch: Batch) -> BaseModelOutput:
         encoder = unwrap_parallel(model).get_encoder()
         return encoder(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], return_dict=True
         )
 
-    def example_losses(self, model: Any, batch: dict[str, Any], encoded: Any = None) -> list[float]:
+    def example_losses(
+        self, model: Model, batch: Batch, encoded: BaseModelOutput | None = None
+    ) -> list[float]:
         """Mean token cross-entropy per example (so duplicates can be dropped by index)."""
         labels = batch["labels"]
-        inputs: dict[str, Any] = {"attention_mask": batch["attention_mask"]}
+        inputs: dict[str, object] = {"attention_mask": batch["attention_mask"]}
         if self.is_causal():  # our own loss below: no labels, logits only where they are
             keep = keep_from_first_label(labels)
             inputs.update(input_ids=batch["input_ids"], logits_to_keep=keep)
@@ -325,7 +325,9 @@ class GenerationTask(Task):
             logits, labels = logits[:, :-1], labels[:, 1:]
         return example_mean_losses(logits, labels)
 
-    def generate(self, model: Any, batch: dict[str, Any], encoded: Any = None) -> list[str]:
+    def generate(
+        self, model: Model, batch: Batch, encoded: BaseModelOutput | None = None
+    ) -> list[str]:
         """Generated texts for a batch, in sub-batches of eval.generation.batch_size."""
         causal = self.is_causal()
         ids = batch["prompt_ids"] if causal else batch["input_ids"]
@@ -343,7 +345,7 @@ class GenerationTask(Task):
         return texts
 
     def _generate_chunk(
-        self, model: Any, ids: torch.Tensor, mask: torch.Tensor, extra: dict[str, Any]
+        self, model: Model, ids: torch.Tensor, mask: torch.Tensor, extra: dict[str, object]
     ) -> list[str]:
         generator = unwrap_parallel(model)
         config = self.generation_config(generator)
@@ -363,11 +365,11 @@ class GenerationTask(Task):
         """
         return self.settings.decoding.max_new_tokens or self.settings.max_target_length
 
-    def generation_config(self, model: Any) -> Any:
+    def generation_config(self, model: Generator) -> GenerationConfig:
         """The model's own generation config with the recipe's decoding settings on top."""
         gen = self.settings.decoding
         config = copy.deepcopy(model.generation_config)
-        settings: dict[str, Any] = {
+        settings: dict[str, object] = {
             "max_new_tokens": self.max_new_tokens(),
             "max_length": None,
             "num_beams": gen.num_beams,
@@ -388,8 +390,8 @@ class GenerationTask(Task):
 
     # ------------------------------------------------------------------ output
 
-    def prediction_record(self, prediction: Any, example: Example) -> dict[str, Any]:
-        record: dict[str, Any] = {"source": example.source, "prediction": prediction}
+    def prediction_record(self, prediction: str, example: Example) -> JSONObject:
+        record: JSONObject = {"source": example.source, "prediction": prediction}
         refs = example.target
         if refs:
             record["reference"] = refs[0]

@@ -10,7 +10,15 @@ intervals, `compare --tune` and the model card, which lists it first.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
+
+
+class TaskSection(Protocol):
+    """What is read of a recipe's `task:` section here (`metric` with getattr: optional)."""
+
+    @property
+    def type(self) -> str: ...
+
 
 # metrics where lower is better; every other metric (accuracy, F1, correlations, ROUGE, BLEU,
 # chrF) is better higher
@@ -23,7 +31,7 @@ def lower_is_better(metric: str) -> bool:
     return name in LOWER_IS_BETTER or name.endswith("_loss")
 
 
-def main_metric(task: Any) -> str:
+def main_metric(task: TaskSection) -> str:
     """The task section's `task.metric`, or its task's default main metric when it says auto
     (or the section has no `metric`)."""
     from finetune.tasks import TASKS

@@ -25,7 +25,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sacrebleu.metrics import BLEU
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +91,13 @@ def rouge(predictions: list[str], references: list[list[str]]) -> dict[str, floa
 
 
 def reference_streams(references: list[list[str]]) -> list[Any]:
-    """Per-example reference lists -> sacreBLEU streams (one per reference position)."""
+    """Per-example reference lists -> sacreBLEU streams (one per reference position; None
+    where an example has fewer references, which sacreBLEU accepts but does not annotate)."""
     width = max((len(refs) for refs in references), default=0)
     return [[refs[k] if k < len(refs) else None for refs in references] for k in range(width)]
 
 
-def bleu_metric(target_lang: str | None) -> Any:
+def bleu_metric(target_lang: str | None) -> BLEU:
     """sacreBLEU's BLEU for a target language ('zh-CN' counts as 'zh'): `trg_lang` picks
     'zh' for Chinese, 'ja-mecab'/'ko-mecab' for Japanese/Korean, '13a' for the rest.
 
@@ -121,7 +125,7 @@ def bleu_metric(target_lang: str | None) -> Any:
 
 def bleu(
     predictions: list[str], references: list[list[str]], target_lang: str | None = None
-) -> dict[str, Any]:
+) -> dict[str, float | str]:
     """sacreBLEU corpus BLEU, tokenised for the target language, and its signature string."""
     _check_lengths(predictions, references)
     metric = bleu_metric(target_lang)
@@ -129,7 +133,7 @@ def bleu(
     return {"bleu": round(score.score, 4), "bleu_signature": str(metric.get_signature())}
 
 
-def chrf(predictions: list[str], references: list[list[str]]) -> dict[str, Any]:
+def chrf(predictions: list[str], references: list[list[str]]) -> dict[str, float | str]:
     """sacreBLEU chrF (character 6-grams, beta 2) and its signature string."""
     from sacrebleu.metrics import CHRF
 

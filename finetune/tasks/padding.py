@@ -7,10 +7,29 @@ Shared by the generation task, the decoders' shared prompt pass and the tests.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from transformers import GenerationConfig, PretrainedConfig
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from finetune.types import Model, Tensor
+
+
+class Generator(Protocol):
+    """What generation uses of a transformers model with a generation head, or of the peft
+    model wrapping one (which forwards these attributes to it)."""
+
+    config: PretrainedConfig
+    generation_config: GenerationConfig
+
+    # a ModelOutput, whose fields (logits, the cache, ...) depend on the model class
+    def __call__(self, *args: object, **kwargs: object) -> Any: ...
+    def generate(self, **kwargs: object) -> Tensor: ...  # no dict output: token ids
+    def get_encoder(self) -> Model: ...
+    def forward(self, *args: object, **kwargs: object) -> object: ...
+
 
 IGNORE = -100  # the label of a position without loss (prompt, padding)
 
@@ -68,21 +87,30 @@ def trim_padding(
     return ids[:, :width], mask[:, :width]
 
 
-def slice_encoded(encoded: Any, rows: slice, width: int) -> Any:
+def slice_encoded(encoded: BaseModelOutput, rows: slice, width: int) -> BaseModelOutput:
     """The encoder output of a sub-batch, cut to its own (trimmed) input width."""
     from transformers.modeling_outputs import BaseModelOutput
 
-    return BaseModelOutput(last_hidden_state=encoded.last_hidden_state[rows, :width])
+    hidden = encoded.last_hidden_state
+    assert hidden is not None, "an encoder output always has its last hidden state"
+    return BaseModelOutput(last_hidden_state=hidden[rows, :width])
 
 
-def unwrap_parallel(model: Any) -> Any:
+def token_ids(labels: list[int] | float) -> list[int]:
+    """A generation feature's labels: its target's token ids (never a class id)."""
+    assert isinstance(labels, list), "a generation feature's labels are token ids"
+    return labels
+
+
+def unwrap_parallel(model: Model | Generator) -> Generator:
     """DistributedDataParallel hides `generate`; peft and plain models expose it directly."""
     from torch.nn.parallel import DistributedDataParallel
 
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    return cast("Generator", inner)  # a generation task's model: a transformers or peft one
 
 
-def feeds_virtual_tokens(model: Any) -> bool:
+def feeds_virtual_tokens(model: Model | Generator) -> bool:
     """Whether peft prepends virtual tokens (prompt learning) to every input of this model:
     then neither an encoder pass nor a prompt cache can be shared with `generate`."""
     peft_config = getattr(unwrap_parallel(model), "active_peft_config", None)

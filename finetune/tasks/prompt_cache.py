@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.tasks.padding import IGNORE, example_mean_losses
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+    from transformers import Cache
+
+    from finetune.tasks.padding import Generator
 
 
-def cache_keyword(model: Any) -> str:
+def cache_keyword(model: Generator) -> str:
     """The name the model's forward takes its KV cache under: transformers renamed
     `past_key_values` to `cache` within 5.x, and both releases are supported."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base = getattr(model, "get_base_model", None)  # a peft model's transformers model
+    base = get_base() if callable(get_base) else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
@@ -37,7 +41,7 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
     return pos.masked_fill(mask == 0, 0)
 
 
-def prefill(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> Any:
+def prefill(model: Generator, ids: torch.Tensor, mask: torch.Tensor) -> Cache:
     """The KV cache of every prompt column but the last (whose logit both consumers need)."""
     keyword = cache_keyword(model)
     out = model(
@@ -65,8 +69,8 @@ def split_targets(labels: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torc
 
 
 def losses_after_prompt(
-    model: Any,
-    cache: Any,
+    model: Generator,
+    cache: Cache,
     ids: torch.Tensor,
     mask: torch.Tensor,
     labels: torch.Tensor,
@@ -103,7 +107,7 @@ def losses_after_prompt(
     return losses
 
 
-def croppable(cache: Any) -> bool:
+def croppable(cache: Cache) -> bool:
     """Whether the loss pass may extend the prompt cache in place and crop it back after: a
     DynamicCache whose every layer is a plain DynamicLayer (sliding-window and quantised
     layers do not crop back exactly)."""
@@ -117,7 +121,7 @@ def croppable(cache: Any) -> bool:
     )
 
 
-def generation_cache(model: Any, cache: Any, num_beams: int) -> dict[str, Any]:
+def generation_cache(model: Generator, cache: Cache, num_beams: int) -> dict[str, object]:
     """The prompt cache as `generate` takes it: one copy per beam, beams of a row adjacent
     (generate expands the inputs the same way, but leaves a given cache alone)."""
     if num_beams > 1:

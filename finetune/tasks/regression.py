@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from finetune.errors import DataError, DataValueError
 from finetune.recipe.section import Section
-from finetune.tasks.base import Example, check_columns, require_text
+from finetune.tasks.base import Example, ModelOverrides, check_columns, require_text
 from finetune.tasks.classification import MODEL_INPUTS, ClassificationTask
 from finetune.tasks.scores import regression_scores
 
 if TYPE_CHECKING:  # pragma: no cover
+    from finetune.data.features import Features
     from finetune.data.readers import Table
+    from finetune.types import JSON, Batch, JSONObject, Model, TableRow
 
 SCORE_NAME = "score"  # the single output's id2label name (what the pipeline prints)
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ class RegressionConfig(Section):
     )
 
 
-def parse_target(value: Any, column: str, where: str) -> float:
+def parse_target(value: object, column: str, where: str) -> float:
     """A finite float from a number or its text, or a DataError naming the row and column."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataValueError(
@@ -75,13 +77,11 @@ class RegressionTask(ClassificationTask):
     label_dtype = "float32"
 
     @classmethod
-    def row_checker(
-        cls, cfg: RegressionConfig
-    ) -> Callable[[dict[str, Any], str], DataError | None]:
+    def row_checker(cls, cfg: RegressionConfig) -> Callable[[TableRow, str], DataError | None]:
         """`validate`'s row scan checks each target parses as a number, as `run` will."""
         column = cfg.label
 
-        def check(row: dict[str, Any], where: str) -> DataError | None:
+        def check(row: TableRow, where: str) -> DataError | None:
             try:
                 parse_target(row.get(column), column, where)
             except DataError as exc:
@@ -118,7 +118,7 @@ class RegressionTask(ClassificationTask):
     def positive_id(self) -> int | None:
         return None
 
-    def model_config_overrides(self) -> dict[str, Any]:
+    def model_config_overrides(self) -> ModelOverrides:
         return {
             "num_labels": 1,
             "problem_type": "regression",
@@ -126,7 +126,7 @@ class RegressionTask(ClassificationTask):
             "label2id": {SCORE_NAME: 0},
         }
 
-    def initialise_head(self, model: Any, new_modules: list[str], train: Any) -> None:
+    def initialise_head(self, model: Model, new_modules: list[str], train: Features | None) -> None:
         """The new head's output bias starts at the mean training target.
 
         A head initialised near 0 against targets around 2.7 (STS-B) spends its first steps
@@ -140,7 +140,7 @@ class RegressionTask(ClassificationTask):
 
         from finetune.methods.base import inside
 
-        if "labels" not in train.scalars:
+        if train is None or "labels" not in train.scalars:  # None: a method that trains nothing
             return
         values, present = (np.asarray(a) for a in train.scalars["labels"])
         if not present.any():
@@ -162,17 +162,17 @@ class RegressionTask(ClassificationTask):
             log.info("regression head %s: output bias set to the mean target %.4g", names, mean)
 
     def eval_batch(
-        self, model: Any, batch: dict[str, Any], predict: bool
+        self, model: Model, batch: Batch, predict: bool
     ) -> tuple[list[float] | None, list[Any] | None]:
         """Per-example squared errors (the training loss's terms) and predicted numbers."""
-        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
         scores = model(**inputs).logits.float()[:, 0]
         losses = None
         if "labels" in batch:
             losses = ((scores - batch["labels"].float()) ** 2).tolist()
         return losses, scores.tolist()
 
-    def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
+    def metrics(self, predictions: list[Any], examples: list[Example]) -> Mapping[str, JSON]:
         """Pearson, Spearman and MSE (`tasks/scores.py`)."""
         y_pred, y_true = self.evaluate_inputs(predictions, examples)
         return regression_scores(y_true, y_pred)
@@ -183,11 +183,11 @@ class RegressionTask(ClassificationTask):
         """(predicted numbers, target numbers)."""
         return [float(p) for p in predictions], [float(ex.target) for ex in examples]
 
-    def report(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any] | None:
+    def report(self, predictions: list[Any], examples: list[Example]) -> JSONObject | None:
         return None
 
-    def prediction_record(self, prediction: Any, example: Example) -> dict[str, Any]:
-        record: dict[str, Any] = {"text": example.source}
+    def prediction_record(self, prediction: Any, example: Example) -> JSONObject:
+        record: JSONObject = {"text": example.source}
         if example.pair is not None:
             record["text_pair"] = example.pair
         record["score"] = round(float(prediction), 6)

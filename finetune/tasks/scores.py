@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import SupportsFloat
 
 POSITIVE_NAMES = ("1", "true", "yes", "positive")
 CLASSIFICATION_METRICS = ("accuracy", "f1_macro", "matthews_correlation", "f1")
@@ -55,7 +55,7 @@ def classification_scores(
     return scores
 
 
-def _finite(value: Any) -> float | None:
+def _finite(value: SupportsFloat) -> float | None:
     number = float(value)
     return number if math.isfinite(number) else None
 

@@ -31,7 +31,7 @@ def summary_columns(cfg: SummarizationConfig) -> list[str]:
     return [summary] if isinstance(summary, str) else list(summary)
 
 
-def reference_texts(values: list[tuple[str, Any]], where: str) -> list[str]:
+def reference_texts(values: list[tuple[str, object]], where: str) -> list[str]:
     """(column, cell) pairs -> non-empty reference strings; list cells give several."""
     refs: list[str] = []
     for _column, value in values:
@@ -97,6 +97,6 @@ class SummarizationTask(GenerationTask):
             out.append(Example(source=text, target=refs, where=where))
         return out
 
-    def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
+    def metrics(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
         references = [ex.target for ex in examples]
         return {**rouge(predictions, references), **length_stats(predictions)}

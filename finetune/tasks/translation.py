@@ -23,6 +23,7 @@ from finetune.tasks.summarization import reference_texts
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
+    from finetune.types import TableRow, Tokenizer
 
 LANGUAGE_NAMES = {
     "ar": "Arabic",
@@ -106,7 +107,7 @@ class TranslationTask(GenerationTask):
     def causal_separator(self) -> str:
         return f"\n{language_name(self.cfg.target_lang)}:"
 
-    def configure_tokenizer(self, tokenizer: Any) -> None:
+    def configure_tokenizer(self, tokenizer: Tokenizer) -> None:
         """mBART-style tokenizers wrap source and target in language codes from the recipe."""
         if self.family.language_codes:
             from finetune.models.languages import language_code, set_languages
@@ -117,7 +118,7 @@ class TranslationTask(GenerationTask):
             )
             set_languages(tokenizer, *self._codes)
 
-    def generation_start(self) -> dict[str, Any]:
+    def generation_start(self) -> dict[str, int]:
         if not self.family.language_codes:
             return {}
         from finetune.models.languages import generation_start
@@ -152,7 +153,7 @@ class TranslationTask(GenerationTask):
                     fix=f"set task.translation_column: {column}",
                 )
 
-    def _cells(self, row: dict[str, Any], where: str) -> tuple[Any, str, Any, str]:
+    def _cells(self, row: TableRow, where: str) -> tuple[object, str, object, str]:
         """(source value, its name, target value, its name) for one row of any layout."""
         cfg = self.cfg
         if not cfg.translation_column:
@@ -174,7 +175,7 @@ class TranslationTask(GenerationTask):
         src_name, tgt_name = f"{col}.{cfg.source_lang}", f"{col}.{cfg.target_lang}"
         return pair[cfg.source_lang], src_name, pair[cfg.target_lang], tgt_name
 
-    def metrics(self, predictions: list[Any], examples: list[Example]) -> dict[str, Any]:
+    def metrics(self, predictions: list[str], examples: list[Example]) -> dict[str, float | str]:
         references = [ex.target for ex in examples]
         return {
             **bleu(predictions, references, target_lang=self.cfg.target_lang),

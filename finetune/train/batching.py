@@ -11,13 +11,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from finetune.errors import FinetuneError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from torch.utils.data import DataLoader, Dataset
+
     from finetune.recipe.sections import TrainConfig
-    from finetune.types import Accelerator
+    from finetune.types import Accelerator, Batch, Feature, Tensor
 
 IGNORE_INDEX = -100  # label positions no loss is computed on (prompt, padding)
 
@@ -30,20 +32,20 @@ class TokenDataset(Protocol):
 
     def __len__(self) -> int: ...
 
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    def __getitem__(self, index: int) -> Feature: ...
 
 
 class ListDataset:
     """Pre-tokenised features held in memory as row dicts (predict, merge checks, tests)."""
 
-    def __init__(self, features: list[dict[str, Any]]) -> None:
+    def __init__(self, features: list[Feature]) -> None:
         self.features = features
         self.lengths = [f["length"] for f in features]
 
     def __len__(self) -> int:
         return len(self.features)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> Feature:
         return self.features[index]
 
 
@@ -150,7 +152,7 @@ class SortedBatchSampler:
         return len(self._batches)
 
 
-def label_tokens(labels: Any, causal: bool) -> Any:
+def label_tokens(labels: Tensor, causal: bool) -> Tensor:
     """Per-example count of the label tokens a model's loss averages over.
 
     Classification and regression: one per example (1-D class ids or float32 targets; the
@@ -174,14 +176,14 @@ class TrainBatches:
     sampler (the loop sets its epoch and the batches to skip), and whether labels are shifted
     by one in the loss (decoder-only LMs), which the loop needs to count label tokens."""
 
-    loader: Any
+    loader: DataLoader[Feature]  # over features; it yields what `collate` makes: Batch
     sampler: LengthGroupedBatchSampler
     causal: bool
 
-    def first(self, count: int) -> list[dict[str, Any]]:
+    def first(self, count: int) -> list[Batch]:
         """The first `count` batches of the first epoch as training will see them, without
         their row indices and without moving the sampler (data-driven inits read them)."""
-        out: list[dict[str, Any]] = []
+        out: list[Batch] = []
         for batch in self.loader:
             batch.pop("idx", None)
             out.append(batch)
@@ -192,7 +194,7 @@ class TrainBatches:
 
 def train_batches(
     train_set: TokenDataset,
-    collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    collate: Callable[[list[Feature]], Batch],
     cfg: TrainConfig,
     accelerator: Accelerator,
     causal: bool,
@@ -212,7 +214,7 @@ def train_batches(
         process_index=accelerator.process_index,
     )
     loader = DataLoader(
-        cast(Any, train_set),
+        cast("Dataset[Feature]", train_set),  # a map-style dataset; ours stay torch-free
         batch_sampler=sampler,
         collate_fn=collate,
         generator=private_generator(cfg.seed),

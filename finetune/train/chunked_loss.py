@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.tasks.padding import IGNORE, unwrap_parallel
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Mapping
+
     import torch
+
+    from finetune.tasks.padding import Generator
+    from finetune.types import Accelerator, Batch, Model, Tensor
 
 # fp32 logits computed at once: 64 MiB is 341 rows of a 49,152-token vocabulary
 CHUNK_BYTES = 64 * 2**20
@@ -57,11 +62,12 @@ _ACTIVE: contextvars.ContextVar[LossRequest | None] = contextvars.ContextVar(
 )
 
 
-def loss_head(model: Any) -> Any:
+def loss_head(model: object) -> torch.nn.Linear | None:
     """The decoder's plain `nn.Linear` LM head when the loss may be computed here, else None."""
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base = getattr(model, "get_base_model", None)  # a peft model's transformers model
+    base = get_base() if callable(get_base) else model
     config = getattr(base, "config", None)
     if config is None or any(getattr(config, key, None) for key in LOGIT_CHANGES):
         return None
@@ -72,7 +78,7 @@ def loss_head(model: Any) -> Any:
     return head if type(head) is torch.nn.Linear else None
 
 
-def hooked_head(model: Any) -> Any:
+def hooked_head(model: object) -> torch.nn.Linear | None:
     """`loss_head(model)` with the hook registered (once), or None."""
     head = loss_head(model)
     if head is not None and not getattr(head, HOOKED, False):
@@ -89,7 +95,7 @@ def next_token_targets(labels: torch.Tensor) -> torch.Tensor:
     return torch.cat([labels[:, 1:], tail], dim=1)
 
 
-def causal_training_loss(model: Any, batch: dict[str, Any], accelerator: Any) -> Any:
+def causal_training_loss(model: Model, batch: Batch, accelerator: Accelerator) -> Tensor:
     """`model(**batch).loss` of a decoder micro-batch, computed here when the model allows
     (same value; the logits of the whole batch never exist)."""
     sharded = str(getattr(accelerator, "distributed_type", "")).upper()
@@ -102,7 +108,9 @@ def causal_training_loss(model: Any, batch: dict[str, Any], accelerator: Any) ->
     return requested_loss(model, inputs, LossRequest(next_token_targets(labels)))
 
 
-def example_losses(model: Any, inputs: dict[str, Any], targets: torch.Tensor) -> list[float] | None:
+def example_losses(
+    model: Model | Generator, inputs: Mapping[str, object], targets: torch.Tensor
+) -> list[float] | None:
     """Mean target-token cross-entropy of each row (`targets` as in `LossRequest`), or None
     when the model's own logits must be used (the caller's plain path)."""
     if hooked_head(unwrap_parallel(model)) is None:
@@ -111,7 +119,9 @@ def example_losses(model: Any, inputs: dict[str, Any], targets: torch.Tensor) ->
     return [float(x) for x in losses.tolist()]
 
 
-def requested_loss(model: Any, inputs: dict[str, Any], request: LossRequest) -> Any:
+def requested_loss(
+    model: Model | Generator, inputs: Mapping[str, object], request: LossRequest
+) -> Tensor:
     """Call the model with `request` active; the hooked head fills in its loss."""
     token = _ACTIVE.set(request)
     try:
@@ -123,7 +133,9 @@ def requested_loss(model: Any, inputs: dict[str, Any], request: LossRequest) -> 
     return request.loss
 
 
-def _compute_requested_loss(head: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+def _compute_requested_loss(
+    head: torch.nn.Linear, args: tuple[Tensor, ...]
+) -> tuple[Tensor, ...] | None:
     """Forward pre-hook of the head: the active request's loss, and zero positions for the
     head itself (so the model's logits are empty)."""
     request = _ACTIVE.get()
@@ -139,7 +151,9 @@ def _compute_requested_loss(head: Any, args: tuple[Any, ...]) -> tuple[Any, ...]
     return (hidden[:, :0],) + tuple(args[1:])
 
 
-def loss_from_hidden(head: Any, hidden: torch.Tensor, request: LossRequest) -> torch.Tensor:
+def loss_from_hidden(
+    head: torch.nn.Linear, hidden: torch.Tensor, request: LossRequest
+) -> torch.Tensor:
     """Cross-entropy of `head(hidden)` against the request's targets, chunk by chunk."""
     import torch
 

@@ -21,10 +21,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch.utils.data import Dataset
 
     from finetune.tasks.base import Example, Task
-    from finetune.types import Accelerator, JSONObject, Model, Tensor
+    from finetune.types import Accelerator, Batch, JSONObject, Model
 
-# an evaluation batch as `task.collate` makes it: inputs, labels, prompts and `idx`, all tensors
-EvalBatches = Iterable[dict[str, "Tensor"]]
+# evaluation batches as `task.collate` makes them: inputs, labels, prompts and `idx`
+EvalBatches = Iterable["Batch"]
 
 
 def make_eval_loader(

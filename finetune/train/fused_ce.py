@@ -99,7 +99,9 @@ class LinearCrossEntropy(torch.autograd.Function):
         return total / count
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
+    def backward(
+        ctx: Any, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None, None, None]:
         grad_rows, grad_w, grad_b = ctx.saved_tensors
         scale = grad_out.float()
         rows = None if grad_rows is None else grad_rows * scale.to(grad_rows.dtype)

@@ -13,11 +13,11 @@ again are faulted back in. Elsewhere (macOS, musl) there is nothing to call.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
 
 
 @functools.cache
-def _malloc_trim() -> Any:
+def _malloc_trim() -> Callable[[int], int] | None:
     import ctypes
     import ctypes.util
 
@@ -29,7 +29,7 @@ def _malloc_trim() -> Any:
     return trim
 
 
-def return_freed_memory(device: Any) -> None:
+def return_freed_memory(device: object) -> None:  # a torch.device, or its name
     """After a step on the CPU: give glibc's free pages back to the OS."""
     if getattr(device, "type", str(device)) != "cpu":
         return

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finetune.errors import NonFiniteLossError
 from finetune.recipe.sections import TrainConfig
@@ -39,7 +39,7 @@ from finetune.train.signals import StopRequest, TrainingStopped
 from finetune.train.step import accumulate_step, micro_batches
 
 if TYPE_CHECKING:  # pragma: no cover
-    from finetune.types import Accelerator, Model, Tensor
+    from finetune.types import JSON, Accelerator, Batch, JSONObject, Model, Tensor
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 # every few hundred steps costs nothing measurable
 MAX_PENDING = 256
 
-EvalRecord = dict[str, Any]
+EvalRecord = dict[str, "JSON"]  # an evaluation's log record: {"step": ..., metrics}
 
 
 @dataclass
@@ -74,7 +74,7 @@ class LoopOutputs:
     log_path: Path | None = None
     checkpoint_dir: Path | None = None
     progress: bool = True
-    fingerprint: dict[str, Any] = field(default_factory=dict)
+    fingerprint: JSONObject = field(default_factory=dict)
 
 
 def fit(
@@ -135,7 +135,7 @@ class _Loop:
     bar: Progress
     total: int
     started: float = 0.0
-    params: list[Any] = field(default_factory=list)
+    params: list[Tensor] = field(default_factory=list)
     pending: list[_Pending] = field(default_factory=list)  # steps not yet read back
     bar_info: str = ""
 
@@ -196,7 +196,7 @@ class _Loop:
             if state.stopped_early:
                 break
 
-    def step(self, window: list[dict[str, Any]]) -> None:
+    def step(self, window: list[Batch]) -> None:
         """One optimizer step, queued without waiting for the device: its loss and counts stay
         there until `settle` reads every pending step in one transfer (a host sync per step
         would leave a GPU idle while Python queues the next one)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.recipe.sections import TrainConfig
-    from finetune.types import Model, Optimizer
+    from finetune.types import Model, Optimizer, Tensor
 
 Group = dict[str, Any]
 
@@ -33,7 +33,7 @@ def build_lora_optimizer(model: Model, groups: list[Group], cfg: TrainConfig) ->
     return lorafa_optimizer(model, groups, cfg)
 
 
-def faster_in_loraplus(name: str, param: Any) -> bool:
+def faster_in_loraplus(name: str, param: Tensor) -> bool:
     """peft's LoRA+ rule: B matrices and 1-D parameters (biases, magnitudes) go faster."""
     return "lora_B" in name or param.ndim == 1
 

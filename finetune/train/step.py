@@ -5,19 +5,27 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finetune.train.batching import label_tokens
 from finetune.train.chunked_loss import causal_training_loss
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch.utils.data import DataLoader
 
-def micro_batches(loader: Any, size: int, device: Any) -> Iterator[list[dict[str, Any]]]:
+    from finetune.types import Accelerator, Batch, Feature, Model, Tensor
+
+
+def micro_batches(
+    loader: DataLoader[Feature], size: int, device: torch.device
+) -> Iterator[list[Batch]]:
     """This epoch's micro-batches, grouped by optimizer step (the last group may be shorter).
     On CUDA the loader pins its batches, so the copies queue behind the running step instead
     of waiting for it."""
     from accelerate.utils import send_to_device
 
-    window: list[dict[str, Any]] = []
+    window: list[Batch] = []
     for batch in loader:
         batch.pop("idx", None)
         window.append(send_to_device(batch, device, non_blocking=bool(loader.pin_memory)))
@@ -29,8 +37,8 @@ def micro_batches(loader: Any, size: int, device: Any) -> Iterator[list[dict[str
 
 
 def accumulate_step(
-    model: Any, window: list[dict[str, Any]], accelerator: Any, causal: bool
-) -> tuple[Any, Any]:
+    model: Model, window: list[Batch], accelerator: Accelerator, causal: bool
+) -> tuple[Tensor, Tensor]:
     """Backward over one optimizer step's micro-batches, weighted by label tokens.
 
     A model's loss is the mean over its micro-batch's label tokens. Scaling it by
@@ -62,7 +70,7 @@ def accumulate_step(
     return _sum_across(accelerator, loss_sum), totals
 
 
-def _sum_across(accelerator: Any, tensor: Any) -> Any:
+def _sum_across(accelerator: Accelerator, tensor: Tensor) -> Tensor:
     if accelerator.num_processes == 1:
         return tensor
     return accelerator.reduce(tensor, reduction="sum")
