@@ -283,7 +283,8 @@ def _setup_compile(
     from finetune.train.compiled import compile_model, graph_key, plan_compile
 
     key = graph_key(parts.loaded.model, parts.method.name, str(accelerator.mixed_precision))
-    plan = plan_compile(recipe.train.compile, optimization.total_steps, key)
+    device = accelerator.device.type
+    plan = plan_compile(recipe.train.compile, optimization.total_steps, key, device)
     compile_model(model, plan)
     return plan
 
