@@ -42,6 +42,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-rows", type=int, default=32)
     parser.add_argument("--eval-batch", type=int, default=16)
     parser.add_argument("--no-eval", action="store_true")
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
     parser.add_argument("--label", default="", help="what code was measured (e.g. before)")
     parser.add_argument("--out", type=Path, default=RESULTS / "decoder_memory.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -61,6 +62,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     sides = args.sides.split(",")
     data = eval_file(tmp, args.eval_rows)
     common = {"setup": "summarization", "rows": args.rows, "steps": args.steps}
+    if args.checkpointing:  # both sides recompute each block's activations in the backward
+        common["checkpointing"] = True
     for precision in args.precisions.split(","):
         spec = {**common, "precision": precision, "eval_data": data}
         run_dir = str(tmp / f"ours-{precision}")

@@ -252,3 +252,38 @@ def test_cpu_bf16_detection_can_be_overridden(monkeypatch):
     assert not precision.Hardware.detect().cpu_bf16
     monkeypatch.delenv("FINETUNE_CPU_BF16")
     assert precision.Hardware.detect().cpu_bf16
+
+
+@pytest.mark.parametrize(
+    ("family", "task", "method", "expected"),
+    [
+        ("gpt2", "summarization", "lora", True),  # a decoder's prompt + target: checkpointed
+        ("gpt2", "summarization", "prefix", False),  # past key/values do not survive it
+        ("gpt2", "classification", "lora", False),  # short inputs
+        ("t5", "summarization", "lora", False),  # the decoder sees only the target
+    ],
+)
+def test_auto_checkpointing_only_for_decoder_generation(
+    tiny_model_dir, family, task, method, expected
+):
+    model_dir = tiny_model_dir(family)
+    section: dict[str, Any] = {"type": "classification", "text": "text", "label": "label"}
+    if task == "summarization":
+        section = {"type": "summarization", "text": "dialogue", "summary": "summary"}
+    recipe = Recipe.model_validate(
+        {
+            "model": {"name": str(model_dir)},
+            "task": section,
+            "data": {"train": "unused.csv"},
+            "method": {"name": method},
+            "train": {"max_length": 32, "max_target_length": 8},  # checkpointing left at auto
+        }
+    )
+    assert recipe.train.gradient_checkpointing == "auto"
+    made = make_task(recipe, FAMILIES[family])
+    made.tokenizer = load_tokenizer(str(model_dir))
+    if not made.is_generation:
+        made.state.labels = ["0", "1"]
+    model = apply_method(recipe, load_base_and_method(recipe, FAMILIES[family], made))
+    layers = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False)]
+    assert bool(layers) == expected
