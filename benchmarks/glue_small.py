@@ -1,0 +1,124 @@
+"""GLUE, small: methods x tasks on the bundled MiniLM, as the adapter papers report them (#25).
+
+    python benchmarks/glue_small.py                       # the issue's budget: hours on 2 cores
+    python benchmarks/glue_small.py --methods full,lora --seeds 1 --no-tune --max-train 1000
+    python benchmarks/glue_small.py --print-suite         # the suite file it would run
+
+Runs `finetune compare` on recipes/suites/glue_small.yaml (CoLA, MRPC, STS-B as GLUE ships them,
+read from ../shared/data/glue/, and SST-2 on the bundled sample) with `--tune` and 3 seeds by
+default, `--jobs` runs at a time. The runs stay under --work, so an interrupted benchmark resumes
+where it stopped (compare reads finished runs back). The suite's report (md, csv, json, tex,
+png, heatmap) is copied to benchmarks/results/glue_small.*, followed by the LoRA - full and
+adapter - full average gaps beside the published BERT-base ones (UniPELT, Mao et al. 2022,
+Table 3: full 82.67, adapter 83.02, LoRA 82.20, prefix 82.07 on GLUE dev), with the caveat
+that the model (MiniLM-L6, 22M) and the budget differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+GLUE = REPO.parent / "shared" / "data" / "glue"
+SUITE = REPO / "recipes" / "suites" / "glue_small.yaml"
+METHODS = "full,lora,dora,houlsby,pfeiffer,ia3,bitfit,prompt"
+PUBLISHED = {"full": 82.67, "houlsby": 83.02, "lora": 82.20, "prefix": 82.07}  # UniPELT T3
+FOLDERS = {"glue_cola": "CoLA", "glue_mrpc": "MRPC", "glue_stsb": "STS-B"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default=METHODS)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--no-tune", action="store_true", help="each method at its default rate")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--max-train", type=int, default=None, help="train rows per task")
+    parser.add_argument("--glue", type=Path, default=GLUE, help="GLUE's folders CoLA/, MRPC/, ...")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-glue-small")
+    parser.add_argument("--print-suite", action="store_true", help="print the suite and stop")
+    return parser.parse_args(argv)
+
+
+def suite(args: argparse.Namespace) -> dict[str, object]:
+    """recipes/suites/glue_small.yaml with each GLUE task pointed at --glue."""
+    data = yaml.safe_load(SUITE.read_text(encoding="utf-8"))
+    tasks = []
+    for task in data["tasks"]:
+        recipe = (SUITE.parent / task["recipe"]).resolve()
+        overrides = list(task.get("overrides") or [])
+        folder = FOLDERS.get(recipe.stem)
+        if folder:
+            overrides += [
+                f"data.train.path={args.glue / folder / 'train.tsv'}",
+                f"data.eval.path={args.glue / folder / 'dev.tsv'}",
+            ]
+        if args.max_train:
+            overrides.append(f"data.max_train_samples={args.max_train}")
+        tasks.append({"recipe": str(recipe), "name": recipe.stem, "overrides": overrides})
+    return {"name": "glue_small", "tasks": tasks}
+
+
+def compare_command(args: argparse.Namespace, suite_file: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "finetune", "compare", str(suite_file)]
+    cmd += ["--methods", args.methods, "--seeds", str(args.seeds), "--jobs", str(args.jobs)]
+    cmd += ["--out", str(args.work / "report")]
+    return cmd + ([] if args.no_tune else ["--tune"])
+
+
+def gaps(report: Path) -> list[str]:
+    """Each method's average minus full fine-tuning's, beside the published BERT-base gap."""
+    rows = json.loads(report.read_text(encoding="utf-8"))
+    rows = rows.get("rows", rows) if isinstance(rows, dict) else rows
+    average = {r.get("method"): r.get("average") for r in rows if isinstance(r, dict)}
+    full = average.get("full")
+    if not isinstance(full, (int, float)):
+        return ["No full fine-tuning average (a failed cell?): no gaps to report."]
+    lines = ["| method | average - full (here) | published - full (BERT-base, UniPELT) |"]
+    lines.append("|---|---|---|")
+    for method, value in average.items():
+        if method == "full" or not isinstance(value, (int, float)):
+            continue
+        published = PUBLISHED.get(method)
+        shown = f"{published - PUBLISHED['full']:+.2f}" if published is not None else "–"
+        lines.append(f"| `{method}` | {value - full:+.2f} | {shown} |")
+    lines.append("")
+    lines.append(
+        "Caveat: the published figures are BERT-base (110M) at the papers' budgets and tuned "
+        "rates; here MiniLM-L6 (22M) at this benchmark's budget."
+    )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    suite_file = args.work / "glue_small.yaml"
+    suite_file.write_text(yaml.safe_dump(suite(args), sort_keys=False), encoding="utf-8")
+    if args.print_suite:
+        print(suite_file.read_text(encoding="utf-8"))
+        return 0
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(compare_command(args, suite_file), env=env, cwd=REPO)
+    out = args.work / "report"
+    for name in ("report.md", "report.csv", "report.json", "report.tex", "report.png"):
+        if (out / name).exists():
+            shutil.copy2(out / name, RESULTS / name.replace("report", "glue_small"))
+    if (out / "report.json").exists():
+        text = "\n".join(gaps(out / "report.json"))
+        print(text)
+        with (RESULTS / "glue_small.md").open("a", encoding="utf-8") as handle:
+            handle.write("\n" + text + "\n")
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
