@@ -228,7 +228,7 @@ def main() -> int:
     args = parse_args()
     sys.path.insert(0, str(REPO))
     from finetune.comparison.intervals import add_intervals
-    from finetune.comparison.runner import run_point
+    from finetune.comparison.runner import Point, run_point
 
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
@@ -241,7 +241,9 @@ def main() -> int:
         print(f"running {name} ...", flush=True)
         rows.append(
             run_point(
-                recipe(args, method, prompt, train, dev), name, method, args.work, args.overwrite
+                Point(recipe(args, method, prompt, train, dev), name, method),
+                args.work,
+                args.overwrite,
             )
         )
         print(f"  {rows[-1].status}, wall {rows[-1].wall_seconds} s", flush=True)
