@@ -138,7 +138,8 @@ def cpu_flags() -> str:
 def machine(rows: list[Any]) -> str:
     import torch
 
-    from finetune.comparison.runner import cores
+    def cores() -> int:
+        return len(os.sched_getaffinity(0))
 
     loads = [x for r in rows for x in (r.load_before, r.load_after) if x is not None]
     shown = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "?"
