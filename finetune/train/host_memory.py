@@ -5,15 +5,23 @@ steps: after one long batch the process stays at that batch's size, and freed ch
 varying sizes are only partly reused by the next batch of another length (SmolLM2-135M,
 DialogSum, batch 8: 3.3 GB resident after a 230-token batch, then 7.6 GB at the next 448-token
 batch, where the tensors it kept for backward were 3.5 GB; benchmarks/decoder_memory.py).
-`malloc_trim(0)` after each optimizer step returns every free page, so each step starts from
-the model's own footprint. It costs a few milliseconds per step; pages a later step touches
-again are faulted back in. Elsewhere (macOS, musl) there is nothing to call.
+`malloc_trim(0)` after an optimizer step returns every free page, so the next step starts from
+the model's own footprint. It is not free: about 40 ms a call on the quick start (pages a later
+step touches are faulted back in), which after every 130 ms step cost a quarter of the
+throughput (188 vs 242 samples/s; benchmarks/train_throughput.py). So it runs after a step only
+when `MIN_INTERVAL_S` have passed since the last one: every step of a decoder's multi-second
+steps, about one step in fifteen of the quick start's. Elsewhere (macOS, musl) there is
+nothing to call.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
+
+MIN_INTERVAL_S = 2.0  # at most ~2% of the wall time spent trimming
+_last_trim = [0.0]
 
 
 @functools.cache
@@ -33,6 +41,10 @@ def return_freed_memory(device: object) -> None:  # a torch.device, or its name
     """After a step on the CPU: give glibc's free pages back to the OS."""
     if getattr(device, "type", str(device)) != "cpu":
         return
+    now = time.monotonic()
+    if now - _last_trim[0] < MIN_INTERVAL_S:
+        return
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+    _last_trim[0] = time.monotonic()
