@@ -136,6 +136,30 @@ def recipe_rows(recipe) -> list[str]:
     return Path(recipe.data.train.path).read_text().splitlines()[1:]
 
 
+def test_score_head_computes_in_float32_under_bf16_autocast(tiny_model_dir, tmp_path):
+    """Under autocast a plain head would return bf16 scores, on a 1/64 grid near 3."""
+    import torch
+
+    from finetune.setup.model import load_base_and_method
+
+    task, recipe = _task(tiny_model_dir, tmp_path)
+    model = load_base_and_method(recipe, task.family, task).loaded.model.eval()
+    head = model.classifier
+    with torch.no_grad():
+        head.bias.fill_(2.7)  # a typical STS-B score: not a bf16 number
+    batch = task.collate(task.encode(task.examples_from_texts(["good film\tthe plot"]), False))
+    inputs = {k: v for k, v in batch.items() if k != "idx"}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(**inputs).logits
+    assert logits.dtype == torch.float32
+    assert logits[0, 0].item() != logits[0, 0].to(torch.bfloat16).float().item()
+    assert "classifier.weight" in model.state_dict()  # the checkpoint keys are transformers'
+    plain = torch.nn.Linear(head.in_features, 1)
+    plain.load_state_dict(head.state_dict())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert plain(torch.ones(1, head.in_features)).dtype == torch.bfloat16  # what it fixes
+
+
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, tiny_model_dir):
     """Full fine-tuning of the tiny BERT on learnable scores: enough steps to learn them."""

@@ -83,6 +83,7 @@ def load_base_and_method(
         task.model_config_overrides(),
         quantization_bits(recipe),
     )
+    task.prepare_base(loaded.model)
     new_modules = loaded.new_modules if saved_new_modules is None else saved_new_modules
     method = METHODS[recipe.method.name]
     return BaseAndMethod(loaded, method, method_context(recipe, arch, task, new_modules, plan))

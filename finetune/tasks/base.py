@@ -208,6 +208,10 @@ class Task(ABC):
         """Extra kwargs for `from_pretrained` (num_labels, id2label, ...)."""
         return {}
 
+    def prepare_base(self, model: Model) -> None:
+        """Adjust the freshly loaded base before a method wraps it (every command); nothing
+        by default."""
+
     def initialise_head(self, model: Model, new_modules: list[str], train: Features | None) -> None:
         """Set up the new head from the training features before training starts (a fresh
         run only: a resumed run loads its trained head over it); nothing by default."""

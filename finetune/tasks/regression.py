@@ -126,6 +126,14 @@ class RegressionTask(ClassificationTask):
             "label2id": {SCORE_NAME: 0},
         }
 
+    def prepare_base(self, model: Model) -> None:
+        """The score head computes in float32 even under bf16 autocast
+        (`models/float32_head.py`: otherwise every score sits on bf16's 1/64 grid)."""
+        from finetune.models.float32_head import compute_single_outputs_in_float32
+
+        names = compute_single_outputs_in_float32(model)
+        log.debug("regression head in float32: %s", ", ".join(names) or "none found")
+
     def initialise_head(self, model: Model, new_modules: list[str], train: Features | None) -> None:
         """The new head's output bias starts at the mean training target.
 
