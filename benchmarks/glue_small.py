@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--no-tune", action="store_true", help="each method at its default rate")
+    parser.add_argument("--tune-rates", type=int, default=5, choices=(3, 5))
+    parser.add_argument("--tune-budget", type=float, default=0.3)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--max-train", type=int, default=None, help="train rows per task")
     parser.add_argument("--glue", type=Path, default=GLUE, help="GLUE's folders CoLA/, MRPC/, ...")
@@ -71,7 +73,8 @@ def compare_command(args: argparse.Namespace, suite_file: Path) -> list[str]:
     cmd = [sys.executable, "-m", "finetune", "compare", str(suite_file)]
     cmd += ["--methods", args.methods, "--seeds", str(args.seeds), "--jobs", str(args.jobs)]
     cmd += ["--out", str(args.work / "report")]
-    return cmd + ([] if args.no_tune else ["--tune"])
+    tune = ["--tune", "--tune-rates", str(args.tune_rates), "--tune-budget", str(args.tune_budget)]
+    return cmd + ([] if args.no_tune else tune)
 
 
 def gaps(report: Path) -> list[str]:
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("report.md", "report.csv", "report.json", "report.tex", "report.png"):
         if (out / name).exists():
             shutil.copy2(out / name, RESULTS / name.replace("report", "glue_small"))
+    if (out / "heatmap.png").exists():
+        shutil.copy2(out / "heatmap.png", RESULTS / "glue_small_heatmap.png")
     if (out / "report.json").exists():
         text = "\n".join(gaps(out / "report.json"))
         print(text)

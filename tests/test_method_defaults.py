@@ -41,6 +41,32 @@ def test_resolved_recipe_takes_the_method_default_lr(name):
     assert explicit.resolved().train.lr == 1e-4
 
 
+@pytest.mark.parametrize(
+    ("optimizer", "want"), [("adamw", 2e-3), ("loraplus", 1e-3), ("lorafa", 3.2e-2)]
+)
+def test_an_unset_rate_follows_the_lora_optimizer(optimizer, want):
+    """LoRA+ at LoRA's AdamW rate diverged on the quick start (B moves 16x faster); LoRA-FA
+    needs a larger one: the default scales with the optimizer, an explicit rate is kept."""
+    data = {
+        "model": {"name": "m"},
+        "task": {"type": "classification"},
+        "data": {"train": "t.csv"},
+        "method": {"name": "lora"},
+        "train": {"optimizer": optimizer},
+    }
+    assert Recipe.model_validate(data).resolved().train.lr == pytest.approx(want)
+    data["train"]["lr"] = 1e-4
+    assert Recipe.model_validate(data).resolved().train.lr == 1e-4
+
+
+def test_compare_rows_of_other_methods_take_their_scaled_default():
+    from finetune.comparison.recipes import method_recipe
+
+    base = {"method": {"name": "full"}, "train": {"optimizer": "loraplus", "lr": 5e-5}}
+    assert method_recipe(base, "lora")["train"]["lr"] == pytest.approx(1e-3)
+    assert method_recipe(base, "full")["train"]["lr"] == 5e-5  # the recipe's own rate
+
+
 def test_every_method_says_where_its_default_lr_comes_from():
     for name, method in METHODS.items():
         assert method.lr_source.strip(), f"{name}: set lr_source next to default_lr"

@@ -213,7 +213,8 @@ def _train_lines(method: str) -> list[str]:
     from finetune.docs.methods import format_lr
 
     mantissa, _, exponent = format_lr(METHODS[method].default_lr).partition("e")
-    lr = f"{float(mantissa):.1f}e{exponent}" if exponent else mantissa  # YAML reads 2.0e-3
+    mantissa += "" if "." in mantissa or not exponent else ".0"  # YAML reads 2.0e-3, not 2e-3
+    lr = f"{mantissa}e{exponent}" if exponent else mantissa
     text = f"  # lr: {lr}".ljust(COMMENT_COLUMN - 1)
     return [
         "train:",

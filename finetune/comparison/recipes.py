@@ -12,6 +12,7 @@ from finetune.errors import RecipeError
 from finetune.jsonvalues import as_object, child, copy_object, integer
 from finetune.methods import METHODS
 from finetune.recipe.io import apply_overrides, read_yaml
+from finetune.recipe.sections import default_lr
 from finetune.types import JSONObject
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,10 +64,10 @@ def method_recipe(base: Mapping[str, JSON], method: str) -> RecipeData:
         data["method"] = {**section, "init": init}
     elif section.get("name") != method:
         data["method"] = {"name": name, **({"init": init} if init else {})}
-        child(data, "train")["lr"] = METHODS[name].default_lr
+        child(data, "train")["lr"] = None
     train = child(data, "train")
     if train.get("lr") is None:
-        train["lr"] = METHODS[name].default_lr
+        train["lr"] = default_lr(METHODS[name].default_lr, train.get("optimizer"))
     data.pop("output", None)
     data.pop("name", None)
     return data

@@ -72,8 +72,11 @@ def render_table() -> str:
 
 def format_lr(lr: float) -> str:
     """2e-3, not 0.002: the form papers and recipes write learning rates in."""
-    short = f"{lr:.0e}".replace("e-0", "e-").replace("e+00", "")
-    return short if float(short) == lr else f"{lr:g}"
+    for digits in (0, 1, 2):
+        short = f"{lr:.{digits}e}".replace("e-0", "e-").replace("e+00", "")
+        if float(short) == lr:
+            return short
+    return f"{lr:g}"
 
 
 def render_lr_table() -> str:

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from finetune.errors import FinetuneError, Problem
 from finetune.methods.base import MethodContext
-from finetune.methods.tuner import LORA_RATE, TargetModules, TunerMethod, targets_field
+from finetune.methods.tuner import WIDE_GRID, TargetModules, TunerMethod, targets_field
 from finetune.methods.wrapped import peft_model
 from finetune.recipe.section import Section
 
@@ -69,8 +69,8 @@ class AdaLoraMethod(TunerMethod):
     name = "adalora"
     config_class = AdaLoraOptions
     peft_class = "AdaLoraConfig"
-    default_lr = 2e-3
-    lr_source = LORA_RATE + "; Zhang et al. 2023 use 8e-4 for SST-2 on DeBERTaV3-base (24 epochs)"
+    default_lr = 3.2e-2
+    lr_source = WIDE_GRID + "; Zhang et al. 2023 use 8e-4 for SST-2 on DeBERTaV3-base (24 epochs)"
     description = "LoRA in SVD form with its rank budget moved between layers (peft AdaLoraConfig)"
     markers = ("lora_", "modules_to_save")
     group = "lora-family"

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from finetune.methods.base import MethodContext
-from finetune.methods.tuner import LORA_RATE, TargetModules, TunerMethod, targets_field
+from finetune.methods.tuner import WIDE_GRID, TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
 
 
@@ -52,8 +52,8 @@ class LoHaMethod(TunerMethod):
     config_class = LoHaOptions
     peft_class = "LoHaConfig"
     linear_only = True
-    default_lr = 2e-3
-    lr_source = LORA_RATE
+    default_lr = 8e-3
+    lr_source = WIDE_GRID
     description = "Hadamard product of two low-rank updates (peft LoHaConfig)"
     markers = ("hada_", "modules_to_save")
     group = "lora-family"
@@ -72,8 +72,8 @@ class LoKrMethod(TunerMethod):
     config_class = LoKrOptions
     peft_class = "LoKrConfig"
     linear_only = True
-    default_lr = 2e-3
-    lr_source = LORA_RATE
+    default_lr = 8e-3
+    lr_source = WIDE_GRID
     description = "Kronecker product of a small block and a low-rank factor (peft LoKrConfig)"
     markers = ("lokr_", "modules_to_save")
     group = "lora-family"

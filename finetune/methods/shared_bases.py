@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from finetune.methods.base import MethodContext
-from finetune.methods.tuner import LORA_RATE, TargetModules, TunerMethod, targets_field
+from finetune.methods.tuner import WIDE_GRID, TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
 
 
@@ -62,8 +62,8 @@ class VeraMethod(TunerMethod):
     config_class = VeraOptions
     peft_class = "VeraConfig"
     has_exclude = False
-    default_lr = 4e-3
-    lr_source = "Kopiczko et al. 2024 (VeRA), SST-2 on RoBERTa-base: 4e-3"
+    default_lr = 3.2e-2
+    lr_source = WIDE_GRID + "; Kopiczko et al. 2024 (VeRA) use 4e-3 for SST-2 on RoBERTa-base"
     description = "shared frozen random A, B; per-layer trained scaling vectors (peft VeraConfig)"
     markers = ("vera_lambda_", "modules_to_save")
     # the scaling vectors start at d_initial and 0: decay would pull d toward 0
@@ -85,8 +85,8 @@ class RandLoraMethod(TunerMethod):
     config_class = RandLoraOptions
     peft_class = "RandLoraConfig"
     has_exclude = False
-    default_lr = 2e-3
-    lr_source = LORA_RATE
+    default_lr = 1e-3
+    lr_source = WIDE_GRID
     description = "sum of frozen random bases with trained diagonal scales (peft RandLoraConfig)"
     markers = ("randlora_lambda", "randlora_gamma", "modules_to_save")
     no_decay = ("randlora_lambda", "randlora_gamma")
@@ -107,8 +107,8 @@ class VBLoraMethod(TunerMethod):
     name = "vblora"
     config_class = VBLoraOptions
     peft_class = "VBLoRAConfig"
-    default_lr = 2e-3
-    lr_source = LORA_RATE
+    default_lr = 8e-3
+    lr_source = WIDE_GRID
     description = (
         "every layer's low-rank factors mixed from one shared vector bank (peft VBLoRAConfig)"
     )

@@ -27,13 +27,13 @@ if TYPE_CHECKING:  # pragma: no cover
 TargetModules = Union[Literal["auto", "all-linear"], list[str]]
 
 # where the new methods' default rates come from (README, Learning rates)
-LORA_RATE = (
-    "LoRA's rate (measured on the quick start: 2e-3 beats 5e-4 by about a point), not searched "
-    "for this method; `compare --tune` searches it"
-)
 GRID = (
     "best on 3,000 quick-start train rows (1 epoch, SST-2 dev) among 5e-4, 2e-3 and 8e-3 "
     "(benchmarks/results/lr_grid_3000rows.md)"
+)
+WIDE_GRID = (
+    "best on 3,000 quick-start train rows (1 epoch, SST-2 dev) among 2e-3, 8e-3 and 3.2e-2, "
+    "followed past an edge where the best lay on it (benchmarks/results/lr_grid_weak_3000rows.md)"
 )
 GRID_TOP = GRID + "; the top of that grid, so a higher rate may do better: `compare --tune` widens"
 

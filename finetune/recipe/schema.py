@@ -25,6 +25,7 @@ from finetune.recipe.sections import (
     OutputConfig,
     QuantizationConfig,
     TrainConfig,
+    default_lr,
 )
 from finetune.tasks import TASKS
 
@@ -71,7 +72,7 @@ class Recipe(Section):
         """A copy with the method's defaults filled in where the recipe leaves them open."""
         copy = self.model_copy(deep=True)
         if copy.train.lr is None:
-            copy.train.lr = METHODS[copy.method.name].default_lr
+            copy.train.lr = default_lr(METHODS[copy.method.name].default_lr, copy.train.optimizer)
         return copy
 
 
