@@ -195,3 +195,27 @@ def test_saved_adapter_loads_in_plain_peft(name, tiny_model_dir, tmp_path):
     again = PeftModel.from_pretrained(fresh.model, str(tmp_path)).eval()
     with torch.no_grad():
         assert torch.allclose(again(**inputs).logits, want, atol=1e-5)
+
+
+def test_every_tuner_option_is_a_keyword_of_its_peft_config():
+    """Options reach peft by name (TunerMethod.peft_names renames): a new recipe option with
+    no peft keyword of that name, or a wrong rename, fails here instead of in a user's run."""
+    import dataclasses
+    import types
+
+    import peft
+
+    from finetune.methods import METHODS
+    from finetune.methods.tuner import TunerMethod
+
+    plan = types.SimpleNamespace(total_steps=300)
+    for name, method in METHODS.items():
+        if not isinstance(method, TunerMethod):
+            continue
+        options = method.tuner_options(
+            method.config_class(name=name), types.SimpleNamespace(plan=plan)
+        )
+        fields = {f.name for f in dataclasses.fields(getattr(peft, method.peft_class))}
+        assert set(options) <= fields, (name, set(options) - fields)
+        renamed = {method.peft_names.get(k, k) for k in method.config_class.model_fields}
+        assert renamed - {"name", "target_modules", *method.peft_skip} <= set(options), name

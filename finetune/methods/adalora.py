@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypedDict, cast
 
 from pydantic import Field
 
@@ -88,23 +88,20 @@ class AdaLoraMethod(TunerMethod):
             )
         ]
 
+    peft_names: ClassVar[dict[str, str]] = {
+        "alpha": "lora_alpha",
+        "dropout": "lora_dropout",
+        "interval": "deltaT",
+    }
+    peft_skip = ("warmup", "final")  # fractions of the run: `schedule` makes them peft's steps
+
     def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
         if ctx.plan is None:
             raise FinetuneError(
                 "method adalora needs the run's planned step count to schedule its ranks",
                 fix="this is a bug: RunSetup.for_training hands the method its plan",
             )
-        return {
-            "init_r": cfg.init_r,
-            "target_r": cfg.target_r,
-            "lora_alpha": cfg.alpha,
-            "lora_dropout": cfg.dropout,
-            "deltaT": cfg.interval,
-            "beta1": cfg.beta1,
-            "beta2": cfg.beta2,
-            "orth_reg_weight": cfg.orth_reg_weight,
-            **schedule(cfg, ctx.plan.total_steps),
-        }
+        return {**super().tuner_options(cfg, ctx), **schedule(cfg, ctx.plan.total_steps)}
 
     # peft's AdaLoraModel keeps one trainable adapter: each run loads on a base of its own
     multi_adapter = False

@@ -8,11 +8,10 @@ folds into the weight (mergeable) and is saved in peft's format.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from finetune.methods.base import MethodContext
 from finetune.methods.tuner import TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
 
@@ -39,9 +38,4 @@ class FourierFTMethod(TunerMethod):
     markers = ("fourierft_spectrum", "modules_to_save")
     group = "lora-family"
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
-        return {
-            "n_frequency": cfg.n_frequency,
-            "scaling": cfg.scaling,
-            "random_loc_seed": cfg.random_seed,
-        }
+    peft_names: ClassVar[dict[str, str]] = {"random_seed": "random_loc_seed"}

@@ -8,11 +8,10 @@ a low-rank one. Both fold into the weight (mergeable), both are saved in peft's 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from finetune.methods.base import MethodContext
 from finetune.methods.tuner import WIDE_GRID, TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
 
@@ -58,14 +57,6 @@ class LoHaMethod(TunerMethod):
     markers = ("hada_", "modules_to_save")
     group = "lora-family"
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
-        return {
-            "r": cfg.r,
-            "alpha": cfg.alpha,
-            "rank_dropout": cfg.rank_dropout,
-            "module_dropout": cfg.module_dropout,
-        }
-
 
 class LoKrMethod(TunerMethod):
     name = "lokr"
@@ -77,13 +68,3 @@ class LoKrMethod(TunerMethod):
     description = "Kronecker product of a small block and a low-rank factor (peft LoKrConfig)"
     markers = ("lokr_", "modules_to_save")
     group = "lora-family"
-
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
-        return {
-            "r": cfg.r,
-            "alpha": cfg.alpha,
-            "rank_dropout": cfg.rank_dropout,
-            "module_dropout": cfg.module_dropout,
-            "decompose_both": cfg.decompose_both,
-            "decompose_factor": cfg.decompose_factor,
-        }

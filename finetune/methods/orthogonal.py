@@ -10,11 +10,10 @@ saved in peft's format.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from finetune.methods.base import MethodContext
 from finetune.methods.tuner import GRID, GRID_TOP, TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
 
@@ -65,15 +64,8 @@ class OFTMethod(TunerMethod):
     description = "block-diagonal orthogonal rotation of each adapted weight (peft OFTConfig)"
     markers = ("oft_", "modules_to_save")
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
-        return {
-            "r": 0,
-            "oft_block_size": cfg.block_size,
-            "coft": cfg.coft,
-            "eps": cfg.eps,
-            "block_share": cfg.block_share,
-            "module_dropout": cfg.module_dropout,
-        }
+    peft_names: ClassVar[dict[str, str]] = {"block_size": "oft_block_size"}
+    peft_fixed: ClassVar[dict[str, object]] = {"r": 0}  # the block size sets the blocks
 
 
 class BOFTMethod(TunerMethod):
@@ -87,13 +79,12 @@ class BOFTMethod(TunerMethod):
     markers = ("boft_", "modules_to_save")
     no_decay = ("boft_s",)  # the output scale starts at 1
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
-        return {
-            "boft_block_size": cfg.block_size,
-            "boft_block_num": cfg.block_num,
-            "boft_n_butterfly_factor": cfg.butterfly_factors,
-            "boft_dropout": cfg.dropout,
-        }
+    peft_names: ClassVar[dict[str, str]] = {
+        "block_size": "boft_block_size",
+        "block_num": "boft_block_num",
+        "butterfly_factors": "boft_n_butterfly_factor",
+        "dropout": "boft_dropout",
+    }
 
 
 class HRAMethod(TunerMethod):
@@ -106,5 +97,4 @@ class HRAMethod(TunerMethod):
     description = "a chain of r trained Householder reflections of each weight (peft HRAConfig)"
     markers = ("hra_", "modules_to_save")
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
-        return {"r": cfg.r, "apply_GS": cfg.apply_gs}
+    peft_names: ClassVar[dict[str, str]] = {"apply_gs": "apply_GS"}

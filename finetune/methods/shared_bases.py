@@ -11,11 +11,10 @@ matrices are saved with the adapter (`save_projection`), so it loads without the
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from finetune.methods.base import MethodContext
 from finetune.methods.tuner import WIDE_GRID, TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
 
@@ -70,14 +69,13 @@ class VeraMethod(TunerMethod):
     no_decay = ("vera_lambda_",)
     group = "lora-family"
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
-        return {
-            "r": cfg.r,
-            "d_initial": cfg.d_initial,
-            "vera_dropout": cfg.dropout,
-            "projection_prng_key": cfg.projection_seed,
-            "save_projection": True,
-        }
+    peft_names: ClassVar[dict[str, str]] = {
+        "dropout": "vera_dropout",
+        "projection_seed": "projection_prng_key",
+    }
+    peft_fixed: ClassVar[dict[str, object]] = {
+        "save_projection": True
+    }  # the adapter loads without the seed's generator
 
 
 class RandLoraMethod(TunerMethod):
@@ -92,15 +90,12 @@ class RandLoraMethod(TunerMethod):
     no_decay = ("randlora_lambda", "randlora_gamma")
     group = "lora-family"
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
-        return {
-            "r": cfg.r,
-            "randlora_alpha": cfg.alpha,
-            "sparse": cfg.sparse,
-            "randlora_dropout": cfg.dropout,
-            "projection_prng_key": cfg.projection_seed,
-            "save_projection": True,
-        }
+    peft_names: ClassVar[dict[str, str]] = {
+        "alpha": "randlora_alpha",
+        "dropout": "randlora_dropout",
+        "projection_seed": "projection_prng_key",
+    }
+    peft_fixed: ClassVar[dict[str, object]] = {"save_projection": True}
 
 
 class VBLoraMethod(TunerMethod):
@@ -115,11 +110,4 @@ class VBLoraMethod(TunerMethod):
     markers = ("vblora_", "modules_to_save")
     group = "lora-family"
 
-    def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
-        return {
-            "r": cfg.r,
-            "num_vectors": cfg.num_vectors,
-            "vector_length": cfg.vector_length,
-            "topk": cfg.topk,
-            "vblora_dropout": cfg.dropout,
-        }
+    peft_names: ClassVar[dict[str, str]] = {"dropout": "vblora_dropout"}

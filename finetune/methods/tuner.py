@@ -11,7 +11,7 @@ loading, several adapters and merging are peft's (`PeftMethod`).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 from pydantic import Field
 
@@ -72,9 +72,21 @@ class TunerMethod(PeftMethod):
         """`target_modules: auto`: the attention projections LoRA adapts, as peft's tables."""
         return ctx.family.lora_targets
 
+    # the recipe section's options go to the peft config under their own names, except these
+    peft_names: ClassVar[dict[str, str]] = {}  # option -> peft's keyword where they differ
+    peft_fixed: ClassVar[dict[str, object]] = {}  # peft keywords no recipe sets
+    peft_skip: ClassVar[tuple[str, ...]] = ()  # options the method turns into others itself
+
     def tuner_options(self, cfg: Any, ctx: MethodContext) -> dict[str, object]:
-        """This method's own keyword arguments of its peft config."""
-        return {}
+        """This method's own keyword arguments of its peft config: every option of its recipe
+        section (one list, the options model, so a new option cannot be forgotten here)."""
+        skip = {"name", "target_modules", *self.peft_skip}
+        options = {
+            self.peft_names.get(key, key): getattr(cfg, key)
+            for key in type(cfg).model_fields
+            if key not in skip
+        }
+        return {**options, **self.peft_fixed}
 
     def targets(self, ctx: MethodContext) -> str | list[str]:
         value = ctx.config.target_modules
