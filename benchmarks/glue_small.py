@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--no-tune", action="store_true", help="each method at its default rate")
+    parser.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
     parser.add_argument("--tune-rates", type=int, default=5, choices=(3, 5))
     parser.add_argument("--tune-budget", type=float, default=0.3)
     parser.add_argument("--jobs", type=int, default=1)
@@ -54,8 +55,11 @@ def suite(args: argparse.Namespace) -> dict[str, object]:
     """recipes/suites/glue_small.yaml with each GLUE task pointed at --glue."""
     data = yaml.safe_load(SUITE.read_text(encoding="utf-8"))
     tasks = []
+    wanted = [t for t in args.tasks.split(",") if t]
     for task in data["tasks"]:
         recipe = (SUITE.parent / task["recipe"]).resolve()
+        if wanted and recipe.stem not in wanted:
+            continue
         overrides = list(task.get("overrides") or [])
         folder = FOLDERS.get(recipe.stem)
         if folder:
