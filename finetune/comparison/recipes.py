@@ -64,7 +64,7 @@ def method_recipe(base: Mapping[str, JSON], method: str) -> RecipeData:
         data["method"] = {**section, "init": init}
     elif section.get("name") != method:
         data["method"] = {"name": name, **({"init": init} if init else {})}
-        child(data, "train")["lr"] = None
+        child(data, "train")["lr"] = None  # the recipe's rate was for its own method
     train = child(data, "train")
     if train.get("lr") is None:
         train["lr"] = default_lr(METHODS[name].default_lr, train.get("optimizer"))

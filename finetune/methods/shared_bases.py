@@ -73,9 +73,8 @@ class VeraMethod(TunerMethod):
         "dropout": "vera_dropout",
         "projection_seed": "projection_prng_key",
     }
-    peft_fixed: ClassVar[dict[str, object]] = {
-        "save_projection": True
-    }  # the adapter loads without the seed's generator
+    # the saved adapter holds its projections, so it loads without the seed's generator
+    peft_fixed: ClassVar[dict[str, object]] = {"save_projection": True}
 
 
 class RandLoraMethod(TunerMethod):
