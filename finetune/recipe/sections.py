@@ -91,6 +91,14 @@ TrackerName = Literal[
 ]
 
 
+# The method's default_lr is AdamW's. LoRA+ moves B at 16x the rate, and LoRA-FA trains B
+# alone through a projected gradient, so each wants another base rate: on 3,000 quick-start
+# rows (SST-2 dev, benchmarks/results/lr_grid_optimizers_3000rows.md) LoRA+ diverged at
+# LoRA's 2e-3 (0.51) and peaked at 1e-3 (0.811); LoRA-FA climbed to 3.2e-2 (0.795, 0.714 at
+# 2e-3) and diverged at 6.4e-2.
+OPTIMIZER_RATE_FACTORS = {"adamw": 1.0, "loraplus": 0.5, "lorafa": 16.0}
+
+
 class TrainConfig(Section):
     epochs: int = Field(1, ge=1, le=1000, description="Passes over the training data.")
     max_steps: int | None = Field(
@@ -116,8 +124,9 @@ class TrainConfig(Section):
         "adamw",
         description="adamw; loraplus: LoRA's B matrices at lr x loraplus_lr_ratio (LoRA+); "
         "lorafa: A frozen, B's gradient projected (LoRA-FA). loraplus/lorafa: LoRA-family only; "
-        "with train.lr null their rate is the method's default_lr x 0.5 (loraplus) or x 16 "
-        "(lorafa).",
+        "with train.lr null their rate is the method's default_lr x "
+        f"{OPTIMIZER_RATE_FACTORS['loraplus']:g} (loraplus) or x "
+        f"{OPTIMIZER_RATE_FACTORS['lorafa']:g} (lorafa).",
     )
     loraplus_lr_ratio: float = Field(
         16.0, ge=1, le=1024, description="loraplus: the B matrices' rate over train.lr."
@@ -229,14 +238,6 @@ class EvalConfig(Section):
 
 class OutputConfig(Section):
     dir: str | None = Field(None, description="Run directory; default runs/<recipe file name>.")
-
-
-# The method's default_lr is AdamW's. LoRA+ moves B at 16x the rate, and LoRA-FA trains B
-# alone through a projected gradient, so each wants another base rate: on 3,000 quick-start
-# rows (SST-2 dev, benchmarks/results/lr_grid_optimizers_3000rows.md) LoRA+ diverged at
-# LoRA's 2e-3 (0.51) and peaked at 1e-3 (0.811); LoRA-FA climbed to 3.2e-2 (0.795, 0.714 at
-# 2e-3) and diverged at 6.4e-2.
-OPTIMIZER_RATE_FACTORS = {"adamw": 1.0, "loraplus": 0.5, "lorafa": 16.0}
 
 
 def default_lr(method_rate: float, optimizer: object) -> float:
