@@ -29,6 +29,7 @@ import yaml
 
 from finetune.comparison.report import human_size
 from finetune.methods import METHODS
+from finetune.recipe.sections import default_lr
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -46,6 +47,7 @@ METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "pfeiffer": {"reduction_factor": 16},
 }
 # LoRA's variants: row name -> (method options, train options), at LoRA's default rate
+# (scaled by the optimizer's factor, as `run` does when train.lr is unset)
 LORA_VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     f"lora:{init}": ({"init": init}, {})
     for init in ("gaussian", "orthogonal", "pissa", "olora", "eva", "corda", "loftq")
@@ -58,7 +60,12 @@ METHOD_SETTINGS: dict[str, tuple[str, dict[str, Any], dict[str, Any], float]] = 
 }
 METHOD_SETTINGS.update(
     {
-        row: ("lora", {**METHOD_OPTIONS["lora"], **options}, train, METHODS["lora"].default_lr)
+        row: (
+            "lora",
+            {**METHOD_OPTIONS["lora"], **options},
+            train,
+            default_lr(METHODS["lora"].default_lr, train.get("optimizer", "adamw")),
+        )
         for row, (options, train) in LORA_VARIANTS.items()
     }
 )
