@@ -12,8 +12,9 @@ import yaml
 
 from finetune.cli import app
 from finetune.comparison.jobs import slots
+from finetune.comparison.report import search_tables
 from finetune.comparison.runner import Point, Row
-from finetune.comparison.tune import WIDEN, Search, SearchData
+from finetune.comparison.tune import WIDEN, Search, SearchData, SearchEntry, safe_rate
 from tests.conftest import classification_recipe, write_csv, write_recipe
 from tests.tiny_models import sentiment_rows
 
@@ -58,6 +59,35 @@ def test_search_widens_past_an_edge_at_most_twice(tmp_path):
     low = _search(tmp_path)
     low.record(_rows([0.9, 0.6, 0.5]))  # best at the bottom edge: one rate further down
     assert low.pending == [2.5e-4]
+
+
+def _table(scores: list[float | None], metric: str = "accuracy") -> list[SearchEntry]:
+    rates = [1e-3 * 2**i for i in range(len(scores))]
+    return [
+        {"lr": lr, "steps": 3, "metric": metric, "score": s, "status": "ok" if s else "failed"}
+        for lr, s in zip(rates, scores)
+    ]
+
+
+def test_a_best_rate_next_to_a_cliff_gives_way_to_the_rate_below(tmp_path):
+    # the quick start's LoRA search: 8e-3 best held out, 1.6e-2 back to chance
+    cliff = _table([0.78, 0.834, 0.838, 0.85, 0.532])
+    assert safe_rate(cliff, 8e-3) == 4e-3
+    # the rate above fell, but stayed above the smallest rate's score: no cliff (OFT's search)
+    assert safe_rate(_table([0.796, 0.83, 0.84, 0.85, 0.812]), 8e-3) == 8e-3
+    assert safe_rate(_table([0.7, 0.8, 0.9, None]), 4e-3) == 2e-3  # the run above failed
+    assert safe_rate(_table([0.7, 0.8, 0.9]), 4e-3) == 4e-3  # top edge: nothing above it
+    assert safe_rate(_table([0.9, 0.1]), 1e-3) == 1e-3  # bottom edge: nothing below it
+    # lower is better (MSE): the rate above scoring worse than the smallest is the cliff
+    assert safe_rate(_table([0.9, 0.5, 0.3, 1.2], metric="mse"), 4e-3) == 2e-3
+    assert safe_rate(_table([0.9, 0.5, 0.3, 0.6], metric="mse"), 4e-3) == 4e-3
+    search = _search(tmp_path)
+    search.record(_rows([0.78, 0.85, 0.532]))
+    assert search.pending == [] and search.best == 1e-3 and search.chosen == 5e-4
+    row = Row("lora", "ok", quality_metric="accuracy", quality=0.8, lr=5e-4, search=search.table)
+    report = search_tables([row])
+    assert "| 0.0005 | accuracy 0.7800 | chosen |" in report
+    assert "| 0.001 | accuracy 0.8500 | best held out; the rate above it collapsed" in report
 
 
 def _task(tmp_path: Path, name: str, seed: int, model: Path) -> Path:

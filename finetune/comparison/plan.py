@@ -66,7 +66,7 @@ def compare_tasks(
             data = method_recipe(task.base, method)
             search = searches.get((task.name, method))
             if search is not None:
-                child(data, "train")["lr"] = search.best
+                child(data, "train")["lr"] = search.chosen
             name = method_entry(method).label or method
             finals.append((task, method, Point(data, name, method)))
     outcomes = _run_finals(finals, seeds, jobs, overwrite)

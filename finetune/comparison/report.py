@@ -13,7 +13,7 @@ import io
 from dataclasses import asdict
 from pathlib import Path
 
-from finetune.comparison.runner import Row
+from finetune.comparison.runner import Row, higher_is_better
 from finetune.run.files import atomic_write_json, atomic_write_text
 
 
@@ -144,10 +144,18 @@ def search_tables(rows: list[Row]) -> str:
             continue
         lines = [f"### `{r.method}`: learning-rate search", "", "| lr | held-out score | |"]
         lines.append("|---|---|---|")
+        scored = [s for s in r.search if s["score"] is not None]
+        sign = 1.0 if scored and higher_is_better(scored[0]["metric"]) else -1.0
+        top = max(scored, key=lambda s: sign * (s["score"] or 0.0), default=None)
+        ran = next((s for s in scored if s["lr"] == r.lr), None)
+        stepped_down = top is not None and ran is not None and ran["score"] != top["score"]
         for s in r.search:
             value = s["score"]
             score = "failed" if value is None else f"{s['metric']} {_num(value)}"
-            lines.append(f"| {s['lr']:g} | {score} | {'chosen' if s['lr'] == r.lr else ''} |")
+            mark = "chosen" if s["lr"] == r.lr else ""
+            if stepped_down and s is top:
+                mark = "best held out; the rate above it collapsed, so the rate below runs"
+            lines.append(f"| {s['lr']:g} | {score} | {mark} |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
