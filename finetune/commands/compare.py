@@ -124,7 +124,8 @@ def rates_header(
         f"**Learning rates were tuned per method**: {tune.rates} log-spaced rates around each "
         f"method's default (up to {WIDEN} more past an edge when the best one lies on it), "
         f"{tune.budget:.0%} of the training steps each, scored on a seeded {HOLD_OUT:.0%} "
-        f"hold-out of the training rows (never on the eval split below). Chosen: {chosen}. "
+        f"hold-out of the training rows (never on the eval split below); the best rate, or the "
+        f"one below it when the rate above the best collapsed. Chosen: {chosen}. "
         "The search tables are at the end."
     ]
 
@@ -137,7 +138,8 @@ def _suite_rates(tune: TuneOptions | None) -> str:
         )
     return (
         f"**Learning rates were tuned per method and per task** ({tune.rates} rates, widened "
-        "past an edge when the best lay on it; each task's report holds its search tables)."
+        "past an edge when the best lay on it, stepped down from a best rate next to a "
+        "collapse; each task's report holds its search tables)."
     )
 
 
