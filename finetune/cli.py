@@ -182,7 +182,11 @@ def compare(
     ] = False,
     tune_rates: Annotated[int, typer.Option(help="Rates tried per method: 3 or 5.")] = 5,
     tune_budget: Annotated[
-        float, typer.Option(help="Fraction of the training steps per search run.")
+        float,
+        typer.Option(
+            help="Fraction of the training steps per search run (never under a floor of a "
+            "few dozen steps, nor over the whole run)."
+        ),
     ] = 0.3,
     seeds: Annotated[int, typer.Option(help="Seeds per method (mean ± std).", min=1)] = 1,
     jobs: Annotated[

@@ -20,6 +20,7 @@ import yaml
 
 from finetune.cli import app
 from finetune.comparison import runner as runner_module
+from finetune.comparison import tune as tune_module
 from finetune.comparison.intervals import (
     bleu_scores,
     bootstrap,
@@ -98,7 +99,10 @@ def base_recipe(tmp_path, tiny_model_dir, sentiment_files):
     return write_recipe(tmp_path / "r.yaml", data), train, dev
 
 
-def test_compare_tune_searches_on_train_hold_out_only(tmp_path, runner, fake_run, base_recipe):
+def test_compare_tune_searches_on_train_hold_out_only(
+    tmp_path, runner, fake_run, base_recipe, monkeypatch
+):
+    monkeypatch.setattr(tune_module, "MIN_SEARCH_STEPS", 2)  # so the fraction shows on 12 steps
     recipe, train, dev = base_recipe
     out = tmp_path / "cmp"
     args = ["compare", str(recipe), "--methods", "full,lora", "--tune", "--out", str(out)]

@@ -10,7 +10,13 @@ from pathlib import Path
 from finetune.commands.compare import rates_header
 from finetune.comparison.plan import TaskSpec
 from finetune.comparison.recipes import method_recipe, seed_list
-from finetune.comparison.tune import SearchData, TuneOptions, new_search, search_steps
+from finetune.comparison.tune import (
+    MIN_SEARCH_STEPS,
+    SearchData,
+    TuneOptions,
+    new_search,
+    search_steps,
+)
 from finetune.jsonvalues import as_object, child, integer, number
 from finetune.methods import METHODS
 from finetune.run.curves import eval_history, read_log
@@ -43,9 +49,13 @@ def test_null_rate_is_the_methods_default_and_the_search_starts_there(tmp_path: 
     search = new_search("lora", data, "lora", split, tmp_path, TuneOptions(rates=3))
     assert search.default == METHODS["lora"].default_lr
     assert seed_list(base, 2) == [3, 4]
-    # the schema's defaults: 1 epoch of 100 rows at batch 32 is 4 steps, 30% of them 2
-    assert search_steps({}, 100, 0.3) == 2
-    assert search_steps({"max_steps": "10"}, 100, 0.5) == 5
+    # a short run is searched whole (1 epoch of 100 rows at batch 32 is 4 steps)
+    assert search_steps({}, 100, 0.3) == 4
+    assert search_steps({"max_steps": "10"}, 100, 0.5) == 10
+    # a long one at the budget's fraction, but never below MIN_SEARCH_STEPS
+    assert search_steps({"max_steps": "1000"}, 100, 0.3) == 300
+    assert search_steps({}, 10_000, 0.3) == 94  # the quick start: 313 steps
+    assert search_steps({}, 2_000, 0.3) == MIN_SEARCH_STEPS  # 63 steps: 19 would say nothing
 
 
 def test_log_records_that_are_not_objects_are_skipped(tmp_path: Path):
