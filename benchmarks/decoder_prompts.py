@@ -183,6 +183,23 @@ def table(rows: list[Any], work: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_difference(work: Path, a: str, b: str) -> tuple[float, float]:
+    """The 95% bootstrap interval of ROUGE-L(a) - ROUGE-L(b) (in points) over the same resampled
+    eval dialogues for both runs (what `compare` uses for its within-noise verdict)."""
+    from finetune.comparison.intervals import bootstrap, interval, resample_indices, run_scores
+
+    first, second = run_scores(work / a, "rougeL"), run_scores(work / b, "rougeL")
+    if first is None or second is None or first.n != second.n:
+        return float("nan"), float("nan")
+    samples = resample_indices(first.n)
+    diffs = [
+        x - y
+        for x, y in zip(bootstrap([first], samples), bootstrap([second], samples), strict=True)
+    ]
+    low, high = interval(diffs)
+    return low, high
+
+
 def goals(rows: list[Any], work: Path) -> list[str]:
     score = {r.name: metrics_of(work / r.name)["rougeL"] for r in rows if r.status == "ok"}
     wall = {r.name: r.wall_seconds for r in rows if r.status == "ok"}
@@ -190,7 +207,12 @@ def goals(rows: list[Any], work: Path) -> list[str]:
     if "lora-chat" in score and "lora-plain" in score:
         diff = score["lora-chat"] - score["lora-plain"]
         verdict = "met" if diff >= 0 else "NOT met"
-        lines.append(f"- chat LoRA >= plain LoRA: {verdict} (ROUGE-L {diff:+.2f})")
+        low, high = paired_difference(work, "lora-chat", "lora-plain")
+        noise = "a tie within noise" if low <= 0 <= high else "outside noise"
+        lines.append(
+            f"- chat LoRA >= plain LoRA: {verdict} (ROUGE-L {diff:+.2f}; paired 95% interval "
+            f"of chat - plain [{low:+.2f}, {high:+.2f}]: {noise})"
+        )
     if "lora-chat" in score and "zero-shot-chat" in score:
         diff = score["lora-chat"] - score["zero-shot-chat"]
         verdict = "met" if diff >= 5 else "NOT met"
