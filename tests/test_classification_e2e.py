@@ -19,12 +19,22 @@ def _run(runner, recipe, *extra):
 @pytest.mark.parametrize("method", ["lora", "full"])
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_run_eval_predict(family, method, tmp_path, runner, tiny_model_dir, sentiment_files):
-    train, dev = sentiment_files
+    run_eval_predict(family, method, "fp32", tmp_path, runner, tiny_model_dir, sentiment_files)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_run_eval_predict_bf16(family, tmp_path, runner, tiny_model_dir, sentiment_files):
+    """Under bf16 autocast the frozen weights are stored in bf16 (in training, the base; in
+    eval and predict, every weight): the reloaded run still reproduces the metrics exactly."""
+    run_eval_predict(family, "lora", "bf16", tmp_path, runner, tiny_model_dir, sentiment_files)
+
+
+def run_eval_predict(family, method, precision, tmp_path, runner, tiny_model_dir, files):
+    train, dev = files
     out = tmp_path / "run"
-    recipe = write_recipe(
-        tmp_path / "r.yaml",
-        classification_recipe(tiny_model_dir(family), train, dev, out, {"name": method}),
-    )
+    data = classification_recipe(tiny_model_dir(family), train, dev, out, {"name": method})
+    data["train"]["precision"] = precision
+    recipe = write_recipe(tmp_path / "r.yaml", data)
     _run(runner, recipe)
     for name in (
         "recipe.yaml",

@@ -93,6 +93,9 @@ class Method(ABC):
     group: Group = "adapters"
     # the `train.optimizer` values this method can train with (train/optim.py)
     optimizers: tuple[str, ...] = ("adamw",)
+    # computes with the frozen base weights outside autocast's casts (DoRA's column norms), so
+    # they stay fp32 under mixed precision (models/frozen_dtype.py)
+    reads_base_weights: bool = False
 
     def unsupported_reason(self, family: Architecture, task_kind: str) -> str | None:
         """Why this method cannot serve this family/task, or None if it can."""

@@ -232,6 +232,7 @@ class DoraMethod(LoraMethod):
     # LoRA-FA pairs every parameter named lora_* as (A, B): the magnitude vector breaks the pairs
     optimizers = ("adamw", "loraplus")
     arithmetic = False  # peft's add_weighted_adapter leaves the magnitude vectors out
+    reads_base_weights = True  # the magnitude's ||W + BA|| is computed outside autocast
 
 
 class RsLoraMethod(LoraMethod):

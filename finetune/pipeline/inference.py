@@ -15,6 +15,7 @@ from finetune.data.encoding import encode_features
 from finetune.run.artifacts import write_predictions, write_report
 from finetune.run.files import atomic_write_json
 from finetune.setup.accelerator import inference_accelerator
+from finetune.setup.model import store_frozen_weights
 from finetune.train.evaluation import make_eval_loader, run_eval
 from finetune.types import JSONObject
 
@@ -30,6 +31,7 @@ def evaluate(setup: RunSetup, examples: list[Example], name: str) -> JSONObject:
     task, recipe, path = setup.task, setup.recipe, setup.run_dir
     dataset = encode_features(task, examples, training=False, cache=recipe.data.cache)
     accelerator = inference_accelerator(recipe)
+    store_frozen_weights(recipe, setup.method, setup.model, accelerator)
     model = accelerator.prepare_model(setup.model, evaluation_mode=True)
     loader = make_eval_loader(dataset, task, recipe.eval.batch_size, accelerator)
     metrics, predictions = run_eval(model, task, loader, examples, accelerator)
@@ -51,6 +53,7 @@ def predict(setup: RunSetup, texts: list[str]) -> list[Record]:
     examples = task.examples_from_texts(texts)
     features = task.encode(examples, training=False)
     accelerator = inference_accelerator(setup.recipe)
+    store_frozen_weights(setup.recipe, setup.method, setup.model, accelerator)
     model = accelerator.prepare_model(setup.model, evaluation_mode=True)
     records: list[Record] = [{} for _ in examples]
     batch_size = setup.recipe.eval.batch_size

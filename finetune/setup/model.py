@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.models.pretrained import LoadedModel
     from finetune.recipe.schema import Recipe
     from finetune.tasks import Task
-    from finetune.types import Model
+    from finetune.types import Accelerator, Model
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,27 @@ def apply_method(recipe: Recipe, parts: BaseAndMethod) -> Model:
     if checkpointing:
         enable_gradient_checkpointing(model)
     return model
+
+
+def store_frozen_weights(
+    recipe: Recipe, method: Method, model: Model, accelerator: Accelerator
+) -> None:
+    """Under mixed precision, frozen linear weights are stored in the compute dtype: the same
+    numbers without a cast per call (models/frozen_dtype.py); at inference every weight is
+    frozen, and a decoder's generation no longer casts the whole model at every token. Not for
+    a method that reads the base weights itself (DoRA), on a k-bit base, or under FSDP (one
+    dtype per flattened unit) or DeepSpeed (its own dtype rules)."""
+    import torch
+
+    from finetune.models.frozen_dtype import store_frozen_in
+    from finetune.train.sharded import distributed_kind
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(accelerator.mixed_precision))
+    if dtype is None or method.reads_base_weights or recipe.model.quantization is not None:
+        return
+    if distributed_kind(accelerator) in ("FSDP", "DEEPSPEED"):
+        return
+    store_frozen_in(model, dtype)
 
 
 def checkpointing_on(setting: bool | str, task_kind: str, virtual_tokens: bool) -> bool:

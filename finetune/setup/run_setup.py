@@ -31,6 +31,7 @@ from finetune.setup.model import (
     apply_method,
     count_parameters,
     load_base_and_method,
+    store_frozen_weights,
 )
 from finetune.setup.task import make_task
 
@@ -111,6 +112,8 @@ class RunSetup:
         # a resumed run loads its trained head over it
         task.initialise_head(parts.loaded.model, parts.loaded.new_modules, train_set)
         model = _setup_model(recipe, parts)
+        if batches is not None:
+            store_frozen_weights(recipe, parts.method, model, accelerator)
         counts = count_parameters(model)
         _log_parameters(recipe, parts, counts)
         if batches is None:  # nothing trains: the model as `eval` prepares it, no optimizer
