@@ -132,6 +132,32 @@ def test_tied_embeddings_and_trainable_modules_stay_fp32(tiny_model_dir):
     assert inner.model.norm.weight.dtype == torch.float32  # norms are not linear layers
 
 
+def test_inference_gives_a_tied_head_its_own_copy_with_the_same_logits(tiny_model_dir):
+    import torch
+
+    from finetune.models.frozen_dtype import store_frozen_in
+    from tests.test_chunked_loss import train_batch
+    from tests.test_prompt_cache import arch_task
+
+    task, model = arch_task(tiny_model_dir("llama"), "llama")
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    model.requires_grad_(False)
+    stored = copy.deepcopy(model)
+    assert store_frozen_in(stored, torch.bfloat16, untie_heads=True) > 0
+    assert stored.lm_head.weight is not stored.get_input_embeddings().weight
+    assert stored.lm_head.weight.dtype == torch.bfloat16
+    assert stored.get_input_embeddings().weight.dtype == torch.float32
+    batch = {k: v for k, v in train_batch(task).items() if k != "labels"}
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(stored(**batch).logits, model(**batch).logits)
+        ids = batch["input_ids"][:1]
+        generated = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False)
+        assert torch.equal(
+            stored.generate(input_ids=ids, max_new_tokens=6, do_sample=False), generated
+        )
+
+
 def _setup(tmp_path: Path, tiny_model_dir, sentiment_files, method: str, precision: str):
     from finetune.commands.run import load_checked
     from finetune.setup.accelerator import setup_accelerator

@@ -11,7 +11,7 @@ expects. This is what users of peft do by hand (`dtype=torch.bfloat16` with fp32
 Left alone, so the numbers stay exactly the same:
 - modules with any trainable parameter, and subclasses of `nn.Linear` (k-bit layers);
 - a weight shared with an embedding (tied input/output embeddings): the lookup is not
-  autocast and would change;
+  autocast and would change (at inference the head gets its own copy instead);
 - methods that compute with the base weight themselves (DoRA's norm, OFT/BOFT/HRA's rotated
   weight): `Method.reads_base_weights`;
 - FSDP, whose flattened units need one dtype.
@@ -30,32 +30,45 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
-def frozen_linears(model: Model) -> list[torch.nn.Module]:
-    """The plain Linear / Conv1D modules of `model` that train nothing and share no weight
-    with an embedding."""
+def frozen_linears(model: Model) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:
+    """The plain Linear / Conv1D modules of `model` that train nothing: those that own their
+    weights, and those whose weight is shared with an embedding (a tied output head)."""
     import torch
     from transformers.pytorch_utils import Conv1D
 
-    tied = {
+    embedded = {
         id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
     }
-    found = []
+    own: list[torch.nn.Module] = []
+    tied: list[torch.nn.Module] = []
     for module in model.modules():
         if type(module) not in (torch.nn.Linear, Conv1D):
             continue
         params = list(module.parameters(recurse=False))
-        if any(p.requires_grad or id(p) in tied for p in params):
+        if any(p.requires_grad for p in params) or any(p.dtype != torch.float32 for p in params):
             continue
-        if all(p.dtype == torch.float32 for p in params):
-            found.append(module)
-    return found
+        (tied if any(id(p) in embedded for p in params) else own).append(module)
+    return own, tied
 
 
-def store_frozen_in(model: Model, dtype: torch.dtype) -> int:
-    """Cast the frozen linear weights of `model` to `dtype` in place; how many modules."""
-    modules = frozen_linears(model)
-    for module in modules:
+def store_frozen_in(model: Model, dtype: torch.dtype, untie_heads: bool = False) -> int:
+    """Cast the frozen linear weights of `model` to `dtype` in place; how many modules.
+
+    `untie_heads` (inference only: nothing is saved or trained after it) gives a tied output
+    head its own copy in `dtype` and leaves the embedding in fp32: the head is the largest
+    matrix of a small decoder (a third of SmolLM2-135M), cast at every generated token
+    otherwise."""
+    import torch
+
+    own, tied = frozen_linears(model)
+    for module in own:
         module.to(dtype)
-    if modules:
-        log.debug("frozen linear weights stored in %s: %d modules", dtype, len(modules))
-    return len(modules)
+    if untie_heads:
+        for module in tied:
+            for name, param in list(module.named_parameters(recurse=False)):
+                copy = torch.nn.Parameter(param.detach().to(dtype), requires_grad=False)
+                setattr(module, name, copy)
+    stored = len(own) + (len(tied) if untie_heads else 0)
+    if stored:
+        log.debug("frozen linear weights stored in %s: %d modules", dtype, stored)
+    return stored

@@ -31,7 +31,7 @@ def evaluate(setup: RunSetup, examples: list[Example], name: str) -> JSONObject:
     task, recipe, path = setup.task, setup.recipe, setup.run_dir
     dataset = encode_features(task, examples, training=False, cache=recipe.data.cache)
     accelerator = inference_accelerator(recipe)
-    store_frozen_weights(recipe, setup.method, setup.model, accelerator)
+    store_frozen_weights(recipe, setup.method, setup.model, accelerator, inference=True)
     model = accelerator.prepare_model(setup.model, evaluation_mode=True)
     loader = make_eval_loader(dataset, task, recipe.eval.batch_size, accelerator)
     metrics, predictions = run_eval(model, task, loader, examples, accelerator)
@@ -53,7 +53,7 @@ def predict(setup: RunSetup, texts: list[str]) -> list[Record]:
     examples = task.examples_from_texts(texts)
     features = task.encode(examples, training=False)
     accelerator = inference_accelerator(setup.recipe)
-    store_frozen_weights(setup.recipe, setup.method, setup.model, accelerator)
+    store_frozen_weights(setup.recipe, setup.method, setup.model, accelerator, inference=True)
     model = accelerator.prepare_model(setup.model, evaluation_mode=True)
     records: list[Record] = [{} for _ in examples]
     batch_size = setup.recipe.eval.batch_size

@@ -106,11 +106,12 @@ def apply_method(recipe: Recipe, parts: BaseAndMethod) -> Model:
 
 
 def store_frozen_weights(
-    recipe: Recipe, method: Method, model: Model, accelerator: Accelerator
+    recipe: Recipe, method: Method, model: Model, accelerator: Accelerator, inference: bool = False
 ) -> None:
     """Under mixed precision, frozen linear weights are stored in the compute dtype: the same
     numbers without a cast per call (models/frozen_dtype.py); at inference every weight is
-    frozen, and a decoder's generation no longer casts the whole model at every token. Not for
+    frozen (a tied output head gets its own copy), and a decoder's generation no longer casts
+    the whole model at every token. Not for
     a method that reads the base weights itself (DoRA), on a k-bit base, or under FSDP (one
     dtype per flattened unit) or DeepSpeed (its own dtype rules)."""
     import torch
@@ -123,7 +124,7 @@ def store_frozen_weights(
         return
     if distributed_kind(accelerator) in ("FSDP", "DEEPSPEED"):
         return
-    store_frozen_in(model, dtype)
+    store_frozen_in(model, dtype, untie_heads=inference)
 
 
 def checkpointing_on(setting: bool | str, task_kind: str, virtual_tokens: bool) -> bool:
