@@ -73,14 +73,19 @@ def _jsonl(path: Path) -> list[dict]:
 # --------------------------------------------------------------------------- run / eval / predict
 
 
-@pytest.mark.parametrize("task", ["summarization", "translation"])
+@pytest.mark.parametrize(
+    ("task", "precision"),
+    [("summarization", "fp32"), ("translation", "fp32"), ("summarization", "bf16")],
+)
 def test_zero_shot_run_is_the_untrained_base_and_eval_predict_rebuild_it(
-    task, tmp_path, runner, bigram_dir
+    task, precision, tmp_path, runner, bigram_dir
 ):
+    """Under bf16 the weights are stored in bf16 (a tied head as its own copy) in `run` as in
+    `eval` and `predict`: the numbers and texts still agree exactly."""
     out = tmp_path / "run"
-    _invoke(
-        runner, "run", write_recipe(tmp_path / "r.yaml", chat_recipe(bigram_dir, tmp_path, task))
-    )
+    data = chat_recipe(bigram_dir, tmp_path, task)
+    data["train"]["precision"] = precision
+    _invoke(runner, "run", write_recipe(tmp_path / "r.yaml", data))
     # the chat prompt a trained run uses, and generation stopped at the end of the turn
     saved = _jsonl(out / "predictions.jsonl")
     assert len(saved) == 8 and {r["prediction"] for r in saved} == {"the park"}
