@@ -162,7 +162,8 @@ def main() -> int:
         plain, stored, same, converted = generation(args.gen_repeats)
         lines.append(
             f"| SmolLM2-135M greedy generation, batch 8, 24 new tokens (median of "
-            f"{args.gen_repeats}; {converted} linear layers stored, the tied LM head as its own copy) | "
+            f"{args.gen_repeats}; {converted} linear layers stored, the tied LM head as its own "
+            "copy) | "
             f"{plain:.2f} s | {stored:.2f} s | **{plain / stored:.2f}x** | "
             f"tokens {'identical' if same else 'DIFFER'} |"
         )
