@@ -102,7 +102,7 @@ def generation(repeats: int) -> tuple[float, float, bool, int]:
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(path).eval().requires_grad_(False)
     stored = copy.deepcopy(model)
-    converted = store_frozen_in(stored, torch.bfloat16, untie_heads=True)
+    converted = store_frozen_in(stored, torch.bfloat16, inference=True)
     text = "Summarize: " + "the quick brown fox jumps over the lazy dog " * 12
     encoded = tokenizer([text] * 8, return_tensors="pt")
 

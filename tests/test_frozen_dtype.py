@@ -102,7 +102,7 @@ def test_inference_with_every_weight_stored_gives_the_same_logits(name, family, 
     model, batch = _model(tiny_model_dir, family, name)
     model.eval().requires_grad_(False)
     stored = copy.deepcopy(model)
-    assert store_frozen_in(stored, torch.bfloat16) > 0
+    assert store_frozen_in(stored, torch.bfloat16, inference=True) > 0
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(**batch).logits
         stored_logits = stored(**batch).logits
@@ -144,7 +144,7 @@ def test_inference_gives_a_tied_head_its_own_copy_with_the_same_logits(tiny_mode
     model.tie_weights()
     model.requires_grad_(False)
     stored = copy.deepcopy(model)
-    assert store_frozen_in(stored, torch.bfloat16, untie_heads=True) > 0
+    assert store_frozen_in(stored, torch.bfloat16, inference=True) > 0
     assert stored.lm_head.weight is not stored.get_input_embeddings().weight
     assert stored.lm_head.weight.dtype == torch.bfloat16
     assert stored.get_input_embeddings().weight.dtype == torch.float32
@@ -158,7 +158,7 @@ def test_inference_gives_a_tied_head_its_own_copy_with_the_same_logits(tiny_mode
         )
 
 
-def _setup(tmp_path: Path, tiny_model_dir, sentiment_files, method: str, precision: str):
+def _setup(tmp_path: Path, tiny_model_dir, sentiment_files, method: str, precision: str, **options):
     from finetune.commands.run import load_checked
     from finetune.setup.accelerator import setup_accelerator
     from finetune.setup.run_setup import RunSetup
@@ -166,7 +166,7 @@ def _setup(tmp_path: Path, tiny_model_dir, sentiment_files, method: str, precisi
     train, dev = sentiment_files
     data = classification_recipe(tiny_model_dir("bert"), train, dev, tmp_path / "out", {})
     data["method"] = {"name": method}
-    data["train"]["precision"] = precision
+    data["train"].update(precision=precision, **options)
     path = write_recipe(tmp_path / f"{method}-{precision}.yaml", data)
     recipe = load_checked(path, [])
     return RunSetup.for_training(recipe, path.parent, setup_accelerator(recipe))
@@ -186,3 +186,40 @@ def test_training_setup_stores_frozen_weights_for_its_precision(
     base_layer = next(m for n, m in modules.items() if n.endswith("query.base_layer"))
     assert base_layer.weight.dtype == getattr(torch, frozen)
     assert all(p.dtype == torch.float32 for p in setup.model.parameters() if p.requires_grad)
+
+
+def test_training_leaves_an_adapters_frozen_layers_in_fp32(
+    tmp_path, tiny_model_dir, sentiment_files
+):
+    """LoRA-FA freezes every A matrix; its optimizer multiplies them outside autocast and the
+    adapter saves them, so they stay fp32 masters while the base is stored in bf16."""
+    import torch
+
+    setup = _setup(tmp_path, tiny_model_dir, sentiment_files, "lora", "bf16", optimizer="lorafa")
+    modules = dict(setup.model.named_modules())
+    a = next(m for n, m in modules.items() if n.endswith("query.lora_A.default"))
+    assert not a.weight.requires_grad and a.weight.dtype == torch.float32
+    base_layer = next(m for n, m in modules.items() if n.endswith("query.base_layer"))
+    assert base_layer.weight.dtype == torch.bfloat16
+
+
+def test_parameter_counts_do_not_count_a_tied_heads_copy(tmp_path, tiny_model_dir):
+    """The zero-shot run stores its weights as at inference (a tied head gets a copy of its
+    own): run.json's total is still the model's."""
+    from finetune.commands.run import load_checked
+    from finetune.setup.accelerator import setup_accelerator
+    from finetune.setup.run_setup import RunSetup
+    from tests.test_zero_shot import chat_recipe
+
+    model_dir = tiny_model_dir("gpt2")
+    data = chat_recipe(model_dir, tmp_path, "summarization")
+    data["train"]["precision"] = "bf16"
+    path = write_recipe(tmp_path / "zero.yaml", data)
+    recipe = load_checked(path, [])
+    setup = RunSetup.for_training(recipe, path.parent, setup_accelerator(recipe))
+    inner = setup.model
+    head, embedding = inner.get_output_embeddings(), inner.get_input_embeddings()
+    assert head.weight is not embedding.weight  # the copy was made
+    assert setup.parameters.total == sum(
+        p.numel() for n, p in inner.named_parameters() if not n.startswith("lm_head")
+    )

@@ -77,6 +77,17 @@ def test_a_best_rate_next_to_a_cliff_gives_way_to_the_rate_below(tmp_path):
     assert safe_rate(_table([0.796, 0.83, 0.84, 0.85, 0.812]), 8e-3) == 8e-3
     assert safe_rate(_table([0.7, 0.8, 0.9, None]), 4e-3) == 2e-3  # the run above failed
     assert safe_rate(_table([0.7, 0.8, 0.9]), 4e-3) == 4e-3  # top edge: nothing above it
+    # a flat curve is no cliff: the rate above must score worse than the smallest rate
+    assert safe_rate(_table([0.5, 0.5, 0.5]), 2e-3) == 2e-3
+    assert safe_rate(_table([0.80, 0.79, 0.81, 0.80, 0.60]), 4e-3) == 4e-3
+    # a finished run without a score (a constant prediction has no correlation) collapsed;
+    # the floor is the smallest rate that scored
+    no_score = _table([0.3, 0.7, 0.9, 0.8], metric="pearson")
+    no_score[3]["score"], no_score[0]["score"] = None, None
+    assert no_score[3]["status"] == "ok" and safe_rate(no_score, 4e-3) == 2e-3
+    floor = _table([0.3, 0.7, 0.9, 0.6], metric="pearson")
+    floor[0]["score"] = None  # the floor is then 0.7: 0.6 above the best is below it
+    assert safe_rate(floor, 4e-3) == 2e-3
     assert safe_rate(_table([0.9, 0.1]), 1e-3) == 1e-3  # bottom edge: nothing below it
     # lower is better (MSE): the rate above scoring worse than the smallest is the cliff
     assert safe_rate(_table([0.9, 0.5, 0.3, 1.2], metric="mse"), 4e-3) == 2e-3

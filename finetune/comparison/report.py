@@ -13,7 +13,7 @@ import io
 from dataclasses import asdict
 from pathlib import Path
 
-from finetune.comparison.runner import Row, higher_is_better
+from finetune.comparison.runner import Row, SearchEntry, higher_is_better
 from finetune.run.files import atomic_write_json, atomic_write_text
 
 
@@ -144,20 +144,29 @@ def search_tables(rows: list[Row]) -> str:
             continue
         lines = [f"### `{r.method}`: learning-rate search", "", "| lr | held-out score | |"]
         lines.append("|---|---|---|")
-        scored = [s for s in r.search if s["score"] is not None]
-        sign = 1.0 if scored and higher_is_better(scored[0]["metric"]) else -1.0
-        top = max(scored, key=lambda s: sign * (s["score"] or 0.0), default=None)
-        ran = next((s for s in scored if s["lr"] == r.lr), None)
-        stepped_down = top is not None and ran is not None and ran["score"] != top["score"]
+        stepped_from = _stepped_down_from(r)
         for s in r.search:
             value = s["score"]
             score = "failed" if value is None else f"{s['metric']} {_num(value)}"
             mark = "chosen" if s["lr"] == r.lr else ""
-            if stepped_down and s is top:
+            if s is stepped_from:
                 mark = "best held out; the rate above it collapsed, so the rate below runs"
             lines.append(f"| {s['lr']:g} | {score} | {mark} |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
+
+
+def _stepped_down_from(row: Row) -> SearchEntry | None:
+    """The search's best rate when the cliff rule ran the one below it instead (tune.py): the
+    rate just above the chosen one, scoring better than it."""
+    rates = [s["lr"] for s in row.search]
+    if row.lr not in rates or rates.index(row.lr) + 1 >= len(rates):
+        return None
+    ran, above = row.search[rates.index(row.lr)], row.search[rates.index(row.lr) + 1]
+    if ran["score"] is None or above["score"] is None:
+        return None
+    sign = 1.0 if higher_is_better(ran["metric"]) else -1.0
+    return above if sign * above["score"] > sign * ran["score"] else None
 
 
 def render(title: str, header: list[str], rows: list[Row], keys: list[str] | None = None) -> str:

@@ -6,7 +6,7 @@ default on a fraction of the training budget, scored on a seeded hold-out of the
 (written to `search/train.jsonl` and `search/dev.jsonl`), then runs in full at the best one.
 When the best rate lies on an edge of the grid, the grid grows past that edge, one rate at a
 time (twice at most), so a search does not stop at a rate that was merely the largest tried.
-A best rate next to a cliff (the rate above it failed, or scored no better than the smallest
+A best rate next to a cliff (the rate above it failed, or scored worse than the smallest
 rate tried) is replaced by the rate below it: a short search favours rates near divergence, and
 the full run, with three times the steps at that rate, fell over the edge in our measurements
 (the quick start's LoRA: 0.850 held out at 8e-3, 0.771 in full against 0.847 at 2e-3).
@@ -233,21 +233,20 @@ def best_rate(table: list[SearchEntry], default: float) -> float:
 
 def safe_rate(table: list[SearchEntry], best: float) -> float:
     """`best`, or the rate tried just below it when the rate just above it collapsed: it
-    failed, or scored no better than the smallest rate tried (everything the grid gained on
-    the way up was lost in one step). Such a best rate is within one step of divergence, and
-    the full run trains about three times as many steps at it as the search did."""
+    failed or gave no score (a constant prediction has no correlation), or it scored worse than
+    the smallest rate that scored (everything the grid gained on the way up was lost in one
+    step). Such a best rate is within one step of divergence, and the full run trains longer
+    at it than the search did. A flat curve is not a cliff."""
     rates = [entry["lr"] for entry in table]
     if best not in rates:
         return best
     at = rates.index(best)
     if at == 0 or at == len(table) - 1:
         return best
-    above, floor = table[at + 1], table[0]["score"]
-    if above["status"] == "ok":
-        if above["score"] is None or floor is None:
-            return best
+    above, below = table[at + 1], table[at - 1]
+    if above["status"] == "ok" and above["score"] is not None:
+        floor = next(entry["score"] for entry in table if entry["score"] is not None)
         sign = 1.0 if higher_is_better(above["metric"]) else -1.0
-        if sign * above["score"] > sign * floor:
+        if sign * above["score"] >= sign * floor:
             return best
-    below = table[at - 1]
     return below["lr"] if below["score"] is not None else best

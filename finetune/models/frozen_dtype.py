@@ -12,8 +12,10 @@ Left alone, so the numbers stay exactly the same:
 - modules with any trainable parameter, and subclasses of `nn.Linear` (k-bit layers);
 - a weight shared with an embedding (tied input/output embeddings): the lookup is not
   autocast and would change (at inference the head gets its own copy instead);
-- methods that compute with the base weight themselves (DoRA's norm, OFT/BOFT/HRA's rotated
-  weight): `Method.reads_base_weights`;
+- methods that compute with the base weight themselves outside autocast (DoRA's norm):
+  `Method.reads_base_weights` (OFT, BOFT and HRA rotate it through autocast's matmuls: stored);
+- in training, an adapter's own frozen layers (peft keeps them in ModuleDicts: LoRA-FA's
+  frozen A matrices, which its optimizer multiplies outside autocast and the adapter saves);
 - FSDP, whose flattened units need one dtype.
 """
 
@@ -30,19 +32,32 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
-def frozen_linears(model: Model) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:
+def frozen_linears(
+    model: Model, adapters: bool = True
+) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:
     """The plain Linear / Conv1D modules of `model` that train nothing: those that own their
-    weights, and those whose weight is shared with an embedding (a tied output head)."""
+    weights, and those whose weight is shared with an embedding (a tied output head).
+    `adapters=False` leaves out layers held in a ModuleDict (a peft adapter's own layers)."""
     import torch
     from transformers.pytorch_utils import Conv1D
 
     embedded = {
         id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
     }
+    held = (
+        set()
+        if adapters
+        else {
+            id(child)
+            for m in model.modules()
+            if isinstance(m, torch.nn.ModuleDict)
+            for child in m.values()
+        }
+    )
     own: list[torch.nn.Module] = []
     tied: list[torch.nn.Module] = []
     for module in model.modules():
-        if type(module) not in (torch.nn.Linear, Conv1D):
+        if type(module) not in (torch.nn.Linear, Conv1D) or id(module) in held:
             continue
         params = list(module.parameters(recurse=False))
         if any(p.requires_grad for p in params) or any(p.dtype != torch.float32 for p in params):
@@ -51,24 +66,24 @@ def frozen_linears(model: Model) -> tuple[list[torch.nn.Module], list[torch.nn.M
     return own, tied
 
 
-def store_frozen_in(model: Model, dtype: torch.dtype, untie_heads: bool = False) -> int:
+def store_frozen_in(model: Model, dtype: torch.dtype, inference: bool = False) -> int:
     """Cast the frozen linear weights of `model` to `dtype` in place; how many modules.
 
-    `untie_heads` (inference only: nothing is saved or trained after it) gives a tied output
-    head its own copy in `dtype` and leaves the embedding in fp32: the head is the largest
+    `inference` (nothing is saved or trained after it): adapters' layers too, and a tied output
+    head gets its own copy in `dtype` while the embedding stays fp32: the head is the largest
     matrix of a small decoder (a third of SmolLM2-135M), cast at every generated token
     otherwise."""
     import torch
 
-    own, tied = frozen_linears(model)
+    own, tied = frozen_linears(model, adapters=inference)
     for module in own:
         module.to(dtype)
-    if untie_heads:
+    if inference:
         for module in tied:
             for name, param in list(module.named_parameters(recurse=False)):
                 copy = torch.nn.Parameter(param.detach().to(dtype), requires_grad=False)
                 setattr(module, name, copy)
-    stored = len(own) + (len(tied) if untie_heads else 0)
+    stored = len(own) + (len(tied) if inference else 0)
     if stored:
         log.debug("frozen linear weights stored in %s: %d modules", dtype, stored)
     return stored

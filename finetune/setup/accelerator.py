@@ -50,11 +50,15 @@ def setup_accelerator(recipe: Recipe, run_dir: Path | None = None) -> Accelerato
 def inference_accelerator(recipe: Recipe) -> Accelerator:
     """The one device choice of `eval` and `predict`: the GPU when there is one, else CPU, with
     the mixed precision the run trained in (a recipe's fp16 on a machine without CUDA: fp32)."""
+    return new_accelerator(inference_precision(recipe))
+
+
+def inference_precision(recipe: Recipe) -> str:
+    """`inference_accelerator`'s mixed precision for this run's recipe on this machine."""
     try:
-        precision = precision_for(recipe)
+        return precision_for(recipe)
     except FinetuneError:
-        precision = "no"
-    return new_accelerator(precision)
+        return "no"
 
 
 def new_accelerator(mixed_precision: str, **kwargs: Unpack[TrackerKwargs]) -> Accelerator:

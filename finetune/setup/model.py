@@ -124,7 +124,7 @@ def store_frozen_weights(
         return
     if distributed_kind(accelerator) in ("FSDP", "DEEPSPEED"):
         return
-    store_frozen_in(model, dtype, untie_heads=inference)
+    store_frozen_in(model, dtype, inference=inference)
 
 
 def checkpointing_on(setting: bool | str, task_kind: str, virtual_tokens: bool) -> bool:

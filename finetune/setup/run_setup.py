@@ -112,9 +112,10 @@ class RunSetup:
         # a resumed run loads its trained head over it
         task.initialise_head(parts.loaded.model, parts.loaded.new_modules, train_set)
         model = _setup_model(recipe, parts)
+        counts = count_parameters(model)  # before a tied head gets a copy of its own
         # nothing trains under the zero-shot baseline and nothing is saved: stored as at inference
-        store_frozen_weights(recipe, parts.method, model, accelerator, inference=batches is None)
-        counts = count_parameters(model)
+        inference = not parts.method.trains
+        store_frozen_weights(recipe, parts.method, model, accelerator, inference=inference)
         _log_parameters(recipe, parts, counts)
         if batches is None:  # nothing trains: the model as `eval` prepares it, no optimizer
             model = accelerator.prepare_model(model, evaluation_mode=True)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-ShareKey = tuple[str, int | None, tuple[str, ...]]
+ShareKey = tuple[str, int | None, tuple[str, ...], str]
 
 
 def base_identity(run: OpenedRun) -> tuple[str, str | None, str]:
@@ -33,9 +33,13 @@ def base_identity(run: OpenedRun) -> tuple[str, str | None, str]:
 
 
 def _share_key(run: OpenedRun) -> ShareKey:
-    """Runs with equal keys can sit on one loaded base: same method, head size, new modules."""
+    """Runs with equal keys can sit on one loaded base: same method, head size, new modules and
+    precision (predict stores a base's frozen weights in its run's autocast dtype)."""
+    from finetune.setup.accelerator import inference_precision
+
     overrides = run.task.model_config_overrides()
-    return (run.method.name, overrides.get("num_labels"), tuple(run.saved.info.new_modules))
+    method, labels = run.method.name, overrides.get("num_labels")
+    return (method, labels, tuple(run.saved.info.new_modules), inference_precision(run.recipe))
 
 
 def check_same_base(runs: list[OpenedRun]) -> None:
