@@ -71,7 +71,8 @@ def test_full_dry_mode(tmp_path):
         timeout=1200,
     )
     table = out.read_text() if out.exists() else done.stdout
-    assert done.returncode == 0, (table + done.stderr)[-3000:]
+    failed = "\n".join(line for line in table.splitlines() if "| FAIL |" in line)
+    assert done.returncode == 0, failed + "\n" + (table + done.stderr)[-3000:]
     assert table.count("| matrix ") == 18 and "| FAIL |" not in table
     assert "QLoRA 4-bit gpt2 | ok | skipped: no CUDA GPU" in table
     assert "FSDP 1 process lora | ok" in table and "FSDP 1 process full | ok" in table
