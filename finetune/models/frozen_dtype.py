@@ -16,7 +16,8 @@ Left alone, so the numbers stay exactly the same:
   `Method.reads_base_weights` (OFT, BOFT and HRA rotate it through autocast's matmuls: stored);
 - in training, an adapter's own frozen layers (peft keeps them in ModuleDicts: LoRA-FA's
   frozen A matrices, which its optimizer multiplies outside autocast and the adapter saves);
-- FSDP, whose flattened units need one dtype.
+- runs under FSDP (one dtype per flattened unit), DeepSpeed or on a k-bit base: the caller,
+  setup/model.py's `store_frozen_weights`, decides when to store.
 """
 
 from __future__ import annotations

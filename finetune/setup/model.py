@@ -109,11 +109,11 @@ def store_frozen_weights(
     recipe: Recipe, method: Method, model: Model, accelerator: Accelerator, inference: bool = False
 ) -> None:
     """Under mixed precision, frozen linear weights are stored in the compute dtype: the same
-    numbers without a cast per call (models/frozen_dtype.py); at inference every weight is
-    frozen (a tied output head gets its own copy), and a decoder's generation no longer casts
-    the whole model at every token. Not for
-    a method that reads the base weights itself (DoRA), on a k-bit base, or under FSDP (one
-    dtype per flattened unit) or DeepSpeed (its own dtype rules)."""
+    numbers without a cast per call (models/frozen_dtype.py). At inference every weight is
+    frozen (a tied output head gets its own copy), so a decoder's generation no longer casts
+    the whole model at every token. Not for a method that reads the base weights itself
+    (DoRA), on a k-bit base, or under FSDP (one dtype per flattened unit) or DeepSpeed (its
+    own dtype rules)."""
     import torch
 
     from finetune.models.frozen_dtype import store_frozen_in
