@@ -61,7 +61,11 @@ def test_the_script_needs_no_hub_datasets_or_rouge():
 
 @pytest.mark.slow
 def test_full_dry_mode(tmp_path):
+    # compiled kernels go to this test's own inductor cache: a kernel another process left in
+    # the machine-wide /tmp/torchinductor_root (one built without libstdc++ failed to load in
+    # a CI run here) cannot fail this check
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
     out = tmp_path / "table.md"
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--out", str(out)],
