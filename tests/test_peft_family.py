@@ -219,3 +219,16 @@ def test_every_tuner_option_is_a_keyword_of_its_peft_config():
         assert set(options) <= fields, (name, set(options) - fields)
         renamed = {method.peft_names.get(k, k) for k in method.config_class.model_fields}
         assert renamed - {"name", "target_modules", *method.peft_skip} <= set(options), name
+
+
+def test_boft_leaves_the_compiler_variables_as_they_were(tiny_model_dir, monkeypatch):
+    """peft's BOFT sets CC=CXX=gcc to build its CUDA extension and keeps them after a failed
+    build: torch.compile's C++ kernels then linked without libstdc++ in later processes."""
+    import os
+
+    from tests.test_frozen_dtype import _model
+
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("CXX", "g++")
+    _model(tiny_model_dir, "bert", "boft")
+    assert "CC" not in os.environ and os.environ["CXX"] == "g++"

@@ -10,12 +10,20 @@ saved in peft's format.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
 from finetune.methods.tuner import GRID, GRID_TOP, TargetModules, TunerMethod, targets_field
 from finetune.recipe.section import Section
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.methods.base import MethodContext
+    from finetune.types import Model
 
 
 class OFTOptions(Section):
@@ -85,6 +93,39 @@ class BOFTMethod(TunerMethod):
         "butterfly_factors": "boft_n_butterfly_factor",
         "dropout": "boft_dropout",
     }
+
+    # peft builds BOFT's CUDA extension under CC=CXX=gcc on every layer and, when the build
+    # fails (every CPU-only install), leaves them set: see compilers_kept
+    def apply(self, model: Model, ctx: MethodContext) -> Model:
+        with compilers_kept():
+            return super().apply(model, ctx)
+
+    def load(self, model: Model, in_dir: Path, ctx: MethodContext) -> Model:
+        with compilers_kept():
+            return super().load(model, in_dir, ctx)
+
+    def load_named(
+        self, model: Model, in_dir: Path, ctx: MethodContext, adapter_name: str
+    ) -> Model:
+        with compilers_kept():
+            return super().load_named(model, in_dir, ctx, adapter_name)
+
+
+@contextlib.contextmanager
+def compilers_kept() -> Iterator[None]:
+    """CC and CXX as they were. peft's BOFT layer sets both to gcc to build its CUDA extension
+    and restores them only when the build succeeds; after a failed build every C++ kernel that
+    torch.compile builds later, in this process or its children, is linked by the C driver
+    without libstdc++ and fails to load (`undefined symbol ... basic_ostringstream`)."""
+    saved = {key: os.environ.get(key) for key in ("CC", "CXX")}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class HRAMethod(TunerMethod):
