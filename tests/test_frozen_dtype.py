@@ -31,7 +31,7 @@ CASES = [
 ]
 
 
-def _model(tiny_model_dir, family: str, name: str):
+def _model(tiny_model_dir, family: str, name: str, **options):
     """A tiny classifier with `name` applied and its trainable weights moved off their init
     (many adapters start as the identity, which would hide a difference)."""
     import torch
@@ -44,7 +44,8 @@ def _model(tiny_model_dir, family: str, name: str):
     tokenizer = load_tokenizer(resolved.path)
     arch = FAMILIES[family]
     loaded = load_base_model(resolved, arch, "classification", tokenizer, None, {"num_labels": 2})
-    context = MethodContext(arch, "classification", _method_section(name), loaded.new_modules)
+    section = _method_section(name, **options)
+    context = MethodContext(arch, "classification", section, loaded.new_modules)
     torch.manual_seed(0)
     model = METHODS[name].apply(loaded.model, context)
     with torch.no_grad():
@@ -89,6 +90,42 @@ def test_same_loss_and_gradients_bit_for_bit(name, family, tiny_model_dir):
     for param in stored.parameters():
         if param.requires_grad:
             assert param.dtype == torch.float32  # trainable masters stay fp32
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_lora_inputs_stay_in_bf16_with_the_same_numbers(family, tiny_model_dir):
+    """LoRA without dropout on every linear layer: peft's float32 copy of a bf16 input is
+    skipped (uncast_lora_inputs), and loss and gradients stay bit for bit the same."""
+    import torch
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    from finetune.models.frozen_dtype import store_frozen_in
+
+    model, batch = _model(tiny_model_dir, family, "lora", dropout=0.0, target_modules="all-linear")
+    stored = copy.deepcopy(model)
+    store_frozen_in(stored, torch.bfloat16)
+    layers = [m for m in stored.modules() if isinstance(m, LoraLinear)]
+    assert layers and not any(m.cast_input_dtype_enabled for m in layers)
+    loss, grads = _step(model, batch)
+    stored_loss, stored_grads = _step(stored, batch)
+    assert torch.equal(stored_loss, loss)
+    assert grads.keys() == stored_grads.keys() and grads
+    for key, grad in grads.items():
+        assert torch.equal(stored_grads[key], grad), key
+
+
+def test_lora_inputs_keep_their_cast_under_dropout_and_variants(tiny_model_dir):
+    """Dropout rounds differently in bf16 and DoRA computes with the input itself: both keep
+    peft's float32 cast."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    from finetune.models.frozen_dtype import uncast_lora_inputs
+
+    for name, dropout in (("lora", 0.1), ("dora", 0.0)):
+        model, _ = _model(tiny_model_dir, "bert", name, dropout=dropout)
+        assert uncast_lora_inputs(model) == 0, name
+        layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+        assert layers and all(m.cast_input_dtype_enabled for m in layers), name
 
 
 @pytest.mark.parametrize(("name", "family"), CASES)

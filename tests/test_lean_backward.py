@@ -1,6 +1,6 @@
-"""Dropout with a bool mask and gated MLPs that recompute their activation
-(finetune/models/lean_backward.py): bit-for-bit the same losses and gradients, with dropout on,
-for every decoder of the architecture table, and fewer bytes kept for backward."""
+"""Gated MLPs that recompute their activation (finetune/models/lean_backward.py): bit-for-bit
+the same losses and gradients for every decoder of the architecture table, and fewer bytes kept
+for backward. Its dropout swap draws other masks (hashed, tests/test_fast_dropout.py)."""
 
 from __future__ import annotations
 
@@ -47,11 +47,14 @@ def test_same_numbers_fewer_bytes(model_type, tiny_model_dir):
 
     task, base = arch_task(tiny_model_dir(model_type), model_type)
     targets = list(ARCHITECTURES[model_type].lora_targets)
-    config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, target_modules=targets, lora_dropout=0.3)
+    config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, target_modules=targets, lora_dropout=0.0)
     plain = get_peft_model(base, config).train()
+    for module in plain.modules():  # the swapped dropout draws other masks: compare without
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
     lean = copy.deepcopy(plain)
     counts = lean_backward(lean)
-    assert counts["dropout"] >= 2  # the LoRA dropouts at least
+    assert counts["dropout"] == 0
     assert (counts["gated_mlp"] > 0) == (model_type in GATED)
     batch = train_batch(task)
     loss, grads, kept = step(plain, batch)
@@ -60,7 +63,7 @@ def test_same_numbers_fewer_bytes(model_type, tiny_model_dir):
     assert grads.keys() == lean_grads.keys()
     for name, grad in grads.items():
         assert torch.equal(lean_grads[name], grad), name
-    assert lean_kept < kept
+    assert lean_kept < kept if model_type in GATED else lean_kept == kept
 
 
 def test_eval_mode_and_no_grad_are_untouched(tiny_model_dir):

@@ -49,22 +49,25 @@ def lean_backward(model: Model) -> dict[str, int]:
 # ---------------------------------------------------------------------- dropout
 
 
-def _bool_mask_dropout_forward(self: torch.nn.Dropout, x: Tensor) -> Tensor:
+def _fast_dropout_forward(self: torch.nn.Dropout, x: Tensor) -> Tensor:
+    from finetune.models.fast_dropout import applies, fast_dropout
+
+    if applies(x, self.p, self.training):
+        return fast_dropout(x, self.p)
     import torch
 
-    if self.training and self.p > 0 and x.device.type == "cpu" and torch.is_grad_enabled():
-        return torch.native_dropout(x, self.p, True)[0]
     return torch.nn.functional.dropout(x, self.p, self.training, self.inplace)
 
 
 def bool_mask_dropout(model: Model) -> int:
-    """Every `nn.Dropout` (exactly that class, not in place) keeps a bool mask on CPU."""
+    """Every `nn.Dropout` (exactly that class, not in place) draws a hashed mask and keeps it as
+    bool on CPU (models/fast_dropout.py)."""
     import torch
 
     swapped = 0
     for module in model.modules():
         if type(module) is torch.nn.Dropout and not module.inplace and module.p > 0:
-            module.forward = types.MethodType(_bool_mask_dropout_forward, module)  # type: ignore[method-assign]
+            module.forward = types.MethodType(_fast_dropout_forward, module)  # type: ignore[method-assign]
             swapped += 1
     return swapped
 
