@@ -90,7 +90,8 @@ def test_the_mask_is_kept_as_bool_in_the_input_dtype():
     assert [t.dtype for t in kept] == [torch.bool]
 
 
-def test_it_applies_only_to_cpu_training_with_autograd():
+def test_it_applies_to_cpu_training_only():
+    """Training mode with or without autograd (a reentrant checkpoint's forward runs without)."""
     import torch
 
     x = torch.ones(3)
@@ -98,7 +99,7 @@ def test_it_applies_only_to_cpu_training_with_autograd():
     assert not applies(x, 0.1, training=False)
     assert not applies(x, 0.0, training=True) and not applies(x, 1.0, training=True)
     with torch.no_grad():
-        assert not applies(x, 0.1, training=True)
+        assert applies(x, 0.1, training=True)
 
 
 def test_models_dropouts_draw_hashed_masks_in_training_only(tiny_model_dir):
@@ -123,3 +124,30 @@ def test_models_dropouts_draw_hashed_masks_in_training_only(tiny_model_dir):
     assert torch.equal(swapped, fast_dropout(x, 0.2))
     model.eval()
     assert torch.equal(dropout(x), x)
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_checkpointing_replays_the_same_masks(reentrant):
+    """Gradient checkpointing recomputes the forward in backward: the seed comes from torch's
+    generator, whose state the checkpoint restores, so the replayed masks are the same."""
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    from finetune.models.lean_backward import bool_mask_dropout
+
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Dropout(0.3), torch.nn.Linear(16, 16))
+    assert bool_mask_dropout(block) == 1
+    x = torch.randn(8, 16, requires_grad=True)
+
+    def run(checkpointed: bool):
+        block.zero_grad(set_to_none=True)
+        torch.manual_seed(3)
+        out = checkpoint(block, x, use_reentrant=reentrant) if checkpointed else block(x)
+        out.square().sum().backward()
+        return out.detach(), block[1].weight.grad.clone()
+
+    plain_out, plain_grad = run(False)
+    ckpt_out, ckpt_grad = run(True)
+    assert torch.equal(ckpt_out, plain_out)
+    assert torch.equal(ckpt_grad, plain_grad)

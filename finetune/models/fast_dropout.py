@@ -17,8 +17,10 @@ from the same distribution (p is rounded to 1/65536), not PyTorch's masks: a run
 reproducible with itself, not bit for bit with an unmodified model. The mask is kept for
 backward as bool (a quarter of a float mask's bytes).
 
-Used only where it is the faster path: CPU tensors, training with autograd on, 0 < p < 1, not
-inside `torch.compile` (compiled graphs draw their own random numbers).
+Used only where it is the faster path: CPU tensors in training mode, 0 < p < 1, not inside
+`torch.compile` (compiled graphs draw their own random numbers). With autograd off too: the
+reentrant gradient checkpoint runs the forward without it and replays it with it, and both
+passes must draw the same mask.
 """
 
 from __future__ import annotations
@@ -108,7 +110,6 @@ def applies(x: Tensor, p: float, training: bool) -> bool:
         training
         and 0 < p < 1
         and x.device.type == "cpu"
-        and torch.is_grad_enabled()
         and x.numel() < (1 << 32)
         and not torch.compiler.is_compiling()
     )

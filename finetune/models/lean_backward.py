@@ -1,17 +1,19 @@
-"""Keep less for the backward pass, with bit-for-bit the same numbers: dropout saves a bool mask
-instead of a float one, and gated MLPs recompute their activation instead of keeping it.
+"""Keep less for the backward pass: dropout saves a bool mask instead of a float one (and
+draws it faster), and gated MLPs recompute their activation instead of keeping it.
 
 Measured on SmolLM2-135M (30 layers, batch 8 x 448 tokens, LoRA on q/v with dropout 0.05, fp32,
 benchmarks/decoder_memory.py) the tensors a step keeps for backward were ~4.0 GB, of which:
 
 - dropout: PyTorch's CPU dropout (`F.dropout` -> `_dropout_impl`) keeps its mask as a float
-  tensor the size of the input (~0.46 GB for the LoRA dropouts here). `torch.native_dropout`
-  draws the same mask from the same random stream, returns the same output and gradient, and
-  keeps the mask as bool (a quarter of the bytes). CUDA's `F.dropout` already does this.
+  tensor the size of the input (~0.46 GB for the LoRA dropouts here). The swapped dropout keeps
+  a bool mask (a quarter of the bytes), and on CPU draws it from a counter-based hash seeded
+  from torch's generator (models/fast_dropout.py): 8x faster than PyTorch's Mersenne Twister
+  draw. Its masks are other draws from the same distribution, not PyTorch's.
 - gated MLPs (`down_proj(act_fn(gate_proj(x)) * up_proj(x))`: Llama, Mistral, Qwen2/3, OLMo,
   Gemma): autograd keeps gate (for the activation's backward), act(gate) and up (for the
   product's): three intermediate-size tensors per layer, ~1.9 GB here. `GatedProduct` keeps
-  gate and up and recomputes act(gate) in backward (~0.63 GB less, one elementwise pass more).
+  gate and up and recomputes act(gate) in backward (~0.63 GB less, one elementwise pass more),
+  with bit-for-bit the same numbers.
 
 Both swaps are in memory only (module classes and forwards; no parameter or state-dict key
 changes) and apply only where the code is exactly the one they replace.
