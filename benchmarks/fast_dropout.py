@@ -121,9 +121,9 @@ def step_times(steps: int, rounds: int) -> tuple[list[str], float, float]:
         for fast in (False, True):
             medians[fast].append(median_ms(lambda f=fast: one(f), steps))
     before, after = statistics.median(medians[False]), statistics.median(medians[True])
-    swapped = built[True][2]
+    swapped, kind = built[True][2], str(dtype).split(".")[-1]
     row = (
-        f"| quick-start training step ({swapped} nn.Dropout swapped, {str(dtype).split('.')[-1]}) | "
+        f"| quick-start training step ({swapped} nn.Dropout swapped, {kind}) | "
         f"{before:.1f} ms | {after:.1f} ms | {before / after:.2f}x |"
     )
     return [row], before, after

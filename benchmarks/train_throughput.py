@@ -1,9 +1,9 @@
 """Training throughput: `finetune run` vs `transformers.Trainer` + peft on the quick-start setup.
 
-Same model (bundled MiniLM), data (recipes/data/sst2), LoRA (r 8, alpha 16, query/value, no
-dropout), lr, batch, epochs and seed on every side. Reports train samples/s, SST-2 dev accuracy,
-the wall time of the whole `finetune run` (load, tokenise, train, eval, save), and the share of
-the matmul ceiling of the precision used (measured here, not quoted).
+Same model (bundled MiniLM), data (recipes/data/sst2), LoRA (the recipe's r and alpha on
+query/value, no dropout), lr, batch, epochs and seed on every side. Reports train samples/s,
+SST-2 dev accuracy, the wall time of the whole `finetune run` (load, tokenise, train, eval,
+save), and the share of the matmul ceiling of the precision used (measured here, not quoted).
 
     python benchmarks/train_throughput.py                       # the four configurations
     python benchmarks/train_throughput.py --max-train 640 --configs ours,trainer_default

@@ -268,8 +268,11 @@ def test_compare_tune_real(tmp_path, runner, base_recipe, monkeypatch):
     assert result.exit_code == 0, result.output
     row = json.loads((out / "report.json").read_text())[0]
     assert row["status"] == "ok" and row["tuned"]
-    assert [s["lr"] for s in row["search"]] == [1e-3, 2e-3, 4e-3]
-    assert all(s["score"] is not None for s in row["search"]) and row["lr"] in (1e-3, 2e-3, 4e-3)
+    rates = [s["lr"] for s in row["search"]]
+    # the 3-rate grid, then at most two rates past an edge where the best one lay on it
+    assert {1e-3, 2e-3, 4e-3} <= set(rates) and len(rates) <= 5
+    assert all(s["score"] is not None for s in row["search"]) and row["lr"] in rates
+    assert all(s["low"] <= s["score"] <= s["high"] for s in row["search"])  # held-out noise
     held = {r["text"] for r in read_rows(out / "search" / "dev.jsonl")}
     dev_texts = {r["text"] for r in read_rows(dev)}
     for s in row["search"]:

@@ -14,7 +14,14 @@ from finetune.cli import app
 from finetune.comparison.jobs import slots
 from finetune.comparison.report import search_tables
 from finetune.comparison.runner import Point, Row
-from finetune.comparison.tune import WIDEN, Search, SearchData, SearchEntry, safe_rate
+from finetune.comparison.tune import (
+    WIDEN,
+    Search,
+    SearchData,
+    SearchEntry,
+    quieter_rate,
+    safe_rate,
+)
 from tests.conftest import classification_recipe, write_csv, write_recipe
 from tests.tiny_models import sentiment_rows
 
@@ -99,6 +106,42 @@ def test_a_best_rate_next_to_a_cliff_gives_way_to_the_rate_below(tmp_path):
     report = search_tables([row])
     assert "| 0.0005 | accuracy 0.7800 | chosen |" in report
     assert "| 0.001 | accuracy 0.8500 | best held out; the rate above it collapsed" in report
+
+
+def _noisy(scores: list[float | None], half_width: float, metric: str = "accuracy"):
+    """A search table whose scores carry a 95% interval of +- half_width."""
+    table = _table(scores, metric)
+    for entry in table:
+        if entry["score"] is not None:
+            entry["low"] = entry["score"] - half_width
+            entry["high"] = entry["score"] + half_width
+    return table
+
+
+def test_a_best_rate_within_noise_of_the_rates_below_gives_way_to_the_smallest():
+    # BitFit's SST-2 search on 400 held-out rows: 4e-3 0.7675, 8e-3 0.7725 (interval +-4 points,
+    # one standard error ~2): the full runs at 8e-3 collapsed on two seeds of three
+    bitfit = _noisy([0.6725, 0.72, 0.745, 0.7675, 0.7725], 0.041)
+    assert quieter_rate(bitfit, 1.6e-2) == 8e-3
+    # only contiguous rates: 2e-3 is 2.75 points below the best, outside one standard error
+    assert quieter_rate(_noisy([0.77, 0.70, 0.765, 0.7725], 0.041), 8e-3) == 4e-3
+    assert quieter_rate(_noisy([0.60, 0.70, 0.80], 0.02), 4e-3) == 4e-3  # clear winner: kept
+    assert quieter_rate(_table([0.76, 0.77]), 2e-3) == 2e-3  # no interval known: kept
+    # lower is better (MSE): 0.31 is within one standard error (0.05) of 0.30
+    assert quieter_rate(_noisy([0.5, 0.31, 0.30], 0.1, metric="mse"), 4e-3) == 2e-3
+    failed = _noisy([0.77, None, 0.7725], 0.041)
+    assert quieter_rate(failed, 4e-3) == 4e-3  # a failed run below ends the walk
+
+
+def test_search_runs_the_smaller_rate_within_noise_and_the_report_says_why(tmp_path):
+    search = _search(tmp_path)
+    search.table = _noisy([0.60, 0.7675, 0.7725], 0.041)  # rates 1e-3, 2e-3, 4e-3
+    search.table[0]["lr"], search.table[1]["lr"], search.table[2]["lr"] = 5e-4, 1e-3, 2e-3
+    assert search.best == 2e-3 and search.chosen == 1e-3
+    row = Row("bitfit", "ok", quality_metric="accuracy", quality=0.8, lr=1e-3, search=search.table)
+    report = search_tables([row])
+    assert "| 0.001 | accuracy 0.7675 | chosen |" in report
+    assert "| 0.002 | accuracy 0.7725 | best held out, by less than one standard error" in report
 
 
 def _task(tmp_path: Path, name: str, seed: int, model: Path) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from finetune.comparison.runner import Row, SearchEntry, higher_is_better
+from finetune.comparison.tune import standard_error
 from finetune.run.files import atomic_write_json, atomic_write_text
 
 
@@ -144,29 +145,36 @@ def search_tables(rows: list[Row]) -> str:
             continue
         lines = [f"### `{r.method}`: learning-rate search", "", "| lr | held-out score | |"]
         lines.append("|---|---|---|")
-        stepped_from = _stepped_down_from(r)
+        passed = _passed_over(r)
         for s in r.search:
             value = s["score"]
             score = "failed" if value is None else f"{s['metric']} {_num(value)}"
             mark = "chosen" if s["lr"] == r.lr else ""
-            if s is stepped_from:
-                mark = "best held out; the rate above it collapsed, so the rate below runs"
+            if passed is not None and s is passed[0]:
+                mark = passed[1]
             lines.append(f"| {s['lr']:g} | {score} | {mark} |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
 
-def _stepped_down_from(row: Row) -> SearchEntry | None:
-    """The search's best rate when the cliff rule ran the one below it instead (tune.py): the
-    rate just above the chosen one, scoring better than it."""
+def _passed_over(row: Row) -> tuple[SearchEntry, str] | None:
+    """The search's best rate and why a smaller one ran instead (tune.py: the cliff rule and
+    the one-standard-error rule), when the chosen rate scored worse than some rate above it."""
     rates = [s["lr"] for s in row.search]
-    if row.lr not in rates or rates.index(row.lr) + 1 >= len(rates):
+    if row.lr not in rates:
         return None
-    ran, above = row.search[rates.index(row.lr)], row.search[rates.index(row.lr) + 1]
-    if ran["score"] is None or above["score"] is None:
+    ran = row.search[rates.index(row.lr)]
+    above = [s for s in row.search[rates.index(row.lr) + 1 :] if s["score"] is not None]
+    if ran["score"] is None or not above:
         return None
     sign = 1.0 if higher_is_better(ran["metric"]) else -1.0
-    return above if sign * above["score"] > sign * ran["score"] else None
+    best = max(above, key=lambda s: sign * (s["score"] or 0.0))
+    if sign * (best["score"] or 0.0) <= sign * ran["score"]:
+        return None
+    error = standard_error(best)
+    if error is not None and sign * ran["score"] >= sign * (best["score"] or 0.0) - error:
+        return best, "best held out, by less than one standard error: the smaller rate runs"
+    return best, "best held out; the rate above it collapsed, so the rate below runs"
 
 
 def render(title: str, header: list[str], rows: list[Row], keys: list[str] | None = None) -> str:

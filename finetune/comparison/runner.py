@@ -56,15 +56,20 @@ class Timing:
         return max(self.load_before, self.load_after) > self.cores
 
 
-class SearchEntry(TypedDict):
-    """One rate of a `--tune` search and its held-out score (None: the run failed or had
-    no score)."""
-
+class _SearchScore(TypedDict):
     lr: float
     steps: int
     metric: str
     score: float | None
     status: str
+
+
+class SearchEntry(_SearchScore, total=False):
+    """One rate of a `--tune` search and its held-out score (None: the run failed or had
+    no score), with that score's 95% bootstrap interval over the held-out rows when known."""
+
+    low: float | None
+    high: float | None
 
 
 @dataclass

@@ -10,6 +10,8 @@ A best rate next to a cliff (the rate above it failed, or scored worse than the 
 rate tried) is replaced by the rate below it: a short search favours rates near divergence, and
 the full run, with three times the steps at that rate, fell over the edge in our measurements
 (the quick start's LoRA: 0.850 held out at 8e-3, 0.771 in full against 0.847 at 2e-3).
+For the same reason a best rate that beats the rates just below it by less than one standard
+error of its held-out score gives way to the smallest of them (`quieter_rate`).
 The eval split that the report shows is never read by the search: the search recipes name
 only the two search files, so the verdict is not fitted to the figures it reports.
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from finetune.comparison.intervals import add_intervals
 from finetune.comparison.runner import Point, Row, SearchEntry, higher_is_better
 from finetune.errors import FinetuneError, Problem, RecipeError
 from finetune.jsonvalues import as_object, child, copy_object, integer, number
@@ -174,6 +177,7 @@ class Search:
 
     def record(self, rows: list[Row]) -> None:
         """Add this round's scores; plan the next round (one rate past an edge) or finish."""
+        add_intervals(rows, self.out)  # each held-out score's noise, for `quieter_rate`
         self.table += [_search_entry(row, lr, self.steps) for row, lr in zip(rows, self.pending)]
         self.table.sort(key=lambda entry: entry["lr"])
         self.pending = []
@@ -194,8 +198,9 @@ class Search:
 
     @property
     def chosen(self) -> float:
-        """The rate the full run uses: the best one, or the one below it at a cliff."""
-        return safe_rate(self.table, self.best)
+        """The rate the full run uses: the best one, or a smaller one when the best is within
+        noise of it or next to a cliff."""
+        return min(safe_rate(self.table, self.best), quieter_rate(self.table, self.best))
 
 
 def new_search(
@@ -218,6 +223,8 @@ def _search_entry(row: Row, lr: float, steps: int) -> SearchEntry:
         "metric": row.quality_metric,
         "score": row.quality if ok else None,
         "status": row.status,
+        "low": row.quality_low if ok else None,
+        "high": row.quality_high if ok else None,
     }
 
 
@@ -250,3 +257,34 @@ def safe_rate(table: list[SearchEntry], best: float) -> float:
         if sign * above["score"] >= sign * floor:
             return best
     return below["lr"] if below["score"] is not None else best
+
+
+def standard_error(entry: SearchEntry) -> float | None:
+    """A held-out score's standard error, read off its 95% bootstrap interval."""
+    low, high = entry.get("low"), entry.get("high")
+    if entry["score"] is None or low is None or high is None:
+        return None
+    return (high - low) / (2 * 1.96)
+
+
+def quieter_rate(table: list[SearchEntry], best: float) -> float:
+    """The smallest of the rates just below `best` whose held-out scores all lie within one
+    standard error of best's: the one-standard-error rule of model selection, here choosing the
+    gentler rate. A search scores one seed over a short run, and a rate that wins it by less
+    than its noise is often one that another seed, trained longer, cannot hold (BitFit and
+    prompt tuning on SST-2: benchmarks/results/glue_small_sst2_recheck.md)."""
+    rates = [entry["lr"] for entry in table]
+    if best not in rates:
+        return best
+    top = table[rates.index(best)]
+    error = standard_error(top)
+    if error is None or top["score"] is None:
+        return best
+    sign = 1.0 if higher_is_better(top["metric"]) else -1.0
+    chosen = best
+    for entry in reversed(table[: rates.index(best)]):
+        score = entry["score"]
+        if entry["status"] != "ok" or score is None or sign * score < sign * top["score"] - error:
+            break
+        chosen = entry["lr"]
+    return chosen
