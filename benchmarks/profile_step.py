@@ -93,13 +93,17 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             summary = run(path, progress=False)
         wall = time.perf_counter() - started
-    report = render(prof.key_averages(), summary.metrics, wall, args.steps, torch.__version__)
+    setup = f"LoRA r{recipe['method']['r']} query/value, precision {recipe['train']['precision']}"
+    events = prof.key_averages()
+    report = render(events, summary.metrics, wall, args.steps, torch.__version__, setup)
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
 
 
-def render(events: Any, metrics: dict[str, Any], wall: float, steps: int, torch_v: str) -> str:
+def render(
+    events: Any, metrics: dict[str, Any], wall: float, steps: int, torch_v: str, setup: str
+) -> str:
     totals: dict[str, float] = defaultdict(float)
     ops = []
     for event in events:
@@ -112,8 +116,8 @@ def render(events: Any, metrics: dict[str, Any], wall: float, steps: int, torch_
         f"# Where a training step's time goes ({when})",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch_v}; load average "
-        f"{os.getloadavg()[0]:.1f}. Quick-start recipe (MiniLM, LoRA r8 query/value, batch 32, "
-        f"max_length 64, fp32), {steps} steps without evaluation, under torch.profiler "
+        f"{os.getloadavg()[0]:.1f}. Quick-start recipe (MiniLM, {setup}, batch 32, max_length "
+        f"64), {steps} steps without evaluation, under torch.profiler "
         f"(which slows small operators): run wall {wall:.1f} s, train "
         f"{metrics.get('train_samples_per_s', 0):.1f} samples/s.",
         "",

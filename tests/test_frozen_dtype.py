@@ -71,6 +71,18 @@ def _step(model, batch):
     return loss.detach(), grads
 
 
+def _assert_same_step(model, stored, batch) -> None:
+    """The same loss and gradients, bit for bit, from the fp32 model and the stored one."""
+    import torch
+
+    loss, grads = _step(model, batch)
+    stored_loss, stored_grads = _step(stored, batch)
+    assert torch.equal(stored_loss, loss)
+    assert grads.keys() == stored_grads.keys() and grads
+    for key, grad in grads.items():
+        assert torch.equal(stored_grads[key], grad), key
+
+
 @pytest.mark.parametrize(("name", "family"), CASES)
 def test_same_loss_and_gradients_bit_for_bit(name, family, tiny_model_dir):
     import torch
@@ -81,12 +93,7 @@ def test_same_loss_and_gradients_bit_for_bit(name, family, tiny_model_dir):
     stored = copy.deepcopy(model)
     converted = store_frozen_in(stored, torch.bfloat16)
     assert converted > 0 or name == "bitfit"  # BitFit trains every bias: nothing is frozen
-    loss, grads = _step(model, batch)
-    stored_loss, stored_grads = _step(stored, batch)
-    assert torch.equal(stored_loss, loss)
-    assert grads.keys() == stored_grads.keys() and grads
-    for key, grad in grads.items():
-        assert torch.equal(stored_grads[key], grad), key
+    _assert_same_step(model, stored, batch)
     for param in stored.parameters():
         if param.requires_grad:
             assert param.dtype == torch.float32  # trainable masters stay fp32
@@ -106,12 +113,7 @@ def test_lora_inputs_stay_in_bf16_with_the_same_numbers(family, tiny_model_dir):
     store_frozen_in(stored, torch.bfloat16)
     layers = [m for m in stored.modules() if isinstance(m, LoraLinear)]
     assert layers and not any(m.cast_input_dtype_enabled for m in layers)
-    loss, grads = _step(model, batch)
-    stored_loss, stored_grads = _step(stored, batch)
-    assert torch.equal(stored_loss, loss)
-    assert grads.keys() == stored_grads.keys() and grads
-    for key, grad in grads.items():
-        assert torch.equal(stored_grads[key], grad), key
+    _assert_same_step(model, stored, batch)
 
 
 def test_lora_inputs_keep_their_cast_under_dropout_and_variants(tiny_model_dir):
