@@ -1,10 +1,11 @@
-"""Dropout for CPU training whose masks cost a fifth of PyTorch's: a counter-based hash instead
+"""Dropout for CPU training whose masks cost an eighth of PyTorch's: a counter-based hash instead
 of the Mersenne Twister.
 
 On CPU, `F.dropout` / `torch.native_dropout` draw every mask element from PyTorch's MT19937
-generator through `bernoulli_`, about 2.8 ns an element on 2 cores whatever the dtype. Once the
+generator through `bernoulli_`, about 5 ns an element on 2 cores whatever the dtype (0.7 ns
+here; benchmarks/results/fast_dropout.md). Once the
 matrix products run in bf16 on AMX, that draw is a quarter of the quick start's training step
-(20 dropouts a step on MiniLM; `benchmarks/results/fast_dropout.md`), the same in the Trainer.
+(20 dropouts a step on MiniLM), the same in the Trainer.
 
 Here each call takes one 31-bit seed from PyTorch's generator (so `torch.manual_seed`, the
 checkpointed RNG state and `--resume` decide the masks as before) and hashes a table of
