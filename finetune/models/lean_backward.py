@@ -41,8 +41,15 @@ GATED_MLP = "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))"
 
 
 def lean_backward(model: Model) -> dict[str, int]:
-    """Apply both swaps to `model` (a plain or peft-wrapped model); how many of each."""
-    counts = {"dropout": bool_mask_dropout(model), "gated_mlp": recompute_gated_mlp(model)}
+    """Apply the swaps to `model` (a plain or peft-wrapped model); how many of each. The
+    attention swap (models/fast_attention.py) draws sdpa's attention dropout the same way."""
+    from finetune.models.fast_attention import hashed_dropout_attention
+
+    counts = {
+        "dropout": bool_mask_dropout(model),
+        "attention": int(hashed_dropout_attention(model)),
+        "gated_mlp": recompute_gated_mlp(model),
+    }
     if any(counts.values()):
         log.debug("lean backward: %s", counts)
     return counts

@@ -1,0 +1,129 @@
+"""Attention whose probability dropout draws a hashed mask on CPU, in the autocast dtype.
+
+With attention dropout in training (BERT-family encoders, GPT-2: 0.1), PyTorch's CPU
+`scaled_dot_product_attention` cannot use its fused kernel and takes the math path: it casts
+bf16 queries, keys and values up to float32, computes there, draws the dropout mask with
+`bernoulli_` (the Mersenne Twister, ~5 ns an element) and casts back. On the quick-start step
+(MiniLM, bf16 on a 2-core CPU) that attention dropout was 7% of the time and its casts most of
+the rest of the attention's copies (benchmarks/results/profile_step_bf16.md).
+
+`finetune_sdpa` is transformers' `sdpa` except in exactly that case (CPU, training, dropout
+> 0, no position bias, soft-capping, sliding window or attention sinks): there it computes the
+attention as transformers' eager attention does (products in the autocast dtype, softmax in
+float32) and drops probabilities with models/fast_dropout.py's hashed mask, kept as bool. Its
+masks are other draws from the same distribution, seeded from torch's generator like every
+other dropout of a run. Evaluation, generation, GPUs and `torch.compile` call `sdpa` itself, so
+what a run predicts and saves is computed as before.
+
+The implementation is set in memory only, for training (models/lean_backward.py); transformers
+does not write `_attn_implementation` to config.json, so saved models load anywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.types import Model, Tensor
+
+log = logging.getLogger(__name__)
+
+NAME = "finetune_sdpa"
+# keyword arguments that only sdpa's path (or none of ours) handles: their presence means sdpa
+UNSUPPORTED = ("position_bias", "softcap", "sliding_window", "s_aux", "output_attentions")
+
+
+def attention_forward(
+    module: Any,  # a transformers attention module (training flag, is_causal)
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[Tensor, None]:
+    """transformers' attention-function signature: (output [batch, length, heads, dim], None)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from finetune.models.fast_dropout import applies
+
+    extra = any(kwargs.get(name) is not None and kwargs[name] is not False for name in UNSUPPORTED)
+    if extra or not applies(query, dropout, module.training):
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
+        )
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    return _hashed_dropout_attention(query, key, value, attention_mask, dropout, scaling, causal)
+
+
+def _hashed_dropout_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    dropout: float,
+    scaling: float | None,
+    causal: bool,
+) -> tuple[Tensor, None]:
+    """softmax(q k^T * scale + mask) with hashed dropout, times v (transformers' eager math)."""
+    import torch
+
+    from finetune.models.fast_dropout import fast_dropout
+
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+        key = key.repeat_interleave(groups, dim=1)
+        value = value.repeat_interleave(groups, dim=1)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-2, -1)) * scale
+    q_length, kv_length = scores.shape[-2:]
+    if mask is None and causal and q_length > 1:  # sdpa's mask function skips a causal mask
+        mask = torch.ones(q_length, kv_length, dtype=torch.bool, device=scores.device)
+        mask = mask.tril(kv_length - q_length)
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    elif mask is not None:
+        scores = scores + mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    output = torch.matmul(fast_dropout(probs, dropout), value)
+    return output.transpose(1, 2).contiguous(), None
+
+
+@functools.cache
+def register() -> str:
+    """Register `finetune_sdpa` (and sdpa's mask for it) with transformers, once."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(NAME, attention_forward)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    return NAME
+
+
+def hashed_dropout_attention(model: Model) -> bool:
+    """Switch a model that attends with `sdpa` to `finetune_sdpa`; whether it was switched.
+
+    Models on another implementation (eager, flash, flex, a user's choice) and models that
+    cannot switch (no attention-function interface) are left as they are."""
+    base = _transformers_model(model)
+    config = getattr(base, "config", None)
+    if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    if not getattr(base, "_supports_attention_backend", False):
+        return False
+    try:
+        base.set_attn_implementation(register())
+    except (ValueError, ImportError, KeyError, AttributeError) as exc:
+        log.debug("attention left on sdpa: %s", exc)
+        return False
+    return True
+
+
+def _transformers_model(model: Model) -> Any:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
