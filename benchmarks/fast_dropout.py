@@ -1,16 +1,19 @@
 """Hashed dropout masks (finetune/models/fast_dropout.py) against PyTorch's CPU dropout.
 
-    python benchmarks/fast_dropout.py               # mask draws, one dropout, the quick-start step
+    python benchmarks/fast_dropout.py               # mask draws, dropouts, the quick-start step
     python benchmarks/fast_dropout.py --steps 20
 
-Three measurements, each the median of interleaved repeats on this CPU:
+Measurements, each the median of interleaved repeats on this CPU:
 1. drawing a keep-mask of one MiniLM activation (batch 32 x 26 tokens x 384): `bernoulli_`
    (what `F.dropout` and `torch.native_dropout` call) against `keep_mask`;
 2. forward + backward of one dropout on that activation in bf16: `torch.native_dropout` (the
    previous swap, bool mask) against `fast_dropout`;
-3. the quick-start training step (bundled MiniLM, LoRA r8 on query/value, batch 32, 26 tokens,
-   bf16 autocast where native, frozen weights stored in bf16): every `nn.Dropout` on
-   `torch.native_dropout` (before) against the hashed masks (after).
+3. forward + backward of one attention with dropout 0.1 (12 heads x 26 x 32, bf16 autocast):
+   transformers' `sdpa` against `finetune_sdpa` (models/fast_attention.py);
+4. the quick-start training step (bundled MiniLM, LoRA r8 on query/value, batch 32, 26 tokens,
+   bf16 autocast where native, frozen weights stored in bf16), three ways: every `nn.Dropout`
+   on `torch.native_dropout` and attention on `sdpa` (PyTorch's draws), hashed `nn.Dropout`
+   masks with `sdpa`, and hashed masks for both (what `finetune run` does).
 
 Results: stdout and benchmarks/results/fast_dropout.md. Run on a quiet machine.
 """
@@ -68,10 +71,38 @@ def mask_and_dropout(repeats: int) -> list[str]:
         f"{bernoulli / hashed:.2f}x |",
         f"| one dropout, forward + backward, bf16 | {native:.3f} ms | {fast:.3f} ms | "
         f"{native / fast:.2f}x |",
+        attention_row(repeats),
     ]
 
 
-def quickstart_model(fast: bool) -> tuple[Any, Any, int]:
+def attention_row(repeats: int) -> str:
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from finetune.models.fast_attention import attention_forward
+
+    module = types.SimpleNamespace(training=True, is_causal=False)
+    q, k, v = (torch.randn(32, 12, 26, 32, requires_grad=True) for _ in range(3))
+    mask = torch.ones(32, 1, 26, 26, dtype=torch.bool)
+    mask[::2, :, :, 20:] = False  # half the rows padded, as in a length-grouped batch
+
+    def call(forward: Callable[..., Any]) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_native()):
+            out, _ = forward(module, q, k, v, mask, dropout=0.1, scaling=None)
+        out.float().sum().backward()
+
+    sdpa = median_ms(lambda: call(sdpa_attention_forward), repeats)
+    hashed = median_ms(lambda: call(attention_forward), repeats)
+    return (
+        f"| one attention with dropout 0.1, forward + backward (sdpa / finetune_sdpa) | "
+        f"{sdpa:.3f} ms | {hashed:.3f} ms | {sdpa / hashed:.2f}x |"
+    )
+
+
+VARIANTS = ("torch", "masks", "masks+attention")
+
+
+def quickstart_model(variant: str) -> tuple[Any, Any, int]:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
@@ -88,7 +119,9 @@ def quickstart_model(fast: bool) -> tuple[Any, Any, int]:
     if bf16_native():
         store_frozen_in(model, torch.bfloat16)
     swapped = lean_backward(model)["dropout"]
-    if not fast:  # before: the bool-mask swap on torch.native_dropout (the same Mersenne draws)
+    if variant != "masks+attention":  # transformers' sdpa draws its own attention dropout
+        model.get_base_model().set_attn_implementation("sdpa")
+    if variant == "torch":  # the bool-mask swap on torch.native_dropout (PyTorch's draws)
         for module in model.modules():
             if type(module) is torch.nn.Dropout and module.p > 0:
                 module.forward = types.MethodType(  # type: ignore[method-assign]
@@ -99,34 +132,37 @@ def quickstart_model(fast: bool) -> tuple[Any, Any, int]:
     return model, optimizer, swapped
 
 
-def step_times(steps: int, rounds: int) -> tuple[list[str], float, float]:
+def step_times(steps: int, rounds: int) -> list[str]:
     import torch
 
     dtype = torch.bfloat16 if bf16_native() else torch.float32
     ids = torch.randint(1000, 20000, (32, 26))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     labels = torch.randint(0, 2, (32,))
-    built = {fast: quickstart_model(fast) for fast in (False, True)}
+    built = {variant: quickstart_model(variant) for variant in VARIANTS}
 
-    def one(fast: bool) -> None:
-        model, optimizer, _ = built[fast]
+    def one(variant: str) -> None:
+        model, optimizer, _ = built[variant]
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is torch.bfloat16):
             loss = model(**batch, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    medians: dict[bool, list[float]] = {False: [], True: []}
+    medians: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     for _ in range(rounds):
-        for fast in (False, True):
-            medians[fast].append(median_ms(lambda f=fast: one(f), steps))
-    before, after = statistics.median(medians[False]), statistics.median(medians[True])
-    swapped, kind = built[True][2], str(dtype).split(".")[-1]
-    row = (
-        f"| quick-start training step ({swapped} nn.Dropout swapped, {kind}) | "
-        f"{before:.1f} ms | {after:.1f} ms | {before / after:.2f}x |"
-    )
-    return [row], before, after
+        for variant in VARIANTS:
+            medians[variant].append(median_ms(lambda v=variant: one(v), steps))
+    ms = {variant: statistics.median(times) for variant, times in medians.items()}
+    swapped, kind = built["masks"][2], str(dtype).split(".")[-1]
+    step = f"quick-start training step ({swapped} nn.Dropout, {kind})"
+    pairs = [("torch", "masks", "hashed nn.Dropout masks"),
+             ("masks", "masks+attention", "then hashed attention dropout"),
+             ("torch", "masks+attention", "both")]  # fmt: skip
+    return [
+        f"| {step}: {what} | {ms[a]:.1f} ms | {ms[b]:.1f} ms | {ms[a] / ms[b]:.2f}x |"
+        for a, b, what in pairs
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(os.cpu_count() or 1)
     rows = mask_and_dropout(args.repeats)
-    step_rows, _, _ = step_times(args.steps, args.rounds)
+    step_rows = step_times(args.steps, args.rounds)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"# Hashed dropout masks vs PyTorch's CPU dropout ({stamp})",
@@ -150,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'yes' if bf16_native() else 'no'}; torch {torch.__version__}; load average "
         f"{os.getloadavg()[0]:.1f}. Medians of interleaved repeats.",
         "",
-        "| what | PyTorch (bernoulli_ / native_dropout) | hashed (fast_dropout) | speed-up |",
+        "| what | PyTorch's draws (bernoulli_ / native_dropout / sdpa) | hashed | speed-up |",
         "|---|---|---|---|",
         *rows,
         *step_rows,

@@ -12,7 +12,7 @@ from finetune.models.fast_attention import (
     NAME,
     _hashed_dropout_attention,
     attention_forward,
-    hashed_dropout_attention,
+    use_hashed_dropout_attention,
 )
 
 
@@ -145,7 +145,7 @@ def test_a_model_switches_trains_and_predicts_as_before(tmp_path):
     model.eval()
     with torch.no_grad():
         before = model(input_ids=ids, attention_mask=attention_mask).logits
-    assert hashed_dropout_attention(model)
+    assert use_hashed_dropout_attention(model)
     assert model.get_base_model().config._attn_implementation == NAME
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids, attention_mask=attention_mask).logits, before)
@@ -161,5 +161,53 @@ def test_a_model_switches_trains_and_predicts_as_before(tmp_path):
 
 def test_other_implementations_are_left_alone():
     model = _tiny_bert("eager")
-    assert not hashed_dropout_attention(model)
+    assert not use_hashed_dropout_attention(model)
     assert model.config._attn_implementation == "eager"
+
+
+def test_a_causal_prefill_longer_than_the_queries_is_cropped_as_sdpa_crops_it(monkeypatch):
+    """Keys beyond the queries with no mask (an empty static cache's prefill): sdpa keeps the
+    first q_length keys under its causal mask; so does the hashed path."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from finetune.models import fast_dropout
+
+    query, _, _ = _qkv(length=6)
+    _, key, value = _qkv(length=9)
+    monkeypatch.setattr(
+        fast_dropout, "keep_mask", lambda shape, p: (torch.ones(shape, dtype=torch.bool), 1.0)
+    )
+    module = _Attention(training=True, is_causal=True)
+    got, _ = attention_forward(module, query, key, value, None, dropout=0.1)
+    want, _ = sdpa_attention_forward(_Attention(False, True), query, key, value, None)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_probabilities_past_the_counters_range_go_to_sdpa():
+    import torch
+
+    from finetune.models.fast_attention import _too_large
+
+    one = torch.empty(1, 1, 1, 1)
+    assert not _too_large(one.expand(8, 12, 1024, 64), one.expand(8, 12, 1024, 64))
+    assert _too_large(one.expand(64, 32, 2048, 64), one.expand(64, 8, 32768, 64))
+
+
+def test_large_draws_hash_their_own_counters_and_leave_the_cache_bounded(monkeypatch):
+    import torch
+
+    from finetune.models import fast_dropout
+
+    monkeypatch.setattr(fast_dropout, "_COUNTERS", {})
+    torch.manual_seed(4)
+    cached, _ = fast_dropout.keep_mask((64, 100), 0.3)
+    monkeypatch.setattr(fast_dropout, "_COUNTERS", {})
+    monkeypatch.setattr(fast_dropout, "CACHED_COUNTERS", 1000)
+    torch.manual_seed(4)
+    uncached, _ = fast_dropout.keep_mask((64, 100), 0.3)  # 3,200 counters: past the cap
+    assert torch.equal(cached, uncached)
+    assert "table" not in fast_dropout._COUNTERS
+    fast_dropout.keep_mask((30, 50), 0.3)  # 750 counters: cached, grown up to the cap only
+    fast_dropout.keep_mask((39, 50), 0.3)
+    assert fast_dropout._COUNTERS["table"].numel() == 1000

@@ -26,17 +26,19 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from finetune.types import Model, Tensor
 
 log = logging.getLogger(__name__)
 
 NAME = "finetune_sdpa"
 # keyword arguments that only sdpa's path (or none of ours) handles: their presence means sdpa
-UNSUPPORTED = ("position_bias", "softcap", "sliding_window", "s_aux", "output_attentions")
+UNSUPPORTED = ("position_bias", "softcap", "sliding_window", "s_aux", "sinks", "output_attentions")
 
 
 def attention_forward(
-    module: Any,  # a transformers attention module (training flag, is_causal)
+    module: torch.nn.Module,  # a transformers attention module (training flag, is_causal)
     query: Tensor,
     key: Tensor,
     value: Tensor,
@@ -51,13 +53,20 @@ def attention_forward(
 
     from finetune.models.fast_dropout import applies
 
+    # present means given: a tensor or a number (output_attentions=False is the default, absent)
     extra = any(kwargs.get(name) is not None and kwargs[name] is not False for name in UNSUPPORTED)
-    if extra or not applies(query, dropout, module.training):
+    if extra or not applies(query, dropout, module.training) or _too_large(query, key):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
         )
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     return _hashed_dropout_attention(query, key, value, attention_mask, dropout, scaling, causal)
+
+
+def _too_large(query: Tensor, key: Tensor) -> bool:
+    """Probabilities past 2^32 elements: more than the hashed mask's int32 counters can index."""
+    batch, heads, q_length = query.shape[:3]
+    return bool(batch * heads * q_length * key.shape[-2] >= 1 << 32)
 
 
 def _hashed_dropout_attention(
@@ -78,12 +87,14 @@ def _hashed_dropout_attention(
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
+    q_length = query.shape[-2]
+    causal = mask is None and causal and q_length > 1  # sdpa's mask function skipped the mask
+    if causal and key.shape[-2] > q_length:  # sdpa's crop (prefill of an empty static cache)
+        key, value = key[..., :q_length, :], value[..., :q_length, :]
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(-2, -1)) * scale
-    q_length, kv_length = scores.shape[-2:]
-    if mask is None and causal and q_length > 1:  # sdpa's mask function skips a causal mask
-        mask = torch.ones(q_length, kv_length, dtype=torch.bool, device=scores.device)
-        mask = mask.tril(kv_length - q_length)
+    if causal:
+        mask = torch.ones(q_length, q_length, dtype=torch.bool, device=scores.device).tril()
     if mask is not None and mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     elif mask is not None:
@@ -104,7 +115,7 @@ def register() -> str:
     return NAME
 
 
-def hashed_dropout_attention(model: Model) -> bool:
+def use_hashed_dropout_attention(model: Model) -> bool:
     """Switch a model that attends with `sdpa` to `finetune_sdpa`; whether it was switched.
 
     Models on another implementation (eager, flash, flex, a user's choice) and models that
@@ -115,12 +126,12 @@ def hashed_dropout_attention(model: Model) -> bool:
         return False
     if not getattr(base, "_supports_attention_backend", False):
         return False
-    try:
+    try:  # it may only warn and keep sdpa, or raise after switching the top-level config
         base.set_attn_implementation(register())
     except (ValueError, ImportError, KeyError, AttributeError) as exc:
         log.debug("attention left on sdpa: %s", exc)
-        return False
-    return True
+        base.set_attn_implementation("sdpa")
+    return bool(config._attn_implementation == NAME)
 
 
 def _transformers_model(model: Model) -> Any:

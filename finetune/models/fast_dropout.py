@@ -38,6 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
 BITS = 16  # per keep/drop decision: p is rounded to a multiple of 1/65536
 LEVELS = 1 << BITS
 _COUNTERS: dict[str, Tensor] = {}  # "table": lowbias32(i), grown to the largest draw so far
+# counters kept between draws (32 MB): an attention's probabilities can be 100M elements (GPT-2,
+# batch 8 x 1024 tokens), whose table would stay in memory for the rest of the run
+CACHED_COUNTERS = 1 << 23
 
 
 def _lowbias32(h: Tensor) -> Tensor:
@@ -51,12 +54,15 @@ def _lowbias32(h: Tensor) -> Tensor:
 
 
 def _counters(count: int) -> Tensor:
-    """lowbias32(0 .. count-1), cached: one table sliced by every draw."""
+    """lowbias32(0 .. count-1), cached up to CACHED_COUNTERS: one table sliced by every draw;
+    a larger draw hashes its own counters (the same values, one pass more)."""
     import torch
 
+    if count > CACHED_COUNTERS:
+        return _lowbias32(torch.arange(count, dtype=torch.int32))
     table = _COUNTERS.get("table")
     if table is None or table.numel() < count:
-        size = max(count, 2 * table.numel() if table is not None else 0)
+        size = min(max(count, 2 * table.numel() if table is not None else 0), CACHED_COUNTERS)
         table = _lowbias32(torch.arange(size, dtype=torch.int32))
         _COUNTERS["table"] = table
     return table[:count]

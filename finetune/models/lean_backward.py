@@ -15,8 +15,14 @@ benchmarks/decoder_memory.py) the tensors a step keeps for backward were ~4.0 GB
   gate and up and recomputes act(gate) in backward (~0.63 GB less, one elementwise pass more),
   with bit-for-bit the same numbers.
 
-Both swaps are in memory only (module classes and forwards; no parameter or state-dict key
-changes) and apply only where the code is exactly the one they replace.
+- attention dropout: models on `sdpa` attend with models/fast_attention.py's `finetune_sdpa`,
+  whose CPU training path drops attention probabilities with the same hashed masks (and
+  computes in the autocast dtype where sdpa's math path would upcast to float32).
+
+The swaps are in memory only (module classes, forwards and the in-memory attention setting; no
+parameter, state-dict key or saved config changes) and apply only where the code is exactly the
+one they replace. The dropout swaps draw other masks from the same distribution; the gated-MLP
+swap gives the same numbers.
 """
 
 from __future__ import annotations
@@ -43,11 +49,11 @@ GATED_MLP = "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))"
 def lean_backward(model: Model) -> dict[str, int]:
     """Apply the swaps to `model` (a plain or peft-wrapped model); how many of each. The
     attention swap (models/fast_attention.py) draws sdpa's attention dropout the same way."""
-    from finetune.models.fast_attention import hashed_dropout_attention
+    from finetune.models.fast_attention import use_hashed_dropout_attention
 
     counts = {
         "dropout": bool_mask_dropout(model),
-        "attention": int(hashed_dropout_attention(model)),
+        "attention": int(use_hashed_dropout_attention(model)),
         "gated_mlp": recompute_gated_mlp(model),
     }
     if any(counts.values()):
