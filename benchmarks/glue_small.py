@@ -40,7 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--no-tune", action="store_true", help="each method at its default rate")
-    parser.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
+    parser.add_argument(
+        "--tasks",
+        default="",
+        help="comma-separated task names (default: all; results are then glue_small_<tasks>.*)",
+    )
     parser.add_argument("--tune-rates", type=int, default=5, choices=(3, 5))
     parser.add_argument("--tune-budget", type=float, default=0.3)
     parser.add_argument("--jobs", type=int, default=1)
@@ -116,15 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(compare_command(args, suite_file), env=env, cwd=REPO)
     out = args.work / "report"
+    tasks = [t for t in args.tasks.split(",") if t]
+    if len(tasks) == 1:  # one task is compare's one-recipe report, in the task's folder
+        out = out / tasks[0]
+    stem = "_".join(["glue_small", *tasks])  # a subset never overwrites the whole suite's files
     for name in ("report.md", "report.csv", "report.json", "report.tex", "report.png"):
         if (out / name).exists():
-            shutil.copy2(out / name, RESULTS / name.replace("report", "glue_small"))
+            shutil.copy2(out / name, RESULTS / name.replace("report", stem))
     if (out / "heatmap.png").exists():
-        shutil.copy2(out / "heatmap.png", RESULTS / "glue_small_heatmap.png")
-    if (out / "report.json").exists():
+        shutil.copy2(out / "heatmap.png", RESULTS / f"{stem}_heatmap.png")
+    if (out / "report.json").exists() and len(tasks) != 1:
         text = "\n".join(gaps(out / "report.json"))
         print(text)
-        with (RESULTS / "glue_small.md").open("a", encoding="utf-8") as handle:
+        with (RESULTS / f"{stem}.md").open("a", encoding="utf-8") as handle:
             handle.write("\n" + text + "\n")
     return done.returncode
 
