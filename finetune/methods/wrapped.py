@@ -8,7 +8,7 @@ imports nothing at run time.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # pragma: no cover
     from peft import PeftModel
@@ -19,3 +19,10 @@ if TYPE_CHECKING:  # pragma: no cover
 def peft_model(model: Model) -> PeftModel:
     """The model a peft method wrapped or loaded: peft's own PeftModel (typed as one here)."""
     return cast("PeftModel", model)
+
+
+def transformers_model(model: object) -> Any:
+    """The transformers model under a peft wrapper, or the model itself: where a model's config,
+    forward signature, heads and attention setting live."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model

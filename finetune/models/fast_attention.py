@@ -120,7 +120,9 @@ def use_hashed_dropout_attention(model: Model) -> bool:
 
     Models on another implementation (eager, flash, flex, a user's choice) and models that
     cannot switch (no attention-function interface) are left as they are."""
-    base = _transformers_model(model)
+    from finetune.methods.wrapped import transformers_model
+
+    base = transformers_model(model)
     config = getattr(base, "config", None)
     if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
         return False
@@ -132,9 +134,3 @@ def use_hashed_dropout_attention(model: Model) -> bool:
         log.debug("attention left on sdpa: %s", exc)
         base.set_attn_implementation("sdpa")
     return bool(config._attn_implementation == NAME)
-
-
-def _transformers_model(model: Model) -> Any:
-    """The transformers model under a peft wrapper (or the model itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model

@@ -30,8 +30,9 @@ if TYPE_CHECKING:  # pragma: no cover
 def cache_keyword(model: Generator) -> str:
     """The name the model's forward takes its KV cache under: transformers renamed
     `past_key_values` to `cache` within 5.x, and both releases are supported."""
-    get_base = getattr(model, "get_base_model", None)  # a peft model's transformers model
-    base = get_base() if callable(get_base) else model
+    from finetune.methods.wrapped import transformers_model
+
+    base = transformers_model(model)
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 

@@ -66,8 +66,9 @@ def loss_head(model: object) -> torch.nn.Linear | None:
     """The decoder's plain `nn.Linear` LM head when the loss may be computed here, else None."""
     import torch
 
-    get_base = getattr(model, "get_base_model", None)  # a peft model's transformers model
-    base = get_base() if callable(get_base) else model
+    from finetune.methods.wrapped import transformers_model
+
+    base = transformers_model(model)
     config = getattr(base, "config", None)
     if config is None or any(getattr(config, key, None) for key in LOGIT_CHANGES):
         return None
