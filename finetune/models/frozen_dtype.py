@@ -19,7 +19,9 @@ Left alone, so the numbers stay exactly the same:
 - runs under FSDP (one dtype per flattened unit), DeepSpeed or on a k-bit base: the caller,
   setup/model.py's `store_frozen_weights`, decides when to store.
 
-The same reasoning removes one copy per LoRA layer in training: `uncast_lora_inputs`.
+The same reasoning removes one copy per LoRA layer in training: `uncast_lora_inputs`. (All but
+one of the copies of an input that several linear layers read: models/shared_cast.py, applied
+after this by setup/model.py; it rounds gradients differently, so it is kept apart.)
 """
 
 from __future__ import annotations

@@ -113,10 +113,12 @@ def store_frozen_weights(
     frozen (a tied output head gets its own copy), so a decoder's generation no longer casts
     the whole model at every token. Not for a method that reads the base weights itself
     (DoRA), on a k-bit base, or under FSDP (one dtype per flattened unit) or DeepSpeed (its
-    own dtype rules)."""
+    own dtype rules). Then an input that several linear layers read is cast once for all of
+    them (models/shared_cast.py)."""
     import torch
 
     from finetune.models.frozen_dtype import store_frozen_in
+    from finetune.models.shared_cast import share_input_casts
     from finetune.train.sharded import distributed_kind
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(accelerator.mixed_precision))
@@ -125,6 +127,7 @@ def store_frozen_weights(
     if distributed_kind(accelerator) in ("FSDP", "DEEPSPEED"):
         return
     store_frozen_in(model, dtype, inference=inference)
+    share_input_casts(model, dtype)  # after: it reads which LoRA layers cast their input
 
 
 def checkpointing_on(setting: bool | str, task_kind: str, virtual_tokens: bool) -> bool:
