@@ -60,7 +60,7 @@ def share_input_casts(model: Model, dtype: torch.dtype) -> int:
     return shared
 
 
-def consumers(module: torch.nn.Module, dtype: torch.dtype) -> tuple[str, set[str]] | None:
+def consumers(module: torch.nn.Module, dtype: torch.dtype) -> tuple[str, frozenset[str]] | None:
     """The forward's input name and the child layers that read it, when the block qualifies."""
     children = dict(module.named_children())
     if sum(_casts_like_autocast(c, dtype) for c in children.values()) < 2:
