@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from tests.test_frozen_dtype import _model
+from tests.test_frozen_dtype import _model, _step
 
 
 def _reads(source: str):
@@ -61,18 +61,6 @@ def test_shape_reads_are_allowed():
         "def forward(self, h):\n    n = h.shape[:-1]\n    return self.a(h).view(*n), self.b(h)\n"
     )
     assert _reads(source) == ("h", frozenset({"a", "b"}))
-
-
-def _step(model, batch):
-    import torch
-
-    model.train()
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(7)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = model(**batch).loss
-    loss.backward()
-    return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
 
 def _casts(model, batch) -> int:
