@@ -3,6 +3,7 @@
     python benchmarks/glue_small.py                       # the issue's budget: hours on 2 cores
     python benchmarks/glue_small.py --methods full,lora --seeds 1 --no-tune --max-train 1000
     python benchmarks/glue_small.py --print-suite         # the suite file it would run
+    python benchmarks/glue_small.py --join A.json B.json  # one table from reports of two sittings
 
 Runs `finetune compare` on recipes/suites/glue_small.yaml (CoLA, MRPC, STS-B as GLUE ships them,
 read from ../shared/data/glue/, and SST-2 on the bundled sample) with `--tune` and 3 seeds by
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -52,6 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--glue", type=Path, default=GLUE, help="GLUE's folders CoLA/, MRPC/, ...")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-glue-small")
     parser.add_argument("--print-suite", action="store_true", help="print the suite and stop")
+    parser.add_argument(
+        "--join",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="report.json files (a suite's or one task's) to join into one table, not run",
+    )
     return parser.parse_args(argv)
 
 
@@ -109,8 +118,63 @@ def gaps(report: Path) -> list[str]:
     return lines
 
 
+ROW_FIELDS = ("status", "quality_metric", "quality", "quality_low", "quality_high", "quality_std",
+              "seeds", "per_seed", "trainable", "peak_memory_bytes", "train_seconds",
+              "artifact_bytes", "lr", "log")  # fmt: skip
+
+
+def read_outcomes(report: Path) -> list[Any]:
+    """The cells of a finished report.json: a suite's (method -> task -> cell) or one task's
+    (a list of rows, the task named after its folder under report/ or the file's stem)."""
+    from finetune.comparison.plan import Outcome
+    from finetune.comparison.runner import Row
+
+    records = json.loads(report.read_text(encoding="utf-8"))
+    outcomes = []
+    for record in records:
+        if "tasks" in record:  # a suite's report: the cells carry the quality only
+            for task, cell in record["tasks"].items():
+                row = Row(record["method"], cell["status"], quality_metric=cell["metric"])
+                row.quality, row.quality_low = cell["quality"], cell["low"]
+                row.quality_high, row.quality_std, row.log = cell["high"], cell["std"], cell["log"]
+                row.trainable = round(record["trainable_mean"] or 0) or None
+                outcomes.append(Outcome(task, record["method"], row))
+        else:
+            task = report.parent.name if report.name == "report.json" else report.stem
+            fields = {k: record[k] for k in ROW_FIELDS if k in record}
+            outcomes.append(Outcome(task, record["method"], Row(record["method"], **fields)))
+    return outcomes
+
+
+def join(args: argparse.Namespace) -> int:
+    """One suite table from reports written in separate sittings (tasks run apart): the same
+    average and mean rank `compare` computes, over every task the reports hold."""
+    from finetune.comparison.suite_report import write_suite_report
+
+    outcomes = [o for report in args.join for o in read_outcomes(report)]
+    tasks = list(dict.fromkeys(o.task for o in outcomes))
+    out = args.work / "joined"
+    out.mkdir(parents=True, exist_ok=True)
+    header = [
+        "Joined from: " + ", ".join(f"`{p.name}`" for p in args.join) + ". A suite's report "
+        "keeps only quality, so memory, time and size cover the one-task reports' cells alone."
+    ]
+    write_suite_report(out, "glue_small, joined", header, tasks, outcomes)
+    stem = "_".join(["glue_small", *tasks])
+    for name in ("report.md", "report.csv", "report.json", "report.tex", "report.png"):
+        shutil.copy2(out / name, RESULTS / name.replace("report", stem))
+    shutil.copy2(out / "heatmap.png", RESULTS / f"{stem}_heatmap.png")
+    text = "\n".join(gaps(out / "report.json"))
+    print((out / "report.md").read_text(encoding="utf-8") + "\n" + text)
+    with (RESULTS / f"{stem}.md").open("a", encoding="utf-8") as handle:
+        handle.write("\n" + text + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.join:
+        return join(args)
     args.work.mkdir(parents=True, exist_ok=True)
     suite_file = args.work / "glue_small.yaml"
     suite_file.write_text(yaml.safe_dump(suite(args), sort_keys=False), encoding="utf-8")

@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--max-train", type=int, default=None, help="train rows (default: all)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the configurations this many times, interleaved, and report each round's "
+        "ratio and their median (a shared host's speed drifts by 20%% between minutes)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "train_throughput.md")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration
     return parser.parse_args()
@@ -267,9 +275,15 @@ def main() -> None:
 
     tok = AutoTokenizer.from_pretrained(resolve_name(recipe["model"]["name"]).path)
     _, _, tokens_per_row = tokenised(recipe, tok)
-    with tempfile.TemporaryDirectory(prefix="finetune-compile-cache-") as cache:
-        rows = {name: run_in_subprocess(name, args.max_train, Path(cache)) for name in names}
-    report = render(rows, ceilings, tokens_per_row, bf16, recipe)
+    rounds = []
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="finetune-compile-cache-") as cache:
+            rounds.append(
+                {name: run_in_subprocess(name, args.max_train, Path(cache)) for name in names}
+            )
+    report = render(rounds[0], ceilings, tokens_per_row, bf16, recipe)
+    if args.rounds > 1:
+        report += "\n" + render_rounds(rounds)
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
@@ -319,6 +333,32 @@ def render(
     if "trainer_default" in rows and "ours" in rows:
         ratio = rows["ours"]["samples_per_s"] / rows["trainer_default"]["samples_per_s"]
         lines += [f"ours / trainer_default: {ratio:.2f}x"]
+    return "\n".join(lines) + "\n"
+
+
+def render_rounds(rounds: list[dict[str, dict[str, Any]]]) -> str:
+    """Every round's samples/s per configuration, then ours / trainer_best per round and the
+    median of those ratios: the configurations alternate, so each ratio compares neighbours in
+    time, not a fast minute of the host against a slow one."""
+    names = list(rounds[0])
+    lines = [
+        f"{len(rounds)} interleaved rounds (the configurations in order, then again), train "
+        "samples/s:",
+        "",
+        "| round | " + " | ".join(names) + " | ours / trainer_best |",
+        "|---" * (len(names) + 2) + "|",
+    ]
+    ratios = []
+    for i, rows in enumerate(rounds, 1):
+        cells = [f"{rows[n]['samples_per_s']:.1f}" for n in names]
+        ratio = "-"
+        if "ours" in rows and "trainer_best" in rows:
+            ratios.append(rows["ours"]["samples_per_s"] / rows["trainer_best"]["samples_per_s"])
+            ratio = f"{ratios[-1]:.2f}x"
+        lines.append(f"| {i} | " + " | ".join(cells) + f" | {ratio} |")
+    if ratios:
+        median = statistics.median(ratios)
+        lines += ["", f"Median ours / trainer_best over the rounds: {median:.2f}x"]
     return "\n".join(lines) + "\n"
 
 
