@@ -141,6 +141,7 @@ def read_outcomes(report: Path) -> list[Any]:
                 outcomes.append(Outcome(task, record["method"], row))
         else:
             task = report.parent.name if report.name == "report.json" else report.stem
+            task = task.removeprefix("glue_small_")  # a subset's results file, as main() names it
             fields = {k: record[k] for k in ROW_FIELDS if k in record}
             outcomes.append(Outcome(task, record["method"], Row(record["method"], **fields)))
     return outcomes
