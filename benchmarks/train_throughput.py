@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=1,
         help="run the configurations this many times, interleaved, and report each round's "
-        "ratio and their median (a shared host's speed drifts by 20%% between minutes)",
+        "ratio and their median (a shared host's speed can halve between minutes)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "train_throughput.md")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration
