@@ -134,10 +134,17 @@ def read_outcomes(report: Path) -> list[Any]:
     for record in records:
         if "tasks" in record:  # a suite's report: the cells carry the quality only
             for task, cell in record["tasks"].items():
-                row = Row(record["method"], cell["status"], quality_metric=cell["metric"])
-                row.quality, row.quality_low = cell["quality"], cell["low"]
-                row.quality_high, row.quality_std, row.log = cell["high"], cell["std"], cell["log"]
-                row.trainable = round(record["trainable_mean"] or 0) or None
+                row = Row(
+                    record["method"],
+                    cell["status"],
+                    quality_metric=cell["metric"],
+                    quality=cell["quality"],
+                    quality_low=cell["low"],
+                    quality_high=cell["high"],
+                    quality_std=cell["std"],
+                    trainable=round(record["trainable_mean"] or 0) or None,
+                    log=cell["log"],
+                )
                 outcomes.append(Outcome(task, record["method"], row))
         else:
             task = report.parent.name if report.name == "report.json" else report.stem
