@@ -142,6 +142,8 @@ def read_outcomes(report: Path) -> list[Any]:
                     quality_low=cell["low"],
                     quality_high=cell["high"],
                     quality_std=cell["std"],
+                    seeds=cell.get("seeds", []),  # absent from reports before per-seed orders
+                    per_seed=cell.get("per_seed", []),
                     trainable=round(record["trainable_mean"] or 0) or None,
                     log=cell["log"],
                 )

@@ -236,6 +236,70 @@ def test_suite_report_scores_ranks_and_keeps_failed_cells(tmp_path):
     assert "\\textbf{50.0}" in tex and "\\textbf{85.0}" in tex
 
 
+def _seeded(metric: str, per_seed: list[float], seeds: tuple[int, ...] = (1, 2, 3)) -> Row:
+    mean = sum(per_seed) / len(per_seed)
+    return Row("m", "ok", quality_metric=metric, quality=mean, seeds=list(seeds),
+               per_seed=per_seed, trainable=10)  # fmt: skip
+
+
+def _seeded_suite(methods: dict[str, list[float]]) -> list:
+    from finetune.comparison.plan import Outcome
+
+    return [Outcome(task, method, _seeded(metric, values))
+            for method, values in methods.items()
+            for task, metric in (("cola", "mcc"), ("stsb", "pearson"))]  # fmt: skip
+
+
+def test_suite_report_orders_each_seed_and_calls_overlapping_swaps_ties(tmp_path):
+    from finetune.comparison.suite_report import write_suite_report
+
+    outcomes = _seeded_suite({
+        "full": [0.80, 0.80, 0.80],  # 80 every seed
+        "lora": [0.70, 0.70, 0.90],  # 70, 70, 90: above full on seed 3, 76.7 ± 11.5 overlaps 80
+        "bitfit": [0.50, 0.52, 0.54],  # last on every seed
+    })  # fmt: skip
+    rows = {r.method: r for r in write_suite_report(tmp_path, "t", [], ["cola", "stsb"], outcomes)}
+    assert rows["lora"].seed_averages == pytest.approx({1: 70.0, 2: 70.0, 3: 90.0})
+    assert rows["lora"].average_std == pytest.approx(11.547, abs=1e-3)
+    assert rows["full"].average_std == pytest.approx(0.0)
+    report = (tmp_path / "report.md").read_text()
+    assert "| 3 | lora 90.0 > full 80.0 > bitfit 54.0 |" in report
+    assert "| 1 | full 80.0 > lora 70.0 > bitfit 50.0 |" in report
+    assert "**Stable within the printed intervals:**" in report
+    assert "`full` / `lora` (reversed on seed 3)" in report
+    assert "Same place on every seed: bitfit 3rd." in report
+    assert "76.7 ± 11.5" in report  # the average's std over the seeds' averages
+    record = {r["method"]: r for r in json.loads((tmp_path / "report.json").read_text())}
+    assert record["lora"]["seed_averages"] == pytest.approx({"1": 70.0, "2": 70.0, "3": 90.0})
+    assert record["lora"]["tasks"]["cola"]["per_seed"] == [0.70, 0.70, 0.90]
+
+
+def test_suite_report_flags_a_swap_between_separated_methods(tmp_path):
+    from finetune.comparison.suite_report import write_suite_report
+
+    # 60, 60, 81: 67.0 ± 12.1 stays below full's 80 ± 0, yet beats it on seed 3
+    outcomes = _seeded_suite({"full": [0.80] * 3, "ia3": [0.60, 0.60, 0.81]})
+    write_suite_report(tmp_path, "t", [], ["cola", "stsb"], outcomes)
+    report = (tmp_path / "report.md").read_text()
+    assert "**Not stable within the printed intervals:** 1 pair(s)" in report
+    assert "`full` / `ia3` (reversed on seed 3)" in report
+
+
+def test_suite_report_has_no_seed_section_for_one_seed_or_a_failed_cell(tmp_path):
+    from finetune.comparison.plan import Outcome
+    from finetune.comparison.suite_report import write_suite_report
+
+    outcomes = _seeded_suite({"full": [0.8, 0.7, 0.9]})
+    outcomes += [
+        Outcome("cola", "lora", Row("lora", "failed: boom")),
+        Outcome("stsb", "lora", _seeded("pearson", [0.8, 0.7, 0.9])),
+    ]
+    rows = {r.method: r for r in write_suite_report(tmp_path, "t", [], ["cola", "stsb"], outcomes)}
+    assert rows["lora"].seed_averages == {} and rows["lora"].average_std is None
+    report = (tmp_path / "report.md").read_text()
+    assert "The ranking across seeds" not in report  # one method with seeds: nothing to order
+
+
 def test_suite_file_errors_name_the_file_and_the_fix(tmp_path, runner, tiny_model_dir):
     recipe = _task(tmp_path, "movies", 1, tiny_model_dir("bert"))
     missing = tmp_path / "missing.yaml"

@@ -1,13 +1,14 @@
 """The report of a suite, as adapter papers print theirs: methods x tasks, then the average.
 
 Rows are methods; each task's column holds its main metric with the 95% bootstrap interval (or
-the seeds' mean ± std); then the average over tasks and the mean rank, trainable parameters,
-peak memory, training time and size on disk. Scores in [0, 1] (accuracy, F1, Matthews and
-Pearson/Spearman correlations) are shown x100, as GLUE tables are, so they average with ROUGE
-and BLEU; a task scored by its eval loss joins neither the average nor the ranks. A cell
-whose run failed holds its reason and the log's path, and never sinks the table. Written as
-report.md/.csv/.json, a LaTeX `tabular` (report.tex), and two plots: the average against
-trainable parameters (report.png) and the methods x tasks heatmap (heatmap.png).
+the seeds' mean ± std); then the average over tasks (± the std of each seed's average) and
+the mean rank, trainable parameters, peak memory, training time and size on disk; with several
+seeds, each seed's order and the pairs that change places (suite_seeds.py). Scores in [0, 1]
+(accuracy, F1, Matthews and Pearson/Spearman correlations) are shown x100, as GLUE tables are,
+so they average with ROUGE and BLEU; a task scored by its eval loss joins neither the average
+nor the ranks. A cell whose run failed holds its reason and the log's path, and never sinks the
+table. Written as report.md/.csv/.json, a LaTeX `tabular` (report.tex), and two plots: the
+average against trainable parameters (report.png) and the methods x tasks heatmap (heatmap.png).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from finetune.comparison.plan import Outcome
 from finetune.comparison.report import human_size
 from finetune.comparison.runner import Row, higher_is_better
 from finetune.comparison.suite_scores import SuiteRow, scaled, score, suite_rows
+from finetune.comparison.suite_seeds import add_seed_averages, verdict
 from finetune.run.files import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,15 +67,20 @@ def markdown(title: str, header: list[str], tasks: list[str], rows: list[SuiteRo
         cells += [_md(cell(row.cells[t])) if t in row.cells else "–" for t in tasks]
         cells += _summary_cells(row)
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join([f"# {title}\n", *(h + "\n" for h in header), "\n".join(lines) + "\n"])
+    body = [f"# {title}\n", *(h + "\n" for h in header), "\n".join(lines) + "\n"]
+    seeds = verdict(rows)
+    return "\n".join(body + (["\n".join(seeds) + "\n"] if seeds else []))
 
 
 def _summary_cells(row: SuiteRow) -> list[str]:
     trainable = row.mean_of("trainable")
     peak = max((r.peak_memory_bytes or 0 for r in row.cells.values()), default=0) or None
     seconds = row.total_of("train_seconds")
+    average = "–" if row.average is None else f"{row.average:.1f}"
+    if row.average is not None and row.average_std is not None:
+        average += f" ± {row.average_std:.1f}"
     return [
-        "–" if row.average is None else f"{row.average:.1f}",
+        average,
         "–" if row.mean_rank is None else f"{row.mean_rank:.2f}",
         "–" if trainable is None else f"{trainable:,.0f}",
         human_size(peak),
@@ -125,6 +132,7 @@ def write_suite_report(
     out: Path, title: str, header: list[str], tasks: list[str], outcomes: list[Outcome]
 ) -> list[SuiteRow]:
     rows = suite_rows(tasks, outcomes)
+    add_seed_averages(rows, tasks)
     header = [*header, _metrics_line(tasks, outcomes)]
     atomic_write_text(out / "report.md", markdown(title, header, tasks, rows))
     atomic_write_text(out / "report.tex", latex(tasks, rows))
@@ -141,6 +149,8 @@ def _record(row: SuiteRow, tasks: list[str]) -> JSONObject:
     return {
         "method": row.method,
         "average": row.average,
+        "average_std": row.average_std,
+        "seed_averages": {str(seed): value for seed, value in row.seed_averages.items()},
         "mean_rank": row.mean_rank,
         "trainable_mean": row.mean_of("trainable"),
         "tasks": {
@@ -151,6 +161,8 @@ def _record(row: SuiteRow, tasks: list[str]) -> JSONObject:
                 "low": r.quality_low,
                 "high": r.quality_high,
                 "std": r.quality_std,
+                "seeds": list(r.seeds),
+                "per_seed": list(r.per_seed),
                 "score": score(r),
                 "log": r.log,
             }
@@ -162,8 +174,9 @@ def _record(row: SuiteRow, tasks: list[str]) -> JSONObject:
 def _csv(rows: list[SuiteRow], tasks: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["method", *tasks, "average", "mean_rank", "trainable_mean"])
+    writer.writerow(["method", *tasks, "average", "average_std", "mean_rank", "trainable_mean"])
     for row in rows:
         scores = [_score_of(row, t) for t in tasks]
-        writer.writerow([row.method, *scores, row.average, row.mean_rank, row.mean_of("trainable")])
+        summary = [row.average, row.average_std, row.mean_rank, row.mean_of("trainable")]
+        writer.writerow([row.method, *scores, *summary])
     return buffer.getvalue()

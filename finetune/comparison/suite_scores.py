@@ -19,6 +19,8 @@ class SuiteRow:
     cells: dict[str, Row] = field(default_factory=dict)  # task -> the method's row there
     average: float | None = None
     mean_rank: float | None = None
+    seed_averages: dict[int, float] = field(default_factory=dict)  # seed -> average that seed
+    average_std: float | None = None  # of seed_averages (suite_seeds.py)
 
     def mean_of(self, attribute: str) -> float | None:
         values = [getattr(r, attribute) for r in self.cells.values() if r.status == "ok"]
