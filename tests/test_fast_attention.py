@@ -74,11 +74,18 @@ def test_without_dropout_it_computes_sdpa(monkeypatch, mask_kind, causal, kv_hea
     monkeypatch.setattr(
         fast_dropout, "keep_mask", lambda shape, p: (torch.ones(shape, dtype=torch.bool), 1.0)
     )
-    got, none = _hashed_dropout_attention(query, key, value, mask, 0.1, None, causal)
+    inputs = [t.requires_grad_() for t in (query, key, value)]
+    got, none = _hashed_dropout_attention(*inputs, mask, 0.1, None, causal)
     assert none is None
-    want = _sdpa(query, key, value, mask, causal)
+    twins = [t.detach().clone().requires_grad_() for t in inputs]
+    want = _sdpa(*twins, mask, causal)
     assert got.shape == (2, 6, 4, 8)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    weights = torch.randn_like(got)  # the masking in place must leave backward sdpa's too
+    (got * weights).sum().backward()
+    (want * weights).sum().backward()
+    for ours, theirs in zip(inputs, twins):
+        torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-5, rtol=1e-5)
 
 
 def test_dropout_follows_torchs_seed_and_reaches_the_gradients():

@@ -95,10 +95,12 @@ def _hashed_dropout_attention(
     scores = torch.matmul(query, key.transpose(-2, -1)) * scale
     if causal:
         mask = torch.ones(q_length, q_length, dtype=torch.bool, device=scores.device).tril()
+    # in place: `scores` is this function's own product, which no backward reads (a copy of
+    # the whole [batch, heads, length, length] block per layer saved)
     if mask is not None and mask.dtype == torch.bool:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
     elif mask is not None:
-        scores = scores + mask
+        scores.add_(mask)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     output = torch.matmul(fast_dropout(probs, dropout), value)
     return output.transpose(1, 2).contiguous(), None

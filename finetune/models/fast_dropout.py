@@ -93,18 +93,20 @@ def _masked_scale() -> type[torch.autograd.Function]:
     import torch
 
     class MaskedScale(torch.autograd.Function):
-        """x * mask * scale, keeping only the bool mask for backward."""
+        """x * mask * scale, keeping only the bool mask for backward. `where` reads the bool
+        mask as it is; `x * mask` first copied it whole to x's dtype (1.05-1.3x slower on the
+        quick start's activation and attention shapes, fp32 and bf16)."""
 
         @staticmethod
         def forward(ctx: Any, x: Tensor, mask: Tensor, scale: float) -> Tensor:
             ctx.save_for_backward(mask)
             ctx.scale = scale
-            return (x * mask).mul_(scale)
+            return torch.where(mask, x, 0).mul_(scale)
 
         @staticmethod
         def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
             (mask,) = ctx.saved_tensors
-            return (grad * mask).mul_(ctx.scale), None, None
+            return torch.where(mask, grad, 0).mul_(ctx.scale), None, None
 
     return MaskedScale
 
