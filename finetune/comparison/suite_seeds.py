@@ -142,15 +142,14 @@ def _pairs(found: list[Swap]) -> str:
 
 def _firm_places(by_seed: dict[int, list[tuple[str, float]]]) -> list[str]:
     """Methods that hold one place on every seed (e.g. "full 1st")."""
-    places: dict[str, set[int]] = {}
+    places: dict[str, list[int]] = {}
     for ordered in by_seed.values():
         for place, (method, _) in enumerate(ordered, start=1):
-            places.setdefault(method, set()).add(place)
-    counts = {m: sum(1 for o in by_seed.values() if any(x == m for x, _ in o)) for m in places}
+            places.setdefault(method, []).append(place)
     return [
-        f"{m} {_ordinal(next(iter(p)))}"
+        f"{m} {_ordinal(p[0])}"
         for m, p in places.items()
-        if len(p) == 1 and counts[m] == len(by_seed)
+        if len(p) == len(by_seed) and len(set(p)) == 1
     ]
 
 
