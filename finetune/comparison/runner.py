@@ -273,13 +273,21 @@ def fold_seeds(rows: list[Row], name: str, seeds: list[int]) -> Row:
     if values:
         mean = sum(values) / len(values)
         first.quality, first.per_seed, first.seeds = mean, values, seeds
-        first.quality_std = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+        first.quality_std = spread(values) or 0.0
     for key in ("train_seconds", "wall_seconds", "cpu_seconds"):
         times = [getattr(r, key) for r in rows]
         setattr(first, key, None if None in times else round(sum(times), 1))
     loads = [x for r in rows for x in (r.load_before, r.load_after) if x is not None]
     first.load_before, first.load_after = (loads[0], max(loads)) if loads else (None, None)
     return first
+
+
+def spread(values: list[float]) -> float | None:
+    """The sample standard deviation (n - 1) of the seeds' scores; None below two."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
 def higher_is_better(metric: str) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import TYPE_CHECKING
 
+from finetune.comparison.runner import spread
 from finetune.comparison.suite_scores import scaled, score
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,14 +53,6 @@ def add_seed_averages(rows: list[SuiteRow], tasks: list[str]) -> None:
     for row in rows:
         row.seed_averages = seed_averages(row, tasks)
         row.average_std = spread(list(row.seed_averages.values()))
-
-
-def spread(values: list[float]) -> float | None:
-    """The sample standard deviation (n - 1), as the per-task cells print theirs."""
-    if len(values) < 2:
-        return None
-    mean = sum(values) / len(values)
-    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
 def orders(rows: list[SuiteRow]) -> dict[int, list[tuple[str, float]]]:
