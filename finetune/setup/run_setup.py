@@ -227,6 +227,7 @@ def _setup_model(recipe: Recipe, parts: BaseAndMethod) -> Model:
     """The method on the base, refused when it would train nothing or leak into the backbone;
     then what the optimizer freezes itself (LoRA-FA's A matrices)."""
     from finetune.methods.guards import check_trainable
+    from finetune.models.first_token import first_token_last_layer
     from finetune.models.lean_backward import lean_backward
     from finetune.train.optim import freeze_for_optimizer
 
@@ -235,6 +236,7 @@ def _setup_model(recipe: Recipe, parts: BaseAndMethod) -> Model:
         check_trainable(model, parts.method, parts.loaded.new_modules)
         freeze_for_optimizer(model, recipe.train)
         lean_backward(model)  # less kept for the backward pass, faster dropout draws
+        first_token_last_layer(model)  # a first-token classifier's last layer: position 0 only
     return model
 
 
