@@ -155,6 +155,56 @@ def test_a_layer_whose_code_differs_is_left_alone(tiny_model_dir):
     assert not first_token_last_layer(model)
 
 
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_a_checkpoint_configured_as_a_decoder_is_left_alone(tiny_model_dir, family):
+    """Causal self-attention: sdpa drops the causal flag for a one-position query, so the
+    swapped layer would let position 0 see every position (no padding, no cache)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from finetune.models.first_token import first_token_last_layer
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir(family), num_labels=3, is_decoder=True, use_cache=False
+    )
+    assert not first_token_last_layer(model)
+
+
+def test_an_instance_forward_is_left_alone(tiny_model_dir):
+    """A forward set on the layer itself (accelerate's dispatch hooks do that) is not ours to
+    replace."""
+    from finetune.models.first_token import first_token_last_layer
+
+    model = _classifier(tiny_model_dir, "bert")
+    last = model.bert.encoder.layer[-1]
+    own = last.forward
+    last.forward = lambda *args, **kwargs: own(*args, **kwargs)
+    assert not first_token_last_layer(model)
+
+
+def test_gradient_checkpointing_still_checkpoints_the_last_layer(tiny_model_dir):
+    from finetune.models.first_token import first_token_last_layer
+    from finetune.models.memory import enable_gradient_checkpointing
+
+    model = _classifier(tiny_model_dir, "bert")
+    enable_gradient_checkpointing(model)
+    swapped = copy.deepcopy(model)
+    assert first_token_last_layer(swapped)
+    last = swapped.bert.encoder.layer[-1]
+    checkpoint, calls = last._gradient_checkpointing_func, []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return checkpoint(*args, **kwargs)
+
+    last._gradient_checkpointing_func = counted
+    batch = _batch()
+    model.train()
+    swapped.train()
+    _assert_same(_step(model, batch), _step(swapped, batch))
+    assert calls  # the swapped layer went through the checkpoint, as the class forward would
+    assert last(swapped.bert.embeddings(batch["input_ids"])).shape[1] == 1
+
+
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_training_runs_swap_it(tmp_path, tiny_model_dir, sentiment_files, method):
     from finetune.commands.run import load_checked

@@ -17,9 +17,14 @@ Evaluation runs the whole layer: a run's metrics then equal, bit for bit, what `
 
 Applied only where that is exactly what happens: the model is one of the classes above, and
 its last layer's and self-attention's forwards are BERT's code (compared by source, comments
-aside), with no feed-forward chunking. A call with a cache or encoder states (cross-attention)
-runs the layer's own forward. The swap is on the instance in memory; nothing saved changes, and
-`eval`, `predict` and `merge` load the model as transformers builds it.
+aside), with no feed-forward chunking and no causal mask (a checkpoint configured as a
+decoder: sdpa turns `is_causal` off for a one-position query, so position 0 would see every
+position). A call with a cache or encoder states (cross-attention) runs the layer's own
+forward. Under gradient checkpointing the swapped layer is checkpointed as the class's own
+forward would be. The swap is on the instance in memory; nothing saved changes, and
+`eval`, `predict` and `merge` load the model as transformers builds it. In training the model's
+own `output_hidden_states` / `output_attentions` hold one position for the last layer
+(finetune asks for neither while training).
 """
 
 from __future__ import annotations
@@ -64,8 +69,8 @@ def first_token_last_layer(model: Model) -> bool:
     if not layers:
         return False
     last = layers[-1]
-    if getattr(last, SWAPPED, False) or not _is_bert_layer(last):
-        return False
+    if getattr(last, SWAPPED, False) or "forward" in vars(last) or not _is_bert_layer(last):
+        return False  # swapped once; an instance forward (a dispatch hook) is someone else's
     last.forward = types.MethodType(_first_token_forward, last)
     setattr(last, SWAPPED, True)
     log.debug("the last layer computes position 0 only: %s", type(last).__name__)
@@ -80,6 +85,8 @@ def _is_bert_layer(layer: torch.nn.Module) -> bool:
     self_attention: Any = getattr(attention, "self", None)
     if self_attention is None or getattr(layer, "chunk_size_feed_forward", None) != 0:
         return False
+    if getattr(self_attention, "is_causal", False) or getattr(layer, "is_decoder", False):
+        return False  # sdpa drops the causal flag for a one-position query: 0 would see all
     pairs = (
         (type(layer).forward, modeling_bert.BertLayer.forward),
         (type(attention).forward, modeling_bert.BertAttention.forward),
@@ -117,6 +124,19 @@ def _first_token_forward(
             cache=cache,
             **kwargs,
         )
+    import torch
+
+    if getattr(self, "gradient_checkpointing", False) and torch.is_grad_enabled():
+        # what transformers' checkpointing wrapper of the class forward does, for this forward
+        step = functools.partial(_first_position, self, **kwargs)
+        return self._gradient_checkpointing_func(step, hidden_states, attention_mask)
+    return _first_position(self, hidden_states, attention_mask, **kwargs)
+
+
+def _first_position(
+    self: Any, hidden_states: Tensor, attention_mask: Tensor | None, **kwargs: Any
+) -> Tensor:
+    """The layer's attention block and feed-forward for position 0 (keys and values of all)."""
     first = hidden_states[:, :1]
     context = _attend_from_first(self.attention.self, first, hidden_states, attention_mask, kwargs)
     attention_output = self.attention.output(context, first)
