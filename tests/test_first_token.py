@@ -8,9 +8,13 @@ import copy
 
 import pytest
 
-SWAPS = ["bert", "roberta", "xlm-roberta", "camembert", "electra"]
+SWAPS = ["bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert"]
 # encoders whose layer code is not BERT's, a decoder and an encoder-decoder classifier
-LEFT_ALONE = ["deberta", "deberta-v2", "distilbert", "albert", "mpnet", "modernbert", "gpt2", "t5"]
+LEFT_ALONE = ["deberta", "deberta-v2", "albert", "mpnet", "modernbert", "gpt2", "t5"]
+
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+NO_DROPOUT_DISTILBERT = {"dropout": 0.0, "attention_dropout": 0.0, "seq_classif_dropout": 0.0}
 
 
 def _classifier(tiny_model_dir, family: str, attention: str = "sdpa", num_labels: int = 3):
@@ -22,8 +26,7 @@ def _classifier(tiny_model_dir, family: str, attention: str = "sdpa", num_labels
         tiny_model_dir(family),
         num_labels=num_labels,
         attn_implementation=attention,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+        **(NO_DROPOUT_DISTILBERT if family == "distilbert" else NO_DROPOUT),
     )
 
 
@@ -95,14 +98,21 @@ def test_the_last_layer_outputs_one_position(tiny_model_dir):
     torch.testing.assert_close(cut[:, 0], full[:, 0].detach(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta"])
-def test_regression_and_lora_through_peft(tiny_model_dir, family):
+@pytest.mark.parametrize(
+    ("family", "targets"),
+    [
+        ("bert", ["query", "value"]),
+        ("roberta", ["query", "value"]),
+        ("distilbert", ["q_lin", "v_lin"]),
+    ],
+)
+def test_regression_and_lora_through_peft(tiny_model_dir, family, targets):
     from peft import LoraConfig, get_peft_model
 
     from finetune.models.first_token import first_token_last_layer
 
     base = _classifier(tiny_model_dir, family, num_labels=1)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS")
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type="SEQ_CLS")
     model = get_peft_model(base, config)
     swapped = copy.deepcopy(model)
     assert first_token_last_layer(swapped)
