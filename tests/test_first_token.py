@@ -215,8 +215,10 @@ def test_gradient_checkpointing_still_checkpoints_the_last_layer(tiny_model_dir)
     assert last(swapped.bert.embeddings(batch["input_ids"])).shape[1] == 1
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_training_runs_swap_it(tmp_path, tiny_model_dir, sentiment_files, method):
+@pytest.mark.parametrize(
+    ("family", "method"), [("bert", "lora"), ("bert", "full"), ("distilbert", "lora")]
+)
+def test_training_runs_swap_it(tmp_path, tiny_model_dir, sentiment_files, family, method):
     from finetune.commands.run import load_checked
     from finetune.models.first_token import SWAPPED
     from finetune.setup.accelerator import setup_accelerator
@@ -224,7 +226,7 @@ def test_training_runs_swap_it(tmp_path, tiny_model_dir, sentiment_files, method
     from tests.conftest import classification_recipe, write_recipe
 
     train, dev = sentiment_files
-    data = classification_recipe(tiny_model_dir("bert"), train, dev, tmp_path / "out", {})
+    data = classification_recipe(tiny_model_dir(family), train, dev, tmp_path / "out", {})
     data["method"] = {"name": method}
     path = write_recipe(tmp_path / "recipe.yaml", data)
     recipe = load_checked(path, [])
