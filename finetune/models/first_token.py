@@ -66,14 +66,11 @@ def first_token_last_layer(model: Model) -> bool:
     kind = FIRST_TOKEN_HEADS.get(type(classifier).__name__)
     if kind is None:
         return False
-    encoder = getattr(
-        classifier.base_model, "transformer" if kind == "distilbert" else "encoder", None
-    )
-    layers = getattr(encoder, "layer", None)
+    stack, is_layer, forward = _KINDS[kind]
+    layers = getattr(getattr(classifier.base_model, stack, None), "layer", None)
     if not layers:
         return False
     last = layers[-1]
-    is_layer, forward = _KINDS[kind]
     if getattr(last, SWAPPED, False) or "forward" in vars(last) or not is_layer(last):
         return False  # swapped once; an instance forward (a dispatch hook) is someone else's
     last.forward = types.MethodType(forward, last)
@@ -235,7 +232,8 @@ def _attend_from_first(
     return output.reshape(batch, 1, -1).contiguous()
 
 
+# kind -> the base model's attribute holding the layers, its layer check, the swapped forward
 _KINDS = {
-    "bert": (_is_bert_layer, _bert_forward),
-    "distilbert": (_is_distilbert_layer, _distilbert_forward),
+    "bert": ("encoder", _is_bert_layer, _bert_forward),
+    "distilbert": ("transformer", _is_distilbert_layer, _distilbert_forward),
 }
