@@ -43,7 +43,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def worktree(rev: str, work: Path) -> Path:
-    """A detached checkout of `rev`, made once and reused."""
+    """A detached checkout of `rev` under `work` (`tree-<sha>`); one left by an interrupted
+    invocation is used as it is."""
     sha = subprocess.run(
         ["git", "rev-parse", "--short", rev], cwd=REPO, check=True, capture_output=True, text=True
     ).stdout.strip()
@@ -94,8 +95,8 @@ def main() -> None:
         f"{args.steps} quick-start steps ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC)",
         "",
         f"Machine: {machine_line()}; load average at the end: {os.getloadavg()[0]:.1f}. "
-        f"Code: before = {trees['before'].name[5:]}, "
-        f"after = {trees['after'].name[5:]}.",
+        f"Code: before = {trees['before'].name.removeprefix('tree-')}, "
+        f"after = {trees['after'].name.removeprefix('tree-')}.",
         "",
         "| round | before samples/s | after samples/s | after / before |",
         "|---|---|---|---|",
