@@ -15,12 +15,14 @@ What it runs, each a few optimizer steps in bf16 (the GPU) or fp32 (the dry mode
 4. FSDP with one process through `accelerate launch --config_file recipes/accelerate/fsdp.yaml`
    (wrapping and saving; the adapter reloads with `finetune eval`);
 5. peak memory LoRA / full fine-tuning on bert-base, above the loaded weights (goal <= 0.6);
-6. training throughput, ours (eager, and with `train.compile: true`) / transformers.Trainer +
-   peft with its best settings (bf16, group_by_length), same model, rows, batch and steps,
-   lengths varying as in real text, with each side's model FLOPs utilisation (MFU); on the GPU
-   also a bare LoRA loop eager and with CUDA graphs (`torch.compile(mode="reduce-overhead")`,
-   batches padded up to 16/32/48/64-token buckets so four graphs serve every batch:
-   benchmarks/cudagraphs.py), what that mode would give (skipped with the reason on a CPU);
+6. training throughput, ours / transformers.Trainer + peft with its best settings (bf16,
+   group_by_length), same model, rows, batch, LoRA targets and steps, lengths varying as in
+   real text, each side's steady rate after its warm-up and its model FLOPs utilisation (MFU):
+   bert-base classification (goal >= 2x on an H100/H200) and a SmolLM2-135M-size random
+   Llama classifier (`decoder`, goal >= 1.5x). Ours three ways: eager, `train.compile: true`
+   (the blocks compiled) and `train.cuda_graphs: true` (the whole forward compiled with
+   `mode="reduce-overhead"`, batches padded to 16/32/64-token buckets: a step replays a few
+   CUDA graphs instead of launching thousands of kernels; finetune/train/graphs.py);
 7. decoders: padding-free packed batches (benchmarks/packing.py: one row per batch,
    position_ids restarting per sequence, no attention_mask, as DataCollatorWithFlattening)
    against right-padded ones: per-sequence losses equal (max |diff| in fp32, and bf16 on the
@@ -73,13 +75,23 @@ REAL = {
     "gpt2": {"n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257},
     "t5": {"d_model": 512, "d_ff": 2048, "d_kv": 64, "num_layers": 6, "num_heads": 8,
            "vocab_size": 32128},
+    "llama": {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
+              "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152,
+              "tie_word_embeddings": True},  # SmolLM2-135M's published config
 }  # fmt: skip
 TINY = {
     "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
              "intermediate_size": 64},
     "gpt2": {"n_embd": 32, "n_layer": 2, "n_head": 2},
     "t5": {"d_model": 32, "d_ff": 64, "d_kv": 16, "num_layers": 2, "num_heads": 2},
+    "llama": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 64},
 }  # fmt: skip
+# matmul weights a token passes through (embeddings and heads left out), for MFU
+MATMUL_PARAMS = {
+    "bert": 12 * (4 * 768**2 + 2 * 768 * 3072),
+    "llama": 30 * (2 * 576**2 + 2 * 576 * 192 + 3 * 576 * 1536),
+}
 
 
 @dataclass
@@ -104,6 +116,7 @@ class Setup:
     started: float = field(default_factory=time.perf_counter)  # at its limit keeps what it did)
     deadline: float = float("inf")  # perf_counter time after which no further check starts
     profile: bool = False  # throughput: cProfile both sides (files beside the table)
+    notes: dict[str, str] = field(default_factory=dict)  # a side's compile facts, for its row
 
     def record(self, check: Check) -> None:
         self.checks.append(check)
@@ -125,15 +138,17 @@ def build_model(family: str, path: Path, real: bool) -> Path:
     they weigh in the published model."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    from tests.tiny_archs import ARCH_BUILDERS
     from tests.tiny_models import BUILDERS
 
-    BUILDERS[family](path)  # tokenizer + tiny model; the model is replaced below
+    {**ARCH_BUILDERS, **BUILDERS}[family](path)  # tokenizer + tiny model; replaced below
     config = AutoConfig.from_pretrained(path)
     sizes = dict((REAL if real else TINY)[family])
     sizes["vocab_size"] = max(sizes.get("vocab_size", 0), config.vocab_size)
     for key, value in sizes.items():
         setattr(config, key, value)
-    auto = {"bert": AutoModel, "gpt2": AutoModelForCausalLM, "t5": AutoModelForSeq2SeqLM}[family]
+    auto = {"bert": AutoModel, "gpt2": AutoModelForCausalLM, "llama": AutoModelForCausalLM,
+            "t5": AutoModelForSeq2SeqLM}[family]  # fmt: skip
     model = auto.from_config(config)
     model.save_pretrained(path)
     return path
@@ -403,44 +418,118 @@ def check_memory_ratio(setup: Setup) -> None:
                        {"ratio": round(ratio, 3), **peaks}))  # fmt: skip
 
 
-def check_throughput(setup: Setup) -> None:
-    """Ours (eager, and with `train.compile: true`) vs transformers.Trainer + peft (bf16,
-    group_by_length): same rows, batch, steps; model FLOPs utilisation beside each.
+@dataclass(frozen=True)
+class Speed:
+    """One throughput comparison, the same for every side: model, LoRA targets, batch, lengths
+    and steps. Each side is timed over the steps after the first third (the warm-up, where
+    kernels load and a compiled side compiles or loads its cached graphs), as the steady rate
+    a longer run settles to."""
 
-    Interleaved rounds (Trainer, ours, ours compiled, ...) and the best of each: whichever runs
-    first on a GPU pays for loading every kernel and choosing a GEMM for every new shape
-    (lengths vary, so there are dozens); measured once in a fixed order that cost went to
-    whichever came first (2026-11-26 on an H200: ours first 312 samples/s, Trainer second
-    619; under cProfile, both warm, ours 671 and Trainer 430). The compiled side's first round
-    compiles (and caches); its best round is a warm one, as a second run of it would be."""
-    steps = 150 if setup.gpu else setup.steps * 6
-    rounds: dict[str, list[float]] = {"ours": [], "ours compiled": [], "trainer": []}
-    for round_ in range(2 if setup.gpu else 1):
-        rounds["trainer"].append(trainer_samples_per_s(setup, steps))
-        for side, compiled in (("ours", False), ("ours compiled", True)):
-            name = f"speed-{'c' if compiled else ''}{round_}"
-            data = recipe(setup, "bert", "lora", "classification", setup.work / "runs" / name,
-                          max_steps=steps, batch_size=32, logging_steps=50,
-                          compile=compiled)  # fmt: skip
-            data["data"] = {"train": str(setup.data["cls_big"])}  # 4,096 rows: one epoch end
-            rounds[side].append(run_recipe(setup, name, data)["train_samples_per_s"])
-    graphs, graphs_note = cuda_graph_rounds(setup, steps)
-    rounds.update(graphs)
-    with profiled(setup, "profile_ours.txt"), profiled(setup, "profile_trainer.txt"):
-        pass
-    best = {side: max(values) for side, values in rounds.items()}
-    theirs = best["trainer"]
-    tokens = tokens_per_row(setup)
-    mfu = {side: model_flops_utilisation(value, tokens, setup) for side, value in best.items()}
-    ratio = max(best["ours"], best["ours compiled"]) / theirs if theirs else float("nan")
-    each = ", ".join(f"{k} {' / '.join(f'{v:.0f}' for v in vals)}" for k, vals in rounds.items())
-    shown = ", ".join(f"{k} {v:.1f} samples/s (MFU {_share(mfu[k])})" for k, v in best.items())
-    detail = (f"best of interleaved rounds: {shown}: {ratio:.2f}x the Trainer (goal >= 2 on "
-              f"an H100/H200); rounds: {each}")  # fmt: skip
-    detail += f"; {graphs_note}"
-    setup.record(Check("throughput vs Trainer", ratio >= 2.0 or not setup.gpu, detail,
-                       {**best, "ratio": round(ratio, 3),
+    family: str
+    name: str  # the check's row
+    targets: tuple[str, ...]
+    batch: int
+    max_length: int
+    steps: int  # on the GPU; the dry mode runs 6 x its steps
+    goal: float  # x the Trainer, on an H100/H200
+
+    def timed(self, steps: int) -> tuple[int, int]:
+        return steps // 3, steps
+
+
+BERT_SPEED = Speed("bert", "throughput vs Trainer", ("query", "value"), 32, 64, 150, 2.0)
+DECODER_SPEED = Speed(
+    "llama", "decoder throughput vs Trainer", ("q_proj", "v_proj"), 16, 48, 120, 1.5
+)
+# ours eager, with compiled blocks, and with the forward compiled whole as CUDA graphs
+OUR_SIDES: dict[str, dict[str, Any]] = {
+    "ours": {},
+    "ours compiled": {"compile": True},
+    "ours CUDA graphs": {"compile": True, "cuda_graphs": True},
+}
+
+
+def check_throughput(setup: Setup) -> None:
+    """bert-base LoRA classification: ours / transformers.Trainer + peft (bf16,
+    group_by_length), MFU beside each (6)."""
+    compare_speed(setup, BERT_SPEED)
+
+
+def check_decoder_throughput(setup: Setup) -> None:
+    """The same on a SmolLM2-135M-size random Llama, LoRA r8 on q/v, classification (6)."""
+    compare_speed(setup, DECODER_SPEED)
+
+
+def compare_speed(setup: Setup, spec: Speed) -> None:
+    """Each side's steady rate over the same steps, after its warm-up: whichever side ran first
+    on a GPU used to pay for loading kernels and choosing a GEMM for every new shape
+    (2026-11-26 on an H200, whole runs measured in a fixed order: ours first 312 samples/s,
+    Trainer second 619), and a compiled side pays its compile there. A side that fails is
+    reported in the row and leaves the others their numbers."""
+    steps = spec.steps if setup.gpu else setup.steps * 6
+    speeds: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for side in ("trainer", *OUR_SIDES):
+        if not setup.time_left():
+            failed[side] = "not run: out of time"
+            continue
+        try:
+            if side == "trainer":
+                speeds[side] = trainer_samples_per_s(setup, spec, steps)
+            else:
+                speeds[side] = ours_samples_per_s(setup, spec, steps, side)
+        except Exception as exc:
+            failed[side] = f"{type(exc).__name__}: {exc}"[:300]
+    if spec is BERT_SPEED:
+        with profiled(setup, "profile_ours.txt"), profiled(setup, "profile_trainer.txt"):
+            pass
+    theirs = speeds.get("trainer", 0.0)
+    ours = max((v for side, v in speeds.items() if side != "trainer"), default=0.0)
+    ratio = ours / theirs if theirs else float("nan")
+    tokens = tokens_per_row(setup, spec, steps)
+    mfu = {side: model_flops_utilisation(v, tokens, setup, spec) for side, v in speeds.items()}
+    first, last = spec.timed(steps)
+    shown = ", ".join(f"{k} {v:.1f} samples/s (MFU {_share(mfu[k])})" for k, v in speeds.items())
+    detail = (f"LoRA r8 {'/'.join(spec.targets)}, batch {spec.batch}, max_length "
+              f"{spec.max_length}, {tokens:.1f} tokens a row; steady samples/s over steps "
+              f"{first}-{last}: {shown}: {ratio:.2f}x the Trainer (goal >= {spec.goal:g} on an "
+              "H100/H200)")  # fmt: skip
+    notes = [setup.notes.pop(side) for side in OUR_SIDES if side in setup.notes]
+    detail += "".join(f"; {note}" for note in notes)
+    if failed:
+        detail += "; failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
+    ok = not failed and (ratio >= spec.goal or not setup.gpu)
+    setup.record(Check(spec.name, ok, detail,
+                       {**speeds, "ratio": round(ratio, 3),
                         **{f"mfu {k}": v for k, v in mfu.items()}}))  # fmt: skip
+
+
+def ours_samples_per_s(setup: Setup, spec: Speed, steps: int, side: str) -> float:
+    """`finetune run` of the side's recipe; the steady rate from its log.jsonl, whose
+    `elapsed_s` is read after the logged steps' losses came back from the device."""
+    name = f"speed-{spec.family}-{side.replace(' ', '-')}"
+    out = setup.work / "runs" / name
+    data = recipe(setup, spec.family, "lora", "classification", out, max_steps=steps,
+                  batch_size=spec.batch, max_length=spec.max_length,
+                  logging_steps=spec.timed(steps)[0], **OUR_SIDES[side])  # fmt: skip
+    data["method"]["target_modules"] = list(spec.targets)
+    data["data"]["train"] = str(setup.data["cls_big"])  # 4,096 rows: no epoch ends
+    from torch._dynamo.utils import counters
+
+    breaks, graphs = sum(counters["graph_break"].values()), counters["stats"]["unique_graphs"]
+    skips = counters["inductor"]["cudagraph_skips"]
+    run_recipe(setup, name, data)
+    if OUR_SIDES[side].get("compile"):
+        setup.notes[side] = (
+            f"{side}: {counters['stats']['unique_graphs'] - graphs} graphs compiled, "
+            f"{sum(counters['graph_break'].values()) - breaks} graph breaks"
+            + (f", {counters['inductor']['cudagraph_skips'] - skips} graphs ran without a CUDA "
+               "graph" if OUR_SIDES[side].get("cuda_graphs") else "")
+        )  # fmt: skip
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    elapsed = {row["step"]: row["elapsed_s"] for row in logged if "elapsed_s" in row}
+    first, last = spec.timed(steps)
+    return (last - first) * spec.batch / (elapsed[last] - elapsed[first])
 
 
 def check_packing(setup: Setup) -> None:
@@ -475,28 +564,6 @@ def check_packing(setup: Setup) -> None:
                         "ratio": round(ratio, 3)}))  # fmt: skip
 
 
-def cuda_graph_rounds(setup: Setup, steps: int) -> tuple[dict[str, list[float]], str]:
-    """A bare LoRA loop on the same rows, eager and with torch.compile(mode="reduce-overhead")
-    (CUDA graphs), batches padded up to 16/32/48/64-token buckets (benchmarks/cudagraphs.py;
-    not finetune's loop, which has no hook for the compile mode), and a note for the report:
-    the graphs inductor could not record, or on a CPU why nothing ran."""
-    if not setup.gpu:
-        return {}, "CUDA graphs (reduce-overhead, length buckets): skipped: needs a CUDA GPU"
-    from benchmarks.cudagraphs import samples_per_s
-
-    found: dict[str, list[float]] = {}
-    skipped = 0
-    try:  # the extra variant failing must not cost the check its Trainer/ours numbers
-        for side, graphs in (("bare eager buckets", False), ("bare CUDA graphs buckets", True)):
-            reset_memory()
-            speed, skipped = samples_per_s(setup.models["bert"], setup.data["cls_big"], steps,
-                                           graphs)  # fmt: skip
-            found[side] = [speed]
-    except Exception as exc:
-        return found, f"CUDA graphs variant failed: {type(exc).__name__}: {exc}"[:600]
-    return found, f"CUDA graphs: {skipped} compiled graphs ran without one (0: all recorded)"
-
-
 # bf16 dense tensor peak (FLOP/s) of the GPUs this check runs on (vendor data sheets, SXM)
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
@@ -508,29 +575,33 @@ def peak_flops(setup: Setup) -> float | None:
     return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
 
 
-def tokens_per_row(setup: Setup) -> float:
-    """Real (unpadded) tokens per row of the throughput data, with the model's tokenizer."""
-    import csv
+def _texts(setup: Setup, rows: int) -> list[str]:
+    return [row["text"] for row in _rows(setup)][:rows]
 
+
+def tokens_per_row(setup: Setup, spec: Speed, steps: int) -> float:
+    """Real (unpadded) tokens per row of the rows the steps train on, with the model's
+    tokenizer."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(setup.models["bert"])
-    with open(setup.data["cls_big"], newline="") as handle:
-        texts = [row["text"] for row in csv.DictReader(handle)]
-    ids = tokenizer(texts, truncation=True, max_length=64)["input_ids"]
+    tokenizer = AutoTokenizer.from_pretrained(setup.models[spec.family])
+    texts = _texts(setup, steps * spec.batch)
+    ids = tokenizer(texts, truncation=True, max_length=spec.max_length)["input_ids"]
     return sum(len(i) for i in ids) / len(ids)
 
 
-def model_flops_utilisation(samples_per_s: float, tokens: float, setup: Setup) -> float | None:
-    """Achieved / peak FLOP/s, counting a frozen-backbone LoRA step as 4 x N FLOPs per token
-    (forward 2N, backward through frozen weights for the activations 2N, no weight gradients;
-    N: bert-base's matmul parameters, embeddings excluded); attention's own FLOPs left out, as
-    PaLM's MFU does. None without a known peak (the CPU dry mode)."""
+def model_flops_utilisation(
+    samples_per_s: float, tokens: float, setup: Setup, spec: Speed
+) -> float | None:
+    """Achieved / peak FLOP/s, counting a frozen-backbone LoRA step as 4 x N FLOPs per real
+    token (forward 2N, backward through frozen weights for the activations 2N, no weight
+    gradients; N: the model's matmul weights, embeddings and head excluded); attention's own
+    FLOPs and padded tokens left out, as PaLM's MFU does. None without a known peak (the CPU
+    dry mode)."""
     peak = peak_flops(setup)
     if peak is None:
         return None
-    params = 85.0e6  # bert-base: 12 layers x (4 x 768^2 + 2 x 768 x 3072)
-    return samples_per_s * tokens * 4 * params / peak
+    return samples_per_s * tokens * 4 * MATMUL_PARAMS[spec.family] / peak
 
 
 def _share(value: float | None) -> str:
@@ -554,13 +625,9 @@ def profiled(setup: Setup, name: str) -> Any:
     profile.enable()
     try:
         if name == "profile_ours.txt":
-            out = setup.work / "runs" / "speed-profiled"
-            data = recipe(setup, "bert", "lora", "classification", out, max_steps=60,
-                          batch_size=32, logging_steps=50)  # fmt: skip
-            data["data"] = {"train": str(setup.data["cls_big"])}
-            run_recipe(setup, "speed-profiled", data)
+            ours_samples_per_s(setup, BERT_SPEED, 60, "ours")
         else:
-            trainer_samples_per_s(setup, 60)
+            trainer_samples_per_s(setup, BERT_SPEED, 60)
     finally:
         profile.disable()
     text = io.StringIO()
@@ -570,8 +637,11 @@ def profiled(setup: Setup, name: str) -> Any:
     setup.out.with_name(name).write_text(text.getvalue())
 
 
-def trainer_samples_per_s(setup: Setup, steps: int) -> float:
-    import csv
+def trainer_samples_per_s(setup: Setup, spec: Speed, steps: int) -> float:
+    """transformers.Trainer + peft on the same rows, batch, lengths and LoRA targets, bf16 on
+    the GPU, length-grouped batches; its steady rate over the same steps as ours, the device
+    synchronised at both ends."""
+    import dataclasses
 
     import peft
     import torch
@@ -580,24 +650,26 @@ def trainer_samples_per_s(setup: Setup, steps: int) -> float:
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
+        TrainerCallback,
         TrainingArguments,
     )
 
     reset_memory()
-    path = setup.models["bert"]
+    path = setup.models[spec.family]
     tokenizer = AutoTokenizer.from_pretrained(path)
-    with open(setup.data["cls_big"], newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    if tokenizer.pad_token is None:  # decoders: pad with EOS, as finetune does
+        tokenizer.pad_token = tokenizer.eos_token
+    labels = [int(r["label"]) for r in _rows(setup)]
+    texts = _texts(setup, len(labels))
     features = [
-        {**tokenizer(r["text"], truncation=True, max_length=64), "labels": int(r["label"])}
-        for r in rows
+        {**tokenizer(text, truncation=True, max_length=spec.max_length), "labels": label}
+        for text, label in zip(texts, labels)
     ]
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    model.config.pad_token_id = tokenizer.pad_token_id
     lora = peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.05,
-                           target_modules=["query", "value"])  # fmt: skip
+                           target_modules=list(spec.targets))  # fmt: skip
     model = peft.get_peft_model(model, lora)
-    import dataclasses
-
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
     # transformers 5.x renamed group_by_length=True to train_sampling_strategy="group_by_length"
     grouping: dict[str, Any] = (
@@ -608,20 +680,38 @@ def trainer_samples_per_s(setup: Setup, steps: int) -> float:
     args = TrainingArguments(
         **grouping,
         output_dir=str(setup.work / "trainer"),
-        per_device_train_batch_size=32,
+        per_device_train_batch_size=spec.batch,
         max_steps=steps,
         learning_rate=1e-3,
         bf16=setup.gpu and torch.cuda.is_bf16_supported(),
-        logging_steps=50,
+        logging_steps=spec.timed(steps)[0],
         save_strategy="no",
         report_to=[],
         use_cpu=not setup.gpu,
         dataloader_num_workers=0,
     )
+    marks = spec.timed(steps)
+    clock: dict[int, float] = {}
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step in marks:
+                if setup.gpu:
+                    torch.cuda.synchronize()
+                clock[state.global_step] = time.perf_counter()
+
     trainer = Trainer(model=model, args=args, train_dataset=features,
-                      data_collator=DataCollatorWithPadding(tokenizer))  # fmt: skip
-    result = trainer.train()
-    return float(result.metrics["train_samples_per_second"])
+                      data_collator=DataCollatorWithPadding(tokenizer),
+                      callbacks=[Clock()])  # fmt: skip
+    trainer.train()
+    return (marks[1] - marks[0]) * spec.batch / (clock[marks[1]] - clock[marks[0]])
+
+
+def _rows(setup: Setup) -> list[dict[str, str]]:
+    import csv
+
+    with open(setup.data["cls_big"], newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def mb(value: float) -> str:
@@ -654,7 +744,7 @@ def report(setup: Setup, seconds: float) -> str:
         f"- torch {torch.__version__}, transformers {transformers.__version__}, peft "
         f"{peft.__version__}, accelerate {accelerate.__version__}, bitsandbytes "
         f"{_version('bitsandbytes') if bnb else 'not installed'}",
-        f"- sizes: {'real (bert-base, gpt2, t5-small)' if setup.gpu else 'tiny'}, "
+        f"- sizes: {'real (bert-base, gpt2, t5-small, SmolLM2-135M)' if setup.gpu else 'tiny'}, "
         f"{setup.steps} steps, batch {setup.batch}; wall {seconds:.0f} s",
         "",
         "| check | result | detail |",
@@ -681,7 +771,9 @@ def needed_families(checks: list[str], cells: list[str]) -> list[str]:
         wanted.add("bert")
     if "qlora" in checks:
         wanted.add("gpt2")
-    return [f for f in FAMILIES if f in wanted]
+    if "decoder" in checks:
+        wanted.add("llama")
+    return [f for f in (*FAMILIES, "llama") if f in wanted]
 
 
 def missing_modules() -> list[str]:
@@ -695,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-imports", action="store_true", help="list missing modules")
     parser.add_argument(
         "--only",
-        default="checkpointing,precision,memory,throughput,packing,qlora,fsdp,matrix",
+        default="checkpointing,precision,memory,throughput,decoder,packing,qlora,fsdp,matrix",
         help="comma-separated subset of the checks",
     )
     parser.add_argument("--cells", default="", help="matrix cells, e.g. bert-lora-classification")
@@ -733,6 +825,7 @@ def main(argv: list[str] | None = None) -> int:
             "fsdp": check_fsdp,
             "memory": check_memory_ratio,
             "throughput": check_throughput,
+            "decoder": check_decoder_throughput,
             "packing": check_packing,
         }
         for name in args.only.split(","):

@@ -1,4 +1,4 @@
-"""benchmarks/packing.py (gpu_check's check 7) and benchmarks/cudagraphs.py's length buckets.
+"""benchmarks/packing.py (gpu_check's check 7): packed decoder batches against padded ones.
 
 Packed rows (position_ids restarting per sequence, no attention_mask) must give each sequence
 the loss its padded row gives: transformers builds a block-diagonal mask from the restarts. The
@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from benchmarks import cudagraphs, packing  # noqa: E402
+from benchmarks import packing  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -64,26 +64,3 @@ def test_train_speed_runs_both_ways(data):
     for packed in (False, True):
         speed = packing.train_speed(model, groups, packed, "cpu", bf16=False)
         assert speed["samples_per_s"] > 0 and speed["tokens_per_s"] > speed["samples_per_s"]
-
-
-def test_length_buckets():
-    ids = [[5] * n for n in (3, 17, 40, 64, 70, 10, 33, 20)]
-    found = cudagraphs.bucketed_batches(ids, list(range(8)), size=2, pad_id=0)
-    assert len(found) == 4
-    assert {b["input_ids"].shape[1] for b in found} <= set(cudagraphs.BUCKETS)
-    assert sorted(int(x) for b in found for x in b["labels"]) == list(range(8))
-    for b in found:
-        assert (b["attention_mask"].sum(1) == (b["input_ids"] == 5).sum(1)).all()
-    assert [cudagraphs.bucket(n) for n in (1, 16, 33, 99)] == [16, 16, 48, 64]
-
-
-def test_bare_loop_runs_eager_on_cpu(tmp_path):
-    """The loop the GPU runs with CUDA graphs, eager on a tiny bert: it trains over buckets."""
-    from tests.conftest import write_csv
-    from tests.tiny_models import BUILDERS
-
-    model_dir = BUILDERS["bert"](tmp_path / "bert")
-    rows = [{"text": " ".join(["good film"] * (1 + i % 20)), "label": i % 2} for i in range(96)]
-    csv_path = write_csv(tmp_path / "rows.csv", rows)
-    speed, skips = cudagraphs.samples_per_s(model_dir, csv_path, 3, graphs=False, device="cpu")
-    assert speed > 0 and skips == 0

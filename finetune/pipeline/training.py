@@ -160,6 +160,7 @@ def _fit(setup: RunSetup, evaluations: _Evaluations, plan: StartPlan, progress: 
         evaluate=evaluations.during_training,
         after_eval=evaluations.select if evaluations.selection.active else None,
         after_optimizer_step=method_step_hook(setup),
+        forward=parts.forward,
     )
     outputs = LoopOutputs(paths.log, paths.checkpoints, progress, plan.fingerprint)
     with stop_on_signals() as stop:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from finetune.data.sources import DataSource, coerce_source
 from finetune.models import ARCHITECTURES
@@ -155,6 +155,15 @@ class TrainConfig(Section):
         "cached for later runs; auto: on a GPU when it pays back within the run (cached graphs, "
         "or enough steps), never on a CPU (measured no faster there).",
     )
+    cuda_graphs: bool = Field(
+        False,
+        description="Compile the whole training forward instead of its blocks, with CUDA "
+        "graphs on a GPU (torch.compile mode reduce-overhead): batches are padded up to a few "
+        "length buckets (16, 32, 64, ... up to max_length), so a step replays a recorded graph "
+        "instead of launching thousands of kernels. Classification and regression in one "
+        "process without grad_accum; other runs compile their blocks. Needs train.compile "
+        "true or auto (auto then compiles).",
+    )
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto",
         description="Recompute each block's activations in the backward pass: less memory, "
@@ -205,6 +214,15 @@ class TrainConfig(Section):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _graphs_need_compile(self) -> TrainConfig:
+        if self.cuda_graphs and self.compile is False:
+            raise ValueError(
+                "train.cuda_graphs: true compiles the training forward, but train.compile is "
+                "false: set train.compile to true or auto, or train.cuda_graphs to false"
+            )
+        return self
 
 
 class DecodingConfig(Section):

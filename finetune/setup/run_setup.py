@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from finetune.tasks import Task
     from finetune.train.batching import TrainBatches
     from finetune.train.compiled import CompilePlan
+    from finetune.train.graphs import Forward
     from finetune.train.optim import Optimization
     from finetune.types import Accelerator, Model, Tokenizer
 
@@ -59,6 +60,7 @@ class TrainingParts:
     batches: TrainBatches | None = None
     optimization: Optimization | None = None
     compiled: CompilePlan | None = None
+    forward: Forward | None = None  # the compiled training forward (train.cuda_graphs)
 
 
 @dataclass
@@ -123,7 +125,10 @@ class RunSetup:
         else:
             model, optimization = _setup_optimization(recipe, parts, model, batches, accelerator)
             compiled = _setup_compile(recipe, parts, model, optimization, accelerator)
-            training = TrainingParts(splits, eval_set, train_set, batches, optimization, compiled)
+            forward = _graphed_forward(recipe, task, model, compiled, accelerator)
+            training = TrainingParts(
+                splits, eval_set, train_set, batches, optimization, compiled, forward
+            )
         return cls(
             recipe,
             arch,
@@ -286,13 +291,33 @@ def _setup_compile(
     accelerator: Accelerator,
 ) -> CompilePlan:
     """`train.compile` decided for this run's length and cache, then applied to its blocks."""
-    from finetune.train.compiled import compile_model, graph_key, plan_compile
+    from finetune.train.compiled import compile_model, graph_key, plan_compile, with_graphs
+    from finetune.train.graphs import why_not_graphs
 
     key = graph_key(parts.loaded.model, parts.method.name, str(accelerator.mixed_precision))
     device = accelerator.device.type
     plan = plan_compile(recipe.train.compile, optimization.total_steps, key, device)
+    quantized = recipe.model.quantization is not None
+    why_not = why_not_graphs(
+        recipe.task.type, accelerator.num_processes, quantized, recipe.train.grad_accum
+    )
+    plan = with_graphs(plan, recipe.train.cuda_graphs, why_not)
     compile_model(model, plan)
     return plan
+
+
+def _graphed_forward(
+    recipe: Recipe, task: Task, model: Model, plan: CompilePlan, accelerator: Accelerator
+) -> Forward | None:
+    """The training forward compiled whole when the plan graphs it (train/graphs.py)."""
+    if not plan.graphs:
+        return None
+    from finetune.train.graphs import graphed_forward, length_buckets
+
+    pad_id = getattr(task.tokenizer, "pad_token_id", None) or 0
+    buckets = length_buckets(recipe.train.max_length)
+    cuda = accelerator.device.type == "cuda"
+    return graphed_forward(model, buckets, pad_id, cuda)
 
 
 # --------------------------------------------------------------------------- finished runs

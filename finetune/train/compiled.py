@@ -56,6 +56,7 @@ class CompilePlan:
     enabled: bool
     why: str
     key: str  # the cache entry of this model, method and precision
+    graphs: bool = False  # the whole training forward with CUDA graphs (train/graphs.py)
 
 
 def compile_dir() -> Path:
@@ -108,6 +109,19 @@ def plan_compile(setting: bool | str, steps: int, key: str, device: str = "cpu")
     )
 
 
+def with_graphs(plan: CompilePlan, asked: bool, why_not: str | None) -> CompilePlan:
+    """`train.cuda_graphs` on top of the plan: asked for, it compiles even where `auto` would
+    not (the user chose it); where the run cannot be graphed (`why_not`), the blocks compile
+    as the plan says."""
+    if not asked:
+        return plan
+    if why_not is not None:
+        log.info("train.cuda_graphs: off (%s); the blocks compile as train.compile says", why_not)
+        return plan
+    why = plan.why if plan.enabled else "train.cuda_graphs=true"
+    return CompilePlan(True, why, f"{plan.key}-graphs", graphs=True)
+
+
 def compiled_blocks(model: Model) -> list[Model]:
     """The model's transformer blocks (the classes transformers lists as `_no_split_modules`),
     leaving out any that hold the input embeddings."""
@@ -130,6 +144,15 @@ def compile_model(model: Model, plan: CompilePlan) -> int:
     the inductor caches go to the finetune cache unless the user pointed them elsewhere."""
     if not plan.enabled:
         log.info("train.compile: off (%s)", plan.why)
+        return 0
+    if plan.graphs:  # train/graphs.py compiles the forward around the model, not its blocks
+        os.environ.setdefault(INDUCTOR_CACHE_ENV, str(compile_dir() / "inductor"))
+        log.info(
+            "train.compile: on (%s): the whole training forward, CUDA graphs on a GPU, batches "
+            "padded to length buckets; compiled code cached in %s",
+            plan.why,
+            os.environ[INDUCTOR_CACHE_ENV],
+        )
         return 0
     blocks = compiled_blocks(model)
     if not blocks:

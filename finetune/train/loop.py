@@ -64,6 +64,9 @@ class LoopHooks:
     # the method's work after each optimizer step, before the gradients are cleared, called
     # with the step's 1-based number (Method.step_hook: AdaLoRA's rank allocation)
     after_optimizer_step: Callable[[int], None] | None = None
+    # a micro-batch's loss, when not model(**batch).loss: the forward compiled whole with
+    # CUDA graphs (train/graphs.py)
+    forward: Callable[[Batch], Tensor] | None = None
 
 
 @dataclass
@@ -203,7 +206,7 @@ class _Loop:
         cfg, state = self.cfg, self.state
         optimizer, scheduler = self.optimization.optimizer, self.optimization.scheduler
         loss_sum, totals = accumulate_step(
-            self.model, window, self.accelerator, self.batches.causal
+            self.model, window, self.accelerator, self.batches.causal, self.hooks.forward
         )
         if cfg.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm)

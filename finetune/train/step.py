@@ -4,7 +4,7 @@ tokens (the loop in `train/loop.py` decides when; this decides how)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from finetune.train.batching import label_tokens
@@ -37,7 +37,11 @@ def micro_batches(
 
 
 def accumulate_step(
-    model: Model, window: list[Batch], accelerator: Accelerator, causal: bool
+    model: Model,
+    window: list[Batch],
+    accelerator: Accelerator,
+    causal: bool,
+    forward: Callable[[Batch], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Backward over one optimizer step's micro-batches, weighted by label tokens.
 
@@ -46,8 +50,9 @@ def accumulate_step(
     process count that DDP's gradient average divides by, makes the step's gradient the
     per-token mean over all of it: a micro-batch of 300 target tokens weighs a fifth of one of
     1,500, and a partial last window is not divided by the full grad_accum (transformers'
-    `num_items_in_batch`). Returns the step's summed token loss and its [tokens, examples],
-    both over all processes.
+    `num_items_in_batch`). `forward`, when given, computes a micro-batch's loss in place of
+    the model's own (the compiled forward of train/graphs.py). Returns the step's summed
+    token loss and its [tokens, examples], both over all processes.
     """
     import torch
 
@@ -62,9 +67,10 @@ def accumulate_step(
     for i, batch in enumerate(window):
         last = i == len(window) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            loss = (
-                causal_training_loss(model, batch, accelerator) if causal else model(**batch).loss
-            )
+            if causal:
+                loss = causal_training_loss(model, batch, accelerator)
+            else:
+                loss = forward(batch) if forward is not None else model(**batch).loss
             accelerator.backward(loss * (counts[i] * scale))
         loss_sum = loss_sum + loss.detach().float() * counts[i]
     return _sum_across(accelerator, loss_sum), totals
