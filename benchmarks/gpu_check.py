@@ -117,6 +117,7 @@ class Setup:
     deadline: float = float("inf")  # perf_counter time after which no further check starts
     profile: bool = False  # throughput: cProfile both sides (files beside the table)
     notes: dict[str, str] = field(default_factory=dict)  # a side's compile facts, for its row
+    sides: list[str] = field(default_factory=list)  # throughput sides to run; empty: all
 
     def record(self, check: Check) -> None:
         self.checks.append(check)
@@ -469,7 +470,7 @@ def compare_speed(setup: Setup, spec: Speed) -> None:
     steps = spec.steps if setup.gpu else setup.steps * 6
     speeds: dict[str, float] = {}
     failed: dict[str, str] = {}
-    for side in ("trainer", *OUR_SIDES):
+    for side in setup.sides or ("trainer", *OUR_SIDES):  # --sides: those, in that order
         if not setup.time_left():
             failed[side] = "not run: out of time"
             continue
@@ -480,6 +481,7 @@ def compare_speed(setup: Setup, spec: Speed) -> None:
                 speeds[side] = ours_samples_per_s(setup, spec, steps, side)
         except Exception as exc:
             failed[side] = f"{type(exc).__name__}: {exc}"[:300]
+        print(f"{spec.name}: {side}: {speeds.get(side, failed.get(side))}", flush=True)
     if spec is BERT_SPEED:
         with profiled(setup, "profile_ours.txt"), profiled(setup, "profile_trainer.txt"):
             pass
@@ -792,6 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cells", default="", help="matrix cells, e.g. bert-lora-classification")
     parser.add_argument("--profile", action="store_true", help="cProfile the throughput runs")
+    parser.add_argument("--sides", default="", help="throughput sides, in order")
     parser.add_argument("--budget", type=float, default=float("inf"),
                         help="seconds after which no further check starts")  # fmt: skip
     args = parser.parse_args(argv)
@@ -813,6 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         setup = Setup(gpu=gpu, work=Path(tmp), steps=5 if gpu else 2, batch=16 if gpu else 4)
         setup.out, setup.deadline = args.out, started + args.budget
         setup.profile = args.profile
+        setup.sides = [side for side in args.sides.split(",") if side]
         setup.cells = [c for c in args.cells.split(",") if c]
         setup.data = write_data(setup.work)
         for family in needed_families(args.only.split(","), setup.cells):

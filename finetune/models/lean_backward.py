@@ -138,7 +138,8 @@ def _gated_mlp_forward(self: GatedMLP, x: Tensor) -> Tensor:
     import torch
 
     gate, up = self.gate_proj(x), self.up_proj(x)
-    if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad):
+    compiling = torch.compiler.is_compiling()  # inductor plans a compiled graph's memory itself
+    if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad) and not compiling:
         return self.down_proj(_gated_product().apply(gate, up, self.act_fn))
     return self.down_proj(self.act_fn(gate) * up)
 

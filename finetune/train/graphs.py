@@ -95,6 +95,12 @@ def graphed_forward(model: Model, buckets: tuple[int, ...], pad_id: int, cuda: b
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
 
+    from finetune.models.memory import transformers_model
+
+    config = transformers_model(model).config
+    if getattr(config, "use_cache", None):  # a decoder classifier would fill a KV cache in
+        config.use_cache = False  # every training forward, and dynamo guard on its layers
+
     def loss_of(batch: Batch) -> Tensor:
         return model(**batch).loss
 
