@@ -146,3 +146,35 @@ def test_graphed_run_trains_like_eager_and_reloads(
     assert again.exit_code == 0, again.output
     evaluated = json.loads((tmp_path / "graphs" / "eval_eval.json").read_text())
     assert evaluated["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+@pytest.mark.slow
+def test_a_decoder_classifier_compiles_whole_without_a_cache(tiny_model_dir):
+    """A Llama classifier as a run sets it up (LoRA, the recomputed gated MLP): its graphed
+    forward turns the KV cache off and compiles with no graph break, to the eager loss."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForSequenceClassification
+
+    from finetune.models.lean_backward import recompute_gated_mlp
+    from finetune.train.graphs import graphed_forward
+
+    torch.manual_seed(0)
+    path = str(tiny_model_dir("llama"))
+    base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    base.config.pad_token_id = 0
+    model = get_peft_model(base, LoraConfig(task_type="SEQ_CLS", r=4, lora_dropout=0.0,
+                                            target_modules=["q_proj", "v_proj"]))  # fmt: skip
+    assert recompute_gated_mlp(model) > 0
+    ids = torch.randint(5, 60, (4, 11))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+             "labels": torch.tensor([0, 1, 1, 0])}  # fmt: skip
+    eager = model(**batch).loss
+    breaks = sum(counters["graph_break"].values())
+    forward = graphed_forward(model, (16,), pad_id=0, cuda=False)
+    assert model.config.use_cache is False
+    compiled = forward(batch)
+    compiled.backward()
+    assert sum(counters["graph_break"].values()) == breaks
+    assert float(compiled) == pytest.approx(float(eager), rel=1e-4, abs=1e-5)
