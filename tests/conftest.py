@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,16 @@ def write_recipe(path: Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
+
+
+def deterministic_lora_recipe(
+    tiny_model_dir: Callable[[str], Path], train: Path, dev: Path, out: Path, **train_opts
+) -> dict:
+    """One epoch of LoRA on the tiny BERT with no dropout anywhere: two ways of training it
+    (eager/compiled, one process or two) must log the same losses to float tolerance."""
+    model_dir = tiny_model_dir("bert-nodropout")
+    method = {"name": "lora", "dropout": 0.0}
+    return classification_recipe(model_dir, train, dev, out, method, epochs=1, **train_opts)
 
 
 def classification_recipe(

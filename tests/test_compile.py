@@ -143,7 +143,7 @@ def test_compiled_two_processes_train_like_eager_two_processes(
     import os
     import subprocess
 
-    from tests.conftest import REPO, classification_recipe, write_recipe
+    from tests.conftest import REPO, deterministic_lora_recipe, write_recipe
     from tests.test_multiprocess import _torchrun
 
     train, dev = sentiment_files
@@ -156,15 +156,7 @@ def test_compiled_two_processes_train_like_eager_two_processes(
     }
     logs = {}
     for name, compiled, port in (("eager", False, "29541"), ("compiled", True, "29542")):
-        data = classification_recipe(
-            tiny_model_dir("bert-nodropout"),
-            train,
-            dev,
-            tmp_path / name,
-            {"name": "lora", "dropout": 0.0},
-            epochs=1,
-            batch_size=8,
-        )
+        data = deterministic_lora_recipe(tiny_model_dir, train, dev, tmp_path / name, batch_size=8)
         data["train"]["compile"] = compiled
         recipe = write_recipe(tmp_path / f"{name}.yaml", data)
         cmd = [*_torchrun(), "--nproc_per_node", "2", "--master_port", port]

@@ -104,7 +104,7 @@ def test_graphed_run_trains_like_eager_and_reloads(
     the same losses as the eager run to float tolerance, the adapter saved and reloaded."""
     from finetune.cli import app
     from finetune.train import graphs
-    from tests.conftest import classification_recipe, write_recipe
+    from tests.conftest import deterministic_lora_recipe, write_recipe
 
     monkeypatch.setenv("FINETUNE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache" / "inductor"))
@@ -120,14 +120,7 @@ def test_graphed_run_trains_like_eager_and_reloads(
     train, dev = sentiment_files
     losses, outputs = {}, {}
     for name, graphed in (("eager", False), ("graphs", True)):
-        data = classification_recipe(
-            tiny_model_dir("bert-nodropout"),
-            train,
-            dev,
-            tmp_path / name,
-            {"name": "lora", "dropout": 0.0},
-            epochs=1,
-        )
+        data = deterministic_lora_recipe(tiny_model_dir, train, dev, tmp_path / name)
         data["train"].update(compile=graphed, cuda_graphs=graphed)
         result = runner.invoke(
             app, ["run", str(write_recipe(tmp_path / f"{name}.yaml", data)), "--no-progress"]
