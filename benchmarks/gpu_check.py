@@ -766,9 +766,9 @@ def _version(name: str) -> str:
 
 def needed_families(checks: list[str], cells: list[str]) -> list[str]:
     """Only the models the chosen checks use are built (building bert-base takes seconds)."""
-    if "matrix" in checks and not cells:
-        return list(FAMILIES)
-    wanted = {cell.split("-")[0] for cell in cells} if "matrix" in checks else set()
+    wanted: set[str] = set()
+    if "matrix" in checks:
+        wanted = {cell.split("-")[0] for cell in cells} if cells else set(FAMILIES)
     if set(checks) & {"checkpointing", "precision", "fsdp", "memory", "throughput"}:
         wanted.add("bert")
     if "qlora" in checks:
