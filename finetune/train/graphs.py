@@ -10,22 +10,19 @@ are masked (`attention_mask` 0) and a classifier reads no pad position, so the l
 unpadded batch's.
 
 What is compiled is a function around the model, not the model: evaluation, generation, saving,
-merging, checkpoints and `--resume` see the very modules they always do. Only single-label
-classification and regression batches are bucketed here (their labels are one per row); other
+merging, checkpoints and `--resume` see the very modules they always do. Only classification
+and regression batches are bucketed here (their labels are per row, not per token); other
 tasks, several processes (DDP/FSDP hooks run inside the backward), k-bit bases and accumulated
 gradients compile their blocks as `train.compile` does, and the log says why.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.types import Batch, Model, Tensor
-
-log = logging.getLogger(__name__)
 
 SMALLEST_BUCKET = 16
 Forward = Callable[["Batch"], "Tensor"]
@@ -86,8 +83,8 @@ def graphed_forward(model: Model, buckets: tuple[int, ...], pad_id: int, cuda: b
     inductor code on a CPU (where there is nothing to record, but the same path runs)."""
     import torch
 
-    # every bucket at the full batch size and at an epoch's shorter last one, under each of
-    # train and eval's grad modes, must stay compiled (dynamo's default limit is 8 shapes)
+    # every bucket at the full batch size and at an epoch's shorter last batches must stay
+    # compiled (dynamo's default limit is 8 shapes a function)
     limit = 4 * len(buckets) + 8
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, name):
@@ -97,7 +94,7 @@ def graphed_forward(model: Model, buckets: tuple[int, ...], pad_id: int, cuda: b
 
     config = transformers_model(model).config
     if getattr(config, "use_cache", None):  # a decoder classifier would fill a KV cache in
-        config.use_cache = False  # every training forward, and dynamo guard on its layers
+        config.use_cache = False  # every training forward, and dynamo guards on its layers
 
     def loss_of(batch: Batch) -> Tensor:
         return model(**batch).loss
