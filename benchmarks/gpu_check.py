@@ -661,12 +661,11 @@ def trainer_samples_per_s(setup: Setup, spec: Speed, steps: int) -> float:
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:  # decoders: pad with EOS, as finetune does
         tokenizer.pad_token = tokenizer.eos_token
-    labels = [int(r["label"]) for r in _rows(setup)]
-    texts = _texts(setup, len(labels))
     features = [
-        {**tokenizer(text, truncation=True, max_length=spec.max_length), "labels": label}
-        for text, label in zip(texts, labels)
-    ]
+        {**tokenizer(r["text"], truncation=True, max_length=spec.max_length),
+         "labels": int(r["label"])}
+        for r in _rows(setup)
+    ]  # fmt: skip
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     model.config.pad_token_id = tokenizer.pad_token_id
     lora = peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.05,
