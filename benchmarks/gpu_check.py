@@ -577,17 +577,13 @@ def peak_flops(setup: Setup) -> float | None:
     return next((peak for key, peak in PEAK_BF16.items() if key in name), None)
 
 
-def _texts(setup: Setup, rows: int) -> list[str]:
-    return [row["text"] for row in _rows(setup)][:rows]
-
-
 def tokens_per_row(setup: Setup, spec: Speed, steps: int) -> float:
     """Real (unpadded) tokens per row of the rows the steps train on, with the model's
     tokenizer."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(setup.models[spec.family])
-    texts = _texts(setup, steps * spec.batch)
+    texts = [row["text"] for row in _rows(setup)][: steps * spec.batch]
     ids = tokenizer(texts, truncation=True, max_length=spec.max_length)["input_ids"]
     return sum(len(i) for i in ids) / len(ids)
 
