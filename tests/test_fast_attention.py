@@ -10,9 +10,9 @@ import pytest
 
 from finetune.models.fast_attention import (
     NAME,
-    _hashed_dropout_attention,
+    _math_attention,
     attention_forward,
-    use_hashed_dropout_attention,
+    use_finetune_sdpa,
 )
 
 
@@ -75,7 +75,7 @@ def test_without_dropout_it_computes_sdpa(monkeypatch, mask_kind, causal, kv_hea
         fast_dropout, "keep_mask", lambda shape, p: (torch.ones(shape, dtype=torch.bool), 1.0)
     )
     inputs = [t.requires_grad_() for t in (query, key, value)]
-    got, none = _hashed_dropout_attention(*inputs, mask, 0.1, None, causal)
+    got, none = _math_attention(*inputs, mask, 0.1, None, causal)
     assert none is None
     twins = [t.detach().clone().requires_grad_() for t in inputs]
     want = _sdpa(*twins, mask, causal)
@@ -128,6 +128,61 @@ def test_sdpa_itself_outside_cpu_training_with_dropout(case):
     assert torch.equal(got, want)
 
 
+def _spy_on_sdpa(monkeypatch) -> list[int]:
+    """Count the calls that reach transformers' sdpa."""
+    from transformers.integrations import sdpa_attention
+
+    calls: list[int] = []
+    real = sdpa_attention.sdpa_attention_forward
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", spy)
+    return calls
+
+
+@pytest.mark.parametrize(("kv_heads", "with_mask"), [(4, True), (2, False)])
+def test_short_bf16_training_without_dropout_takes_the_math_path_with_sdpas_numbers(
+    monkeypatch, kv_heads, with_mask
+):
+    """Llama-style attention (no dropout) in bf16 on CPU: short keys go to the math path, which
+    gives sdpa's outputs and gradients (to bf16's precision), padding and causal masks alike."""
+    import torch
+
+    calls = _spy_on_sdpa(monkeypatch)
+    query, key, value = (t.bfloat16() for t in _qkv(kv_heads))
+    mask = _padding() & torch.ones(6, 6, dtype=torch.bool).tril() if with_mask else None
+    inputs = [t.requires_grad_() for t in (query, key, value)]
+    got, _ = attention_forward(_Attention(True, True), *inputs, mask, dropout=0.0)
+    assert calls == []  # the math path, not sdpa's fused kernel
+    twins = [t.detach().float().requires_grad_() for t in inputs]
+    want = _sdpa(*twins, mask, causal=True)
+    torch.testing.assert_close(got.float(), want, atol=2e-2, rtol=2e-2)
+    weights = torch.randn(got.shape)
+    (got.float() * weights).sum().backward()
+    (want * weights).sum().backward()
+    for ours, theirs in zip(inputs, twins):
+        torch.testing.assert_close(ours.grad.float(), theirs.grad, atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("case", ["long_keys", "fp32", "eval"])
+def test_long_keys_fp32_and_evaluation_without_dropout_stay_on_sdpa(monkeypatch, case):
+    """The fused kernel is kept where it is not the slow one: past MATH_MAX_KEYS keys (where it
+    wins, and keeps no probabilities for backward), in float32, and outside training."""
+    from finetune.models.fast_attention import MATH_MAX_KEYS
+
+    calls = _spy_on_sdpa(monkeypatch)
+    length = MATH_MAX_KEYS + 1 if case == "long_keys" else 6
+    query, key, value = _qkv(length=length)
+    if case != "fp32":
+        query, key, value = query.bfloat16(), key.bfloat16(), value.bfloat16()
+    module = _Attention(training=case != "eval", is_causal=True)
+    attention_forward(module, query, key, value, None, dropout=0.0)
+    assert calls == [1]
+
+
 def _tiny_bert(attn_implementation: str = "sdpa"):
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -152,7 +207,7 @@ def test_a_model_switches_trains_and_predicts_as_before(tmp_path):
     model.eval()
     with torch.no_grad():
         before = model(input_ids=ids, attention_mask=attention_mask).logits
-    assert use_hashed_dropout_attention(model)
+    assert use_finetune_sdpa(model)
     assert model.get_base_model().config._attn_implementation == NAME
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids, attention_mask=attention_mask).logits, before)
@@ -168,7 +223,7 @@ def test_a_model_switches_trains_and_predicts_as_before(tmp_path):
 
 def test_other_implementations_are_left_alone():
     model = _tiny_bert("eager")
-    assert not use_hashed_dropout_attention(model)
+    assert not use_finetune_sdpa(model)
     assert model.config._attn_implementation == "eager"
 
 

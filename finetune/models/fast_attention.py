@@ -1,4 +1,5 @@
-"""Attention whose probability dropout draws a hashed mask on CPU, in the autocast dtype.
+"""Attention in the autocast dtype on CPU in training: hashed probability dropout, and the math
+path where PyTorch's fused CPU kernel is the slow one.
 
 With attention dropout in training (BERT-family encoders, GPT-2: 0.1), PyTorch's CPU
 `scaled_dot_product_attention` cannot use its fused kernel and takes the math path: it casts
@@ -7,13 +8,21 @@ bf16 queries, keys and values up to float32, computes there, draws the dropout m
 (MiniLM, bf16 on a 2-core CPU) that attention dropout was 7% of the time and its casts most of
 the rest of the attention's copies (benchmarks/results/profile_step_bf16.md).
 
-`finetune_sdpa` is transformers' `sdpa` except in exactly that case (CPU, training, dropout
-> 0, no position bias, soft-capping, sliding window or attention sinks): there it computes the
-attention as transformers' eager attention does (products in the autocast dtype, softmax in
-float32) and drops probabilities with models/fast_dropout.py's hashed mask, kept as bool. Its
-masks are other draws from the same distribution, seeded from torch's generator like every
-other dropout of a run. Evaluation, generation, GPUs and `torch.compile` call `sdpa` itself, so
-what a run predicts and saves is computed as before.
+Without dropout (Llama, Qwen, Mistral: attention dropout 0) sdpa takes its fused CPU kernel,
+`_scaled_dot_product_flash_attention_for_cpu`, whose bf16 backward is slow on short rows: on
+SmolLM2-135M classification (batch 16, 48 tokens, bf16) it was 20% of the whole step, and at 48
+keys its forward + backward takes 3-4x the eager math's (benchmarks/sdpa_cpu.py). The fused
+kernel wins from about 256 keys, and it keeps no [queries, keys] probabilities for backward,
+so the math path is taken only up to MATH_MAX_KEYS keys.
+
+`finetune_sdpa` is transformers' `sdpa` except in those two cases (CPU, training, dropout > 0
+or bf16 with at most MATH_MAX_KEYS keys; no position bias, soft-capping, sliding window or
+attention sinks): there it computes the attention as transformers' eager attention does
+(products in the autocast dtype, softmax in float32) and drops probabilities with
+models/fast_dropout.py's hashed mask, kept as bool. Its masks are other draws from the same
+distribution, seeded from torch's generator like every other dropout of a run. Evaluation,
+generation, GPUs and `torch.compile` call `sdpa` itself, so what a run predicts and saves is
+computed as before.
 
 The implementation is set in memory only, for training (models/lean_backward.py); transformers
 does not write `_attn_implementation` to config.json, so saved models load anywhere.
@@ -35,6 +44,8 @@ log = logging.getLogger(__name__)
 NAME = "finetune_sdpa"
 # keyword arguments that only sdpa's path (or none of ours) handles: their presence means sdpa
 UNSUPPORTED = ("position_bias", "softcap", "sliding_window", "s_aux", "sinks", "output_attentions")
+# the longest keys for which the math path replaces sdpa's fused bf16 CPU kernel without dropout
+MATH_MAX_KEYS = 128
 
 
 def attention_forward(
@@ -55,12 +66,27 @@ def attention_forward(
 
     # present means given: a tensor or a number (output_attentions=False is the default, absent)
     extra = any(kwargs.get(name) is not None and kwargs[name] is not False for name in UNSUPPORTED)
-    if extra or not applies(query, dropout, module.training) or _too_large(query, key):
+    dropping = applies(query, dropout, module.training)
+    short_bf16 = dropout == 0 and _fused_kernel_is_slower(query, key, module.training)
+    if extra or not (dropping or short_bf16) or _too_large(query, key):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
         )
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    return _hashed_dropout_attention(query, key, value, attention_mask, dropout, scaling, causal)
+    return _math_attention(query, key, value, attention_mask, dropout, scaling, causal)
+
+
+def _fused_kernel_is_slower(query: Tensor, key: Tensor, training: bool) -> bool:
+    """CPU training in bf16 with short keys: where sdpa's fused CPU kernel is the slow path."""
+    import torch
+
+    return (
+        training
+        and query.device.type == "cpu"
+        and query.dtype == torch.bfloat16
+        and key.shape[-2] <= MATH_MAX_KEYS
+        and not torch.compiler.is_compiling()
+    )
 
 
 def _too_large(query: Tensor, key: Tensor) -> bool:
@@ -69,7 +95,7 @@ def _too_large(query: Tensor, key: Tensor) -> bool:
     return bool(batch * heads * q_length * key.shape[-2] >= 1 << 32)
 
 
-def _hashed_dropout_attention(
+def _math_attention(
     query: Tensor,
     key: Tensor,
     value: Tensor,
@@ -78,7 +104,8 @@ def _hashed_dropout_attention(
     scaling: float | None,
     causal: bool,
 ) -> tuple[Tensor, None]:
-    """softmax(q k^T * scale + mask) with hashed dropout, times v (transformers' eager math)."""
+    """softmax(q k^T * scale + mask), with hashed dropout when `dropout` > 0, times v
+    (transformers' eager math)."""
     import torch
 
     from finetune.models.fast_dropout import fast_dropout
@@ -102,7 +129,9 @@ def _hashed_dropout_attention(
     elif mask is not None:
         scores.add_(mask)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    output = torch.matmul(fast_dropout(probs, dropout), value)
+    if dropout > 0:
+        probs = fast_dropout(probs, dropout)
+    output = torch.matmul(probs, value)
     return output.transpose(1, 2).contiguous(), None
 
 
@@ -117,7 +146,7 @@ def register() -> str:
     return NAME
 
 
-def use_hashed_dropout_attention(model: Model) -> bool:
+def use_finetune_sdpa(model: Model) -> bool:
     """Switch a model that attends with `sdpa` to `finetune_sdpa`; whether it was switched.
 
     Models on another implementation (eager, flash, flex, a user's choice) and models that

@@ -49,11 +49,11 @@ GATED_MLP = "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))"
 def lean_backward(model: Model) -> dict[str, int]:
     """Apply the swaps to `model` (a plain or peft-wrapped model); how many of each. The
     attention swap (models/fast_attention.py) draws sdpa's attention dropout the same way."""
-    from finetune.models.fast_attention import use_hashed_dropout_attention
+    from finetune.models.fast_attention import use_finetune_sdpa
 
     counts = {
         "dropout": bool_mask_dropout(model),
-        "attention": int(use_hashed_dropout_attention(model)),
+        "attention": int(use_finetune_sdpa(model)),
         "gated_mlp": recompute_gated_mlp(model),
     }
     if any(counts.values()):
