@@ -295,6 +295,52 @@ def test_weight_decay_spares_ia3_vectors_and_dora_magnitudes(kind):
         assert any("lora_A" in n for n in decayed) and any("lora_B" in n for n in decayed)
 
 
+@pytest.mark.parametrize("optimizer_name", ["adamw", "loraplus"])
+def test_adamw_is_fused_and_steps_as_the_loop_does(optimizer_name):
+    """On a CPU torch's AdamW loops over the tensors unless told otherwise; ours runs the fused
+    kernel (the Trainer's default too), with the loop's update to float precision."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertForSequenceClassification
+
+    from finetune.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    base = BertForSequenceClassification(_bert_config())
+    model = get_peft_model(base, LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query"]))
+    cfg = TrainConfig(weight_decay=0.1, lr=1e-2, optimizer=optimizer_name)
+    optimizer = build_optimizer(model, cfg)
+    assert optimizer.defaults["fused"] is True
+    trained = [p for p in model.parameters() if p.requires_grad]
+    twins = [p.detach().clone().requires_grad_() for p in trained]
+    groups = [
+        {"lr": g["lr"], "weight_decay": g["weight_decay"],
+         "params": [twins[next(i for i, t in enumerate(trained) if t is p)] for p in g["params"]]}
+        for g in optimizer.param_groups
+    ]  # fmt: skip
+    loop = torch.optim.AdamW(groups, foreach=False)
+    assert loop.param_groups[0]["fused"] is None
+    for _ in range(3):
+        for ours, theirs in zip(trained, twins):
+            ours.grad = torch.randn_like(ours)
+            theirs.grad = ours.grad.clone()
+        optimizer.step()
+        loop.step()
+    for ours, theirs in zip(trained, twins):
+        torch.testing.assert_close(ours.detach(), theirs.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_adamw_leaves_parameters_it_cannot_fuse_to_torch():
+    import torch
+
+    from finetune.train.optim import adamw
+
+    plain = adamw([{"params": [torch.nn.Parameter(torch.zeros(2))]}], 1e-3)
+    meta = adamw([{"params": [torch.nn.Parameter(torch.zeros(2, device="meta"))]}], 1e-3)
+    assert plain.defaults["fused"] is True
+    assert meta.defaults["fused"] is None
+
+
 # --------------------------------------------------------------------------- finding 8
 
 

@@ -27,9 +27,9 @@ Group = dict[str, Any]
 
 def build_lora_optimizer(model: Model, groups: list[Group], cfg: TrainConfig) -> Optimizer:
     if cfg.optimizer == "loraplus":
-        import torch
+        from finetune.train.optim import adamw
 
-        return torch.optim.AdamW(loraplus_groups(groups, cfg.loraplus_lr_ratio))
+        return adamw(loraplus_groups(groups, cfg.loraplus_lr_ratio), float(cfg.lr or 0.0))
     return lorafa_optimizer(model, groups, cfg)
 
 
