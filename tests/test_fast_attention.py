@@ -143,19 +143,27 @@ def _spy_on_sdpa(monkeypatch) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize(("kv_heads", "with_mask"), [(4, True), (2, False)])
+@pytest.mark.parametrize(
+    ("kv_heads", "with_mask", "autocast"), [(4, True, False), (2, False, False), (2, True, True)]
+)
 def test_short_bf16_training_without_dropout_takes_the_math_path_with_sdpas_numbers(
-    monkeypatch, kv_heads, with_mask
+    monkeypatch, kv_heads, with_mask, autocast
 ):
     """Llama-style attention (no dropout) in bf16 on CPU: short keys go to the math path, which
-    gives sdpa's outputs and gradients (to bf16's precision), padding and causal masks alike."""
+    gives sdpa's outputs and gradients (to bf16's precision), padding and causal masks alike.
+    Under autocast the queries come in float32 (rotary embeddings) and bf16 is still the
+    dtype the attention computes in."""
+    import contextlib
+
     import torch
 
     calls = _spy_on_sdpa(monkeypatch)
-    query, key, value = (t.bfloat16() for t in _qkv(kv_heads))
+    query, key, value = (t if autocast else t.bfloat16() for t in _qkv(kv_heads))
     mask = _padding() & torch.ones(6, 6, dtype=torch.bool).tril() if with_mask else None
     inputs = [t.requires_grad_() for t in (query, key, value)]
-    got, _ = attention_forward(_Attention(True, True), *inputs, mask, dropout=0.0)
+    mixed = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with mixed:
+        got, _ = attention_forward(_Attention(True, True), *inputs, mask, dropout=0.0)
     assert calls == []  # the math path, not sdpa's fused kernel
     twins = [t.detach().float().requires_grad_() for t in inputs]
     want = _sdpa(*twins, mask, causal=True)

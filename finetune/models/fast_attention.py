@@ -77,13 +77,17 @@ def attention_forward(
 
 
 def _fused_kernel_is_slower(query: Tensor, key: Tensor, training: bool) -> bool:
-    """CPU training in bf16 with short keys: where sdpa's fused CPU kernel is the slow path."""
+    """CPU training in bf16 with short keys: where sdpa's fused CPU kernel is the slow path.
+    Under autocast the queries arrive in float32 (Llama's rotary embedding multiplies them by
+    float32 cos/sin) and sdpa casts them to bf16 itself, so the autocast dtype decides."""
     import torch
 
+    autocast = torch.is_autocast_enabled("cpu")
+    dtype = torch.get_autocast_dtype("cpu") if autocast else query.dtype
     return (
         training
         and query.device.type == "cpu"
-        and query.dtype == torch.bfloat16
+        and dtype == torch.bfloat16
         and key.shape[-2] <= MATH_MAX_KEYS
         and not torch.compiler.is_compiling()
     )
