@@ -331,14 +331,17 @@ def test_adamw_is_fused_and_steps_as_the_loop_does(optimizer_name):
 
 
 def test_adamw_leaves_parameters_it_cannot_fuse_to_torch():
+    """Parameters off CPU/CUDA, and runs whose parameters FSDP or DeepSpeed will replace."""
     import torch
 
     from finetune.train.optim import adamw
 
     plain = adamw([{"params": [torch.nn.Parameter(torch.zeros(2))]}], 1e-3)
     meta = adamw([{"params": [torch.nn.Parameter(torch.zeros(2, device="meta"))]}], 1e-3)
+    sharded = adamw([{"params": [torch.nn.Parameter(torch.zeros(2))]}], 1e-3, fused=False)
     assert plain.defaults["fused"] is True
     assert meta.defaults["fused"] is None
+    assert sharded.defaults["fused"] is None  # FSDP / DeepSpeed runs: torch's own choice
 
 
 # --------------------------------------------------------------------------- finding 8

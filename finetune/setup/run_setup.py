@@ -269,10 +269,12 @@ def _setup_optimization(
     here), then the schedule over the batches' planned steps."""
     from finetune.train.checkpoints import keep_only_trainable
     from finetune.train.optim import build_optimization, build_optimizer
-    from finetune.train.sharded import fsdp_wrap_blocks
+    from finetune.train.sharded import distributed_kind, fsdp_wrap_blocks
 
+    # FSDP and DeepSpeed swap the parameters for shards or flat partitions after this point
+    fused = distributed_kind(accelerator) in ("NO", "MULTI_GPU", "MULTI_CPU")
     optimizer = build_optimizer(
-        model, recipe.train, parts.loaded.new_modules, parts.method.no_decay
+        model, recipe.train, parts.loaded.new_modules, parts.method.no_decay, fused=fused
     )
     blocks = fsdp_wrap_blocks(accelerator, model)
     if blocks is not None:

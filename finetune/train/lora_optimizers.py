@@ -25,11 +25,13 @@ if TYPE_CHECKING:  # pragma: no cover
 Group = dict[str, Any]
 
 
-def build_lora_optimizer(model: Model, groups: list[Group], cfg: TrainConfig) -> Optimizer:
+def build_lora_optimizer(
+    model: Model, groups: list[Group], cfg: TrainConfig, fused: bool = True
+) -> Optimizer:
     if cfg.optimizer == "loraplus":
         from finetune.train.optim import adamw
 
-        return adamw(loraplus_groups(groups, cfg.loraplus_lr_ratio), float(cfg.lr or 0.0))
+        return adamw(loraplus_groups(groups, cfg.loraplus_lr_ratio), float(cfg.lr or 0.0), fused)
     return lorafa_optimizer(model, groups, cfg)
 
 

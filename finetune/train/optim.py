@@ -84,18 +84,20 @@ def build_optimizer(
     cfg: TrainConfig,
     new_modules: list[str] | tuple[str, ...] = (),
     no_decay: tuple[str, ...] = (),
+    fused: bool = True,
 ) -> Optimizer:
     """`train.optimizer`: AdamW over the decay / new-module groups, or LoRA+ / LoRA-FA over
-    the same groups (train/lora_optimizers.py)."""
+    the same groups (train/lora_optimizers.py). `fused` False leaves AdamW's kernel to torch
+    (FSDP and DeepSpeed replace the parameters it was built on)."""
     groups = param_groups(model, cfg, new_modules, no_decay)
     if cfg.optimizer != "adamw":
         from finetune.train.lora_optimizers import build_lora_optimizer
 
-        return build_lora_optimizer(model, groups, cfg)
-    return adamw(groups, _lr(cfg))
+        return build_lora_optimizer(model, groups, cfg, fused)
+    return adamw(groups, _lr(cfg), fused)
 
 
-def adamw(groups: list[dict[str, Any]], lr: float) -> Optimizer:
+def adamw(groups: list[dict[str, Any]], lr: float, fused: bool = True) -> Optimizer:
     """torch's AdamW, fused wherever every parameter allows it.
 
     Without `fused` (or `foreach`) torch's AdamW on a CPU loops over the tensors, about ten
@@ -106,9 +108,13 @@ def adamw(groups: list[dict[str, Any]], lr: float) -> Optimizer:
     import torch
 
     params = [p for group in groups for p in group["params"]]
-    fusable = bool(params) and all(
-        type(p) is torch.nn.Parameter and p.is_floating_point() and p.device.type in FUSED_ON
-        for p in params
+    fusable = (
+        fused
+        and bool(params)
+        and all(
+            type(p) is torch.nn.Parameter and p.is_floating_point() and p.device.type in FUSED_ON
+            for p in params
+        )
     )
     return torch.optim.AdamW(groups, lr=lr, fused=True if fusable else None)
 
