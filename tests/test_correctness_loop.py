@@ -334,7 +334,7 @@ def test_adamw_leaves_parameters_it_cannot_fuse_to_torch():
     """Parameters off CPU/CUDA, and runs whose parameters FSDP or DeepSpeed will replace."""
     import torch
 
-    from finetune.train.optim import adamw
+    from finetune.train.adamw import adamw
 
     plain = adamw([{"params": [torch.nn.Parameter(torch.zeros(2))]}], 1e-3)
     meta = adamw([{"params": [torch.nn.Parameter(torch.zeros(2, device="meta"))]}], 1e-3)

@@ -29,7 +29,7 @@ def build_lora_optimizer(
     model: Model, groups: list[Group], cfg: TrainConfig, fused: bool = True
 ) -> Optimizer:
     if cfg.optimizer == "loraplus":
-        from finetune.train.optim import adamw
+        from finetune.train.adamw import adamw
 
         return adamw(loraplus_groups(groups, cfg.loraplus_lr_ratio), float(cfg.lr or 0.0), fused)
     return lorafa_optimizer(model, groups, cfg)

@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # parameters a method starts elsewhere (IA3 vectors at 1, DoRA magnitudes at ||W||) are named
 # by the method itself (`Method.no_decay`): decaying them unlearns the identity.
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_", "norm")
-FUSED_ON = ("cpu", "cuda")  # the devices whose parameters take torch's fused AdamW here
 
 
 # A randomly initialised head learning at a backbone rate (full fine-tuning's 5e-5) barely
@@ -89,34 +88,14 @@ def build_optimizer(
     """`train.optimizer`: AdamW over the decay / new-module groups, or LoRA+ / LoRA-FA over
     the same groups (train/lora_optimizers.py). `fused` False leaves AdamW's kernel to torch
     (FSDP and DeepSpeed replace the parameters it was built on)."""
+    from finetune.train.adamw import adamw
+
     groups = param_groups(model, cfg, new_modules, no_decay)
     if cfg.optimizer != "adamw":
         from finetune.train.lora_optimizers import build_lora_optimizer
 
         return build_lora_optimizer(model, groups, cfg, fused)
     return adamw(groups, _lr(cfg), fused)
-
-
-def adamw(groups: list[dict[str, Any]], lr: float, fused: bool = True) -> Optimizer:
-    """torch's AdamW, fused wherever every parameter allows it.
-
-    Without `fused` (or `foreach`) torch's AdamW on a CPU loops over the tensors, about ten
-    small operations each: for LoRA r8 on SmolLM2-135M's 30 layers (121 tensors) that loop took
-    4.5 ms a step on 2 cores, the fused kernel 0.8 ms (benchmarks/results/adamw_cpu.md). The
-    Trainer's default (`adamw_torch_fused`) has been the fused one since torch 2.8. Sharded
-    (DTensor) or offloaded parameters keep torch's own choice."""
-    import torch
-
-    params = [p for group in groups for p in group["params"]]
-    fusable = (
-        fused
-        and bool(params)
-        and all(
-            type(p) is torch.nn.Parameter and p.is_floating_point() and p.device.type in FUSED_ON
-            for p in params
-        )
-    )
-    return torch.optim.AdamW(groups, lr=lr, fused=True if fusable else None)
 
 
 def freeze_for_optimizer(model: Model, cfg: TrainConfig) -> None:
