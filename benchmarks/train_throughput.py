@@ -15,7 +15,7 @@ loads the compiled code as any later run would), `trainer_default` (Trainer out 
 random sampler, fp32) and `trainer_best` (`train_sampling_strategy="group_by_length"`, plus bf16
 where the hardware has it). "process s" is the whole process, from Python's start to its end
 (imports, load, tokenise, train, evaluate, save): what a user waits for. Results: stdout and
-benchmarks/results/train_throughput.md. Never a test: timings depend on the machine and its
+benchmarks/results/train_throughput.md (appended). Never a test: timings depend on the machine and its
 load; run it on a quiet one.
 """
 
@@ -286,7 +286,8 @@ def main() -> None:
         report += "\n" + render_rounds(rounds)
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
+    with args.out.open("a") as handle:  # appended: the file is the history of every sitting
+        handle.write(report + "\n")
 
 
 def render(
