@@ -15,8 +15,8 @@ loads the compiled code as any later run would), `trainer_default` (Trainer out 
 random sampler, fp32) and `trainer_best` (`train_sampling_strategy="group_by_length"`, plus bf16
 where the hardware has it). "process s" is the whole process, from Python's start to its end
 (imports, load, tokenise, train, evaluate, save): what a user waits for. Results: stdout and
-benchmarks/results/train_throughput.md (appended). Never a test: timings depend on the machine and its
-load; run it on a quiet one.
+benchmarks/results/train_throughput.md (appended). Never a test: timings depend on the machine
+and its load; run it on a quiet one.
 """
 
 from __future__ import annotations
