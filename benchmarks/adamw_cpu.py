@@ -15,8 +15,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import statistics
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from decoder_sides import machine_line
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -54,6 +59,8 @@ def main() -> None:
     lines = [
         f"## AdamW step on CPU, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads; median of {args.steps} steps, ms",
+        "",
+        machine_line(),
         "",
         "| tensors | " + " | ".join(KINDS) + " |",
         "|---|" + "---|" * len(KINDS),

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from decoder_sides import machine_line
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -83,12 +87,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
-    flags = [f for f in ("avx512_bf16", "amx_bf16") if f in Path("/proc/cpuinfo").read_text()]
     lines = [
         f"## sdpa on CPU, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}",
         "",
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"native bf16: {', '.join(flags) or 'no (AVX2/AVX512 only: bf16 emulated)'}. "
+        f"{machine_line()}; {torch.get_num_threads()} threads. "
         f"Forward + backward of one attention, batch {BATCH}, {HEADS} heads of {DIM}, causal + "
         f"padding mask; median of {args.repeats} calls, ms.",
         "",
