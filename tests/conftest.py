@@ -73,6 +73,20 @@ def runner():
     return CliRunner()
 
 
+def count_calls(monkeypatch, owner: object, name: str) -> list[int]:
+    """Wrap `owner.<name>` so that each call appends to the returned list and then runs the
+    real function."""
+    calls: list[int] = []
+    real = getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
 def write_recipe(path: Path, data: dict) -> Path:
     import yaml
 

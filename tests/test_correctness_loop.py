@@ -609,16 +609,9 @@ def test_final_evaluation_runs_once(tmp_path, tiny_model_dir, sentiment_files, m
     """Issue #9 finding 18: the weights after the last step are evaluated once, not twice."""
     import finetune.commands.run as command
     import finetune.pipeline.training as pipeline
-    from tests.conftest import classification_recipe, write_recipe
+    from tests.conftest import classification_recipe, count_calls, write_recipe
 
-    calls: list[int] = []
-    original = pipeline.run_eval
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "run_eval", spy)
+    calls = count_calls(monkeypatch, pipeline, "run_eval")
     train, dev = sentiment_files
     # select_best off: keeping an earlier evaluation's weights evaluates those once more
     # (tests/test_best_and_curves.py)

@@ -132,15 +132,9 @@ def _spy_on_sdpa(monkeypatch) -> list[int]:
     """Count the calls that reach transformers' sdpa."""
     from transformers.integrations import sdpa_attention
 
-    calls: list[int] = []
-    real = sdpa_attention.sdpa_attention_forward
+    from tests.conftest import count_calls
 
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", spy)
-    return calls
+    return count_calls(monkeypatch, sdpa_attention, "sdpa_attention_forward")
 
 
 @pytest.mark.parametrize(
