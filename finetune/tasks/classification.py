@@ -90,6 +90,14 @@ class ClassificationTask(Task):
         cols = [cfg.text, cfg.label]
         return cols + ([cfg.text_pair] if cfg.text_pair else [])
 
+    def texts(self, row: Mapping[str, Any], where: str) -> tuple[str, str | None]:
+        """The row's text and, for pair tasks, its second text: one check for both tasks."""
+        cfg = self.cfg
+        text = require_text(row.get(cfg.text), cfg.text, where)
+        if not cfg.text_pair:
+            return text, None
+        return text, require_text(row.get(cfg.text_pair), cfg.text_pair, where)
+
     def examples(self, table: Table, split: str) -> list[Example]:
         check_columns(table, self.required_columns(self.cfg))
         cfg = self.cfg
@@ -97,12 +105,7 @@ class ClassificationTask(Task):
         labels: dict[tuple[str, str], tuple[str, str]] = {}
         for i, row in enumerate(table.rows):
             where = table.where(i)
-            text = require_text(row.get(cfg.text), cfg.text, where)
-            pair = (
-                require_text(row.get(cfg.text_pair), cfg.text_pair, where)
-                if cfg.text_pair
-                else None
-            )
+            text, pair = self.texts(row, where)
             raw = row.get(cfg.label)
             if raw is None or raw != raw or (isinstance(raw, str) and not raw.strip()):
                 raise DataValueError(

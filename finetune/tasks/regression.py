@@ -20,7 +20,7 @@ from pydantic import Field
 
 from finetune.errors import DataError, DataValueError
 from finetune.recipe.section import Section
-from finetune.tasks.base import Example, ModelOverrides, check_columns, require_text
+from finetune.tasks.base import Example, ModelOverrides, check_columns
 from finetune.tasks.classification import MODEL_INPUTS, ClassificationTask
 from finetune.tasks.scores import regression_scores
 
@@ -96,12 +96,7 @@ class RegressionTask(ClassificationTask):
         out = []
         for i, row in enumerate(table.rows):
             where = table.where(i)
-            text = require_text(row.get(cfg.text), cfg.text, where)
-            pair = (
-                require_text(row.get(cfg.text_pair), cfg.text_pair, where)
-                if cfg.text_pair
-                else None
-            )
+            text, pair = self.texts(row, where)
             target = parse_target(row.get(cfg.label), cfg.label, where)
             out.append(Example(source=text, pair=pair, target=target, where=where))
         return out
