@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from finetune.cli import app
+from finetune.comparison.intervals import one_answer
 from finetune.comparison.jobs import slots
 from finetune.comparison.report import search_tables
 from finetune.comparison.runner import Point, Row
@@ -19,6 +20,7 @@ from finetune.comparison.tune import (
     Search,
     SearchData,
     SearchEntry,
+    best_rate,
     quieter_rate,
     safe_rate,
 )
@@ -142,6 +144,60 @@ def test_search_runs_the_smaller_rate_within_noise_and_the_report_says_why(tmp_p
     report = search_tables([row])
     assert "| 0.001 | accuracy 0.7675 | chosen |" in report
     assert "| 0.002 | accuracy 0.7725 | best held out, by less than one standard error" in report
+
+
+def _answers(run_dir: Path, labels: list[str]) -> None:
+    """A classification run's predictions.jsonl: one predicted label per held-out row."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"label": label, "reference": "1"}) for label in labels]
+    (run_dir / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_a_run_that_gave_every_row_one_label_is_told_apart(tmp_path):
+    _answers(tmp_path / "same", ["1", "1", "1"])
+    _answers(tmp_path / "mixed", ["1", "0", "1"])
+    assert one_answer(tmp_path / "same") and not one_answer(tmp_path / "mixed")
+    assert not one_answer(tmp_path / "no-predictions")
+
+
+def _one_answer(table: list[SearchEntry], *at: int) -> list[SearchEntry]:
+    for i in at:
+        table[i]["one_answer"] = True
+    return table
+
+
+def test_the_search_never_chooses_a_rate_that_learned_nothing():
+    # MRPC, Pfeiffer: 1e-3 and 2e-3 answered "paraphrase" for every held-out pair (F1 0.7685),
+    # within one standard error of 4e-3's 0.7823; 8e-3 answered one class again
+    pfeiffer = _one_answer(_noisy([0.7685, 0.7685, 0.7823, 0.7685], 0.06), 0, 1, 3)
+    assert quieter_rate(pfeiffer, 4e-3) == 4e-3  # the walk stops at a rate that learned nothing
+    assert safe_rate(pfeiffer, 4e-3) == 2e-3  # the rate above collapsed to one answer: a cliff
+    learned = _noisy([0.7685, 0.7685, 0.7823, 0.7685], 0.06)
+    assert quieter_rate(learned, 4e-3) == 1e-3 and safe_rate(learned, 4e-3) == 4e-3  # the rule
+    # a rate that learned beats one class answered everywhere, even when the latter scores more
+    # (F1 of the positive class answered for every row can exceed a learned run's)
+    higher = _one_answer(_table([0.70, 0.80]), 1)
+    assert best_rate(higher, 1e-3) == 1e-3
+
+
+def test_a_search_where_no_rate_learned_widens_upward(tmp_path):
+    search = _search(tmp_path)
+    for name in ("lora-lr0.0005", "lora-lr0.001", "lora-lr0.002"):
+        _answers(tmp_path / "search" / name, ["1", "1"])
+    rows = _rows([0.77, 0.77, 0.77])
+    for row, lr in zip(rows, search.pending):
+        row.name = f"search/lora-lr{lr:g}"
+    search.record(rows)  # best by the tie-break is the default, inside the grid
+    assert [entry["one_answer"] for entry in search.table] == [True, True, True]
+    assert search.pending == [4e-3]  # yet the grid grows past its largest rate
+    _answers(tmp_path / "search" / "lora-lr0.004", ["1", "0"])
+    learned = Row("lora", "ok", "search/lora-lr0.004", quality_metric="accuracy", quality=0.72)
+    search.record([learned])
+    assert search.best == 4e-3 and search.chosen == 4e-3  # the one rate that learned
+    row = Row("lora", "ok", quality_metric="accuracy", quality=0.8, lr=4e-3, search=search.table)
+    assert "| 0.001 | accuracy 0.7700 (one label for every row: learned nothing) |" in (
+        search_tables([row])
+    )
 
 
 def _task(tmp_path: Path, name: str, seed: int, model: Path) -> Path:

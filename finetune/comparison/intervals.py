@@ -131,6 +131,19 @@ def run_scores(run_dir: Path, metric: str) -> Scores | None:
     return None
 
 
+def one_answer(run_dir: Path) -> bool:
+    """Whether a classification run gave every eval example the same label. Its score is then
+    the score of always answering that class (on MRPC's hold-out, F1 0.77 for "paraphrase"),
+    which can lie within noise of a run that learned: a rate search must not read it as one."""
+    from finetune.run.layout import RunPaths
+
+    path = RunPaths(run_dir).predictions
+    if not path.is_file():
+        return False
+    labels = {json.dumps(r.get("label")) for r in read_predictions(path) if "label" in r}
+    return len(labels) == 1
+
+
 def _real(value: JSON) -> float:
     """A regression score or target of predictions.jsonl (written as a number)."""
     found = number(value)

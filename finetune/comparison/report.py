@@ -149,6 +149,8 @@ def search_tables(rows: list[Row]) -> str:
         for s in r.search:
             value = s["score"]
             score = "failed" if value is None else f"{s['metric']} {_num(value)}"
+            if s.get("one_answer"):
+                score += " (one label for every row: learned nothing)"
             mark = "chosen" if s["lr"] == r.lr else ""
             if passed is not None and s is passed[0]:
                 mark = passed[1]

@@ -70,6 +70,7 @@ class SearchEntry(_SearchScore, total=False):
 
     low: float | None
     high: float | None
+    one_answer: bool  # the run gave every held-out row the same label: it learned nothing
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from finetune.comparison.intervals import add_intervals
+from finetune.comparison.intervals import add_intervals, one_answer
 from finetune.comparison.runner import Point, Row, SearchEntry, higher_is_better
 from finetune.errors import FinetuneError, Problem, RecipeError
 from finetune.jsonvalues import as_object, child, copy_object, integer, number
@@ -178,16 +178,22 @@ class Search:
     def record(self, rows: list[Row]) -> None:
         """Add this round's scores; plan the next round (one rate past an edge) or finish."""
         add_intervals(rows, self.out)  # each held-out score's noise, for `quieter_rate`
-        self.table += [_search_entry(row, lr, self.steps) for row, lr in zip(rows, self.pending)]
+        self.table += [
+            _search_entry(row, lr, self.steps, one_answer(self.out / row.name))
+            for row, lr in zip(rows, self.pending)
+        ]
         self.table.sort(key=lambda entry: entry["lr"])
         self.pending = []
         scored = [entry for entry in self.table if entry["score"] is not None]
         if not scored or self.widened >= WIDEN:
             return
         best, tried = self.best, [entry["lr"] for entry in self.table]
-        if best == max(tried) and best * STEP <= 1.0:
+        # every rate answered one class: none learned in the search's steps, so try a larger one
+        nothing_learned = all(entry.get("one_answer") for entry in scored)
+        if (best == max(tried) or nothing_learned) and max(tried) * STEP <= 1.0:
+            best = max(tried)
             self.pending = [float(f"{best * STEP:.3g}")]
-        elif best == min(tried):
+        elif best == min(tried) and not nothing_learned:
             self.pending = [float(f"{best / STEP:.3g}")]
         self.widened += bool(self.pending)
 
@@ -215,9 +221,10 @@ def new_search(
     return Search(name, method, data, split, out, steps, default, pending=rates)
 
 
-def _search_entry(row: Row, lr: float, steps: int) -> SearchEntry:
+def _search_entry(row: Row, lr: float, steps: int, constant: bool) -> SearchEntry:
     ok = row.status == "ok" and row.quality is not None
     return {
+        "one_answer": ok and constant,
         "lr": lr,
         "steps": steps,
         "metric": row.quality_metric,
@@ -233,17 +240,26 @@ def best_rate(table: list[SearchEntry], default: float) -> float:
     if not scored:
         return default
     sign = 1.0 if higher_is_better(scored[0][1]["metric"]) else -1.0
+    # a rate that learned something beats one that answered one class whatever their scores;
     # among equal scores, the rate nearest the default (in log space) wins
-    best = max(scored, key=lambda st: (sign * st[0], -abs(math.log(st[1]["lr"] / default))))
+    best = max(
+        scored,
+        key=lambda st: (
+            not st[1].get("one_answer"),
+            sign * st[0],
+            -abs(math.log(st[1]["lr"] / default)),
+        ),
+    )
     return best[1]["lr"]
 
 
 def safe_rate(table: list[SearchEntry], best: float) -> float:
     """`best`, or the rate tried just below it when the rate just above it collapsed: it
-    failed or gave no score (a constant prediction has no correlation), or it scored worse than
-    the smallest rate that scored (everything the grid gained on the way up was lost in one
-    step). Such a best rate is within one step of divergence, and the full run trains longer
-    at it than the search did. A flat curve is not a cliff."""
+    failed or gave no score (a constant prediction has no correlation), it gave every held-out
+    row the same label where `best` did not, or it scored worse than the smallest rate that
+    scored (everything the grid gained on the way up was lost in one step). Such a best rate
+    is within one step of divergence, and the full run trains longer at it than the search
+    did. A flat curve is not a cliff."""
     rates = [entry["lr"] for entry in table]
     if best not in rates:
         return best
@@ -251,7 +267,8 @@ def safe_rate(table: list[SearchEntry], best: float) -> float:
     if at == 0 or at == len(table) - 1:
         return best
     above, below = table[at + 1], table[at - 1]
-    if above["status"] == "ok" and above["score"] is not None:
+    collapsed = above.get("one_answer") and not table[at].get("one_answer")
+    if above["status"] == "ok" and above["score"] is not None and not collapsed:
         floor = next(entry["score"] for entry in table if entry["score"] is not None)
         sign = 1.0 if higher_is_better(above["metric"]) else -1.0
         if sign * above["score"] >= sign * floor:
@@ -272,7 +289,11 @@ def quieter_rate(table: list[SearchEntry], best: float) -> float:
     standard error of best's: the one-standard-error rule of model selection, here choosing the
     gentler rate. A search scores one seed over a short run, and a rate that wins it by less
     than its noise is often one that another seed, trained longer, cannot hold (BitFit and
-    prompt tuning on SST-2: benchmarks/results/glue_small_sst2_recheck.md)."""
+    prompt tuning on SST-2: benchmarks/results/glue_small_sst2_recheck.md). The walk stops at
+    a rate that gave every held-out row one label: always answering the majority class can be
+    within one standard error of a small hold-out's best F1 (MRPC: 0.77 against 0.78-0.81),
+    and a rate that learned nothing is not a gentler version of one that learned
+    (benchmarks/results/glue_small_glue_mrpc_tuned.md)."""
     rates = [entry["lr"] for entry in table]
     if best not in rates:
         return best
@@ -284,7 +305,9 @@ def quieter_rate(table: list[SearchEntry], best: float) -> float:
     chosen = best
     for entry in reversed(table[: rates.index(best)]):
         score = entry["score"]
-        if entry["status"] != "ok" or score is None or sign * score < sign * top["score"] - error:
+        if entry["status"] != "ok" or score is None or entry.get("one_answer"):
+            break
+        if sign * score < sign * top["score"] - error:
             break
         chosen = entry["lr"]
     return chosen
