@@ -172,6 +172,10 @@ def test_the_search_never_chooses_a_rate_that_learned_nothing():
     pfeiffer = _one_answer(_noisy([0.7685, 0.7685, 0.7823, 0.7685], 0.06), 0, 1, 3)
     assert quieter_rate(pfeiffer, 4e-3) == 4e-3  # the walk stops at a rate that learned nothing
     assert safe_rate(pfeiffer, 4e-3) == 2e-3  # the rate above collapsed to one answer: a cliff
+    row = Row("pfeiffer", "ok", quality_metric="accuracy", quality=0.8, lr=2e-3, search=pfeiffer)
+    assert "| 0.004 | accuracy 0.7823 | best held out; the rate above it collapsed" in (
+        search_tables([row])
+    )
     learned = _noisy([0.7685, 0.7685, 0.7823, 0.7685], 0.06)
     assert quieter_rate(learned, 4e-3) == 1e-3 and safe_rate(learned, 4e-3) == 4e-3  # the rule
     # a rate that learned beats one class answered everywhere, even when the latter scores more

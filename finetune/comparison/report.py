@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from finetune.comparison.runner import Row, SearchEntry, higher_is_better
-from finetune.comparison.tune import standard_error
+from finetune.comparison.tune import best_rate, safe_rate, standard_error
 from finetune.run.files import atomic_write_json, atomic_write_text
 
 
@@ -166,15 +166,18 @@ def _passed_over(row: Row) -> tuple[SearchEntry, str] | None:
     if row.lr not in rates:
         return None
     ran = row.search[rates.index(row.lr)]
-    above = [s for s in row.search[rates.index(row.lr) + 1 :] if s["score"] is not None]
-    if ran["score"] is None or not above:
+    best_lr = best_rate(row.search, row.lr)  # a rate that learned outranks one that did not
+    if ran["score"] is None or best_lr <= row.lr:
         return None
+    best = row.search[rates.index(best_lr)]
     sign = 1.0 if higher_is_better(ran["metric"]) else -1.0
-    best = max(above, key=lambda s: sign * (s["score"] or 0.0))
-    if sign * (best["score"] or 0.0) <= sign * ran["score"]:
-        return None
     error = standard_error(best)
-    if error is not None and sign * ran["score"] >= sign * (best["score"] or 0.0) - error:
+    cliff = safe_rate(row.search, best["lr"]) < best["lr"]
+    if (
+        not cliff
+        and error is not None
+        and sign * ran["score"] >= sign * (best["score"] or 0.0) - error
+    ):
         return best, "best held out, by less than one standard error: the smaller rate runs"
     return best, "best held out; the rate above it collapsed, so the rate below runs"
 
