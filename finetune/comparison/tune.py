@@ -191,8 +191,7 @@ class Search:
         # every rate answered one class: none learned in the search's steps, so try a larger one
         nothing_learned = all(entry.get("one_answer") for entry in scored)
         if (best == max(tried) or nothing_learned) and max(tried) * STEP <= 1.0:
-            best = max(tried)
-            self.pending = [float(f"{best * STEP:.3g}")]
+            self.pending = [float(f"{max(tried) * STEP:.3g}")]
         elif best == min(tried) and not nothing_learned:
             self.pending = [float(f"{best / STEP:.3g}")]
         self.widened += bool(self.pending)
