@@ -125,6 +125,7 @@ def init(
     result = init_recipe(data_file, options)
     _out(f"[green]wrote[/] {_escape(str(result.path))}: {result.task} ({_escape(result.summary)})")
     _out(f"  {_escape(result.eval_note)}")
+    _out(f"  {_escape(result.lengths_note)}")
     _out(f"next: finetune run {_escape(str(result.path))}")
 
 

@@ -202,3 +202,57 @@ def test_init_then_run_translation_on_t5(here, runner, tiny_model_dir):
     assert result.exit_code == 0, result.output
     metrics = json.loads((here / "runs" / "pairs" / "metrics.json").read_text())
     assert "bleu" in metrics and metrics["samples"] == 4  # 10% of 40 rows held out
+
+
+# --------------------------------------------------------------------------- length limits
+
+
+def _long_dialogues(n: int, words: int) -> list[dict]:
+    """Dialogues of about `words` tiny-vocabulary words each (a tiny tokenizer's word is one
+    token), each with a short summary."""
+    rows = summary_rows(n * 40, seed=3)
+    out = []
+    for i in range(n):
+        text = " ".join(r["dialogue"] for r in rows[i * 40 : (i + 1) * 40]).split()
+        out.append({"dialogue": " ".join(text[: words + i]), "summary": rows[i]["summary"]})
+    return out
+
+
+def test_init_sets_max_length_from_the_rows_as_the_task_encodes_them(here, runner, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    write_jsonl(here / "dialogs.jsonl", _long_dialogues(24, words=300))
+    model = tiny_model_dir("gpt2")
+    result = _init(runner, "dialogs.jsonl", "--model", str(model))
+    train = _recipe(here / "dialogs.yaml")["train"]
+    tok = AutoTokenizer.from_pretrained(model)
+    longest = max(len(tok(r["dialogue"])["input_ids"]) for r in _long_dialogues(24, 300))
+    # the prompt holds the whole dialogue plus its separator: nothing of it is cut
+    assert train["max_length"] % 64 == 0 and longest < train["max_length"] <= longest + 64
+    assert train["max_target_length"] == 128  # short summaries keep the default
+    assert f"train.max_length {train['max_length']}" in result.output
+    text = (here / "dialogs.yaml").read_text()
+    assert "in 24 sampled rows" in text
+    run = runner.invoke(app, ["run", "dialogs.yaml", "--no-progress", "train.epochs=1"])
+    assert run.exit_code == 0, run.output
+    assert "inputs longer than" not in run.output  # `run` truncated none of them
+
+
+def test_init_keeps_128_for_short_texts_and_caps_at_the_model_positions(
+    here, runner, tiny_model_dir
+):
+    write_csv(here / "short.csv", sentiment_rows(40, seed=1))
+    _init(runner, "short.csv", "--model", str(tiny_model_dir("bert")))
+    assert _recipe(here / "short.yaml")["train"]["max_length"] == 128  # never shortened
+    long = [{"text": r["dialogue"], "label": i % 2} for i, r in enumerate(_long_dialogues(20, 400))]
+    write_csv(here / "long.csv", long)
+    _init(runner, "long.csv", "--model", str(tiny_model_dir("bert")))
+    assert _recipe(here / "long.yaml")["train"]["max_length"] == 256  # the tiny BERT's positions
+    assert "20 cut at the model's limit" in (here / "long.yaml").read_text()
+
+
+def test_init_without_the_tokenizer_still_writes_the_recipe(here, runner):
+    write_csv(here / "data.csv", sentiment_rows(40, seed=1))
+    result = _init(runner, "data.csv", "--model", "someone/bert-not-downloaded")
+    assert "lengths: not measured" in result.output  # offline: the Hub id cannot load
+    assert _recipe(here / "data.yaml")["train"]["max_length"] == 128

@@ -4,8 +4,9 @@ A newcomer has a CSV, not a recipe. `init` reads the header and a sample of rows
 readers `run` uses, guesses the task from column names and value types (text + label ->
 classification, document + summary -> summarization, two language-code columns or aligned
 `train.{lang}` files -> translation), finds the eval split beside the file (dev/valid/...) or
-holds out 10%, and writes a recipe whose comments say what each choice was and how to change
-it. The recipe is then checked by `check_recipe`, the function behind `finetune validate`, so
+holds out 10%, sets the length limits from the sampled rows as the model's tokenizer encodes
+them (setup/lengths.py), and writes a recipe whose comments say what each choice was and how to
+change it. The recipe is then checked by `check_recipe`, the function behind `finetune validate`, so
 what `init` writes is what `run` accepts. When the columns do not say which is which, it stops
 and names the flag to pass (`--text`, `--label`, ...) instead of guessing wrong.
 """
@@ -43,6 +44,10 @@ from finetune.recipe.guess_regression import guess_task_of
 from finetune.tasks import TASKS
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Sequence
+
+    from finetune.recipe.schema import Recipe
+    from finetune.setup.lengths import LengthGuess
     from finetune.types import JSON
 
 COMMENT_COLUMN = 32
@@ -54,6 +59,7 @@ class InitResult:
     task: str
     summary: str
     eval_note: str
+    lengths_note: str
 
 
 # --------------------------------------------------------------------------- entry point
@@ -81,8 +87,29 @@ def init_recipe(data_file: Path, opts: InitOptions) -> InitResult:
     guess, layout = guess_task_of(sample, opts, layout)
     splits, eval_note = find_splits(sample)
     text = render_recipe(out, sample, guess, splits, opts, layout)
+    lengths, lengths_note = guess_lengths(checked(out, text), sample)
+    if lengths:
+        text = render_recipe(out, sample, guess, splits, opts, layout, lengths)
     write_checked(out, text)
-    return InitResult(path=out, task=guess.type, summary=guess.summary, eval_note=eval_note)
+    return InitResult(out, guess.type, guess.summary, eval_note, lengths_note)
+
+
+def guess_lengths(recipe: Recipe, sample: Sample) -> tuple[list[LengthGuess], str]:
+    """The length limits the sample's rows need under the recipe's tokenizer, and a line for
+    the terminal. A tokenizer that cannot load here (a Hub id not downloaded, offline) or a
+    row `run` would refuse leaves the defaults: the recipe is still written, and `run` warns
+    of whatever it truncates."""
+    from finetune.data.readers import Table
+    from finetune.setup.lengths import measure_lengths
+
+    table = Table([dict(row) for row in sample.rows], sample.recipe_path, first_line=0)
+    try:
+        lengths = measure_lengths(recipe, table)
+    except (FinetuneError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0]
+        return [], f"lengths: not measured ({reason}); train.max_length stays 128"
+    said = ", ".join(f"train.{g.key} {g.value} (longest {g.longest})" for g in lengths)
+    return lengths, f"lengths: {said}, from {lengths[0].rows} sampled rows"
 
 
 def default_recipe_path(data_file: Path) -> Path:
@@ -209,7 +236,7 @@ def _method_lines(method: str) -> list[str]:
     return lines
 
 
-def _train_lines(method: str) -> list[str]:
+def _train_lines(method: str, lengths: Sequence[LengthGuess] = ()) -> list[str]:
     from finetune.docs.methods import format_lr
 
     mantissa, _, exponent = format_lr(METHODS[method].default_lr).partition("e")
@@ -220,10 +247,20 @@ def _train_lines(method: str) -> list[str]:
         "train:",
         _line(2, "epochs", 1, "passes over the training data"),
         _line(2, "batch_size", 32),
-        _line(2, "max_length", 128, "input tokens; longer is truncated"),
+        *_length_lines(lengths),
         f"{text} # unset: {method}'s default_lr (README, Learning rates)",
         _line(2, "seed", 42),
     ]
+
+
+LENGTH_WORDS = {"max_length": "input tokens", "max_target_length": "target tokens"}
+
+
+def _length_lines(lengths: Sequence[LengthGuess]) -> list[str]:
+    """max_length (and max_target_length) as measured on the sample, else today's default."""
+    if not lengths:
+        return [_line(2, "max_length", 128, "input tokens; longer is truncated")]
+    return [_line(2, g.key, g.value, g.comment(LENGTH_WORDS[g.key])) for g in lengths]
 
 
 def _source_lines(key: str, path: Path, out: Path, layout: Layout, comment: str) -> list[str]:
@@ -260,6 +297,7 @@ def render_recipe(
     splits: dict[str, Path | float],
     opts: InitOptions,
     layout: Layout | None = None,
+    lengths: Sequence[LengthGuess] = (),
 ) -> str:
     """The recipe text: a description line, the launch line, then each section, commented."""
     source = Path(sample.recipe_path)
@@ -276,7 +314,7 @@ def render_recipe(
     lines += _prompt_lines(guess, opts.model or DEFAULT_MODEL)
     lines += _data_lines(out, sample, splits, layout or Layout())
     lines += _method_lines(opts.method)
-    lines += _train_lines(opts.method)
+    lines += _train_lines(opts.method, lengths)
     lines += ["output:", _line(2, "dir", f"runs/{out.stem}")]
     return "\n".join(lines) + "\n"
 
@@ -287,18 +325,26 @@ def render_recipe(
 def write_checked(out: Path, text: str) -> None:
     """Check the text as `finetune validate` would, from where it will live, then write it."""
     from finetune.run.files import atomic_write_text
+
+    checked(out, text)
+    atomic_write_text(out, text)
+
+
+def checked(out: Path, text: str) -> Recipe:
+    """The recipe the text makes, checked as `finetune validate` would from where it will
+    live; RecipeError naming `out` when anything is wrong."""
     from finetune.setup.checks import check_recipe
 
     out.parent.mkdir(parents=True, exist_ok=True)
     draft = out.with_name(f".{out.name}.init")
     draft.write_text(text, encoding="utf-8")
     try:
-        _, problems = check_recipe(draft)
+        recipe, problems = check_recipe(draft)
     finally:
         draft.unlink(missing_ok=True)
-    if problems:
+    if problems or recipe is None:
         raise RecipeError([_renamed(p, draft, out) for p in problems])
-    atomic_write_text(out, text)
+    return recipe
 
 
 def _renamed(problem: Problem, draft: Path, out: Path) -> Problem:

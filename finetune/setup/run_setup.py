@@ -103,7 +103,7 @@ class RunSetup:
         arch = recipe_architecture(recipe)
         task = make_task(recipe, arch)
         splits = load_splits(task, recipe, base_dir, stream_train=True)
-        task.tokenizer = _base_tokenizer(recipe)
+        task.tokenizer = base_tokenizer(recipe)
         trains = METHODS[recipe.method.name].trains
         train_set = train_features(task, splits, recipe.data.cache) if trains else None
         eval_set = eval_features(task, splits, recipe.data.cache)
@@ -202,7 +202,7 @@ class RunSetup:
 # --------------------------------------------------------------------------- steps
 
 
-def _base_tokenizer(recipe: Recipe) -> Tokenizer:
+def base_tokenizer(recipe: Recipe) -> Tokenizer:
     from finetune.models.loading import load_tokenizer
     from finetune.models.names import resolve_name
 

@@ -1,0 +1,118 @@
+"""Token lengths of a data sample under a recipe's own task and tokenizer: what `finetune init`
+sets `train.max_length` and `train.max_target_length` from.
+
+A fixed 128 cuts most DialogSum dialogues in half (a decoder's chat prompt adds its template
+too), and `run` only warns about it after the data is tokenised. The rows are measured the way
+`run` encodes them (the task's `encode`: special tokens, pair separators, prompt templates), so
+the number written is the one that keeps them whole. Limits are rounded up to a multiple of 64
+and never set below the schema's default of 128 (short texts keep today's recipe), nor above
+the model's position limit."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from finetune.tasks.padding import IGNORE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from finetune.data.readers import Table
+    from finetune.recipe.schema import Recipe
+    from finetune.tasks import Task
+    from finetune.types import Feature
+
+FLOOR = 128  # the schema's default: a guess never shortens it
+STEP = 64
+COVER = 0.99  # the share of sampled rows a limit keeps whole: one outlier does not set it
+UNMEASURED = 65536  # the schema's largest length: nothing is cut while measuring
+
+
+@dataclass(frozen=True)
+class LengthGuess:
+    """One `train.*` length limit and the sample it was read from (for the recipe comment)."""
+
+    key: str  # max_length | max_target_length
+    value: int
+    rows: int
+    longest: int
+    cut: int  # sampled rows longer than value
+    ceiling: int | None  # the model's position limit, when it capped value
+
+    def comment(self, what: str) -> str:
+        head = f"{what}; longest {self.longest} in {self.rows} sampled rows"
+        if self.ceiling is not None and self.cut:
+            return f"{head}: {self.cut} cut at the model's limit"
+        return f"{head}, {self.cut} cut" if self.cut else head
+
+
+def measure_lengths(recipe: Recipe, table: Table) -> list[LengthGuess]:
+    """The input limit (and the target limit, for generation) that keeps COVER of the rows
+    whole. Raises what loading the tokenizer raises (a Hub id not downloaded, offline)."""
+    task, ceiling = _measuring_task(recipe)
+    examples = task.examples(table, "train")
+    if not task.is_generation:  # labels are ids, not tokens; encoding them needs `fit`
+        examples = [dataclasses.replace(ex, target=None) for ex in examples]
+    features = task.encode(examples, training=True)
+    inputs, targets = _split_lengths(features)
+    guesses = [_guess("max_length", inputs, ceiling)]
+    if task.is_generation:
+        guesses.append(_guess("max_target_length", targets, ceiling))
+    return guesses
+
+
+def _measuring_task(recipe: Recipe) -> tuple[Task, int | None]:
+    """The recipe's task with nothing cut, its tokenizer loaded, and the model's limit."""
+    from finetune.setup.architecture import recipe_architecture
+    from finetune.setup.run_setup import base_tokenizer
+    from finetune.setup.task import make_task
+
+    train = recipe.train.model_copy(
+        update={"max_length": UNMEASURED, "max_target_length": UNMEASURED}
+    )
+    wide = recipe.model_copy(update={"train": train})
+    task = make_task(wide, recipe_architecture(recipe))
+    task.tokenizer = base_tokenizer(recipe)
+    return task, _position_limit(recipe)
+
+
+def _position_limit(recipe: Recipe) -> int | None:
+    """config.json's learned-position count; None for relative positions (T5) or unknown."""
+    from finetune.models.bundled import bundle_config
+    from finetune.models.names import read_config_json, resolve_name
+
+    name = recipe.model.name
+    config = read_config_json(resolve_name(name), recipe.model.revision) or bundle_config(name)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = (config or {}).get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _split_lengths(features: list[Feature]) -> tuple[list[int], list[int]]:
+    """(input, target) token counts per row. A decoder's row is prompt + target, its prompt
+    positions labelled IGNORE; other tasks keep the input alone in `length`."""
+    inputs, targets = [], []
+    for feat in features:
+        labels = feat.get("labels")
+        if isinstance(labels, list) and "input_ids" in feat and len(labels) == feat["length"]:
+            prompt = sum(1 for label in labels if label == IGNORE)
+            inputs.append(prompt)
+            targets.append(len(labels) - prompt)
+        else:
+            inputs.append(int(feat["length"]))
+            targets.append(len(labels) if isinstance(labels, list) else 0)
+    return inputs, targets
+
+
+def _guess(key: str, lengths: list[int], ceiling: int | None) -> LengthGuess:
+    ordered = sorted(lengths)
+    kept = ordered[max(0, math.ceil(COVER * len(ordered)) - 1)]  # nearest-rank quantile
+    value = max(FLOOR, -(-kept // STEP) * STEP)
+    capped = ceiling is not None and value > ceiling
+    if capped and ceiling is not None:
+        value = ceiling
+    cut = sum(1 for n in ordered if n > value)
+    return LengthGuess(key, value, len(ordered), ordered[-1], cut, ceiling if capped else None)
