@@ -256,3 +256,17 @@ def test_init_without_the_tokenizer_still_writes_the_recipe(here, runner):
     result = _init(runner, "data.csv", "--model", "someone/bert-not-downloaded")
     assert "lengths: not measured" in result.output  # offline: the Hub id cannot load
     assert _recipe(here / "data.yaml")["train"]["max_length"] == 128
+
+
+def test_init_measures_an_encoder_decoders_inputs_and_targets_apart(here, runner, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    rows = [{"dialogue": r["dialogue"], "summary": r["dialogue"]} for r in _long_dialogues(12, 200)]
+    write_jsonl(here / "echo.jsonl", rows)  # targets as long as the inputs
+    model = tiny_model_dir("t5")
+    _init(runner, "echo.jsonl", "--model", str(model))
+    train = _recipe(here / "echo.yaml")["train"]
+    tok = AutoTokenizer.from_pretrained(model)
+    longest = max(len(tok(r["dialogue"])["input_ids"]) for r in rows)  # with its </s>
+    assert longest <= train["max_length"] < longest + 64
+    assert longest <= train["max_target_length"] < longest + 64

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from finetune.tasks.generation import GenerationTask
 from finetune.tasks.padding import IGNORE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,7 +56,8 @@ def measure_lengths(recipe: Recipe, table: Table) -> list[LengthGuess]:
     if not task.is_generation:  # labels are ids, not tokens; encoding them needs `fit`
         examples = [dataclasses.replace(ex, target=None) for ex in examples]
     features = task.encode(examples, training=True)
-    inputs, targets = _split_lengths(features)
+    causal = isinstance(task, GenerationTask) and task.is_causal()
+    inputs, targets = _split_lengths(features, causal)
     guesses = [_guess("max_length", inputs, ceiling)]
     if task.is_generation:
         guesses.append(_guess("max_target_length", targets, ceiling))
@@ -91,19 +93,16 @@ def _position_limit(recipe: Recipe) -> int | None:
     return None
 
 
-def _split_lengths(features: list[Feature]) -> tuple[list[int], list[int]]:
+def _split_lengths(features: list[Feature], causal: bool) -> tuple[list[int], list[int]]:
     """(input, target) token counts per row. A decoder's row is prompt + target, its prompt
     positions labelled IGNORE; other tasks keep the input alone in `length`."""
     inputs, targets = [], []
     for feat in features:
         labels = feat.get("labels")
-        if isinstance(labels, list) and "input_ids" in feat and len(labels) == feat["length"]:
-            prompt = sum(1 for label in labels if label == IGNORE)
-            inputs.append(prompt)
-            targets.append(len(labels) - prompt)
-        else:
-            inputs.append(int(feat["length"]))
-            targets.append(len(labels) if isinstance(labels, list) else 0)
+        targets_of = list(labels) if isinstance(labels, list) else []
+        prompt = sum(1 for label in targets_of if label == IGNORE) if causal else feat["length"]
+        inputs.append(int(prompt))
+        targets.append(len(targets_of) - prompt if causal else len(targets_of))
     return inputs, targets
 
 
