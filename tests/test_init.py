@@ -106,6 +106,16 @@ def test_aligned_text_files_become_translation(here, runner):
     }
 
 
+def test_val_files_are_the_eval_split(here, runner):
+    """Multi30k, COCO-style sets ship `val.en` / `val.csv`."""
+    rows = translation_rows(20, seed=1)
+    write_aligned(here / "m30k", "train", rows)
+    write_aligned(here / "m30k", "val", rows[:5])
+    result = _init(runner, "m30k/train.en", "--out", "m30k.yaml")
+    assert "eval: val.{lang}" in result.output
+    assert _recipe(here / "m30k.yaml")["data"]["eval"] == "m30k/val.{lang}"
+
+
 def test_sentence_pairs_and_string_labels(here, runner):
     labels = ["entailment", "neutral", "contradiction"]
     rows = [
