@@ -238,7 +238,8 @@ def test_init_sets_max_length_from_the_rows_as_the_task_encodes_them(here, runne
     tok = AutoTokenizer.from_pretrained(model)
     longest = max(len(tok(r["dialogue"])["input_ids"]) for r in _long_dialogues(24, 300))
     # the prompt holds the whole dialogue plus its separator: nothing of it is cut
-    assert train["max_length"] % 64 == 0 and longest < train["max_length"] <= longest + 64
+    # (+ a few tokens of the prompt's separator)
+    assert train["max_length"] % 64 == 0 and longest < train["max_length"] <= longest + 72
     assert train["max_target_length"] == 128  # short summaries keep the default
     assert f"train.max_length {train['max_length']}" in result.output
     text = (here / "dialogs.yaml").read_text()
@@ -259,6 +260,19 @@ def test_init_keeps_128_for_short_texts_and_caps_at_the_model_positions(
     _init(runner, "long.csv", "--model", str(tiny_model_dir("bert")))
     assert _recipe(here / "long.yaml")["train"]["max_length"] == 256  # the tiny BERT's positions
     assert "20 cut at the model's limit" in (here / "long.yaml").read_text()
+    # prompt tuning's 20 virtual tokens take positions of their own
+    _init(
+        runner, "long.csv", "--model", str(tiny_model_dir("bert")), "--method", "prompt", "--force"
+    )
+    assert _recipe(here / "long.yaml")["train"]["max_length"] == 256 - 20
+
+
+def test_a_decoders_prompt_and_reply_share_its_positions(here, runner, tiny_model_dir):
+    write_jsonl(here / "long.jsonl", _long_dialogues(12, words=700))
+    _init(runner, "long.jsonl", "--model", str(tiny_model_dir("gpt2")))  # 512 positions
+    train = _recipe(here / "long.yaml")["train"]
+    assert train["max_target_length"] == 128
+    assert train["max_length"] == 512 - 128  # prompt + reply fit the model
 
 
 def test_init_without_the_tokenizer_still_writes_the_recipe(here, runner):

@@ -25,6 +25,7 @@ from finetune.errors import (
     FinetuneError,
     Problem,
     RecipeError,
+    first_line,
 )
 from finetune.methods import METHODS
 from finetune.recipe.guess import (
@@ -102,12 +103,14 @@ def guess_lengths(recipe: Recipe, sample: Sample) -> tuple[list[LengthGuess], st
     from finetune.data.readers import Table
     from finetune.setup.lengths import measure_lengths
 
-    table = Table([dict(row) for row in sample.rows], sample.recipe_path, first_line=0)
+    rows = [dict(row) for row in sample.rows]
+    table = Table(rows, sample.recipe_path, first_line=0, columns=list(sample.columns))
     try:
         lengths = measure_lengths(recipe, table)
-    except (FinetuneError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0]
-        return [], f"lengths: not measured ({reason}); train.max_length stays 128"
+    except Exception as exc:  # a measurement: never a reason to write no recipe
+        return [], f"lengths: not measured ({first_line(exc)}); train.max_length stays 128"
+    if not lengths:
+        return [], "lengths: not measured (no rows); train.max_length stays 128"
     said = ", ".join(f"train.{g.key} {g.value} (longest {g.longest})" for g in lengths)
     return lengths, f"lengths: {said}, from {lengths[0].rows} sampled rows"
 

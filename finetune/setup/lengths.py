@@ -51,21 +51,29 @@ class LengthGuess:
 def measure_lengths(recipe: Recipe, table: Table) -> list[LengthGuess]:
     """The input limit (and the target limit, for generation) that keeps COVER of the rows
     whole. Raises what loading the tokenizer raises (a Hub id not downloaded, offline)."""
-    task, ceiling = _measuring_task(recipe)
+    if not table.rows:
+        return []
+    task, limit = _measuring_task(recipe)
     examples = task.examples(table, "train")
     if not task.is_generation:  # labels are ids, not tokens; encoding them needs `fit`
         examples = [dataclasses.replace(ex, target=None) for ex in examples]
     features = task.encode(examples, training=True)
     causal = isinstance(task, GenerationTask) and task.is_causal()
     inputs, targets = _split_lengths(features, causal)
-    guesses = [_guess("max_length", inputs, ceiling)]
-    if task.is_generation:
-        guesses.append(_guess("max_target_length", targets, ceiling))
-    return guesses
+    if not task.is_generation:
+        return [_guess("max_length", inputs, limit)]
+    if not causal:  # an encoder and a decoder, each with its own positions
+        return [_guess("max_length", inputs, limit), _guess("max_target_length", targets, limit)]
+    # a decoder's prompt and reply share its positions: the reply gets at most half
+    target = _guess("max_target_length", targets, None if limit is None else limit // 2)
+    prompt = _guess("max_length", inputs, None if limit is None else limit - target.value)
+    return [prompt, target]
 
 
 def _measuring_task(recipe: Recipe) -> tuple[Task, int | None]:
-    """The recipe's task with nothing cut, its tokenizer loaded, and the model's limit."""
+    """The recipe's task with nothing cut, its tokenizer loaded, and the positions a row may
+    use (None: no limit known)."""
+    from finetune.methods import METHODS
     from finetune.setup.architecture import recipe_architecture
     from finetune.setup.run_setup import base_tokenizer
     from finetune.setup.task import make_task
@@ -76,11 +84,17 @@ def _measuring_task(recipe: Recipe) -> tuple[Task, int | None]:
     wide = recipe.model_copy(update={"train": train})
     task = make_task(wide, recipe_architecture(recipe))
     task.tokenizer = base_tokenizer(recipe)
-    return task, _position_limit(recipe)
+    limits = [n for n in (_position_limit(recipe), task.tokenizer.model_max_length) if n < 10**6]
+    if not limits:
+        return task, None
+    virtual = getattr(recipe.method, "num_virtual_tokens", 0)  # prompt learning's own positions
+    usable = min(limits) - (virtual if METHODS[recipe.method.name].virtual_tokens else 0)
+    return task, usable if usable >= 2 * STEP else None  # a toy limit: keep the default
 
 
-def _position_limit(recipe: Recipe) -> int | None:
-    """config.json's learned-position count; None for relative positions (T5) or unknown."""
+def _position_limit(recipe: Recipe) -> int:
+    """config.json's position count (T5's `n_positions` is its training length, not a hard
+    limit, but longer inputs are rarely what a user meant); 10**6 when it names none."""
     from finetune.models.bundled import bundle_config
     from finetune.models.names import read_config_json, resolve_name
 
@@ -90,7 +104,7 @@ def _position_limit(recipe: Recipe) -> int | None:
         value = (config or {}).get(key)
         if isinstance(value, int) and value > 0:
             return value
-    return None
+    return 10**6
 
 
 def _split_lengths(features: list[Feature], causal: bool) -> tuple[list[int], list[int]]:
