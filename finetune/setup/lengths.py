@@ -28,6 +28,7 @@ FLOOR = 128  # the schema's default: a guess never shortens it
 STEP = 64
 COVER = 0.99  # the share of sampled rows a limit keeps whole: one outlier does not set it
 UNMEASURED = 65536  # the schema's largest length: nothing is cut while measuring
+NO_LIMIT = 10**6  # at or above it a count is a placeholder (transformers' VERY_LARGE_INTEGER)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def _measuring_task(recipe: Recipe) -> tuple[Task, int | None]:
     wide = recipe.model_copy(update={"train": train})
     task = make_task(wide, recipe_architecture(recipe))
     task.tokenizer = base_tokenizer(recipe)
-    limits = [n for n in (_position_limit(recipe), task.tokenizer.model_max_length) if n < 10**6]
+    limits = [n for n in (_position_limit(recipe), task.tokenizer.model_max_length) if n < NO_LIMIT]
     if not limits:
         return task, None
     virtual = getattr(recipe.method, "num_virtual_tokens", 0)  # prompt learning's own positions
@@ -94,7 +95,7 @@ def _measuring_task(recipe: Recipe) -> tuple[Task, int | None]:
 
 def _position_limit(recipe: Recipe) -> int:
     """config.json's position count (T5's `n_positions` is its training length, not a hard
-    limit, but longer inputs are rarely what a user meant); 10**6 when it names none."""
+    limit, but longer inputs are rarely what a user meant); NO_LIMIT when it names none."""
     from finetune.models.bundled import bundle_config
     from finetune.models.names import read_config_json, resolve_name
 
@@ -104,7 +105,7 @@ def _position_limit(recipe: Recipe) -> int:
         value = (config or {}).get(key)
         if isinstance(value, int) and value > 0:
             return value
-    return 10**6
+    return NO_LIMIT
 
 
 def _split_lengths(features: list[Feature], causal: bool) -> tuple[list[int], list[int]]:
