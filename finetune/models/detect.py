@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 from finetune.errors import ModelError
 from finetune.models import ARCHITECTURES, FAMILIES
 from finetune.models.architecture import Architecture
-from finetune.models.bundled import bundle_config
 from finetune.models.help import ADD_ONE, model_help
-from finetune.models.names import read_config_json, resolve_name
+from finetune.models.names import model_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.recipe.sections import ModelConfig
@@ -50,8 +49,7 @@ def detect_architecture(model: ModelConfig) -> Architecture:
 def architecture_of(name: str, revision: str | None = None) -> Architecture:
     """The row a model name points at, from its config.json (offline; a GGUF bundle is not
     converted for this: its model_type is known), else guessed from a Hub id's name."""
-    resolved = resolve_name(name, convert=False)
-    config = read_config_json(resolved, revision) or bundle_config(name)
+    config = model_config(name, revision)
     if config is not None:
         model_type = str(config.get("model_type", ""))
         arch = ARCHITECTURES.get(model_type)

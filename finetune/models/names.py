@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from finetune.errors import ModelError
-from finetune.models.bundled import GGUF_BUNDLES, converted_dir
+from finetune.models.bundled import GGUF_BUNDLES, bundle_config, converted_dir
 from finetune.models.help import model_help
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -156,3 +156,14 @@ def read_config_json(resolved: ResolvedModel, revision: str | None) -> JSONObjec
     except (OSError, ValueError):
         return None
     return config if isinstance(config, dict) else None
+
+
+def model_config(name: str, revision: str | None = None) -> JSONObject | None:
+    """A model name's config.json, offline and never converting a GGUF bundle (whose known
+    model_type stands in until it is converted); None when it is not on this machine."""
+    config = read_config_json(resolve_name(name, convert=False), revision)
+    if config:
+        return config
+    known = bundle_config(name)
+    fallback: JSONObject | None = {k: v for k, v in known.items()} if known else None
+    return fallback

@@ -96,11 +96,9 @@ def _measuring_task(recipe: Recipe) -> tuple[Task, int | None]:
 def _position_limit(recipe: Recipe) -> int:
     """config.json's position count (T5's `n_positions` is its training length, not a hard
     limit, but longer inputs are rarely what a user meant); NO_LIMIT when it names none."""
-    from finetune.models.bundled import bundle_config
-    from finetune.models.names import read_config_json, resolve_name
+    from finetune.models.names import model_config
 
-    name = recipe.model.name
-    config = read_config_json(resolve_name(name), recipe.model.revision) or bundle_config(name)
+    config = model_config(recipe.model.name, recipe.model.revision)
     for key in ("max_position_embeddings", "n_positions"):
         value = (config or {}).get(key)
         if isinstance(value, int) and value > 0:
