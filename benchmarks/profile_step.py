@@ -9,6 +9,7 @@ would a faster loop have to remove".
 
     python benchmarks/profile_step.py               # 60 steps
     python benchmarks/profile_step.py --steps 20
+    python benchmarks/profile_step.py --precision fp32 --out /tmp/fp32.md
 
 Results: stdout and benchmarks/results/profile_step.md. Run on a quiet machine.
 """
@@ -72,6 +73,13 @@ def kind(name: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default=None,
+        help="train.precision (default: the recipe's auto); fp32 profiles what an fp32-only "
+        "CPU computes on one with native bf16",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "profile_step.md")
     args = parser.parse_args()
     import torch
@@ -82,6 +90,8 @@ def main() -> None:
     recipe = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())
     recipe["data"] = {"train": str(REPO / recipe["data"]["train"])}
     recipe["train"]["max_steps"] = args.steps
+    if args.precision:
+        recipe["train"]["precision"] = args.precision
     with tempfile.TemporaryDirectory(prefix="finetune-profile-") as tmp:
         recipe["output"] = {"dir": str(Path(tmp) / "run")}
         path = Path(tmp) / "recipe.yaml"

@@ -60,6 +60,12 @@ def parse_args() -> argparse.Namespace:
         help="run the configurations this many times, interleaved, and report each round's "
         "ratio and their median (a shared host's speed can halve between minutes)",
     )
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="both sides in fp32 (ours with train.precision=fp32, the Trainer without bf16): "
+        "what an fp32-only CPU computes, reproduced on one with native bf16",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "train_throughput.md")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration
     return parser.parse_args()
@@ -216,13 +222,13 @@ def utilisation(samples_per_s: float, tokens_per_row: float, ceiling: float) -> 
     return samples_per_s * tokens_per_row * 4 * params / (ceiling * 1e9)
 
 
-def run_one(name: str, max_train: int | None) -> dict[str, Any]:
+def run_one(name: str, max_train: int | None, fp32: bool) -> dict[str, Any]:
     """One configuration in this (fresh) process: Accelerate's state is one per process."""
     recipe = recipe_settings(max_train)
     with tempfile.TemporaryDirectory(prefix="finetune-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         if name == "ours":
-            return run_ours(recipe, None, tmp)
+            return run_ours(recipe, "fp32" if fp32 else None, tmp)
         if name == "ours_bf16":
             return run_ours(recipe, "bf16", tmp)
         if name.startswith("ours_compiled"):
@@ -230,13 +236,13 @@ def run_one(name: str, max_train: int | None) -> dict[str, Any]:
         if name == "trainer_default":
             return run_trainer(recipe, best=False, bf16=False, tmp=tmp)
         if name == "trainer_best":
-            return run_trainer(recipe, best=True, bf16=cpu_has_bf16(), tmp=tmp)
+            return run_trainer(recipe, best=True, bf16=cpu_has_bf16() and not fp32, tmp=tmp)
     raise SystemExit(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
 
 
-def run_in_subprocess(name: str, max_train: int | None, cache: Path) -> dict[str, Any]:
+def run_in_subprocess(name: str, max_train: int | None, cache: Path, fp32: bool) -> dict[str, Any]:
     """One configuration in a fresh process; the compiled ones share `cache` (cold, then warm)."""
-    cmd = [sys.executable, __file__, "--one", name]
+    cmd = [sys.executable, __file__, "--one", name] + (["--fp32"] if fp32 else [])
     if max_train:
         cmd += ["--max-train", str(max_train)]
     env = {**os.environ}
@@ -256,7 +262,7 @@ def run_in_subprocess(name: str, max_train: int | None, cache: Path) -> dict[str
 def main() -> None:
     args = parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.max_train)))
+        print(json.dumps(run_one(args.one, args.max_train, args.fp32)))
         return
     import torch
 
@@ -264,6 +270,8 @@ def main() -> None:
     recipe = recipe_settings(args.max_train)
     names = [c for c in args.configs.split(",") if c]
     bf16 = cpu_has_bf16()
+    if args.fp32 and "ours_bf16" in names:
+        names.remove("ours_bf16")
     if not bf16 and "ours_bf16" in names:  # emulated bf16 runs many times slower than fp32
         print("no native bf16 on this CPU: skipping ours_bf16", flush=True)
         names.remove("ours_bf16")
@@ -279,9 +287,12 @@ def main() -> None:
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="finetune-compile-cache-") as cache:
             rounds.append(
-                {name: run_in_subprocess(name, args.max_train, Path(cache)) for name in names}
+                {
+                    name: run_in_subprocess(name, args.max_train, Path(cache), args.fp32)
+                    for name in names
+                }
             )
-    report = render(rounds[0], ceilings, tokens_per_row, bf16, recipe)
+    report = render(rounds[0], ceilings, tokens_per_row, bf16, recipe, args.fp32)
     if args.rounds > 1:
         report += "\n" + render_rounds(rounds)
     print(report)
@@ -296,6 +307,7 @@ def render(
     tokens_per_row: float,
     bf16: bool,
     recipe: dict[str, Any],
+    fp32: bool = False,
 ) -> str:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -308,7 +320,8 @@ def render(
         f"GFLOP/s (nan: not native here, not measured). Real tokens per train row: "
         f"{tokens_per_row:.1f}. Train rows: "
         f"{recipe['data'].get('max_train_samples') or 'all (10,000)'}; batch "
-        f"{recipe['train']['batch_size']}, lr {recipe['train']['lr']}, one epoch.",
+        f"{recipe['train']['batch_size']}, lr {recipe['train']['lr']}, one epoch."
+        + (" `--fp32`: both sides forced to fp32, as an fp32-only CPU runs." if fp32 else ""),
         "",
         "| configuration | precision | train samples/s | SST-2 dev acc | train s | whole run s "
         "| process s | share of ceiling |",

@@ -116,6 +116,22 @@ def test_val_files_are_the_eval_split(here, runner):
     assert _recipe(here / "m30k.yaml")["data"]["eval"] == "m30k/val.{lang}"
 
 
+def test_qualified_split_names_are_found(here, runner):
+    """Multi30k ships its test sets as `test_2016_flickr.en`, `test_2017_mscoco.en`: the first
+    is taken and the note names the others, so the user can switch."""
+    rows = translation_rows(20, seed=2)
+    write_aligned(here / "m30k", "train", rows)
+    write_aligned(here / "m30k", "val", rows[:5])
+    write_aligned(here / "m30k", "test_2016_flickr", rows[5:9])
+    write_aligned(here / "m30k", "test_2017_mscoco", rows[9:12])
+    (here / "m30k" / "test_2018_flickr.en").write_text("only one language\n")  # not a pair
+    result = _init(runner, "m30k/train.en", "--out", "m30k.yaml")
+    data = _recipe(here / "m30k.yaml")["data"]
+    assert data["test"] == "m30k/test_2016_flickr.{lang}"
+    assert "also there: test_2017_mscoco.{lang}" in result.output
+    assert "test_2018" not in result.output
+
+
 def test_sentence_pairs_and_string_labels(here, runner):
     labels = ["entailment", "neutral", "contradiction"]
     rows = [

@@ -138,26 +138,52 @@ def _sibling_names(data_file: Path, word: str) -> list[str]:
     return [n for n in dict.fromkeys(names) if n != name]
 
 
-def _sibling(sample: Sample, words: tuple[str, ...]) -> Path | None:
+def _exists(sample: Sample, candidate: Path) -> bool:
+    """The split's file, or for aligned translation files every language's."""
+    if not sample.langs:
+        return candidate.is_file()
+    return all(
+        Path(str(candidate).replace(LANG_PLACEHOLDER, lang)).is_file() for lang in sample.langs
+    )
+
+
+def _prefixed(sample: Sample, word: str) -> list[Path]:
+    """Files named for the split plus a qualifier, with the training file's extension:
+    Multi30k's `test_2016_flickr.en`, `dev-clean.csv`. Sorted, so the pick is stable."""
+    suffix = sample.path.name[len(sample.path.name.split(".")[0]) :]
+    found: list[Path] = []
+    for path in sorted(sample.path.parent.iterdir()):
+        stem = path.name.split(".")[0]
+        candidate = path.parent / (stem + suffix)
+        if (
+            stem.lower().startswith((f"{word}_", f"{word}-"))
+            and candidate not in found
+            and _exists(sample, candidate)
+        ):
+            found.append(candidate)
+    return found
+
+
+def _sibling(sample: Sample, words: tuple[str, ...]) -> tuple[Path | None, list[Path]]:
+    """The split's file and any others that could be it (the note names them)."""
     folder = sample.path.parent
     for word in words:
         for name in _sibling_names(sample.path, word):
-            candidate = folder / name
-            if sample.langs:
-                files = [str(candidate).replace(LANG_PLACEHOLDER, lang) for lang in sample.langs]
-                if all(Path(f).is_file() for f in files):
-                    return candidate
-            elif candidate.is_file():
-                return candidate
-    return None
+            if _exists(sample, folder / name):
+                return folder / name, []
+    for word in words:
+        if found := _prefixed(sample, word):
+            return found[0], found[1:]
+    return None, []
 
 
 def find_splits(sample: Sample) -> tuple[dict[str, Path | float], str]:
     """The data: section's eval/test entries and a one-line note on what was found."""
-    evaluation = _sibling(sample, EVAL_WORDS)
-    test = _sibling(sample, TEST_WORDS)
+    evaluation, other_evals = _sibling(sample, EVAL_WORDS)
+    test, other_tests = _sibling(sample, TEST_WORDS)
     if evaluation is None and test is not None:
-        return {"eval": test}, f"eval: {test.name} (no dev/valid file; test used as eval)"
+        also = f"; also there: {', '.join(p.name for p in other_tests)}" if other_tests else ""
+        return {"eval": test}, f"eval: {test.name} (no dev/valid file; test used as eval{also})"
     if evaluation is None:
         return {"eval_fraction": EVAL_FRACTION}, (
             f"eval: {EVAL_FRACTION:.0%} of the training rows (no dev/valid/test file beside it)"
@@ -166,7 +192,8 @@ def find_splits(sample: Sample) -> tuple[dict[str, Path | float], str]:
     if test is not None:
         found["test"] = test
     note = f"eval: {evaluation.name}" + (f", test: {test.name}" if test else "")
-    return found, note
+    others = [path.name for path in other_evals + other_tests]
+    return found, note + (f" (also there: {', '.join(others)})" if others else "")
 
 
 # --------------------------------------------------------------------------- rendering
