@@ -15,9 +15,15 @@ def test_recipes_lists_descriptions(runner, monkeypatch):
     assert "quickstart.yaml" in result.output and "LoRA on the bundled MiniLM" in result.output
 
 
-def test_options_unknown_section_lists_nothing_but_exits_clean(runner):
+def test_options_of_a_section_a_key_and_a_misspelling(runner):
     result = runner.invoke(app, ["options", "method"])
     assert result.exit_code == 0 and "method.reduction_factor" in result.output
+    one = runner.invoke(app, ["options", "train.lr"])
+    assert one.exit_code == 0 and "train.lr" in one.output and "train.epochs" not in one.output
+    assert "> 0, ≤ 1" in one.output  # the range the schema checks
+    wrong = runner.invoke(app, ["options", "trian"])
+    assert wrong.exit_code == 2 and "no recipe option 'trian'" in wrong.output
+    assert "train" in wrong.output and "Traceback" not in wrong.output
 
 
 def test_predict_from_file_and_errors(tmp_path, runner, tiny_model_dir, sentiment_files):

@@ -34,8 +34,18 @@ def option_lines(section: str | None) -> list[str]:
     """Every recipe option (or one section's) with its type, default and description."""
     from finetune.docs.options import option_rows
 
+    rows = option_rows(section)
+    if not rows:
+        from finetune.recipe.schema import Recipe
+
+        raise FinetuneError(
+            f"no recipe option {section!r}",
+            fix="name a section: "
+            + ", ".join(Recipe.model_fields)
+            + " (or a key in one, e.g. train.lr)",
+        )
     return [
         f"[bold]{row.key}[/]  [dim]{escape(row.type)} = {escape(row.default)}[/]  "
         f"{escape(row.description)}"
-        for row in option_rows(section)
+        for row in rows
     ]

@@ -40,6 +40,20 @@ def _type_name(annotation: object) -> str:  # a type form: a class, a Union, a L
     return getattr(annotation, "__name__", str(annotation))
 
 
+BOUND_SIGNS = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤"}
+
+
+def _bounds(field: FieldInfo) -> str:
+    """The field's range as the schema checks it (` ≥ 1, ≤ 4096`): what a value must satisfy."""
+    found = [
+        f"{sign} {getattr(meta, attr)}"
+        for meta in field.metadata
+        for attr, sign in BOUND_SIGNS.items()
+        if getattr(meta, attr, None) is not None
+    ]
+    return f" ({', '.join(found)})" if found else ""
+
+
 def _default(field: FieldInfo) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "required"
@@ -72,7 +86,8 @@ def _rows(model: type[BaseModel], prefix: str, tag: str | None) -> list[OptionRo
         desc = field.description or ""
         if tag and name not in ("name", "type"):
             desc = f"({tag}) {desc}"
-        rows.append(OptionRow(key, _type_name(field.annotation), _default(field), desc))
+        typ = _type_name(field.annotation) + _bounds(field)
+        rows.append(OptionRow(key, typ, _default(field), desc))
     return rows
 
 
@@ -80,17 +95,25 @@ def _source_rows(models: list[type[BaseModel]], prefix: str) -> list[OptionRow]:
     """The keys of a local data source (format, quoting), once for train/eval/test."""
     local = next(m for m in models if m.__name__ == "LocalSource")
     return [
-        OptionRow(f"{prefix}.*.{name}", _type_name(f.annotation), _default(f), f.description or "")
+        OptionRow(
+            f"{prefix}.*.{name}",
+            _type_name(f.annotation) + _bounds(f),
+            _default(f),
+            f.description or "",
+        )
         for name, f in local.model_fields.items()
         if name != "path"
     ]
 
 
 def option_rows(section: str | None = None) -> list[OptionRow]:
+    """Every option, or those under `section`: a section (`train`) or a dotted key
+    (`train.lr`, `method.r`)."""
     rows: list[OptionRow] = []
     seen: set[str] = set()
+    top = section.split(".")[0] if section else None
     for name, field in Recipe.model_fields.items():
-        if section and name != section:
+        if top and name != top:
             continue
         if not models_in(field.annotation):  # a top-level value (the recipe's name)
             desc = field.description or ""
@@ -104,6 +127,8 @@ def option_rows(section: str | None = None) -> list[OptionRow]:
                 if ident not in seen:
                     seen.add(ident)
                     rows.append(row)
+    if section and "." in section:
+        rows = [r for r in rows if r.key == section or r.key.startswith(section + ".")]
     return rows
 
 
