@@ -345,8 +345,14 @@ def predict(
         list[Path],
         typer.Argument(help="Finished run directories; several: one base model, one line each."),
     ],
-    text: Annotated[Optional[list[str]], typer.Option(help="Input text (repeatable).")] = None,
-    file: Annotated[Optional[Path], typer.Option(help="File with one input per line.")] = None,
+    text: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Input text (repeatable); a pair task's two texts separated by a tab."),
+    ] = None,
+    file: Annotated[
+        Optional[Path],
+        typer.Option(help="File with one input per line (a pair task: two texts, tab-separated)."),
+    ] = None,
 ) -> None:
     """Predict labels (with probability), scores (regression) or texts; prints JSON lines.
 

@@ -153,6 +153,10 @@ def test_pair_run_merge_parity_and_predict_use_segment_ids(
     result = invoke("predict", str(out), "--text", saved["text"] + "\t" + saved["text_pair"])
     line = next(json.loads(x) for x in result.stdout.splitlines() if x.startswith("{"))
     assert line["probability"] == pytest.approx(saved["probability"], abs=1e-5)
+    # one text alone would be scored against an empty pair: refused, naming the input
+    alone = runner.invoke(app, ["predict", str(out), "--text", "ok", "--text", saved["text"]])
+    assert alone.exit_code == 2 and "input 1: this run was trained on text pairs" in alone.output
+    assert "separated by a tab" in alone.output and "Traceback" not in alone.output
 
 
 # --------------------------------------------------------------------------- finding 4

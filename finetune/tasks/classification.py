@@ -293,9 +293,18 @@ class ClassificationTask(Task):
         return record
 
     def examples_from_texts(self, texts: list[str]) -> list[Example]:
+        """A pair task's inputs are its two texts separated by a tab; one text alone would be
+        scored as if its pair were empty, a plausible-looking wrong answer, so it is refused."""
         out = []
         for i, text in enumerate(texts):
-            source, _, pair = text.partition("\t") if self.cfg.text_pair else (text, "", "")
+            source, tab, pair = text.partition("\t") if self.cfg.text_pair else (text, "", "")
+            if self.cfg.text_pair and not (tab and source.strip() and pair.strip()):
+                raise DataValueError(
+                    f"input {i + 1}: this run was trained on text pairs "
+                    f"({self.cfg.text} + {self.cfg.text_pair}), but the input is one text",
+                    fix="give both texts separated by a tab, e.g. --text $'first\\tsecond' "
+                    "or one pair per line of --file",
+                )
             out.append(
                 Example(source=source, pair=pair or None, target=None, where=f"input {i + 1}")
             )
