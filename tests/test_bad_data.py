@@ -82,14 +82,16 @@ def bert_model_dir(root: Path) -> Path:
     return root / "model"
 
 
-def validate_problems(tmp_path: Path, train: Path | str, **task: Any) -> list[str]:
+def validate_problems(
+    tmp_path: Path, train: Path | str, scan_rows: bool = False, **task: Any
+) -> list[str]:
     data = {
         "model": {"name": str(bert_model_dir(tmp_path))},
         "task": {"type": "classification", **task},
         "data": {"train": str(train)},
         "method": {"name": "lora"},
     }
-    _, problems = check_recipe(write_recipe(tmp_path / "r.yaml", data))
+    _, problems = check_recipe(write_recipe(tmp_path / "r.yaml", data), scan_rows=scan_rows)
     return [p.render() for p in problems]
 
 
@@ -359,6 +361,57 @@ def test_bad_rows_are_refused_with_their_location(tmp_path, case):
     text = error_text(excinfo)
     for part in expected:
         assert part in text
+
+
+# rows `run` refuses: `validate` must list the same problems, every bad row at once
+ROW_VALUE_ERRORS = {  # task, file name, content, how many rows are bad
+    "empty and null texts": (
+        {"type": "classification"},
+        "train.jsonl",
+        '{"text": "good", "label": 1}\n{"text": "  ", "label": 0}\n{"text": null, "label": 1}\n',
+        2,
+    ),
+    "empty label": ({"type": "classification"}, "train.tsv", "text\tlabel\ngood\t1\nbad\t\n", 1),
+    "empty second text": (
+        {"type": "classification", "text_pair": "hypothesis"},
+        "train.csv",
+        "text,hypothesis,label\na,b,1\nc,,0\nd,e,1\n",
+        1,
+    ),
+    "regression target not a number": (
+        {"type": "regression"},
+        "train.csv",
+        "text,label\na,1.5\nb,high\nc,\n",
+        2,
+    ),
+    "summary missing": (
+        {"type": "summarization"},
+        "train.jsonl",
+        '{"text": "a long text", "summary": "short"}\n{"text": "more", "summary": ""}\n',
+        1,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ROW_VALUE_ERRORS))
+def test_validate_lists_every_row_run_would_refuse(tmp_path, case):
+    """`validate` reads rows with the task's own reader (`Task.parse_row`), so it passes
+    exactly what `run` accepts, and a user fixes every bad row from one `validate`."""
+    task, name, content, bad_rows = ROW_VALUE_ERRORS[case]
+    path = write(tmp_path / name, content)
+    problems = validate_problems(tmp_path, path, scan_rows=True, **task)
+    recipe = Recipe.model_validate(
+        {
+            "model": {"name": "bert-base-uncased"},
+            "task": task,
+            "data": {"train": str(path)},
+            "method": {"name": "lora"},
+        }
+    )
+    with pytest.raises(DataError) as excinfo:  # what `run` stops at: the first bad row
+        load_splits(make_task(recipe, FAMILIES["bert"]), recipe, tmp_path)
+    assert problems and excinfo.value.message in problems[0], (excinfo.value.message, problems)
+    assert len(problems) == bad_rows, problems
 
 
 # --------------------------------------------------------------------------- translation files

@@ -139,10 +139,26 @@ class Task(ABC):
         """Columns every data file must have (checked by `validate` from the header alone)."""
 
     @classmethod
-    def row_checker(cls, cfg: Any) -> RowCheck | None:
-        """A check `validate`'s row scan runs on every row of a local file, returning the
-        row's error (regression: the target is a number); None: the scan checks columns only."""
+    def parse_row(cls, cfg: Any, row: TableRow, where: str) -> Example | None:
+        """One data row as `examples` reads it, raising the DataError `run` would stop at (an
+        empty text, a missing label, a target that is not a number). One reader for both, so
+        `validate` passes exactly the rows `run` accepts. None: no row-level reading (columns
+        only)."""
         return None
+
+    @classmethod
+    def row_checker(cls, cfg: Any) -> RowCheck | None:
+        """The check `validate`'s row scan runs on every row of a local file: `parse_row`,
+        its error returned instead of raised so every bad row is listed at once."""
+
+        def check(row: TableRow, where: str) -> DataError | None:
+            try:
+                cls.parse_row(cfg, row, where)
+            except DataError as exc:
+                return exc
+            return None
+
+        return check
 
     @classmethod
     def languages(cls, cfg: Any) -> list[str]:

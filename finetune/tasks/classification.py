@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import Field
 
@@ -33,7 +33,7 @@ from finetune.tasks.scores import classification_scores, positive_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
-    from finetune.types import JSON, Batch, Feature, JSONObject, Model
+    from finetune.types import JSON, Batch, Feature, JSONObject, Model, TableRow
 
 
 PAIR_SEPARATOR = "\n"
@@ -76,6 +76,13 @@ class ClassificationConfig(Section):
     )
 
 
+class TextColumns(Protocol):
+    """The text columns classification and regression share."""
+
+    text: str
+    text_pair: str | None
+
+
 class ClassificationTask(Task):
     name = "classification"
     config_class: type[Section] = ClassificationConfig
@@ -90,31 +97,33 @@ class ClassificationTask(Task):
         cols = [cfg.text, cfg.label]
         return cols + ([cfg.text_pair] if cfg.text_pair else [])
 
-    def texts(self, row: Mapping[str, Any], where: str) -> tuple[str, str | None]:
+    @classmethod
+    def texts(cls, cfg: TextColumns, row: Mapping[str, Any], where: str) -> tuple[str, str | None]:
         """The row's text and, for pair tasks, its second text: one check for both tasks."""
-        cfg = self.cfg
         text = require_text(row.get(cfg.text), cfg.text, where)
         if not cfg.text_pair:
             return text, None
         return text, require_text(row.get(cfg.text_pair), cfg.text_pair, where)
 
+    @classmethod
+    def parse_row(cls, cfg: ClassificationConfig, row: TableRow, where: str) -> Example:
+        text, pair = cls.texts(cfg, row, where)
+        raw = row.get(cfg.label)
+        if raw is None or raw != raw or (isinstance(raw, str) and not raw.strip()):
+            raise DataValueError(
+                f"{where}: column '{cfg.label}' (label) is empty (null/NaN)",
+                fix="label the row or remove it",
+            )
+        return Example(source=text, pair=pair, target=_label_key(raw), where=where)
+
     def examples(self, table: Table, split: str) -> list[Example]:
         check_columns(table, self.required_columns(self.cfg))
-        cfg = self.cfg
         out = []
         labels: dict[tuple[str, str], tuple[str, str]] = {}
         for i, row in enumerate(table.rows):
-            where = table.where(i)
-            text, pair = self.texts(row, where)
-            raw = row.get(cfg.label)
-            if raw is None or raw != raw or (isinstance(raw, str) and not raw.strip()):
-                raise DataValueError(
-                    f"{where}: column '{cfg.label}' (label) is empty (null/NaN)",
-                    fix="label the row or remove it",
-                )
-            key = _label_key(raw)
-            key = labels.setdefault(key, key)  # one tuple per class, not per row
-            out.append(Example(source=text, pair=pair, target=key, where=where))
+            example = self.parse_row(self.cfg, row, table.where(i))
+            example.target = labels.setdefault(example.target, example.target)  # one per class
+            out.append(example)
         return out
 
     def fit(self, train: list[Example]) -> None:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from finetune.errors import DataError, DataValueError
+from finetune.errors import DataValueError
 from finetune.recipe.section import Section
 from finetune.tasks.base import Example, ModelOverrides, check_columns
 from finetune.tasks.classification import MODEL_INPUTS, ClassificationTask
@@ -77,29 +77,16 @@ class RegressionTask(ClassificationTask):
     label_dtype = "float32"
 
     @classmethod
-    def row_checker(cls, cfg: RegressionConfig) -> Callable[[TableRow, str], DataError | None]:
-        """`validate`'s row scan checks each target parses as a number, as `run` will."""
-        column = cfg.label
-
-        def check(row: TableRow, where: str) -> DataError | None:
-            try:
-                parse_target(row.get(column), column, where)
-            except DataError as exc:
-                return exc
-            return None
-
-        return check
+    def parse_row(  # type: ignore[override]  # its own config class, not classification's
+        cls, cfg: RegressionConfig, row: TableRow, where: str
+    ) -> Example:
+        text, pair = cls.texts(cfg, row, where)
+        target = parse_target(row.get(cfg.label), cfg.label, where)
+        return Example(source=text, pair=pair, target=target, where=where)
 
     def examples(self, table: Table, split: str) -> list[Example]:
         check_columns(table, self.required_columns(self.cfg))
-        cfg = self.cfg
-        out = []
-        for i, row in enumerate(table.rows):
-            where = table.where(i)
-            text, pair = self.texts(row, where)
-            target = parse_target(row.get(cfg.label), cfg.label, where)
-            out.append(Example(source=text, pair=pair, target=target, where=where))
-        return out
+        return [self.parse_row(self.cfg, row, table.where(i)) for i, row in enumerate(table.rows)]
 
     def fit(self, train: list[Example]) -> None:
         """Nothing to learn from the data: one output, no label set."""

@@ -20,6 +20,7 @@ from finetune.tasks.metrics import length_stats, rouge
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.data.readers import Table
+    from finetune.types import TableRow
 
 
 # the chat prompt's default request: neutral about the genre (dialogue, article, report)
@@ -86,16 +87,15 @@ class SummarizationTask(GenerationTask):
         # GPT-2's own zero-shot summarization cue (Radford et al., 2019)
         return "\nTL;DR:"
 
+    @classmethod
+    def parse_row(cls, cfg: SummarizationConfig, row: TableRow, where: str) -> Example:
+        text = require_text(row.get(cfg.text), cfg.text, where)
+        refs = reference_texts([(c, row.get(c)) for c in summary_columns(cfg)], where)
+        return Example(source=text, target=refs, where=where)
+
     def examples(self, table: Table, split: str) -> list[Example]:
         check_columns(table, self.required_columns(self.cfg))
-        columns = summary_columns(self.cfg)
-        out = []
-        for i, row in enumerate(table.rows):
-            where = table.where(i)
-            text = require_text(row.get(self.cfg.text), self.cfg.text, where)
-            refs = reference_texts([(c, row.get(c)) for c in columns], where)
-            out.append(Example(source=text, target=refs, where=where))
-        return out
+        return [self.parse_row(self.cfg, row, table.where(i)) for i, row in enumerate(table.rows)]
 
     def metrics(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
         references = [ex.target for ex in examples]

@@ -128,14 +128,14 @@ class TranslationTask(GenerationTask):
     def examples(self, table: Table, split: str) -> list[Example]:
         self._suggest_dict_column(table)
         check_columns(table, self.required_columns(self.cfg))
-        out = []
-        for i, row in enumerate(table.rows):
-            where = table.where(i)
-            source_cell, source_name, target_cell, target_name = self._cells(row, where)
-            source = require_text(source_cell, source_name, where)
-            refs = reference_texts([(target_name, target_cell)], where)
-            out.append(Example(source=source, target=refs, where=where))
-        return out
+        return [self.parse_row(self.cfg, row, table.where(i)) for i, row in enumerate(table.rows)]
+
+    @classmethod
+    def parse_row(cls, cfg: TranslationConfig, row: TableRow, where: str) -> Example:
+        source_cell, source_name, target_cell, target_name = cls.cells(cfg, row, where)
+        source = require_text(source_cell, source_name, where)
+        refs = reference_texts([(target_name, target_cell)], where)
+        return Example(source=source, target=refs, where=where)
 
     def _suggest_dict_column(self, table: Table) -> None:
         """Hub WMT data has one {lang: text} column: say so instead of 'missing en, de'."""
@@ -153,11 +153,13 @@ class TranslationTask(GenerationTask):
                     fix=f"set task.translation_column: {column}",
                 )
 
-    def _cells(self, row: TableRow, where: str) -> tuple[object, str, object, str]:
+    @classmethod
+    def cells(
+        cls, cfg: TranslationConfig, row: TableRow, where: str
+    ) -> tuple[object, str, object, str]:
         """(source value, its name, target value, its name) for one row of any layout."""
-        cfg = self.cfg
         if not cfg.translation_column:
-            src, tgt = self.required_columns(self.cfg)
+            src, tgt = cls.required_columns(cfg)
             return row.get(src), src, row.get(tgt), tgt
         col = cfg.translation_column
         pair = row.get(col)
