@@ -59,6 +59,10 @@ def run(
             help="Dotted overrides, e.g. train.epochs=3 method.r=16.", show_default=False
         ),
     ] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="Override as validate takes it (the same as key=value)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished run directory.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint.")] = False,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
@@ -70,9 +74,8 @@ def run(
     from finetune.commands.run import run as run_recipe
     from finetune.logs import is_main_rank
 
-    summary = run_recipe(
-        recipe, overrides or [], overwrite=overwrite, resume=resume, progress=progress
-    )
+    changes = [*(overrides or []), *(set_ or [])]
+    summary = run_recipe(recipe, changes, overwrite=overwrite, resume=resume, progress=progress)
     if not is_main_rank():  # one summary per run, not one per process
         return
     _out(f"[bold green]done[/] in {summary.seconds:.0f}s: {summary.run_dir}")

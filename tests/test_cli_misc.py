@@ -26,6 +26,24 @@ def test_options_of_a_section_a_key_and_a_misspelling(runner):
     assert "train" in wrong.output and "Traceback" not in wrong.output
 
 
+def test_run_takes_set_overrides_as_validate_does(
+    tmp_path, runner, tiny_model_dir, sentiment_files
+):
+    """`--set key=value` reaches the recipe like `key=value` (checked before any training)."""
+    train, dev = sentiment_files
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        classification_recipe(
+            tiny_model_dir("bert"), train, dev, tmp_path / "run", {"name": "lora"}
+        ),
+    )
+    result = runner.invoke(app, ["run", str(recipe), "--set", "train.batch_size=0"])
+    assert result.exit_code == 2 and "train.batch_size" in result.output
+    both = runner.invoke(app, ["run", str(recipe), "train.epochs=1", "--set", "method.r=0"])
+    assert both.exit_code == 2 and "method.r" in both.output and "train.epochs" not in both.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_predict_from_file_and_errors(tmp_path, runner, tiny_model_dir, sentiment_files):
     train, dev = sentiment_files
     out = tmp_path / "run"
