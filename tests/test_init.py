@@ -169,6 +169,9 @@ def test_ambiguous_text_columns_name_the_columns_and_the_flag(here, runner):
     result = _init(runner, "reviews.csv", code=2)
     assert "title" in result.output and "description" in result.output
     assert "--text" in result.output and "E207" in result.output
+    # the flag to pass, then the others once each (--text-pair among them, --text not again)
+    fix = result.output[result.output.index("fix:") :]
+    assert fix.count("--text ") + fix.count("--text,") == 1 and "--text-pair" in fix
     assert not (here / "reviews.yaml").exists()
     _init(runner, "reviews.csv", "--text", "description")
     assert _recipe(here / "reviews.yaml")["task"]["text"] == "description"

@@ -23,6 +23,7 @@ needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="../shared/data/glue i
 def test_cola_no_header_becomes_named_columns(here, runner):  # noqa: F811
     result = _init(runner, str(GLUE / "CoLA" / "train.tsv"))
     assert "CoLA.yaml" in result.output  # train.tsv: named after its folder
+    assert "lengths: train.max_length 128 (longest" in result.output  # measured by the names
     data = _recipe(here / "CoLA.yaml")  # what `finetune validate` accepts
     assert data["task"] == {"type": "classification", "text": "text", "label": "label"}
     train = data["data"]["train"]
@@ -39,7 +40,8 @@ def test_cola_no_header_becomes_named_columns(here, runner):  # noqa: F811
 
 @needs_glue
 def test_mrpc_bom_header_and_numbered_pair(here, runner):  # noqa: F811
-    _init(runner, str(GLUE / "MRPC" / "train.tsv"), "--out", "mrpc.yaml")
+    result = _init(runner, str(GLUE / "MRPC" / "train.tsv"), "--out", "mrpc.yaml")
+    assert "(#1 String + #2 String -> Quality, 2 labels)" in result.output
     data = _recipe(here / "mrpc.yaml")
     assert data["task"] == {
         "type": "classification",

@@ -88,23 +88,29 @@ def init_recipe(data_file: Path, opts: InitOptions) -> InitResult:
     guess, layout = guess_task_of(sample, opts, layout)
     splits, eval_note = find_splits(sample)
     text = render_recipe(out, sample, guess, splits, opts, layout)
-    lengths, lengths_note = guess_lengths(checked(out, text), sample)
+    lengths, lengths_note = guess_lengths(checked(out, text), sample, layout)
     if lengths:
         text = render_recipe(out, sample, guess, splits, opts, layout, lengths)
     write_checked(out, text)
     return InitResult(out, guess.type, guess.summary, eval_note, lengths_note)
 
 
-def guess_lengths(recipe: Recipe, sample: Sample) -> tuple[list[LengthGuess], str]:
+def guess_lengths(
+    recipe: Recipe, sample: Sample, layout: Layout | None = None
+) -> tuple[list[LengthGuess], str]:
     """The length limits the sample's rows need under the recipe's tokenizer, and a line for
     the terminal. A tokenizer that cannot load here (a Hub id not downloaded, offline) or a
     row `run` would refuse leaves the defaults: the recipe is still written, and `run` warns
-    of whatever it truncates."""
+    of whatever it truncates. A headerless file's rows take the names the layout gives its
+    columns (`data.columns`), as `run` reads them."""
     from finetune.data.readers import Table
     from finetune.setup.lengths import measure_lengths
 
-    rows = [dict(row) for row in sample.rows]
-    table = Table(rows, sample.recipe_path, first_line=0, columns=list(sample.columns))
+    columns = list(sample.columns)
+    if layout is not None and layout.columns is not None:
+        columns = list(layout.columns)
+    rows = [dict(zip(columns, row.values(), strict=False)) for row in sample.rows]
+    table = Table(rows, sample.recipe_path, first_line=0, columns=columns)
     try:
         lengths = measure_lengths(recipe, table)
     except Exception as exc:  # a measurement: never a reason to write no recipe

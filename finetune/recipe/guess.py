@@ -184,13 +184,17 @@ def _candidates(sample: Sample) -> list[str]:
     return [c for c in sample.columns if c.lower() not in IGNORED]
 
 
+COLUMN_FLAGS = ("--text", "--text-pair", "--label", "--summary", "--source", "--target")
+
+
 def _ambiguous(sample: Sample, what: str, found: list[str], flag: str) -> ColumnGuessError:
     listed = ", ".join(found) if found else "none"
     return ColumnGuessError(
         f"{sample.recipe_path}: cannot tell which column holds the {what} "
         f"(candidates: {listed}; columns: {', '.join(sample.columns)})",
-        fix=f"pass {flag} COLUMN (and the other column flags: --text, --label, --summary, "
-        "--source, --target; or --task)",
+        fix=f"pass {flag} COLUMN (the other column flags: "
+        + ", ".join(f for f in COLUMN_FLAGS if f != flag)
+        + "; or --task)",
     )
 
 
@@ -272,7 +276,9 @@ def _classification(sample: Sample, opts: InitOptions) -> TaskGuess:
         comments["text_pair"] = "second text of each pair"
     keys["label"] = label
     comments["label"] = f"{len(values)} labels in {where}: {shown}"
-    return TaskGuess("classification", keys, comments, f"{text} -> {label}, {len(values)} labels")
+    shown_texts = text + (f" + {pair}" if pair else "")
+    summary = f"{shown_texts} -> {label}, {len(values)} labels"
+    return TaskGuess("classification", keys, comments, summary)
 
 
 def _pick_label(sample: Sample, exclude: set[str | None]) -> str:
