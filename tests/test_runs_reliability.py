@@ -70,6 +70,12 @@ def test_finished_run_is_not_overwritten_without_flag(tmp_path, runner, sentimen
     assert "holds a finished run; refusing to overwrite it" in result.output
     assert "--overwrite" in result.output and "Traceback" not in result.output
     assert snapshot(out) == before and not (out / LOCK).exists()
+    # --resume on it: nothing to resume is the problem, not an overwrite
+    resumed = runner.invoke(
+        app, ["run", str(recipe_file(tmp_path, sentiment_files, out)), "--resume"]
+    )
+    assert resumed.exit_code == 2 and "finished run; there is nothing to resume" in resumed.output
+    assert snapshot(out) == before
 
 
 def test_unfinished_run_with_checkpoints_needs_resume_or_overwrite(tmp_path):

@@ -118,6 +118,12 @@ def check_can_start(path: Path, overwrite: bool, resume: bool) -> None:
                 fix="choose an empty or new output.dir",
             )
         return
+    if is_finished(path) and resume:
+        raise RunFinishedError(
+            f"{path}: holds a finished run; there is nothing to resume",
+            fix="its results are there (`finetune eval` recomputes them); pass --overwrite to "
+            "train it again, or set output.dir=runs/<new name>",
+        )
     if is_finished(path):
         raise RunFinishedError(
             f"{path}: holds a finished run; refusing to overwrite it",
