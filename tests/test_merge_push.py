@@ -90,3 +90,22 @@ def test_push_failure_is_clear_and_secret_free(runner, lora_run, monkeypatch):
     result = runner.invoke(app, ["push", str(lora_run), "--repo-id", "me/tiny"])
     assert result.exit_code == 2 and "push to me/tiny failed" in result.output
     assert token not in result.output
+
+
+def test_push_without_a_token_says_so_before_any_hub_call(runner, lora_run, monkeypatch, tmp_path):
+    """No HF_TOKEN and no saved login: the Hub would answer with a network or 401 error that
+    never names the missing token."""
+    import huggingface_hub
+
+    class NoCalls:
+        def __init__(self, token=None):
+            raise AssertionError("the Hub was called without a token")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", NoCalls)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "token"))  # no saved login
+    result = runner.invoke(app, ["push", str(lora_run), "--repo-id", "me/tiny"])
+    assert result.exit_code == 2 and "no Hugging Face token found" in result.output
+    assert "hf auth login" in result.output and "Traceback" not in result.output

@@ -98,6 +98,20 @@ def upload_folder(api: HfApi, folder: Path, repo_id: str) -> str:
     return str(getattr(info, "commit_url", None) or f"https://huggingface.co/{repo_id}")
 
 
+def _saved_token(repo_id: str) -> str:
+    """HF_TOKEN or the token `hf auth login` saved. Without one the Hub's refusal arrives as
+    a network or 401 error that never says a token is missing."""
+    from huggingface_hub import get_token
+
+    found = get_token()
+    if not found:
+        raise FinetuneError(
+            f"push to {repo_id}: no Hugging Face token found",
+            fix="log in with `hf auth login` (a token with write access), or set HF_TOKEN",
+        )
+    return found
+
+
 @contextmanager
 def _push_errors(repo_id: str) -> Iterator[None]:
     """Any Hub failure as a FinetuneError whose text is redacted: a token never reaches the
@@ -136,7 +150,7 @@ def push_run(
             "merged model to push",
             fix=f"push the adapter itself: finetune push {run_dir} --repo-id {repo_id} --adapter",
         )
-    api = hub_client(repo_id, private, token)
+    api = hub_client(repo_id, private, token or _saved_token(repo_id))
     with tempfile.TemporaryDirectory(prefix="finetune-push-") as tmp:
         folder = Path(tmp) / "upload"
         if adapter:
