@@ -84,6 +84,12 @@ class DataError(FinetuneError):
     example = "hub:glue:train: split has no rows"
 
 
+# a data file's path comes from a recipe's data: entry or a command's argument (init, eval --data)
+FILE_NOT_FOUND_FIX = (
+    "check the path (the recipe's data: entry, or the file named on the command line)"
+)
+
+
 class DataFileError(DataError):
     """A data file is missing, a directory, unreadable, or not UTF-8 text."""
 

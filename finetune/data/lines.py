@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from finetune.errors import (
+    FILE_NOT_FOUND_FIX,
     DataFileError,
     DataFormatError,
 )
@@ -28,7 +29,10 @@ LANG_PLACEHOLDER = "{lang}"  # aligned text files: data/train.{lang}
 def open_binary(path: Path, shown: str) -> BinaryIO:
     """Open a regular file for reading; every way that can fail becomes a DataFileError."""
     if not path.exists():
-        raise DataFileError(f"{shown}: file not found", fix="check the path in data:")
+        raise DataFileError(
+            f"{shown}: file not found",
+            fix=FILE_NOT_FOUND_FIX,
+        )
     if path.is_dir():
         raise DataFileError(f"{shown}: is a directory", fix="name a data file inside it")
     if not path.is_file():  # a FIFO or device would block or never end

@@ -24,6 +24,7 @@ from finetune.data.records import (
 )
 from finetune.data.sources import HubSource, LocalSource
 from finetune.errors import (
+    FILE_NOT_FOUND_FIX,
     DataError,
     DataFileError,
     DataFormatError,
@@ -158,7 +159,10 @@ def read_local(
     path = resolve_path(source.path, base_dir)
     fmt = detect_format(source, path)
     if fmt != "text" and not path.exists():
-        raise DataFileError(f"{source.path}: file not found", fix="check the path in data:")
+        raise DataFileError(
+            f"{source.path}: file not found",
+            fix=FILE_NOT_FOUND_FIX,
+        )
     table = _read_rows(source, path, fmt, limit, langs)
     if not table.rows:
         raise no_rows(source, fmt)

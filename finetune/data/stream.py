@@ -36,7 +36,7 @@ from finetune.data.readers import (
 )
 from finetune.data.records import jsonl_rows
 from finetune.data.sources import LocalSource
-from finetune.errors import DataError, DataFileError, DataFormatError
+from finetune.errors import FILE_NOT_FOUND_FIX, DataError, DataFileError, DataFormatError
 from finetune.tasks.base import Example, Task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,7 +108,10 @@ def row_chunks(source: LocalSource, base_dir: Path | None, limit: int | None) ->
     path = resolve_path(source.path, base_dir)
     fmt = detect_format(source, path)
     if not path.exists():
-        raise DataFileError(f"{source.path}: file not found", fix="check the path in data:")
+        raise DataFileError(
+            f"{source.path}: file not found",
+            fix=FILE_NOT_FOUND_FIX,
+        )
     shown = str(source.path)
     columns: list[str] | None = None
     if fmt == "jsonl":
