@@ -7,6 +7,7 @@ fine-tuning, where the old reentrant checkpoint silently produced no adapter gra
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +288,14 @@ def test_auto_checkpointing_only_for_decoder_generation(
     model = apply_method(recipe, load_base_and_method(recipe, FAMILIES[family], made))
     layers = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False)]
     assert bool(layers) == expected
+
+
+def test_cpu_bf16_choice_is_said_once_a_process(caplog):
+    """`predict` over several runs resolves the precision per run: one INFO line, not one each."""
+    from finetune.train import precision
+
+    precision._say_cpu_bf16.cache_clear()
+    cpu = precision.Hardware(cpu_bf16=True)
+    with caplog.at_level(logging.INFO, logger="finetune.train.precision"):
+        assert [precision.resolve_precision("auto", None, cpu) for _ in range(3)] == ["bf16"] * 3
+    assert sum("computes natively" in r.getMessage() for r in caplog.records) == 1

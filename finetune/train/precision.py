@@ -13,6 +13,7 @@ numbers on every CPU.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -90,8 +91,14 @@ def resolve_precision(wanted: str, arch: Architecture | None, hw: Hardware | Non
     hw = hw or Hardware.detect()
     chosen = choose_precision(wanted, arch, hw)
     if wanted == "auto" and not hw.cuda and chosen == "bf16":
-        log.info(
-            "train.precision auto: bf16, which this CPU computes natively (AVX512-BF16/AMX); "
-            "train.precision=fp32 for results identical on every CPU"
-        )
+        _say_cpu_bf16()
     return chosen
+
+
+@functools.cache
+def _say_cpu_bf16() -> None:
+    """Once a process: `predict` over several runs resolves the precision once per run."""
+    log.info(
+        "train.precision auto: bf16, which this CPU computes natively (AVX512-BF16/AMX); "
+        "train.precision=fp32 for results identical on every CPU"
+    )
