@@ -17,7 +17,7 @@ from finetune.console import escape as _escape
 from finetune.console import print_err as _err
 from finetune.console import print_metrics
 from finetune.console import print_out as _out
-from finetune.exits import STATE, handle_errors
+from finetune.exits import STATE, handle_errors, rerun_to_continue
 
 app = typer.Typer(
     name="finetune",
@@ -206,16 +206,17 @@ def compare(
 
     paths, overrides = recipes_and_overrides(recipes)
     options = tune_options(tune_rates, tune_budget)
-    outcomes, where = run_compare(
-        paths,
-        parse_methods(methods),
-        overrides,
-        out,
-        overwrite,
-        options if tune else None,
-        seeds,
-        jobs,
-    )
+    with rerun_to_continue("compare"):
+        outcomes, where = run_compare(
+            paths,
+            parse_methods(methods),
+            overrides,
+            out,
+            overwrite,
+            options if tune else None,
+            seeds,
+            jobs,
+        )
     if len({o.task for o in outcomes}) == 1:
         _out(table([o.row for o in outcomes]))
     else:
@@ -255,11 +256,14 @@ def sweep(
     from finetune.comparison.report import table
 
     chosen = parse_methods(methods) if methods else None
-    rows, where, keys = run_sweep(
-        recipe, axes or [], chosen, out, overwrite, random, seed, seeds, jobs
-    )
+    with rerun_to_continue("sweep"):
+        rows, where, keys = run_sweep(
+            recipe, axes or [], chosen, out, overwrite, random, seed, seeds, jobs
+        )
     _out(table(rows, keys))
-    _out(f"report: {where / 'report.md'}; best point's recipe: {where / 'best.yaml'}")
+    best = where / "best.yaml"
+    found = f"best point's recipe: {best}" if best.is_file() else "no best point (no eval score)"
+    _out(f"report: {where / 'report.md'}; {found}")
 
 
 @app.command()

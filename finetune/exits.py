@@ -4,7 +4,8 @@ line and the path of a crash log and exits 1 (the traceback with `--debug`)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
 
 import typer
@@ -44,3 +45,18 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+@contextmanager
+def rerun_to_continue(command: str) -> Iterator[None]:
+    """Ctrl-C in `compare` / `sweep`: the point being trained has checkpointed itself (its own
+    `finetune run` got the signal too); say how to continue instead of ending silently."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print_err(
+            f"[bold yellow]interrupted:[/] rerun the same `finetune {command}` command to "
+            "continue: finished points are read back, an interrupted one resumes from its "
+            "checkpoint"
+        )
+        raise typer.Exit(130) from None

@@ -319,3 +319,79 @@ def test_tune_hold_out_keeps_every_held_out_class_trainable(tmp_path, base_recip
     assert held and {r["label"] for r in held} <= {r["label"] for r in search_train}
     key = lambda row: (row["text"], row["label"])  # noqa: E731
     assert sorted(map(key, search_train + held)) == sorted(map(key, rows))
+
+
+# --------------------------------------------------------------------------- bad input, resume
+
+
+def test_misspelt_overrides_are_refused_before_anything_runs(
+    tmp_path, runner, fake_run, base_recipe
+):
+    """A typo used to fail every point alone, as a report row, with exit 0."""
+    recipe, _, _ = base_recipe
+    out = ["--out", str(tmp_path / "x")]
+    result = runner.invoke(app, ["compare", str(recipe), "trian.lr=1e-3", *out])
+    assert result.exit_code == 2 and "trian" in result.output and "'train'" in result.output
+    result = runner.invoke(app, ["sweep", str(recipe), "trian.lr=1e-3,2e-3", *out])
+    assert result.exit_code == 2 and "trian" in result.output
+    result = runner.invoke(app, ["sweep", str(recipe), "train.lr=1e-3,fast", *out])
+    assert result.exit_code == 2 and "train.lr" in result.output
+    result = runner.invoke(app, ["sweep", str(recipe), "method.rr=4,8", *out])
+    assert result.exit_code == 2 and "no method swept (lora) has an option 'rr'" in result.output
+    assert fake_run.recipes == []
+
+
+def test_a_refused_point_never_reads_back_an_older_run(tmp_path, runner, fake_run, base_recipe):
+    """The point's recipe is written before its check; a refused recipe must not then match
+    the older finished run in the same folder on the next call."""
+    recipe, _, _ = base_recipe
+    base = ["compare", str(recipe), "--methods", "lora", "--out", str(tmp_path / "cmp")]
+    assert runner.invoke(app, base).exit_code == 0 and len(fake_run.recipes) == 1
+    missing = f"data.eval={tmp_path / 'nowhere.jsonl'}"  # valid schema, refused by the check
+    for _ in range(2):
+        assert runner.invoke(app, [*base, missing]).exit_code == 0
+        row = json.loads((tmp_path / "cmp" / "report.json").read_text())[0]
+        assert row["status"].startswith("not run:") and "file not found" in row["status"]
+    assert len(fake_run.recipes) == 1
+
+
+def test_an_interrupted_point_resumes_from_its_checkpoint(
+    tmp_path, runner, base_recipe, monkeypatch
+):
+    recipe, _, _ = base_recipe
+    commands: list[list[str]] = []
+    fake = FakeRun()
+
+    def interrupted_then_fine(cmd, log_file, env):
+        commands.append(cmd)
+        if len(commands) == 1:  # stopped by Ctrl-C after writing a checkpoint
+            run_dir = Path(yaml.safe_load(Path(cmd[4]).read_text())["output"]["dir"])
+            (run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)
+            raise KeyboardInterrupt
+        return fake(cmd, log_file, env)
+
+    monkeypatch.setattr(runner_module, "timed_run", interrupted_then_fine)
+    args = ["compare", str(recipe), "--methods", "lora", "--out", str(tmp_path / "cmp")]
+    stopped = runner.invoke(app, args)
+    assert stopped.exit_code == 130 and "rerun the same `finetune compare`" in stopped.output
+    assert runner.invoke(app, args).exit_code == 0
+    assert "--resume" in commands[1] and "--overwrite" not in commands[1]
+
+
+def test_sweep_without_a_scored_point_names_no_best_recipe(
+    tmp_path, runner, base_recipe, monkeypatch
+):
+    recipe, _, _ = base_recipe
+    out = tmp_path / "sw"
+    out.mkdir()
+    (out / "best.yaml").write_text("# an earlier sweep's\n")
+
+    def failing(cmd, log_file, env):
+        log_file.write_text("error: boom\n")
+        return 1, runner_module.Timing(1.0, 1.0, 0.1, 0.1, 2)
+
+    monkeypatch.setattr(runner_module, "timed_run", failing)
+    result = runner.invoke(app, ["sweep", str(recipe), "train.lr=1e-3,2e-3", "--out", str(out)])
+    assert result.exit_code == 0 and "no best point" in result.output
+    assert not (out / "best.yaml").exists()
+    assert "there is no best.yaml" in (out / "report.md").read_text()

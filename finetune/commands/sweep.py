@@ -20,7 +20,13 @@ from typing import TypeVar
 
 from finetune.comparison.intervals import add_intervals
 from finetune.comparison.jobs import Slot, run_all
-from finetune.comparison.recipes import RecipeData, method_recipe, read_base, seed_list
+from finetune.comparison.recipes import (
+    RecipeData,
+    check_schema,
+    method_recipe,
+    read_base,
+    seed_list,
+)
 from finetune.comparison.report import write_report
 from finetune.comparison.runner import (
     Point,
@@ -71,7 +77,17 @@ def parse_axes(args: list[str]) -> tuple[Axes, list[str]]:
 
 
 def grid(axes: Axes, methods: list[str]) -> list[tuple[str, SweepPoint]]:
-    """(method, point) for every combination; `method.*` axes only for methods that have them."""
+    """(method, point) for every combination; `method.*` axes only for methods that have them,
+    and an axis that none of them has is refused (a misspelt option would vanish silently)."""
+    for key in axes:
+        option = key.split(".")[1] if key.startswith("method.") else None
+        if option and not any(option in METHODS[m].config_class.model_fields for m in methods):
+            raise FinetuneError(
+                f"sweep: axis {key}: no method swept ({', '.join(methods)}) has an option "
+                f"{option!r}",
+                fix="check the name with `finetune options method`, or add a method that has "
+                "it with --methods",
+            )
     points: list[tuple[str, SweepPoint]] = []
     for method in methods:
         fields = METHODS[method].config_class.model_fields
@@ -94,10 +110,13 @@ def point_name(method: str, point: Mapping[str, JSON]) -> str:
 
 
 def point_recipe(base: RecipeData, method: str, point: Mapping[str, JSON]) -> RecipeData:
+    """The point's recipe; RecipeError (exit 2, before anything runs) when an axis value does
+    not make a valid recipe (a misspelt key, a value of the wrong type or range)."""
     data = method_recipe(base, method)
     problems = apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in point.items()])
     if problems:
         raise RecipeError(problems)
+    check_schema(data, f"sweep point {point_name(method, point)}")
     return data
 
 
@@ -132,7 +151,12 @@ def sweep(
     header = [
         f"Sweep of {len(rows)} point(s) over {', '.join(keys) or 'no axis'}"
         + (f" ({random} sampled with seed {seed})" if random else "")
-        + f"; methods: {', '.join(methods)}. The best point's recipe is {BEST}."
+        + f"; methods: {', '.join(methods)}. "
+        + (
+            f"The best point's recipe is {BEST}."
+            if best_row(rows)
+            else f"No point finished with an eval score, so there is no {BEST}."
+        )
     ]
     write_report(rows, out, f"finetune sweep: {recipe_path}", header, keys)
     write_best(rows, recipes, out)
@@ -163,14 +187,23 @@ def run_points(
     return rows
 
 
-def write_best(rows: list[Row], recipes: Mapping[str, RecipeData], out: Path) -> None:
-    """The best point's recipe, its output directory `best/` beside the sweep's points."""
+def best_row(rows: list[Row]) -> Row | None:
+    """The point with the best eval score; None when no point finished with one."""
     done = [r for r in rows if r.status == "ok" and r.quality is not None]
     if not done:
+        return None
+    sign = 1.0 if higher_is_better(done[0].quality_metric) else -1.0
+    return max(done, key=lambda r: sign * (r.quality or 0.0))
+
+
+def write_best(rows: list[Row], recipes: Mapping[str, RecipeData], out: Path) -> None:
+    """The best point's recipe, its output directory `best/` beside the sweep's points; with
+    no best point, an earlier sweep's best.yaml is removed rather than left to mislead."""
+    best = best_row(rows)
+    if best is None:
+        (out / BEST).unlink(missing_ok=True)
         log.warning("sweep: no point finished with an eval score; no %s written", BEST)
         return
-    sign = 1.0 if higher_is_better(done[0].quality_metric) else -1.0
-    best = max(done, key=lambda r: sign * (r.quality or 0.0))
     data = copy_object(recipes[best.name])
     data["output"] = {"dir": str(out / "best")}
     note = f"# best point of the sweep ({best.quality_metric} {best.quality}): {best.name}\n"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from finetune.errors import RecipeError
 from finetune.jsonvalues import as_object, child, copy_object, integer
 from finetune.methods import METHODS
-from finetune.recipe.io import apply_overrides, read_yaml
+from finetune.recipe.io import apply_overrides, build_recipe, read_yaml
 from finetune.recipe.sections import default_lr
 from finetune.types import JSONObject
 
@@ -23,14 +23,26 @@ RecipeData = JSONObject  # a recipe as YAML holds it, before validation
 
 
 def read_base(recipe_path: Path, overrides: list[str]) -> RecipeData:
+    """The recipe with the command line's overrides, refused (exit 2, every problem named)
+    when they do not make a valid recipe: a misspelt key would otherwise fail every point
+    alone, as a row of the report, and the command would end as if it had worked."""
     data, problems = read_yaml(recipe_path)
     if data is None:
         raise RecipeError(problems)
     problems = apply_overrides(data, overrides)
     if problems:
         raise RecipeError(problems)
+    check_schema(data, str(recipe_path))
     absolute_data_paths(data, recipe_path.parent)
     return data
+
+
+def check_schema(data: RecipeData, where: str) -> None:
+    """RecipeError with every schema problem of `data` (keys, types, ranges); files, model
+    and method support are each point's own run's to report."""
+    _, problems = build_recipe(copy_object(data), where)
+    if problems:
+        raise RecipeError(problems)
 
 
 def absolute_data_paths(data: RecipeData, base_dir: Path) -> None:

@@ -11,6 +11,7 @@ because a training time measured on a busy machine says little.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
@@ -27,7 +28,7 @@ import yaml
 
 from finetune.comparison.jobs import Slot, cpu_cores
 from finetune.jsonvalues import as_object, child, copy_object, number
-from finetune.run.files import atomic_write_text
+from finetune.run.files import atomic_write_text, has_training_state, is_finished
 from finetune.run.layout import RunPaths
 from finetune.setup.checks import check_recipe
 from finetune.tasks import TASKS
@@ -35,6 +36,7 @@ from finetune.tasks.main_metric import lower_is_better
 
 if TYPE_CHECKING:  # pragma: no cover
     from finetune.comparison.recipes import RecipeData
+    from finetune.errors import Problem
     from finetune.types import JSON
 
 log = logging.getLogger(__name__)
@@ -150,11 +152,30 @@ def recipe_text(data: Mapping[str, JSON]) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def reusable(recipe_file: Path, run_dir: Path, text: str) -> bool:
-    """A finished run of exactly this recipe: read it back instead of training again."""
+def recipe_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def reusable(run_dir: Path, timing_file: Path, text: str) -> bool:
+    """A finished run of exactly this recipe: read it back instead of training again. The
+    digest is the one the runner wrote after that run succeeded (with its timing), so a
+    recipe written for a point that was then refused or failed never vouches for an older
+    run in the same directory."""
+    if not (RunPaths(run_dir).finished.is_file() and RunPaths(run_dir).metrics.is_file()):
+        return False
+    if not timing_file.is_file():
+        return False
+    saved = json.loads(timing_file.read_text(encoding="utf-8"))
+    return bool(saved.get("recipe_sha256") == recipe_digest(text))
+
+
+def resumable(recipe_file: Path, run_dir: Path, text: str) -> bool:
+    """An unfinished run of this same recipe with checkpoints (a comparison interrupted in
+    the middle of a point): continued with --resume rather than started again."""
     return (
-        RunPaths(run_dir).finished.is_file()
-        and RunPaths(run_dir).metrics.is_file()
+        run_dir.is_dir()
+        and not is_finished(run_dir)
+        and has_training_state(run_dir)
         and recipe_file.is_file()
         and recipe_file.read_text(encoding="utf-8") == text
     )
@@ -171,19 +192,24 @@ def run_point(point: Point, out: Path, overwrite: bool, slot: Slot | None = None
     recipe_file = out / f"{name}.yaml"
     lr = number(as_object(data.get("train")).get("lr"))
     log_file = out / f"{name}.log"
-    if not overwrite and reusable(recipe_file, run_dir, text):
+    timing_file = out / f"{name}.timing.json"
+    if not overwrite and reusable(run_dir, timing_file, text):
         log.info("%s: finished earlier, reading it back", name)
-        row = row_from_run(method, name, run_dir, lr, _saved_timing(out / f"{name}.timing.json"))
+        row = row_from_run(method, name, run_dir, lr, _saved_timing(timing_file))
         row.log = str(log_file)
         return row
+    resume = not overwrite and resumable(recipe_file, run_dir, text)
     atomic_write_text(recipe_file, text)
     _, problems = check_recipe(recipe_file)
     if problems:
-        reason = problems[0].message
+        reason = problem_line(problems[0])
         log.warning("%s: skipped (%s)", name, reason)
         return Row(method=method, name=name, status=f"not run: {reason}", lr=lr)
     cmd = [sys.executable, "-m", "finetune", "run", str(recipe_file), "--no-progress"]
-    if run_dir.exists():  # this report's own point: replaced (a finished one only if changed)
+    if resume:
+        cmd.append("--resume")
+        log.info("resuming %s from its checkpoint", name)
+    elif run_dir.exists():  # this report's own point: replaced (a finished one only if changed)
         cmd.append("--overwrite")
     log.info("running %s", name)
     returncode, timing = timed_run(cmd, log_file, slot.env if slot else {})
@@ -191,7 +217,8 @@ def run_point(point: Point, out: Path, overwrite: bool, slot: Slot | None = None
         reason = error_line(log_file.read_text(encoding="utf-8", errors="replace"))
         log.warning("%s: failed: %s (full output: %s)", name, reason, log_file)
         return Row(method=method, name=name, status=f"failed: {reason}", lr=lr, log=str(log_file))
-    atomic_write_text(out / f"{name}.timing.json", json.dumps(timing.__dict__) + "\n")
+    record = {**timing.__dict__, "recipe_sha256": recipe_digest(text)}
+    atomic_write_text(timing_file, json.dumps(record) + "\n")
     row = row_from_run(method, name, run_dir, lr, timing)
     row.log = str(log_file)
     return row
@@ -200,7 +227,16 @@ def run_point(point: Point, out: Path, overwrite: bool, slot: Slot | None = None
 def _saved_timing(path: Path) -> Timing | None:
     if not path.is_file():
         return None
-    return Timing(**json.loads(path.read_text(encoding="utf-8")))
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return Timing(**{f.name: saved[f.name] for f in fields(Timing)})
+
+
+def problem_line(problem: Problem) -> str:
+    """A recipe problem as a report row shows it: the key and the reason, without the long
+    path of the point's recipe file ("method.rr: unknown key (did you mean 'r'?)")."""
+    key = problem.where.rpartition(": ")[2] if ": " in problem.where else ""
+    text = f"{key}: {problem.message}" if key else problem.message
+    return f"{text} ({problem.fix})" if problem.fix else text
 
 
 def quality_key(metrics: Mapping[str, JSON], main: str | None = None) -> str:
