@@ -274,3 +274,22 @@ def test_missing_file_reported_alongside_schema_errors(tmp_path, tiny_model_dir,
     _, problems = check_recipe(path, ["train.lr=abc", "data.eval=nope.csv"])
     text = "\n".join(p.render() for p in problems)
     assert "train.lr" in text and "data.eval: file not found: nope.csv" in text
+
+
+def test_eval_file_and_eval_fraction_together_are_refused_in_plain_words():
+    """eval_fraction holds rows out of train only without data.eval: both set, one is ignored.
+    A section's cross-key check reads as its own sentence (no pydantic 'Value error, ...')."""
+    from finetune.recipe.io import build_recipe
+
+    data = {
+        "model": {"name": "bert-base-uncased"},
+        "task": {"type": "classification"},
+        "data": {"train": "train.csv", "eval": "dev.csv", "eval_fraction": 0.1},
+        "method": {"name": "lora"},
+    }
+    recipe, problems = build_recipe(data, "r.yaml")
+    assert recipe is None and len(problems) == 1
+    (problem,) = problems
+    assert problem.where == "r.yaml: data"
+    assert "data.eval and data.eval_fraction are both set" in problem.message
+    assert "Value error" not in problem.message and "(got dict)" not in problem.message

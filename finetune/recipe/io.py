@@ -234,6 +234,10 @@ def problems_from_validation(exc: ValidationError, where: str) -> list[Problem]:
             problems.append(Problem(f"{where}: {path}", "required key is missing", "add it"))
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
             problems.append(Problem(f"{where}: {path}", err["msg"], "use one of the listed"))
+        elif kind == "value_error" and isinstance(err.get("input"), dict):
+            # a section's own cross-key check: its sentence names the keys and the fix
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(Problem(f"{where}: {path}", message, ""))
         else:
             got = err.get("input")
             shown_input = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__

@@ -59,7 +59,8 @@ class DataConfig(Section):
         None,
         gt=0,
         lt=1,
-        description="Hold out this fraction of train as eval (seeded) when eval is not given.",
+        description="Hold out this fraction of train as eval (seeded); instead of data.eval, "
+        "never beside it (both set is refused).",
     )
     max_train_samples: int | None = Field(
         None,
@@ -80,6 +81,15 @@ class DataConfig(Section):
     @classmethod
     def _shorthand(cls, value: object) -> object:  # raw input: what YAML held
         return coerce_source(value)
+
+    @model_validator(mode="after")
+    def _one_eval_split(self) -> DataConfig:
+        if self.eval is not None and self.eval_fraction is not None:
+            raise ValueError(
+                "data.eval and data.eval_fraction are both set, and eval_fraction holds rows out "
+                "of train only when there is no data.eval: remove one of them"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- train / eval / output
