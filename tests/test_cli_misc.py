@@ -42,6 +42,10 @@ def test_run_takes_set_overrides_as_validate_does(
     both = runner.invoke(app, ["run", str(recipe), "train.epochs=1", "--set", "method.r=0"])
     assert both.exit_code == 2 and "method.r" in both.output and "train.epochs" not in both.output
     assert not (tmp_path / "run").exists()
+    # validate's overrides are --set (it takes several recipes): the positional form is named
+    wrong = runner.invoke(app, ["validate", str(recipe), "train.epochs=2"])
+    assert wrong.exit_code == 2 and "looks like an override" in wrong.output
+    assert "--set train.epochs=2" in wrong.output
 
 
 def test_predict_from_file_and_errors(tmp_path, runner, tiny_model_dir, sentiment_files):

@@ -30,6 +30,11 @@ def expand_recipes(paths: list[Path]) -> list[Path]:
                     fix="name recipe files or a directory holding them",
                 )
             files.extend(found)
+        elif "=" in path.name and not path.exists():
+            raise FinetuneError(
+                f"{path}: no such recipe; it looks like an override",
+                fix=f"validate takes overrides as --set {path} (run takes both forms)",
+            )
         else:
             files.append(path)
     return files
