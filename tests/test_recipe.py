@@ -293,3 +293,27 @@ def test_eval_file_and_eval_fraction_together_are_refused_in_plain_words():
     assert problem.where == "r.yaml: data"
     assert "data.eval and data.eval_fraction are both set" in problem.message
     assert "Value error" not in problem.message and "(got dict)" not in problem.message
+
+
+def test_the_rate_in_use_is_logged_with_where_it_came_from():
+    """`method=vera` on a LoRA recipe keeps LoRA's 2e-3, 16x below VeRA's default."""
+    from finetune.methods import METHODS
+    from finetune.setup.run_setup import rate_note
+
+    def recipe(method: str, lr: float | None) -> Recipe:
+        return Recipe.model_validate(
+            {
+                "model": {"name": "bert-base-uncased"},
+                "task": {"type": "classification"},
+                "data": {"train": "train.csv"},
+                "method": {"name": method},
+                "train": {"lr": lr},
+            }
+        )
+
+    vera = METHODS["vera"].default_lr
+    assert rate_note(recipe("vera", None)) == f"learning rate {vera:g} (vera's default)"
+    far = rate_note(recipe("vera", vera / 16))
+    assert f"the recipe's (vera's default is {vera:g}; train.lr=null runs at it)" in far
+    near = rate_note(recipe("vera", vera / 2))
+    assert near.endswith(f"(vera's default is {vera:g})")
