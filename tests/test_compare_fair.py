@@ -201,7 +201,7 @@ def test_sweep_grid_random_resume_and_best(tmp_path, runner, fake_run, base_reci
     assert best["method"]["name"] == "lora" and best["train"]["lr"] == 2e-3
     assert best["output"]["dir"] == str(out / "best")
     report = (out / "report.md").read_text()
-    assert "| point | train.lr | method.r |" in report
+    assert "| point | train.lr | method.r | quality" in report  # no second, identical lr column
     rows = list(csv.DictReader((out / "report.csv").open()))
     assert len(rows) == 9 and "point.train.lr" in rows[0]
     # resumable: a second call runs nothing
@@ -395,3 +395,15 @@ def test_sweep_without_a_scored_point_names_no_best_recipe(
     assert result.exit_code == 0 and "no best point" in result.output
     assert not (out / "best.yaml").exists()
     assert "there is no best.yaml" in (out / "report.md").read_text()
+
+
+def test_a_bound_keeps_the_decimals_of_its_figure():
+    """ROUGE is x100 (2 decimals); a lower bound of 0 was printed as 0.0000 beside it."""
+    from finetune.comparison.report import quality_cell
+
+    rouge = runner_module.Row("lora", "ok", quality_metric="rougeL", quality=4.04)
+    rouge.quality_low, rouge.quality_high = 0.0, 12.12
+    assert quality_cell(rouge) == "rougeL 4.04 [0.00, 12.12]"
+    accuracy = runner_module.Row("lora", "ok", quality_metric="accuracy", quality=0.85)
+    accuracy.quality_low, accuracy.quality_high = 0.8, 0.9
+    assert quality_cell(accuracy) == "accuracy 0.8500 [0.8000, 0.9000]"

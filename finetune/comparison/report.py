@@ -28,20 +28,22 @@ def human_size(n: float | None) -> str:
     return "–"
 
 
-def _num(value: float) -> str:
-    """Accuracy is a fraction (4 decimals); ROUGE/BLEU are x100 (2 decimals)."""
-    return f"{value:.4f}" if abs(value) <= 1 else f"{value:.2f}"
+def _num(value: float, scale: float | None = None) -> str:
+    """Accuracy is a fraction (4 decimals); ROUGE/BLEU are x100 (2 decimals). `scale`: the
+    figure a std or bound belongs to, whose decimals it keeps (ROUGE's bound 0.0 is 0.00)."""
+    return f"{value:.4f}" if abs(value if scale is None else scale) <= 1 else f"{value:.2f}"
 
 
 def quality_cell(row: Row) -> str:
     """The figure, ± the seeds' std, [its 95% interval]; a run without eval data says so."""
     if row.quality is None:
         return "no eval data"
-    text = f"{row.quality_metric} {_num(row.quality)}"
+    q = row.quality
+    text = f"{row.quality_metric} {_num(q)}"
     if row.quality_std is not None:
-        text += f" ± {_num(row.quality_std)} (std, {len(row.per_seed)} seeds)"
+        text += f" ± {_num(row.quality_std, q)} (std, {len(row.per_seed)} seeds)"
     if row.quality_low is not None and row.quality_high is not None:
-        text += f" [{_num(row.quality_low)}, {_num(row.quality_high)}]"
+        text += f" [{_num(row.quality_low, q)}, {_num(row.quality_high, q)}]"
     return text
 
 
@@ -94,8 +96,10 @@ def gain_cell(row: Row, base: Row) -> str:
 
 def table(rows: list[Row], point_keys: list[str] | None = None) -> str:
     keys, base = point_keys or [], baseline(rows)
+    rate = "train.lr" not in keys  # a sweep over train.lr has it as an axis column already
     head = ["point"] if keys else ["method"]
-    head += keys + ["lr", "quality [95% CI]"] + (["vs zero-shot"] if base else [])
+    head += keys + (["lr"] if rate else []) + ["quality [95% CI]"]
+    head += ["vs zero-shot"] if base else []
     head += ["verdict", "trainable parameters", "peak memory", "train time", "load"]
     head += ["size on disk"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -103,12 +107,13 @@ def table(rows: list[Row], point_keys: list[str] | None = None) -> str:
         first = [f"`{r.name or r.method}`"] + [_cell(str(r.point.get(k, ""))) for k in keys]
         if r.status != "ok":
             why = r.status + (f" (log: {r.log})" if r.log else "")
-            cells = first + [_rate(r.lr), _cell(why)] + [""] * (len(head) - len(first) - 2)
+            cells = first + ([_rate(r.lr)] if rate else []) + [_cell(why)]
+            cells += [""] * (len(head) - len(cells))
             lines.append("| " + " | ".join(cells) + " |")
             continue
         share = 100 * (r.trainable or 0) / max(r.total or 1, 1)
-        cells = first + [
-            _rate(r.lr) + (" (tuned)" if r.tuned else ""),
+        cells = first + ([_rate(r.lr) + (" (tuned)" if r.tuned else "")] if rate else [])
+        cells += [
             quality_cell(r),
             *([gain_cell(r, base)] if base else []),
             verdict_cell(r),
