@@ -407,3 +407,25 @@ def test_a_bound_keeps_the_decimals_of_its_figure():
     accuracy = runner_module.Row("lora", "ok", quality_metric="accuracy", quality=0.85)
     accuracy.quality_low, accuracy.quality_high = 0.8, 0.9
     assert quality_cell(accuracy) == "accuracy 0.8500 [0.8000, 0.9000]"
+
+
+def test_the_zero_shot_row_is_a_line_on_the_plot(tmp_path, monkeypatch):
+    """0 trainable parameters has no place on the log axis: it was left off without a word."""
+    from matplotlib.axes import Axes
+
+    from finetune.comparison.report import plot
+
+    lines: list[float] = []
+    original = Axes.axhline
+
+    def spy(self, y=0, *args, **kwargs):
+        lines.append(y)
+        return original(self, y, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "axhline", spy)
+    base = runner_module.Row("none", "ok", name="none", quality_metric="rougeL", quality=3.1)
+    base.baseline, base.trainable = True, 0
+    lora = runner_module.Row("lora", "ok", name="lora", quality_metric="rougeL", quality=9.0)
+    lora.trainable = 1000
+    plot([base, lora], tmp_path / "report.png", "t")
+    assert lines == [3.1] and (tmp_path / "report.png").stat().st_size > 0

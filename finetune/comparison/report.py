@@ -234,6 +234,20 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
             f"{r.name or r.method}\n{r.train_seconds or 0:.0f} s, {human_size(r.artifact_bytes)}"
         )
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    base = baseline(rows)
+    if base is not None and base.quality is not None:  # 0 trainable: no place on a log axis
+        ax.axhline(base.quality, linestyle="--", color="gray", linewidth=1)
+        if base.quality_low is not None and base.quality_high is not None:
+            ax.axhspan(base.quality_low, base.quality_high, color="gray", alpha=0.12)
+        ax.annotate(
+            f"{base.name or base.method} (zero-shot, nothing trained)",
+            (0.01, base.quality),
+            xycoords=("axes fraction", "data"),
+            textcoords="offset points",
+            xytext=(0, 3),
+            fontsize=8,
+            color="dimgray",
+        )
     ax.set_xscale("log")
     ax.margins(x=0.35, y=0.2)  # room for the labels of the outermost points
     ax.set_xlabel("trainable parameters (log scale)")
