@@ -383,3 +383,13 @@ def test_point_names_carry_the_seed(tmp_path):
     names = [p.name for p in seeded_points(point, [1, 2])]
     assert names == ["lora-seed1", "lora-seed2"]
     assert seeded_points(point, [1]) == [point]
+
+
+def test_a_long_title_is_wrapped_to_a_narrow_heatmap():
+    """Two tasks make a 3.8-inch heatmap; its one-line title was cut off at both edges."""
+    from finetune.comparison.suite_plots import fitted
+
+    title = "finetune compare: 2 tasks (glue_cola, glue_mrpc): methods x tasks"
+    wrapped = fitted(title, 1.6 + 1.1 * 2)
+    assert "\n" in wrapped and max(len(line) for line in wrapped.splitlines()) <= 41
+    assert " ".join(wrapped.split()) == title

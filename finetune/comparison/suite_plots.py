@@ -19,6 +19,14 @@ def _pyplot():
     return plt
 
 
+def fitted(title: str, width_inches: float) -> str:
+    """The title wrapped to the figure's width: a narrow heatmap (two tasks) cut a long
+    title off at both edges."""
+    import textwrap
+
+    return textwrap.fill(title, width=max(24, int(width_inches * 11)))
+
+
 def scatter(rows: list[SuiteRow], path: Path, title: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -33,7 +41,7 @@ def scatter(rows: list[SuiteRow], path: Path, title: str) -> None:
     ax.margins(x=0.3, y=0.2)
     ax.set_xlabel("trainable parameters (mean over tasks, log scale)")
     ax.set_ylabel("average score over tasks (points)")
-    ax.set_title(f"{title}: average quality vs trainable parameters", fontsize=10)
+    ax.set_title(fitted(f"{title}: average quality vs trainable parameters", 7), fontsize=10)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -47,7 +55,8 @@ def heatmap(rows: list[SuiteRow], tasks: list[str], path: Path, title: str) -> N
     plt = _pyplot()
     values = [[score(row.cells[t]) if t in row.cells else None for t in tasks] for row in rows]
     grid = [[float("nan") if v is None else v for v in line] for line in values]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(tasks), 1.2 + 0.45 * len(rows)))
+    width = 1.6 + 1.1 * len(tasks)
+    fig, ax = plt.subplots(figsize=(width, 1.2 + 0.45 * len(rows)))
     image = ax.imshow(grid, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), [row.method for row in rows])
@@ -56,7 +65,7 @@ def heatmap(rows: list[SuiteRow], tasks: list[str], path: Path, title: str) -> N
             text = "–" if value is None else f"{value:.1f}"
             ax.text(j, i, text, ha="center", va="center", color="white", fontsize=8)
     fig.colorbar(image, ax=ax, label="score (points)")
-    ax.set_title(f"{title}: methods x tasks", fontsize=10)
+    ax.set_title(fitted(f"{title}: methods x tasks", width), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
