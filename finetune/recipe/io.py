@@ -215,9 +215,9 @@ def _method_switch_hint(loc: Loc) -> str | None:
     if name not in METHODS or not owners:
         return None
     return (
-        f"'{key}' is an option of {'/'.join(owners)}, not of {name}: to switch method on the "
-        f"command line use `method={name}` (replaces the whole section with {name}'s "
-        "defaults) instead of `method.name=...`, or remove the key"
+        f"'{key}' is an option of {'/'.join(owners)}, not of {name}: remove it (when it was "
+        f"left from the recipe's method by `method.name={name}`, `method={name}` replaces the "
+        f"whole section with {name}'s defaults instead)"
     )
 
 
