@@ -232,7 +232,7 @@ def run_one(name: str, max_train: int | None, fp32: bool) -> dict[str, Any]:
         if name == "ours_bf16":
             return run_ours(recipe, "bf16", tmp)
         if name.startswith("ours_compiled"):
-            return run_ours(recipe, None, tmp, compiled=True)
+            return run_ours(recipe, "fp32" if fp32 else None, tmp, compiled=True)
         if name == "trainer_default":
             return run_trainer(recipe, best=False, bf16=False, tmp=tmp)
         if name == "trainer_best":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from finetune.comparison.intervals import (
     paired_within_noise,
     resample_indices,
 )
-from finetune.run.layout import RunPaths
+from finetune.run.layout import TRAINER_STATE, RunPaths
 from tests.conftest import classification_recipe, write_recipe
 
 BEST_LR = {"full": 2e-4, "lora": 2e-3}  # the fake's optimum per method
@@ -366,8 +367,14 @@ def test_an_interrupted_point_resumes_from_its_checkpoint(
         commands.append(cmd)
         if len(commands) == 1:  # stopped by Ctrl-C after writing a checkpoint
             run_dir = Path(yaml.safe_load(Path(cmd[4]).read_text())["output"]["dir"])
-            (run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)
+            checkpoint = run_dir / "checkpoints" / "step-00000004"
+            checkpoint.mkdir(parents=True)
+            (checkpoint / TRAINER_STATE).write_text("{}")  # complete: what resume loads
+            (run_dir / "checkpoints" / "step-00000008").mkdir()  # cut off while being written
             raise KeyboardInterrupt
+        if len(commands) == 2:  # `run --resume` refused it (say the train data changed)
+            log_file.write_text("error: train data changed since the checkpoint\n")
+            return 2, runner_module.Timing(1.0, 1.0, 0.1, 0.1, 2)
         return fake(cmd, log_file, env)
 
     monkeypatch.setattr(runner_module, "timed_run", interrupted_then_fine)
@@ -376,6 +383,40 @@ def test_an_interrupted_point_resumes_from_its_checkpoint(
     assert stopped.exit_code == 130 and "rerun the same `finetune compare`" in stopped.output
     assert runner.invoke(app, args).exit_code == 0
     assert "--resume" in commands[1] and "--overwrite" not in commands[1]
+    # a refused resume is not a point stuck failing on every rerun: it trains again
+    assert "--overwrite" in commands[2] and "--resume" not in commands[2]
+    assert json.loads((tmp_path / "cmp" / "report.json").read_text())[0]["status"] == "ok"
+
+
+def test_a_half_written_checkpoint_is_not_resumed(tmp_path):
+    run_dir, recipe_file = tmp_path / "lora", tmp_path / "lora.yaml"
+    recipe_file.write_text("x: 1\n")
+    (run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)  # no trainer state yet
+    assert not runner_module.resumable(recipe_file, run_dir, "x: 1\n")
+    (run_dir / "checkpoints" / "step-00000004" / TRAINER_STATE).write_text("{}")
+    assert runner_module.resumable(recipe_file, run_dir, "x: 1\n")
+    assert not runner_module.resumable(recipe_file, run_dir, "x: 2\n")  # another recipe
+
+
+def test_points_finished_before_digests_are_still_read_back(
+    tmp_path, runner, fake_run, base_recipe
+):
+    """An upgrade must not retrain (and overwrite) every finished point of a comparison."""
+    recipe, _, _ = base_recipe
+    out = tmp_path / "cmp"
+    args = ["compare", str(recipe), "--methods", "lora", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0 and len(fake_run.recipes) == 1
+    timing = json.loads((out / "lora.timing.json").read_text())
+    del timing["recipe_sha256"]  # as an older version wrote it
+    (out / "lora.timing.json").write_text(json.dumps(timing))
+    assert runner.invoke(app, args).exit_code == 0 and len(fake_run.recipes) == 1
+    # ... unless its recipe file was written after the run finished (a later, refused point)
+    later = RunPaths(out / "lora").finished.stat().st_mtime + 5
+    os.utime(out / "lora.yaml", (later, later))
+    text = (out / "lora.yaml").read_text()
+    assert not runner_module.reusable(
+        out / "lora.yaml", out / "lora", out / "lora.timing.json", text
+    )
 
 
 def test_sweep_without_a_scored_point_names_no_best_recipe(

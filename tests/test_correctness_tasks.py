@@ -404,3 +404,23 @@ def test_max_new_tokens_defaults_to_max_target_length(tiny_model_dir):
     assert Recipe.model_fields  # schema loaded
     assert config_for({}).max_new_tokens == 200
     assert config_for({"max_new_tokens": 7}).max_new_tokens == 7
+
+
+def test_merge_check_inputs_of_a_pair_task_without_eval_data_are_pairs():
+    """merge checks parity on made-up inputs when a run has no eval data (or its data is not on
+    this machine); a pair task refuses single texts, so they must be pairs."""
+    from finetune.models import FAMILIES
+    from finetune.pipeline.merging import made_up_examples
+    from finetune.recipe.schema import Recipe
+    from finetune.setup.task import make_task
+
+    recipe = Recipe.model_validate(
+        {
+            "model": {"name": "bert-base-uncased"},
+            "task": PAIR_TASK,
+            "data": {"train": "train.csv"},
+            "method": {"name": "lora"},
+        }
+    )
+    examples = made_up_examples(make_task(recipe, FAMILIES["bert"]))
+    assert examples and all(ex.pair and ex.source for ex in examples)

@@ -106,6 +106,21 @@ def test_aligned_text_files_become_translation(here, runner):
     }
 
 
+def test_an_unlabelled_test_file_is_left_out(here, runner):
+    """GLUE ships test.tsv without labels: init used to write no recipe at all for it."""
+    rows = [
+        {"text": f"the film was {'good' if i % 2 else 'bad'} {i}", "label": i % 2}
+        for i in range(20)
+    ]
+    write_csv(here / "glue" / "train.csv", rows)
+    write_csv(here / "glue" / "dev.csv", rows[:6])
+    write_csv(here / "glue" / "test.csv", [{"text": r["text"]} for r in rows[:6]])
+    result = _init(runner, "glue/train.csv", "--out", "glue.yaml")
+    assert "test.csv left out" in result.output and "label" in result.output
+    data = _recipe(here / "glue.yaml")["data"]
+    assert data["eval"] == "glue/dev.csv" and "test" not in data
+
+
 def test_val_files_are_the_eval_split(here, runner):
     """Multi30k, COCO-style sets ship `val.en` / `val.csv`."""
     rows = translation_rows(20, seed=1)

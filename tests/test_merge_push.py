@@ -102,7 +102,8 @@ def test_push_without_a_token_says_so_before_any_hub_call(runner, lora_run, monk
             raise AssertionError("the Hub was called without a token")
 
     monkeypatch.setattr(huggingface_hub, "HfApi", NoCalls)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "token"))  # no saved login

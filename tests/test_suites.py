@@ -393,3 +393,26 @@ def test_a_long_title_is_wrapped_to_a_narrow_heatmap():
     wrapped = fitted(title, 1.6 + 1.1 * 2)
     assert "\n" in wrapped and max(len(line) for line in wrapped.splitlines()) <= 41
     assert " ".join(wrapped.split()) == title
+
+
+def test_ctrl_c_with_several_jobs_starts_no_queued_point():
+    """With --jobs 2, Ctrl-C used to wait for every queued point to train before stopping."""
+    import threading
+    import time
+
+    from finetune.comparison.jobs import run_all
+
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def run(point: int, slot) -> int:
+        with lock:
+            started.append(point)
+        if point == 0:
+            raise KeyboardInterrupt
+        time.sleep(0.3)
+        return point
+
+    with pytest.raises(KeyboardInterrupt):
+        run_all(list(range(8)), run, jobs=2)
+    assert len(started) <= 3  # the two running, at most one picked up before the cancel

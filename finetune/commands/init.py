@@ -88,7 +88,16 @@ def init_recipe(data_file: Path, opts: InitOptions) -> InitResult:
     guess, layout = guess_task_of(sample, opts, layout)
     splits, eval_note = find_splits(sample)
     text = render_recipe(out, sample, guess, splits, opts, layout)
-    lengths, lengths_note = guess_lengths(checked(out, text), sample, layout)
+    try:
+        recipe = checked(out, text)
+    except RecipeError as exc:  # GLUE's test files carry no labels: a test split to skip
+        if "test" not in splits or not all(".test" in p.where for p in exc.problems):
+            raise
+        left_out = Path(str(splits.pop("test"))).name
+        eval_note += f"; {left_out} left out ({exc.problems[0].message})"
+        text = render_recipe(out, sample, guess, splits, opts, layout)
+        recipe = checked(out, text)
+    lengths, lengths_note = guess_lengths(recipe, sample, layout)
     if lengths:
         text = render_recipe(out, sample, guess, splits, opts, layout, lengths)
     write_checked(out, text)
@@ -106,10 +115,11 @@ def guess_lengths(
     from finetune.data.readers import Table
     from finetune.setup.lengths import measure_lengths
 
-    columns = list(sample.columns)
-    if layout is not None and layout.columns is not None:
-        columns = list(layout.columns)
-    rows = [dict(zip(columns, row.values(), strict=False)) for row in sample.rows]
+    rename: dict[str, str] = {}
+    if layout is not None and layout.columns is not None:  # column1 .. -> the names given
+        rename = dict(zip(sample.columns, layout.columns, strict=False))
+    rows = [{rename.get(k, k): v for k, v in row.items()} for row in sample.rows]
+    columns = [rename.get(c, c) for c in sample.columns]
     table = Table(rows, sample.recipe_path, first_line=0, columns=columns)
     try:
         lengths = measure_lengths(recipe, table)

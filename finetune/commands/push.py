@@ -103,7 +103,8 @@ def _saved_token(repo_id: str) -> str:
     a network or 401 error that never says a token is missing."""
     from huggingface_hub import get_token
 
-    found = get_token()
+    with _push_errors(repo_id):  # a saved login's refresh or exchange can fail too
+        found = get_token()
     if not found:
         raise FinetuneError(
             f"push to {repo_id}: no Hugging Face token found",

@@ -101,6 +101,12 @@ def run_all(
         finally:
             free.put(slot)
 
-    with ThreadPoolExecutor(max_workers=min(jobs, total)) as pool:
-        futures = [pool.submit(task, i, point) for i, point in enumerate(points)]
+    pool = ThreadPoolExecutor(max_workers=min(jobs, total))
+    futures = [pool.submit(task, i, point) for i, point in enumerate(points)]
+    try:
         return [future.result() for future in futures]
+    except BaseException:  # Ctrl-C: the queued points must not start; running ones checkpoint
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)

@@ -28,8 +28,8 @@ import yaml
 
 from finetune.comparison.jobs import Slot, cpu_cores
 from finetune.jsonvalues import as_object, child, copy_object, number
-from finetune.run.files import atomic_write_text, has_training_state, is_finished
-from finetune.run.layout import RunPaths
+from finetune.run.files import atomic_write_text, is_finished
+from finetune.run.layout import RunPaths, complete_checkpoints
 from finetune.setup.checks import check_recipe
 from finetune.tasks import TASKS
 from finetune.tasks.main_metric import lower_is_better
@@ -128,7 +128,11 @@ def timed_run(cmd: list[str], log_file: Path, env: dict[str, str]) -> tuple[int,
         process = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=output, env={**os.environ, **env}
         )
-        _, status, usage = os.wait4(process.pid, 0)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except KeyboardInterrupt:  # the run got the signal too: let it write its checkpoint
+            process.wait()
+            raise
     process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     cpu = usage.ru_utime + usage.ru_stime
@@ -156,26 +160,33 @@ def recipe_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def reusable(run_dir: Path, timing_file: Path, text: str) -> bool:
+def reusable(recipe_file: Path, run_dir: Path, timing_file: Path, text: str) -> bool:
     """A finished run of exactly this recipe: read it back instead of training again. The
     digest is the one the runner wrote after that run succeeded (with its timing), so a
     recipe written for a point that was then refused or failed never vouches for an older
-    run in the same directory."""
-    if not (RunPaths(run_dir).finished.is_file() and RunPaths(run_dir).metrics.is_file()):
+    run in the same directory. A run from before digests were kept counts when its recipe
+    file is this text and was written before the run finished."""
+    paths = RunPaths(run_dir)
+    if not (paths.finished.is_file() and paths.metrics.is_file()):
         return False
-    if not timing_file.is_file():
-        return False
-    saved = json.loads(timing_file.read_text(encoding="utf-8"))
-    return bool(saved.get("recipe_sha256") == recipe_digest(text))
+    saved = json.loads(timing_file.read_text(encoding="utf-8")) if timing_file.is_file() else {}
+    if "recipe_sha256" in saved:
+        return bool(saved["recipe_sha256"] == recipe_digest(text))
+    return (
+        recipe_file.is_file()
+        and recipe_file.read_text(encoding="utf-8") == text
+        and recipe_file.stat().st_mtime <= paths.finished.stat().st_mtime
+    )
 
 
 def resumable(recipe_file: Path, run_dir: Path, text: str) -> bool:
-    """An unfinished run of this same recipe with checkpoints (a comparison interrupted in
-    the middle of a point): continued with --resume rather than started again."""
+    """An unfinished run of this same recipe with a complete checkpoint (a comparison
+    interrupted in the middle of a point): continued with --resume rather than started
+    again. A checkpoint cut off while being written is nothing to resume from."""
     return (
         run_dir.is_dir()
         and not is_finished(run_dir)
-        and has_training_state(run_dir)
+        and bool(complete_checkpoints(RunPaths(run_dir).checkpoints))
         and recipe_file.is_file()
         and recipe_file.read_text(encoding="utf-8") == text
     )
@@ -193,7 +204,7 @@ def run_point(point: Point, out: Path, overwrite: bool, slot: Slot | None = None
     lr = number(as_object(data.get("train")).get("lr"))
     log_file = out / f"{name}.log"
     timing_file = out / f"{name}.timing.json"
-    if not overwrite and reusable(run_dir, timing_file, text):
+    if not overwrite and reusable(recipe_file, run_dir, timing_file, text):
         log.info("%s: finished earlier, reading it back", name)
         row = row_from_run(method, name, run_dir, lr, _saved_timing(timing_file))
         row.log = str(log_file)
@@ -213,6 +224,11 @@ def run_point(point: Point, out: Path, overwrite: bool, slot: Slot | None = None
         cmd.append("--overwrite")
     log.info("running %s", name)
     returncode, timing = timed_run(cmd, log_file, slot.env if slot else {})
+    if resume and returncode == 2:  # the resume refused (changed data, no usable checkpoint)
+        reason = error_line(log_file.read_text(encoding="utf-8", errors="replace"))
+        log.warning("%s: could not resume (%s); training it again", name, reason)
+        cmd = [*cmd[:-1], "--overwrite"]
+        returncode, timing = timed_run(cmd, log_file, slot.env if slot else {})
     if returncode != 0:
         reason = error_line(log_file.read_text(encoding="utf-8", errors="replace"))
         log.warning("%s: failed: %s (full output: %s)", name, reason, log_file)

@@ -6,6 +6,7 @@ that it matches, so documentation can never drift from the schema.
 
 from __future__ import annotations
 
+import re
 import typing
 from dataclasses import dataclass
 
@@ -128,7 +129,9 @@ def option_rows(section: str | None = None) -> list[OptionRow]:
                     seen.add(ident)
                     rows.append(row)
     if section and "." in section:
-        rows = [r for r in rows if r.key == section or r.key.startswith(section + ".")]
+        # a data source's keys are listed once, as data.*.format, for train, eval and test
+        wanted = re.sub(r"^data\.(train|eval|test)\.(?=.)", "data.*.", section)
+        rows = [r for r in rows if r.key in (section, wanted) or r.key.startswith(section + ".")]
     return rows
 
 

@@ -90,8 +90,11 @@ FALLBACK_TEXTS = ("a short test input", "another one")
 def made_up_examples(task: Task) -> list[Example]:
     """Inputs for a run without eval data. A generation model computes logits only for a
     target (T5 needs decoder inputs, GPT-2 the target tokens after the prompt), so these get
-    one; a classifier's logits need none."""
-    examples = task.examples_from_texts(list(FALLBACK_TEXTS))
+    one; a classifier's logits need none. A pair task gets pairs (its inputs are refused
+    without the second text)."""
+    pair = getattr(task.cfg, "text_pair", None)
+    texts = [f"{text}\t{text}" if pair else text for text in FALLBACK_TEXTS]
+    examples = task.examples_from_texts(texts)
     if task.is_generation:
         examples = [replace(ex, target=[ex.source]) for ex in examples]
     return examples

@@ -82,15 +82,6 @@ class DataConfig(Section):
     def _shorthand(cls, value: object) -> object:  # raw input: what YAML held
         return coerce_source(value)
 
-    @model_validator(mode="after")
-    def _one_eval_split(self) -> DataConfig:
-        if self.eval is not None and self.eval_fraction is not None:
-            raise ValueError(
-                "data.eval and data.eval_fraction are both set, and eval_fraction holds rows out "
-                "of train only when there is no data.eval: remove one of them"
-            )
-        return self
-
 
 # --------------------------------------------------------------------------- train / eval / output
 

@@ -85,6 +85,7 @@ def check_semantics(recipe: Recipe, path: Path, scan_rows: bool = False) -> list
             problems.append(Problem(f"{where}: method.name", reason, "pick another method"))
     problems.extend(check_training_options(recipe, where))
     problems.extend(evaluation_problems(recipe, where))
+    problems.extend(eval_split_problems(recipe, where))
     problems.extend(method_problems(recipe, where))  # train.optimizer, method.init, ...
     problems.extend(template_problems(recipe, where, family))  # task.prompt: chat, no template
     problems.extend(quantization_problems(recipe, where))
@@ -104,6 +105,22 @@ def check_training_options(recipe: Recipe, where: str) -> list[Problem]:
     from finetune.train.selection import check_selection
 
     return check_selection(recipe, where) + check_trackers(recipe, where)
+
+
+def eval_split_problems(recipe: Recipe, where: str) -> list[Problem]:
+    """data.eval beside data.eval_fraction: the fraction holds rows out of train only without
+    data.eval, so one of them is ignored. Checked here rather than in the schema, so the run
+    directories of versions that accepted both still load for eval, predict and merge."""
+    if recipe.data.eval is None or recipe.data.eval_fraction is None:
+        return []
+    return [
+        Problem(
+            f"{where}: data.eval_fraction",
+            "set beside data.eval, which it would be ignored for (it holds rows out of train "
+            "only when there is no data.eval)",
+            "remove data.eval_fraction, or data.eval to hold rows out of train instead",
+        )
+    ]
 
 
 def evaluation_problems(recipe: Recipe, where: str) -> list[Problem]:
