@@ -14,7 +14,6 @@ import typer
 
 from finetune import __version__
 from finetune.console import escape as _escape
-from finetune.console import print_err as _err
 from finetune.console import print_metrics
 from finetune.console import print_out as _out
 from finetune.exits import STATE, handle_errors, rerun_to_continue
@@ -145,20 +144,9 @@ def validate(
 ) -> None:
     """Check recipes (schema, files, columns, every data row, model family, method support)
     without loading any weights; reports every problem at once."""
-    from finetune.commands.validate import check_recipe, expand_recipes
+    from finetune.commands.validate import validate_all
 
-    files = expand_recipes(paths)
-    failed = 0
-    for path in files:
-        _, problems = check_recipe(path, overrides or [], scan_rows=not quick)
-        if problems:
-            failed += 1
-            _err(f"[bold red]✗[/] {_escape(str(path))}: {len(problems)} problem(s)")
-            for problem in problems:
-                _err("  - " + _escape(problem.render()))
-        else:
-            _out(f"[green]✓[/] {_escape(str(path))}")
-    if failed:
+    if validate_all(paths, overrides or [], scan_rows=not quick):
         raise typer.Exit(2)
 
 

@@ -374,6 +374,7 @@ def test_merge_and_push_generation_run_without_eval_data(
             return type("Info", (), {"commit_url": "https://hub/x"})()
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "T" * 34)  # a user pushes with a token
     result = runner.invoke(app, ["push", str(tmp_path / "run"), "--repo-id", "me/tiny"])
     assert result.exit_code == 0, result.output
     assert "config.json" in uploaded

@@ -213,7 +213,8 @@ def test_sigterm_checkpoints_and_the_printed_command_resumes(
     assert metrics["train_seconds"] >= state["train_seconds"] > 0
     assert metrics["train_samples"] == 4 * 96
     rate = metrics["train_samples"] / metrics["train_seconds"]
-    assert metrics["train_samples_per_s"] == pytest.approx(rate, rel=0.01)
+    rounding = 0.005 / metrics["train_seconds"]  # train_seconds is written to 2 decimals
+    assert metrics["train_samples_per_s"] == pytest.approx(rate, rel=0.01 + rounding)
 
 
 @pytest.mark.slow

@@ -136,7 +136,8 @@ def test_method_name_override_with_foreign_keys_says_to_use_method_equals():
     keys = sorted(p.where.rsplit(" ", 1)[-1] for p in problems)
     assert keys == ["method.alpha", "method.dropout", "method.r"]
     for problem in problems:
-        assert "use `method=ia3`" in problem.fix and "lora" in problem.fix
+        assert "not of ia3: remove it" in problem.fix and "lora" in problem.fix
+        assert "`method=ia3` replaces the whole section" in problem.fix
 
 
 def test_cli_run_with_method_name_fails_before_loading_and_points_at_method_equals(runner):

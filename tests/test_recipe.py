@@ -318,7 +318,7 @@ def test_a_sections_cross_key_check_reads_as_its_own_sentence():
 def test_the_rate_in_use_is_logged_with_where_it_came_from():
     """`method=vera` on a LoRA recipe keeps LoRA's 2e-3, 16x below VeRA's default."""
     from finetune.methods import METHODS
-    from finetune.setup.run_setup import rate_note
+    from finetune.recipe.schema import rate_note
 
     def recipe(method: str, lr: float | None) -> Recipe:
         return Recipe.model_validate(
@@ -337,18 +337,3 @@ def test_the_rate_in_use_is_logged_with_where_it_came_from():
     assert f"the recipe's (vera's default is {vera:g}; train.lr=null runs at it)" in far
     near = rate_note(recipe("vera", vera / 2))
     assert near.endswith(f"(vera's default is {vera:g})")
-
-
-def test_an_option_of_another_method_says_whose_it_is():
-    from finetune.recipe.io import build_recipe
-
-    data = {
-        "model": {"name": "bert-base-uncased"},
-        "task": {"type": "classification"},
-        "data": {"train": "train.csv"},
-        "method": {"name": "lora", "r": 8},
-    }
-    _, problems = build_recipe(data, "r.yaml", ["method.name=ia3"])
-    (problem,) = [p for p in problems if p.where == "r.yaml: method.r"]
-    assert "'r' is an option of lora/" in problem.fix and "not of ia3: remove it" in problem.fix
-    assert "`method=ia3` replaces the whole section" in problem.fix

@@ -5,10 +5,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from finetune.console import escape, print_err, print_out
 from finetune.errors import FinetuneError
 from finetune.setup.checks import check_recipe
 
-__all__ = ["check_recipe", "expand_recipes"]
+__all__ = ["check_recipe", "expand_recipes", "validate_all"]
+
+
+def validate_all(paths: list[Path], overrides: list[str], scan_rows: bool) -> int:
+    """Check every recipe named or found, printing a ✓ or its problems; how many failed."""
+    failed = 0
+    for path in expand_recipes(paths):
+        _, problems = check_recipe(path, overrides, scan_rows=scan_rows)
+        if problems:
+            failed += 1
+            print_err(f"[bold red]✗[/] {escape(str(path))}: {len(problems)} problem(s)")
+            for problem in problems:
+                print_err("  - " + escape(problem.render()))
+        else:
+            print_out(f"[green]✓[/] {escape(str(path))}")
+    return failed
 
 
 def expand_recipes(paths: list[Path]) -> list[Path]:

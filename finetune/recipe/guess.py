@@ -193,8 +193,7 @@ def _ambiguous(sample: Sample, what: str, found: list[str], flag: str) -> Column
         f"{sample.recipe_path}: cannot tell which column holds the {what} "
         f"(candidates: {listed}; columns: {', '.join(sample.columns)})",
         fix=f"pass {flag} COLUMN (the other column flags: "
-        + ", ".join(f for f in COLUMN_FLAGS if f != flag)
-        + "; or --task)",
+        f"{', '.join(f for f in COLUMN_FLAGS if f != flag)}; or --task)",
     )
 
 
@@ -276,8 +275,7 @@ def _classification(sample: Sample, opts: InitOptions) -> TaskGuess:
         comments["text_pair"] = "second text of each pair"
     keys["label"] = label
     comments["label"] = f"{len(values)} labels in {where}: {shown}"
-    shown_texts = text + (f" + {pair}" if pair else "")
-    summary = f"{shown_texts} -> {label}, {len(values)} labels"
+    summary = f"{text}{f' + {pair}' if pair else ''} -> {label}, {len(values)} labels"
     return TaskGuess("classification", keys, comments, summary)
 
 

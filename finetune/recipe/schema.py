@@ -76,6 +76,20 @@ class Recipe(Section):
         return copy
 
 
+def rate_note(recipe: Recipe) -> str:
+    """The learning rate in use and where it came from. A recipe written for one method keeps
+    its rate when `method=` switches to another, whose default can be 16x away (LoRA's 2e-3,
+    VeRA's 3.2e-2): say so, with the override that picks the method's own."""
+    name = recipe.method.name
+    default = default_lr(METHODS[name].default_lr, recipe.train.optimizer)
+    lr = recipe.train.lr if recipe.train.lr is not None else default
+    if lr == default:
+        return f"learning rate {lr:g} ({name}'s default)"
+    note = f"learning rate {lr:g}, the recipe's ({name}'s default is {default:g}"
+    far = max(lr / default, default / lr) >= 4
+    return note + ("; train.lr=null runs at it)" if far else ")")
+
+
 __all__ = [
     "METHOD_NAMES",
     "TASK_TYPES",
@@ -91,4 +105,5 @@ __all__ = [
     "Recipe",
     "TaskConfig",
     "TrainConfig",
+    "rate_note",
 ]

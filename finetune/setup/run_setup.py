@@ -19,7 +19,7 @@ from finetune.errors import RunDirError
 from finetune.methods import METHODS
 from finetune.methods.base import Method, TrainingPlan
 from finetune.recipe.io import load_recipe
-from finetune.recipe.sections import default_lr
+from finetune.recipe.schema import rate_note
 from finetune.run.files import is_finished
 from finetune.run.info import ParameterCounts as RunInfoCounts
 from finetune.run.info import RunInfo
@@ -259,20 +259,6 @@ def _log_parameters(recipe: Recipe, parts: BaseAndMethod, counts: ParameterCount
     )
     if parts.method.trains:
         log.info("%s", rate_note(recipe))
-
-
-def rate_note(recipe: Recipe) -> str:
-    """The learning rate in use and where it came from. A recipe written for one method keeps
-    its rate when `method=` switches to another, whose default can be 16x away (LoRA's 2e-3,
-    VeRA's 3.2e-2): say so, with the override that picks the method's own."""
-    name = recipe.method.name
-    default = default_lr(METHODS[name].default_lr, recipe.train.optimizer)
-    lr = recipe.train.lr if recipe.train.lr is not None else default
-    if lr == default:
-        return f"learning rate {lr:g} ({name}'s default)"
-    note = f"learning rate {lr:g}, the recipe's ({name}'s default is {default:g}"
-    far = max(lr / default, default / lr) >= 4
-    return note + ("; train.lr=null runs at it)" if far else ")")
 
 
 def _setup_optimization(
