@@ -180,6 +180,13 @@ class Task(ABC):
     def examples(self, table: Table, split: str) -> list[Example]:
         """Rows -> examples; raise DataError naming the row for anything malformed."""
 
+    def parsed(self, table: Table) -> list[Example]:
+        """`examples` for a task that reads rows with `parse_row`: the columns checked, then
+        every row through the reader `validate` uses too."""
+        check_columns(table, self.required_columns(self.cfg))
+        rows = (self.parse_row(self.cfg, row, table.where(i)) for i, row in enumerate(table.rows))
+        return [example for example in rows if example is not None]
+
     def fit(self, train: list[Example]) -> None:
         """Learn run-level state (the label set) from the training examples."""
 

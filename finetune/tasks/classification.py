@@ -24,7 +24,6 @@ from finetune.tasks.base import (
     Example,
     ModelOverrides,
     Task,
-    check_columns,
     require_text,
     tokenize_counting_truncation,
     warn_truncated,
@@ -117,13 +116,10 @@ class ClassificationTask(Task):
         return Example(source=text, pair=pair, target=_label_key(raw), where=where)
 
     def examples(self, table: Table, split: str) -> list[Example]:
-        check_columns(table, self.required_columns(self.cfg))
-        out = []
+        out = self.parsed(table)
         labels: dict[tuple[str, str], tuple[str, str]] = {}
-        for i, row in enumerate(table.rows):
-            example = self.parse_row(self.cfg, row, table.where(i))
+        for example in out:
             example.target = labels.setdefault(example.target, example.target)  # one per class
-            out.append(example)
         return out
 
     def fit(self, train: list[Example]) -> None:

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from finetune.errors import DataValueError
 from finetune.recipe.section import Section
-from finetune.tasks.base import Example, ModelOverrides, check_columns
+from finetune.tasks.base import Example, ModelOverrides
 from finetune.tasks.classification import MODEL_INPUTS, ClassificationTask
 from finetune.tasks.scores import regression_scores
 
@@ -85,8 +85,7 @@ class RegressionTask(ClassificationTask):
         return Example(source=text, pair=pair, target=target, where=where)
 
     def examples(self, table: Table, split: str) -> list[Example]:
-        check_columns(table, self.required_columns(self.cfg))
-        return [self.parse_row(self.cfg, row, table.where(i)) for i, row in enumerate(table.rows)]
+        return self.parsed(table)
 
     def fit(self, train: list[Example]) -> None:
         """Nothing to learn from the data: one output, no label set."""

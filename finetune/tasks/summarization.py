@@ -13,7 +13,7 @@ from pydantic import Field
 
 from finetune.errors import DataError
 from finetune.recipe.section import Section
-from finetune.tasks.base import Example, check_columns, require_text
+from finetune.tasks.base import Example, require_text
 from finetune.tasks.chat import PromptMode, instruction_field, prompt_field, system_field
 from finetune.tasks.generation import GenerationTask
 from finetune.tasks.metrics import length_stats, rouge
@@ -94,8 +94,7 @@ class SummarizationTask(GenerationTask):
         return Example(source=text, target=refs, where=where)
 
     def examples(self, table: Table, split: str) -> list[Example]:
-        check_columns(table, self.required_columns(self.cfg))
-        return [self.parse_row(self.cfg, row, table.where(i)) for i, row in enumerate(table.rows)]
+        return self.parsed(table)
 
     def metrics(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
         references = [ex.target for ex in examples]

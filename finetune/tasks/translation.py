@@ -15,7 +15,7 @@ from pydantic import Field
 
 from finetune.errors import DataError
 from finetune.recipe.section import Section
-from finetune.tasks.base import Example, check_columns, require_text
+from finetune.tasks.base import Example, require_text
 from finetune.tasks.chat import PromptMode, instruction_field, prompt_field, system_field
 from finetune.tasks.generation import GenerationTask
 from finetune.tasks.metrics import bleu, chrf, length_stats
@@ -127,8 +127,7 @@ class TranslationTask(GenerationTask):
 
     def examples(self, table: Table, split: str) -> list[Example]:
         self._suggest_dict_column(table)
-        check_columns(table, self.required_columns(self.cfg))
-        return [self.parse_row(self.cfg, row, table.where(i)) for i, row in enumerate(table.rows)]
+        return self.parsed(table)
 
     @classmethod
     def parse_row(cls, cfg: TranslationConfig, row: TableRow, where: str) -> Example:
