@@ -148,18 +148,19 @@ def sweep(
     )
     add_intervals(rows, out)
     keys = list(axes)
+    best = best_row(rows)
     header = [
         f"Sweep of {len(rows)} point(s) over {', '.join(keys) or 'no axis'}"
         + (f" ({random} sampled with seed {seed})" if random else "")
         + f"; methods: {', '.join(methods)}. "
         + (
             f"The best point's recipe is {BEST}."
-            if best_row(rows)
+            if best
             else f"No point finished with an eval score, so there is no {BEST}."
         )
     ]
     write_report(rows, out, f"finetune sweep: {recipe_path}", header, keys)
-    write_best(rows, recipes, out)
+    write_best(best, recipes, out)
     return rows, out, keys
 
 
@@ -196,10 +197,9 @@ def best_row(rows: list[Row]) -> Row | None:
     return max(done, key=lambda r: sign * (r.quality or 0.0))
 
 
-def write_best(rows: list[Row], recipes: Mapping[str, RecipeData], out: Path) -> None:
+def write_best(best: Row | None, recipes: Mapping[str, RecipeData], out: Path) -> None:
     """The best point's recipe, its output directory `best/` beside the sweep's points; with
     no best point, an earlier sweep's best.yaml is removed rather than left to mislead."""
-    best = best_row(rows)
     if best is None:
         (out / BEST).unlink(missing_ok=True)
         log.warning("sweep: no point finished with an eval score; no %s written", BEST)

@@ -55,6 +55,10 @@ def _bounds(field: FieldInfo) -> str:
     return f" ({', '.join(found)})" if found else ""
 
 
+def _field_type(field: FieldInfo) -> str:
+    return _type_name(field.annotation) + _bounds(field)
+
+
 def _default(field: FieldInfo) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "required"
@@ -87,8 +91,7 @@ def _rows(model: type[BaseModel], prefix: str, tag: str | None) -> list[OptionRo
         desc = field.description or ""
         if tag and name not in ("name", "type"):
             desc = f"({tag}) {desc}"
-        typ = _type_name(field.annotation) + _bounds(field)
-        rows.append(OptionRow(key, typ, _default(field), desc))
+        rows.append(OptionRow(key, _field_type(field), _default(field), desc))
     return rows
 
 
@@ -96,12 +99,7 @@ def _source_rows(models: list[type[BaseModel]], prefix: str) -> list[OptionRow]:
     """The keys of a local data source (format, quoting), once for train/eval/test."""
     local = next(m for m in models if m.__name__ == "LocalSource")
     return [
-        OptionRow(
-            f"{prefix}.*.{name}",
-            _type_name(f.annotation) + _bounds(f),
-            _default(f),
-            f.description or "",
-        )
+        OptionRow(f"{prefix}.*.{name}", _field_type(f), _default(f), f.description or "")
         for name, f in local.model_fields.items()
         if name != "path"
     ]

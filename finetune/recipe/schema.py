@@ -72,16 +72,19 @@ class Recipe(Section):
         """A copy with the method's defaults filled in where the recipe leaves them open."""
         copy = self.model_copy(deep=True)
         if copy.train.lr is None:
-            copy.train.lr = default_lr(METHODS[copy.method.name].default_lr, copy.train.optimizer)
+            copy.train.lr = copy.default_rate()
         return copy
+
+    def default_rate(self) -> float:
+        """The method's default learning rate under the recipe's optimizer."""
+        return default_lr(METHODS[self.method.name].default_lr, self.train.optimizer)
 
 
 def rate_note(recipe: Recipe) -> str:
     """The learning rate in use and where it came from. A recipe written for one method keeps
     its rate when `method=` switches to another, whose default can be 16x away (LoRA's 2e-3,
     VeRA's 3.2e-2): say so, with the override that picks the method's own."""
-    name = recipe.method.name
-    default = default_lr(METHODS[name].default_lr, recipe.train.optimizer)
+    name, default = recipe.method.name, recipe.default_rate()
     lr = recipe.train.lr if recipe.train.lr is not None else default
     if lr == default:
         return f"learning rate {lr:g} ({name}'s default)"
